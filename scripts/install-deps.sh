@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs every package cutlayer needs to build, test and run, from Debian's archive.
+# Idempotent: packages already present are skipped; `apt-get update` runs only when the
+# package lists are missing or a package cannot be found. Run as root (or via sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  # LibTorch and a fast BLAS (the reference BLAS is ~55x slower for matmul)
+  libtorch-dev libopenblas0-pthread
+  # transport, crypto, serialization, logging, CLI
+  libzmq3-dev cppzmq-dev libssl-dev libcereal-dev libspdlog-dev libfmt-dev libcli11-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # data
+  dataset-fashion-mnist
+  # plots (PNG) from JSON-lines metrics
+  python3 python3-matplotlib
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+  SUDO=sudo
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+lists=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' 2>/dev/null | head -n 1)
+if [ -z "$lists" ]; then
+  $SUDO apt-get update -qq
+fi
+if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+  # stale lists: refresh once and retry
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "install-deps: done"

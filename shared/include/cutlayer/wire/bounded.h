@@ -1,0 +1,74 @@
+// Serialization of strings and vectors whose length a peer controls. cereal's own loaders
+// allocate whatever length the input claims; these check the length against a cap first.
+#pragma once
+
+#include <cereal/cereal.hpp>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cutlayer/error.h"
+
+namespace cutlayer::wire {
+
+// Cap for each string inside a bounded vector of strings.
+constexpr std::size_t kMaxItemChars = 4096;
+
+template <class T>
+struct Bounded {
+  T& value;
+  std::size_t max;
+  const char* what;
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(value.size())));
+    save_items(ar);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    cereal::size_type n = 0;
+    ar(cereal::make_size_tag(n));
+    if (n > max)
+      throw ProtocolError(std::string(what) + ": declared length " + std::to_string(n) +
+                          " exceeds the cap of " + std::to_string(max));
+    value.resize(static_cast<std::size_t>(n));
+    load_items(ar);
+  }
+
+ private:
+  using Item = typename T::value_type;
+  template <class Archive>
+  void save_items(Archive& ar) const {
+    if constexpr (std::is_arithmetic_v<Item>) {
+      ar(cereal::binary_data(value.data(), value.size() * sizeof(Item)));
+    } else {
+      for (const auto& v : value) ar(v);
+    }
+  }
+  template <class Archive>
+  void load_items(Archive& ar) {
+    if constexpr (std::is_arithmetic_v<Item>) {
+      ar(cereal::binary_data(value.data(), value.size() * sizeof(Item)));
+    } else if constexpr (std::is_same_v<Item, std::string>) {
+      for (auto& v : value) ar(Bounded<std::string>{v, kMaxItemChars, what});
+    } else {
+      for (auto& v : value) ar(v);
+    }
+  }
+};
+
+// ar(bounded(name, 256, "Join.client_name"))
+template <class T>
+Bounded<T> bounded(T& value, std::size_t max, const char* what) {
+  return Bounded<T>{value, max, what};
+}
+template <class T>
+Bounded<T> bounded(const T& value, std::size_t max, const char* what) {
+  return Bounded<T>{const_cast<T&>(value), max, what};
+}
+
+}  // namespace cutlayer::wire

@@ -1,0 +1,181 @@
+// The small per-type structs carried in a message's meta frame. Tensors travel in their
+// own frames; the struct comment says which tensors a message carries, in order.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cutlayer/wire/bounded.h"
+#include "cutlayer/wire/msg_type.h"
+
+namespace cutlayer::wire {
+
+constexpr std::size_t kMaxName = 256;
+constexpr std::size_t kMaxText = 4096;
+constexpr std::size_t kMaxDims = 8;
+constexpr std::uint32_t kProtocolVersion = 1;
+
+// Client → server over the CURVE front door. No tensors.
+struct Join {
+  static constexpr MsgType kType = MsgType::kJoin;
+  std::uint32_t protocol = kProtocolVersion;
+  std::string client_name;            // informational; the server trusts the ZAP user id
+  std::string model;                  // model spec name, checked by the server
+  std::vector<std::int64_t> cut_shape;  // per-sample cut-layer shape, checked at join
+  std::uint64_t samples = 0;          // size of the client's shard
+  bool u_shaped = false;
+  template <class A>
+  void serialize(A& ar) {
+    ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
+       bounded(model, kMaxName, "Join.model"), bounded(cut_shape, kMaxDims, "Join.cut_shape"),
+       samples, u_shaped);
+  }
+};
+
+// Server → client over the front door: the session and its secret. No tensors.
+struct JoinAck {
+  static constexpr MsgType kType = MsgType::kJoinAck;
+  std::uint64_t session_id = 0;
+  std::array<std::uint8_t, 32> secret{};  // HKDF input for the sealed channel keys
+  std::uint16_t data_port = 0;
+  std::uint32_t heartbeat_ms = 0;
+  std::uint32_t session_timeout_ms = 0;
+  std::uint64_t round = 0;                // current aggregation round (for joiners)
+  template <class A>
+  void serialize(A& ar) {
+    ar(session_id, cereal::binary_data(secret.data(), secret.size()), data_port, heartbeat_ms,
+       session_timeout_ms, round);
+  }
+};
+
+struct Leave {
+  static constexpr MsgType kType = MsgType::kLeave;
+  std::string reason;
+  template <class A>
+  void serialize(A& ar) {
+    ar(bounded(reason, kMaxText, "Leave.reason"));
+  }
+};
+
+struct Heartbeat {
+  static constexpr MsgType kType = MsgType::kHeartbeat;
+  template <class A>
+  void serialize(A&) {}
+};
+
+enum class ErrorCode : std::uint16_t {
+  kProtocol = 1,      // the peer's message broke the wire protocol
+  kRefused = 2,       // join refused (shape, model, version, capacity)
+  kUnknownSession = 3,
+  kInternal = 4,
+};
+
+struct ErrorMsg {
+  static constexpr MsgType kType = MsgType::kError;
+  std::uint16_t code = 0;
+  std::string message;
+  template <class A>
+  void serialize(A& ar) {
+    ar(code, bounded(message, kMaxText, "Error.message"));
+  }
+};
+
+// Tensors: z (cut activations), then y (labels) unless U-shaped.
+struct Activations {
+  static constexpr MsgType kType = MsgType::kActivations;
+  std::uint64_t step = 0;
+  bool has_labels = true;
+  template <class A>
+  void serialize(A& ar) {
+    ar(step, has_labels);
+  }
+};
+
+// Tensors: dL/dz.
+struct CutGrad {
+  static constexpr MsgType kType = MsgType::kCutGrad;
+  std::uint64_t step = 0;
+  float loss = 0.f;
+  template <class A>
+  void serialize(A& ar) {
+    ar(step, loss);
+  }
+};
+
+// Tensors: indices (int32/int64), values.
+struct SparseGrad {
+  static constexpr MsgType kType = MsgType::kSparseGrad;
+  std::uint64_t round = 0;
+  std::uint64_t samples = 0;
+  std::uint64_t numel = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(round, samples, numel);
+  }
+};
+
+// Tensors: indices, values.
+struct Update {
+  static constexpr MsgType kType = MsgType::kUpdate;
+  std::uint64_t round = 0;
+  std::uint64_t numel = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(round, numel);
+  }
+};
+
+// Tensors: one per parameter, in `names` order.
+struct ModelSnapshot {
+  static constexpr MsgType kType = MsgType::kModelSnapshot;
+  std::uint64_t round = 0;
+  std::vector<std::string> names;
+  template <class A>
+  void serialize(A& ar) {
+    ar(round, bounded(names, 4096, "ModelSnapshot.names"));
+  }
+};
+
+struct EvalRequest {
+  static constexpr MsgType kType = MsgType::kEvalRequest;
+  std::uint64_t id = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(id);
+  }
+};
+
+struct EvalResult {
+  static constexpr MsgType kType = MsgType::kEvalResult;
+  std::uint64_t id = 0;
+  double loss = 0;
+  double accuracy = 0;
+  std::uint64_t samples = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(id, loss, accuracy, samples);
+  }
+};
+
+// Tensors: any; the server echoes them back unchanged in a ProbeReply.
+struct Probe {
+  static constexpr MsgType kType = MsgType::kProbe;
+  std::uint64_t id = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(id);
+  }
+};
+
+struct ProbeReply {
+  static constexpr MsgType kType = MsgType::kProbeReply;
+  std::uint64_t id = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(id);
+  }
+};
+
+}  // namespace cutlayer::wire

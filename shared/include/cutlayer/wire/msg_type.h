@@ -1,0 +1,30 @@
+// Message types. New types are appended; a number is never reused.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace cutlayer::wire {
+
+enum class MsgType : std::uint16_t {
+  kJoin = 1,
+  kJoinAck = 2,
+  kLeave = 3,
+  kHeartbeat = 4,
+  kError = 5,
+  kActivations = 6,
+  kCutGrad = 7,
+  kSparseGrad = 8,
+  kUpdate = 9,
+  kModelSnapshot = 10,
+  kEvalRequest = 11,
+  kEvalResult = 12,
+  kProbe = 13,       // a client's link self-check: tensors the server echoes back
+  kProbeReply = 14,
+};
+constexpr std::uint16_t kMaxMsgType = 14;
+
+bool is_valid_msg_type(std::uint16_t code);
+std::string_view msg_type_name(MsgType t);
+
+}  // namespace cutlayer::wire

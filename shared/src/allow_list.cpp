@@ -1,0 +1,69 @@
+#include "cutlayer/transport/allow_list.h"
+
+#include <zmq.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "cutlayer/error.h"
+#include "cutlayer/transport/keys.h"
+
+namespace cutlayer::transport {
+
+AllowList AllowList::load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in)
+    throw IoError("cannot read allow-list '" + path + "': " + std::strerror(errno) +
+                  ". Make one with: cutlayer-keygen --out <dir> --clients <name,...>");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), path);
+}
+
+AllowList AllowList::parse(const std::string& text, const std::string& source) {
+  AllowList list;
+  std::istringstream in(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const auto hash = line.find('#');
+    if (hash != std::string::npos) line.resize(hash);
+    std::istringstream fields(line);
+    std::string name, key, extra;
+    if (!(fields >> name)) continue;
+    const std::string where = source + ":" + std::to_string(lineno) + ": ";
+    if (!(fields >> key) || (fields >> extra))
+      throw ConfigError(where + "expected '<name> <z85-public-key>'");
+    try {
+      list.add(name, key);
+    } catch (const ConfigError& e) {
+      throw ConfigError(where + e.what());
+    }
+  }
+  return list;
+}
+
+void AllowList::add(const std::string& name, const std::string& key) {
+  if (!is_z85_key(key))
+    throw ConfigError("key for '" + name + "' is not a 40-character Z85 Curve25519 public key");
+  for (const auto& [k, n] : by_key_)
+    if (n == name) throw ConfigError("client name '" + name + "' appears twice");
+  if (!by_key_.emplace(key, name).second)
+    throw ConfigError("the key for '" + name + "' is already listed for '" + by_key_[key] + "'");
+}
+
+const std::string* AllowList::find(const std::string& key) const {
+  const auto it = by_key_.find(key);
+  return it == by_key_.end() ? nullptr : &it->second;
+}
+
+const std::string* AllowList::find_binary(const void* key32) const {
+  char z85[41];
+  if (zmq_z85_encode(z85, static_cast<const std::uint8_t*>(key32), 32) == nullptr) return nullptr;
+  return find(std::string(z85, 40));
+}
+
+}  // namespace cutlayer::transport

@@ -1,0 +1,47 @@
+#include "cutlayer/log.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <mutex>
+
+#include "cutlayer/error.h"
+
+namespace cutlayer::log {
+namespace {
+
+std::mutex g_mutex;
+spdlog::level::level_enum g_level = spdlog::level::info;
+
+spdlog::sink_ptr shared_sink() {
+  static spdlog::sink_ptr sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  return sink;
+}
+
+}  // namespace
+
+std::shared_ptr<spdlog::logger> get(const std::string& component) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (auto existing = spdlog::get(component)) return existing;
+  auto logger = std::make_shared<spdlog::logger>(component, shared_sink());
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
+  logger->set_level(g_level);
+  spdlog::register_logger(logger);
+  return logger;
+}
+
+bool is_level(std::string_view level) {
+  for (auto name : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+    if (level == name) return true;
+  return false;
+}
+
+void set_level(std::string_view level) {
+  if (!is_level(level))
+    throw ConfigError("log level must be one of trace|debug|info|warn|error|critical|off, got '" +
+                      std::string(level) + "'");
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_level = spdlog::level::from_str(std::string(level));
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->set_level(g_level); });
+}
+
+}  // namespace cutlayer::log

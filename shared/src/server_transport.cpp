@@ -1,0 +1,311 @@
+#include "cutlayer/transport/server_transport.h"
+
+#include <algorithm>
+
+#include "cutlayer/crypto/crypto.h"
+#include "cutlayer/error.h"
+#include "cutlayer/log.h"
+#include "frames_io.h"
+
+namespace cutlayer::transport {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kDrainPerPoll = 64;  // messages per socket per poll round (fairness)
+
+std::uint16_t bound_port(zmq::socket_t& s) {
+  const std::string ep = s.get(zmq::sockopt::last_endpoint);
+  return static_cast<std::uint16_t>(std::stoi(ep.substr(ep.rfind(':') + 1)));
+}
+
+std::string endpoint(const std::string& host, std::uint16_t port) {
+  return "tcp://" + host + ":" + (port == 0 ? std::string("*") : std::to_string(port));
+}
+
+// Logs the first few drops of a kind, then every 1024th: a flood must not flood the log.
+bool should_log(std::uint64_t count) { return count <= 8 || count % 1024 == 0; }
+
+}  // namespace
+
+struct ServerTransport::Session {
+  Session(std::uint64_t id, const SessionSecret& secret, std::string name)
+      : channel(id, secret, Side::kServer), client_name(std::move(name)) {}
+  SealedChannel channel;
+  std::string client_name;
+  zmq::message_t route;  // data-socket routing id, learned from the first sealed message
+  bool has_route = false;
+  Clock::time_point last_seen = Clock::now();
+};
+
+ServerTransport::ServerTransport(ServerTransportOptions options)
+    : options_(std::move(options)),
+      ctx_(1),
+      zap_(ctx_, options_.allow_list, options_.zap_domain),
+      front_(ctx_, zmq::socket_type::router),
+      data_(ctx_, zmq::socket_type::router),
+      last_expiry_check_(Clock::now()) {
+  if (!is_z85_key(options_.server_keys.public_key) || !is_z85_key(options_.server_keys.secret_key))
+    throw ConfigError("server key pair is missing or not Z85; make one with cutlayer-keygen");
+
+  SocketOptions front_opts = options_.socket;
+  front_opts.max_frame_bytes = 64 * 1024;  // joins are small
+  apply_socket_options(front_, front_opts);
+  front_.set(zmq::sockopt::sndtimeo, 0);  // a join reply never blocks the loop
+  front_.set(zmq::sockopt::curve_server, 1);
+  front_.set(zmq::sockopt::curve_secretkey, options_.server_keys.secret_key);
+  front_.set(zmq::sockopt::zap_domain, options_.zap_domain);
+#ifdef ZMQ_ZAP_ENFORCE_DOMAIN
+  front_.set(zmq::sockopt::zap_enforce_domain, 1);
+#else
+  {
+    const int on = 1;  // draft option 93: honoured when libzmq has it, harmless otherwise
+    zmq_setsockopt(front_.handle(), 93, &on, sizeof on);
+  }
+#endif
+  apply_socket_options(data_, options_.socket);
+  data_.set(zmq::sockopt::router_mandatory, 1);
+  try {
+    front_.bind(endpoint(options_.bind_host, options_.join_port));
+    data_.bind(endpoint(options_.bind_host, options_.data_port));
+  } catch (const zmq::error_t& e) {
+    throw IoError("cannot bind on " + options_.bind_host + " (join port " +
+                  std::to_string(options_.join_port) + ", data port " +
+                  std::to_string(options_.data_port) + "): " + e.what());
+  }
+  join_port_ = bound_port(front_);
+  data_port_ = bound_port(data_);
+  log::get("transport")
+      ->info("front door (CURVE, {} allowed clients) on {}:{}, sealed data channel on {}:{}",
+             options_.allow_list.size(), options_.bind_host, join_port_, options_.bind_host,
+             data_port_);
+}
+
+ServerTransport::~ServerTransport() = default;
+
+std::optional<ServerEvent> ServerTransport::poll(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (events_.empty()) {
+    expire_sessions();
+    const auto now = Clock::now();
+    if (now >= deadline && timeout.count() > 0) break;
+    const auto wait = std::min<std::chrono::milliseconds>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
+        std::chrono::milliseconds(100));
+    zmq::pollitem_t items[] = {{front_.handle(), 0, ZMQ_POLLIN, 0},
+                               {data_.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
+    if (items[0].revents & ZMQ_POLLIN) on_front_door();
+    if (items[1].revents & ZMQ_POLLIN) on_data();
+    if (timeout.count() <= 0) break;
+  }
+  if (events_.empty()) return std::nullopt;
+  ServerEvent ev = std::move(events_.front());
+  events_.pop_front();
+  return ev;
+}
+
+void ServerTransport::on_front_door() {
+  auto log = log::get("transport");
+  std::vector<zmq::message_t> parts;
+  bool truncated = false;
+  for (int i = 0; i < kDrainPerPoll && detail::recv_frames(front_, 4, parts, truncated); ++i) {
+    if (parts.size() < 2 || truncated) {
+      if (should_log(++stats_.protocol_errors)) log->warn("front door: malformed message dropped");
+      continue;
+    }
+    JoinRequest req;
+    req.route = parts[0].to_string();
+    const char* user = nullptr;
+    try {
+      user = parts[1].gets("User-Id");
+    } catch (const zmq::error_t&) {
+    }
+    std::vector<zmq::message_t> frames;
+    for (std::size_t k = 1; k < parts.size(); ++k) frames.push_back(std::move(parts[k]));
+    try {
+      wire::Message msg = wire::decode(frames, options_.limits);
+      if (msg.type != wire::MsgType::kJoin)
+        throw ProtocolError("front door accepts only Join, got " +
+                            std::string(wire::msg_type_name(msg.type)));
+      req.join = wire::meta_as<wire::Join>(msg);
+    } catch (const Error& e) {
+      if (should_log(++stats_.protocol_errors)) log->warn("front door: {}", e.what());
+      continue;
+    }
+    if (user == nullptr || *user == '\0') {
+      // Only possible if ZAP was bypassed; never serve such a peer.
+      if (should_log(++stats_.protocol_errors)) log->error("front door: join without a ZAP identity");
+      continue;
+    }
+    req.client_name = user;
+    events_.push_back(std::move(req));
+  }
+}
+
+void ServerTransport::on_data() {
+  auto log = log::get("transport");
+  std::vector<zmq::message_t> parts;
+  bool truncated = false;
+  const std::size_t max_parts = 1 + 2 + options_.limits.max_tensors;
+  for (int i = 0; i < kDrainPerPoll && detail::recv_frames(data_, max_parts, parts, truncated);
+       ++i) {
+    if (parts.size() < 3 || truncated) {
+      if (should_log(++stats_.protocol_errors))
+        log->warn("data channel: message with {} frames dropped", parts.size());
+      continue;
+    }
+    zmq::message_t route = std::move(parts[0]);
+    std::vector<zmq::message_t> frames;
+    frames.reserve(parts.size() - 1);
+    for (std::size_t k = 1; k < parts.size(); ++k) frames.push_back(std::move(parts[k]));
+    const std::size_t bytes = detail::total_bytes(frames);
+
+    wire::Envelope env;
+    try {
+      env = wire::parse_envelope(frames, options_.limits);
+    } catch (const ProtocolError& e) {
+      if (should_log(++stats_.protocol_errors)) log->warn("data channel: {}", e.what());
+      continue;
+    }
+    auto it = sessions_.find(env.session_id);
+    if (it == sessions_.end()) {
+      if (should_log(++stats_.unknown_session))
+        log->warn("data channel: message for unknown session {:#x} dropped", env.session_id);
+      continue;
+    }
+    Session& s = *it->second;
+    bool authenticated = false;
+    wire::Message msg;
+    try {
+      msg = s.channel.open(env, frames, options_.limits, authenticated);
+    } catch (const ReplayError& e) {
+      if (should_log(++stats_.replayed)) log->warn("session {:#x}: {}", env.session_id, e.what());
+      continue;
+    } catch (const AuthError& e) {
+      if (should_log(++stats_.bad_tag)) log->warn("session {:#x}: {}", env.session_id, e.what());
+      continue;
+    } catch (const Error& e) {
+      if (should_log(++stats_.protocol_errors))
+        log->warn("session {:#x} ({}): {}", env.session_id, s.client_name, e.what());
+      if (authenticated) {
+        s.last_seen = Clock::now();
+        send_error(env.session_id, wire::ErrorCode::kProtocol, e.what());
+      }
+      continue;
+    }
+    // Authentic: this is the peer's current route.
+    s.route.copy(route);
+    s.has_route = true;
+    s.last_seen = Clock::now();
+    ++stats_.messages_in;
+    stats_.bytes_in += bytes;
+    switch (msg.type) {
+      case wire::MsgType::kHeartbeat:
+        send(env.session_id, wire::make_message(wire::Heartbeat{}));
+        break;
+      case wire::MsgType::kLeave: {
+        std::string reason;
+        try {
+          reason = wire::meta_as<wire::Leave>(msg).reason;
+        } catch (const Error&) {
+        }
+        end_session(env.session_id, "left: " + reason);
+        break;
+      }
+      default:
+        events_.push_back(Received{env.session_id, s.client_name, std::move(msg)});
+    }
+  }
+}
+
+std::uint64_t ServerTransport::accept(const JoinRequest& req, std::uint64_t round) {
+  // One session per client: a re-join replaces the old session (fresh keys).
+  for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+    if (it->second->client_name == req.client_name) {
+      end_session(it->first, "replaced by a new join");
+      break;
+    }
+  }
+  std::uint64_t id = 0;
+  while (id == 0 || sessions_.count(id) != 0) crypto::random_bytes(&id, sizeof id);
+  wire::JoinAck ack;
+  ack.session_id = id;
+  crypto::random_bytes(ack.secret.data(), ack.secret.size());
+  ack.data_port = data_port_;
+  ack.heartbeat_ms = static_cast<std::uint32_t>(options_.client_heartbeat_ms);
+  ack.session_timeout_ms = static_cast<std::uint32_t>(options_.session_timeout_ms);
+  ack.round = round;
+  sessions_.emplace(id, std::make_unique<Session>(id, ack.secret, req.client_name));
+
+  wire::PlainCodec plain;
+  auto frames = wire::encode(wire::make_message(ack), 0, 0, plain);
+  zmq::message_t route(req.route.data(), req.route.size());
+  detail::send_frames(front_, &route, frames);
+  ++stats_.joins_accepted;
+  log::get("transport")->info("client '{}' joined: session {:#x}", req.client_name, id);
+  return id;
+}
+
+void ServerTransport::refuse(const JoinRequest& req, const std::string& reason) {
+  wire::ErrorMsg err{static_cast<std::uint16_t>(wire::ErrorCode::kRefused), reason};
+  wire::PlainCodec plain;
+  auto frames = wire::encode(wire::make_message(err), 0, 0, plain);
+  zmq::message_t route(req.route.data(), req.route.size());
+  detail::send_frames(front_, &route, frames);
+  ++stats_.joins_refused;
+  log::get("transport")->warn("refused join from '{}': {}", req.client_name, reason);
+}
+
+bool ServerTransport::send(std::uint64_t session_id, const wire::Message& msg) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end() || !it->second->has_route) return false;
+  Session& s = *it->second;
+  auto frames = s.channel.seal(msg);
+  const std::size_t bytes = detail::total_bytes(frames);
+  zmq::message_t route;
+  route.copy(s.route);
+  bool ok = false;
+  try {
+    ok = detail::send_frames(data_, &route, frames);
+  } catch (const zmq::error_t& e) {
+    ok = false;  // EHOSTUNREACH: the peer's connection is gone
+  }
+  if (!ok) {
+    ++stats_.send_failures;
+    end_session(session_id, "send failed: peer gone or not draining");
+    return false;
+  }
+  ++stats_.messages_out;
+  stats_.bytes_out += bytes;
+  return true;
+}
+
+void ServerTransport::send_error(std::uint64_t session_id, wire::ErrorCode code,
+                                 const std::string& text) {
+  send(session_id, wire::make_message(wire::ErrorMsg{static_cast<std::uint16_t>(code), text}));
+}
+
+void ServerTransport::end_session(std::uint64_t session_id, const std::string& reason) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  log::get("transport")
+      ->info("session {:#x} ({}) ended: {}", session_id, it->second->client_name, reason);
+  events_.push_back(SessionEnded{session_id, it->second->client_name, reason});
+  sessions_.erase(it);
+}
+
+void ServerTransport::expire_sessions() {
+  const auto now = Clock::now();
+  if (now - last_expiry_check_ < std::chrono::milliseconds(100)) return;
+  last_expiry_check_ = now;
+  const auto timeout = std::chrono::milliseconds(options_.session_timeout_ms);
+  std::vector<std::uint64_t> expired;
+  for (const auto& [id, s] : sessions_)
+    if (now - s->last_seen > timeout) expired.push_back(id);
+  for (auto id : expired) {
+    ++stats_.sessions_expired;
+    end_session(id, "timeout");
+  }
+}
+
+}  // namespace cutlayer::transport
