@@ -29,8 +29,14 @@ AllowList AllowList::parse(const std::string& text, const std::string& source) {
   int lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
-    const auto hash = line.find('#');
-    if (hash != std::string::npos) line.resize(hash);
+    // '#' starts a comment at the start of a line or after whitespace; Z85 keys may
+    // contain '#' themselves.
+    for (std::size_t i = 0; i < line.size(); ++i) {
+      if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+        line.resize(i);
+        break;
+      }
+    }
     std::istringstream fields(line);
     std::string name, key, extra;
     if (!(fields >> name)) continue;

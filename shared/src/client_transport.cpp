@@ -75,7 +75,7 @@ wire::JoinAck ClientTransport::join(const wire::Join& join) {
       zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
                                  {mon.handle(), 0, ZMQ_POLLIN, 0}};
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      zmq::poll(items, 2, std::max(left, std::chrono::milliseconds(1)));
+      detail::poll_items(items, 2, std::max(left, std::chrono::milliseconds(1)));
       if (items[1].revents & ZMQ_POLLIN) {
         zmq::message_t ev, addr;
         (void)mon.recv(ev);
@@ -171,7 +171,7 @@ std::optional<wire::Message> ClientTransport::recv(std::chrono::milliseconds tim
     const auto wait = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
                                heartbeat_);
     zmq::pollitem_t item{data_->handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::max(wait, std::chrono::milliseconds(1)));
+    detail::poll_items(&item, 1, std::max(wait, std::chrono::milliseconds(1)));
     bool truncated = false;
     while (detail::recv_frames(*data_, max_parts, frames, truncated)) {
       const std::size_t bytes = detail::total_bytes(frames);

@@ -3,6 +3,8 @@
 
 #include <zmq.hpp>
 
+#include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <vector>
 
@@ -36,6 +38,17 @@ inline bool send_frames(zmq::socket_t& s, zmq::message_t* prefix,
     if (!s.send(frames[i], flags)) return false;
   }
   return true;
+}
+
+// zmq::poll that treats a signal (EINTR) as "nothing ready" so callers re-check their
+// stop flag instead of dying.
+inline int poll_items(zmq::pollitem_t* items, std::size_t n, std::chrono::milliseconds timeout) {
+  try {
+    return zmq::poll(items, n, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return 0;
+    throw;
+  }
 }
 
 inline std::size_t total_bytes(const std::vector<zmq::message_t>& frames) {

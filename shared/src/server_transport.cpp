@@ -93,7 +93,7 @@ std::optional<ServerEvent> ServerTransport::poll(std::chrono::milliseconds timeo
         std::chrono::milliseconds(100));
     zmq::pollitem_t items[] = {{front_.handle(), 0, ZMQ_POLLIN, 0},
                                {data_.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
+    detail::poll_items(items, 2, std::max(wait, std::chrono::milliseconds(0)));
     if (items[0].revents & ZMQ_POLLIN) on_front_door();
     if (items[1].revents & ZMQ_POLLIN) on_data();
     if (timeout.count() <= 0) break;
@@ -129,7 +129,15 @@ void ServerTransport::on_front_door() {
                             std::string(wire::msg_type_name(msg.type)));
       req.join = wire::meta_as<wire::Join>(msg);
     } catch (const Error& e) {
+      // The peer passed CURVE + ZAP, so it is authenticated: tell it what was wrong.
       if (should_log(++stats_.protocol_errors)) log->warn("front door: {}", e.what());
+      wire::PlainCodec plain;
+      auto reply = wire::encode(
+          wire::make_message(wire::ErrorMsg{static_cast<std::uint16_t>(wire::ErrorCode::kProtocol),
+                                            std::string("bad join: ") + e.what()}),
+          0, 0, plain);
+      zmq::message_t route(req.route.data(), req.route.size());
+      detail::send_frames(front_, &route, reply);
       continue;
     }
     if (user == nullptr || *user == '\0') {

@@ -26,7 +26,7 @@ void ZapHandler::serve() {
       if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
     } catch (const zmq::error_t& e) {
       if (e.num() == ETERM) return;
-      continue;
+      continue;  // EINTR: a signal; loop and re-check stop_
     }
     std::vector<zmq::message_t> req;
     try {

@@ -45,6 +45,8 @@ struct Bounded {
   void save_items(Archive& ar) const {
     if constexpr (std::is_arithmetic_v<Item>) {
       ar(cereal::binary_data(value.data(), value.size() * sizeof(Item)));
+    } else if constexpr (std::is_same_v<Item, std::string>) {
+      for (auto& v : value) ar(Bounded<std::string>{v, kMaxItemChars, what});
     } else {
       for (const auto& v : value) ar(v);
     }

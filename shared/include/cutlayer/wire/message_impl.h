@@ -19,6 +19,7 @@ class ViewBuf : public std::streambuf {
     char* p = const_cast<char*>(data);
     setg(p, p, p + n);
   }
+  std::size_t remaining() const { return static_cast<std::size_t>(egptr() - gptr()); }
 };
 
 }  // namespace detail
@@ -51,7 +52,7 @@ M meta_as(const Message& msg) {
   } catch (const cereal::Exception& e) {
     throw ProtocolError(std::string(msg_type_name(M::kType)) + " meta does not parse: " + e.what());
   }
-  if (is.tellg() != static_cast<std::streamoff>(msg.meta.size()))
+  if (buf.remaining() != 0)
     throw ProtocolError(std::string(msg_type_name(M::kType)) + " meta has trailing bytes");
   return out;
 }

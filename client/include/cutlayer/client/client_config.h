@@ -1,0 +1,26 @@
+// cutlayer-client's configuration: what the JSON file may say, with defaults.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace cutlayer::client {
+
+struct ClientConfig {
+  std::string log_level = "info";
+  int threads = 1;  // LibTorch intra-op threads
+  std::string name = "client";
+  // transport
+  std::string server_host = "127.0.0.1";
+  std::uint16_t join_port = 7710;
+  std::string server_public_key = "/etc/cutlayer/keys/server.pub";
+  std::string client_key = "/etc/cutlayer/keys/client.key";
+  int join_timeout_ms = 3000;
+  int join_attempts = 5;
+  std::int64_t max_message_mb = 1024;
+};
+
+// Reads and validates `path`; relative key paths resolve against the file's directory.
+ClientConfig load_client_config(const std::string& path);
+
+}  // namespace cutlayer::client

@@ -1,0 +1,30 @@
+#include "cutlayer/client/client_config.h"
+
+#include "cutlayer/config/reader.h"
+
+namespace cutlayer::client {
+
+ClientConfig load_client_config(const std::string& path) {
+  auto doc = config::Document::load(path);
+  auto root = doc->root();
+  ClientConfig c;
+  root.get_choice("log_level", c.log_level,
+                  {"trace", "debug", "info", "warn", "error", "critical", "off"});
+  root.get_int("threads", c.threads, 1, 256);
+  root.get("name", c.name);
+  auto t = root.child("transport");
+  t.get("server_host", c.server_host);
+  t.get_int("join_port", c.join_port, 1, 65535);
+  t.get("server_public_key", c.server_public_key);
+  t.get("client_key", c.client_key);
+  t.get_int("join_timeout_ms", c.join_timeout_ms, 100, 600 * 1000);
+  t.get_int("join_attempts", c.join_attempts, 1, 1000);
+  t.get("max_message_mb", c.max_message_mb, 1, 4096);
+  t.finish();
+  root.finish();
+  c.server_public_key = doc->resolve(c.server_public_key);
+  c.client_key = doc->resolve(c.client_key);
+  return c;
+}
+
+}  // namespace cutlayer::client

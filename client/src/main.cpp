@@ -1,0 +1,119 @@
+// cutlayer-client: the data owner's daemon. For now it runs the link self-check: join the
+// server, send probe tensors over the sealed channel, check every echo bit for bit, and
+// report throughput.
+#include <CLI/CLI.hpp>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "cutlayer/client/client_config.h"
+#include "cutlayer/error.h"
+#include "cutlayer/log.h"
+#include "cutlayer/stop_signal.h"
+#include "cutlayer/transport/client_transport.h"
+
+using namespace cutlayer;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kWindow = 4;  // probes in flight
+
+// Sends `count` probes of `mb` MiB and checks each echo; returns false on a mismatch.
+bool run_probe(transport::ClientTransport& link, int count, double mb) {
+  auto log = log::get("client");
+  const auto numel = static_cast<std::int64_t>(mb * 1024 * 1024 / 4);
+  std::vector<torch::Tensor> sent(count);
+  int next = 0, done = 0;
+  const auto t0 = Clock::now();
+  auto last_progress = t0;
+  while (done < count && !stop_flag()) {
+    while (next < count && next - done < kWindow) {
+      sent[next] = torch::randn({numel});
+      link.send(wire::make_message(wire::Probe{static_cast<std::uint64_t>(next)}, {sent[next]}));
+      ++next;
+    }
+    auto reply = link.recv(std::chrono::seconds(10));
+    if (!reply) throw IoError("no probe reply within 10 s");
+    if (reply->type == wire::MsgType::kError)
+      throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*reply).message);
+    const auto r = wire::meta_as<wire::ProbeReply>(*reply);
+    if (r.id >= static_cast<std::uint64_t>(count) || reply->tensors.size() != 1 ||
+        !torch::equal(reply->tensors[0], sent[r.id])) {
+      log->error("probe {} came back different", r.id);
+      return false;
+    }
+    sent[r.id] = torch::Tensor();
+    ++done;
+    const auto now = Clock::now();
+    if (now - last_progress > std::chrono::seconds(1) || done == count) {
+      const double s = std::chrono::duration<double>(now - t0).count();
+      const double rate = done / s;
+      log->info("probe {}/{}  {:.1f} probes/s  {:.2f} GB/s both ways  ETA {:.1f} s", done, count,
+                rate, 2.0 * done * numel * 4 / s / 1e9, (count - done) / std::max(rate, 1e-9));
+      last_progress = now;
+    }
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("{\"check\":\"probe\",\"probes\":%d,\"mib\":%.1f,\"bit_exact\":true,\"seconds\":%.3f,"
+              "\"gbps_both_ways\":%.3f}\n",
+              done, mb, s, 2.0 * done * numel * 4 / s / 1e9);
+  return done == count;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cutlayer-client: the data owner's daemon (front layers, private data)"};
+  std::string config_path, log_level, server_host, server_pub, client_key;
+  int join_port = -1, probes = 16;
+  double probe_mb = 8;
+  app.add_option("-c,--config", config_path, "client JSON config (see configs/client.json)")
+      ->required();
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides the config)");
+  app.add_option("--server-host", server_host, "server address (overrides transport.server_host)");
+  app.add_option("--join-port", join_port, "server's front-door port")->check(CLI::Range(1, 65535));
+  app.add_option("--server-public-key", server_pub, "server.pub file (pins the server's key)");
+  app.add_option("--client-key", client_key, "this client's key pair file");
+  app.add_option("--probes", probes, "link self-check: number of probe tensors")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--probe-mb", probe_mb, "link self-check: MiB per probe tensor")
+      ->check(CLI::Range(0.001, 1024.0));
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    auto cfg = client::load_client_config(config_path);
+    if (!log_level.empty()) cfg.log_level = log_level;
+    if (!server_host.empty()) cfg.server_host = server_host;
+    if (join_port > 0) cfg.join_port = static_cast<std::uint16_t>(join_port);
+    if (!server_pub.empty()) cfg.server_public_key = server_pub;
+    if (!client_key.empty()) cfg.client_key = client_key;
+    log::set_level(cfg.log_level);
+    torch::set_num_threads(cfg.threads);
+    install_stop_handlers();
+
+    transport::ClientTransportOptions topts;
+    topts.server_host = cfg.server_host;
+    topts.join_port = cfg.join_port;
+    topts.server_public_key = transport::load_public_key(cfg.server_public_key);
+    topts.client_keys = transport::load_key_pair(cfg.client_key);
+    topts.join_timeout = std::chrono::milliseconds(cfg.join_timeout_ms);
+    topts.join_attempts = cfg.join_attempts;
+    topts.socket.max_frame_bytes = cfg.max_message_mb * 1024 * 1024 + 4096;
+    topts.limits.max_tensor_bytes = static_cast<std::size_t>(cfg.max_message_mb) * 1024 * 1024;
+    topts.limits.max_message_bytes = topts.limits.max_tensor_bytes;
+
+    transport::ClientTransport link(std::move(topts));
+    wire::Join join;
+    join.client_name = cfg.name;
+    link.join(join);
+    const bool ok = run_probe(link, probes, probe_mb);
+    link.leave(stop_flag() ? "interrupted" : "self-check done");
+    return ok ? 0 : 1;
+  } catch (const Error& e) {
+    std::cerr << "cutlayer-client: " << e.what() << "\n";
+    return 2;
+  }
+}

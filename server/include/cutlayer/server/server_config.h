@@ -1,0 +1,27 @@
+// cutlayer-server's configuration: what the JSON file may say, with defaults.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace cutlayer::server {
+
+struct ServerConfig {
+  std::string log_level = "info";
+  int threads = 1;  // LibTorch intra-op threads
+  // transport
+  std::string bind_host = "127.0.0.1";
+  std::uint16_t join_port = 7710;  // CURVE front door
+  std::uint16_t data_port = 7711;  // sealed data channel
+  std::string server_key = "/etc/cutlayer/keys/server.key";
+  std::string allow_list = "/etc/cutlayer/keys/allow-list.txt";
+  int session_timeout_ms = 30000;
+  int heartbeat_ms = 1000;
+  std::int64_t max_message_mb = 1024;
+};
+
+// Reads and validates `path`; relative key paths resolve against the file's directory.
+// Throws ConfigError naming file, field and fix; IoError when the file is missing.
+ServerConfig load_server_config(const std::string& path);
+
+}  // namespace cutlayer::server

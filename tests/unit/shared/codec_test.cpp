@@ -1,0 +1,307 @@
+// Codec: randomized round trips and corrupted input, each corruption a ProtocolError
+// that allocates nothing large.
+#include "cutlayer/wire/codec.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <random>
+
+#include "cutlayer/error.h"
+#include "cutlayer/wire/dtype.h"
+#include "cutlayer/wire/messages.h"
+
+// ---- largest single operator-new request while a Watch is active -------------------
+namespace {
+std::atomic<bool> g_watch{false};
+std::atomic<std::size_t> g_largest{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (g_watch.load(std::memory_order_relaxed)) {
+    std::size_t prev = g_largest.load();
+    while (n > prev && !g_largest.compare_exchange_weak(prev, n)) {
+    }
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace cutlayer::wire {
+namespace {
+
+struct AllocationWatch {
+  AllocationWatch() {
+    g_largest = 0;
+    g_watch = true;
+  }
+  ~AllocationWatch() { g_watch = false; }
+  std::size_t largest() const { return g_largest.load(); }
+};
+
+constexpr std::size_t kSmall = 1 << 20;  // "no large allocation": nothing over 1 MiB
+
+const DType kAllTypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16,
+                           DType::kInt8,    DType::kUInt8,   DType::kInt16,   DType::kInt32,
+                           DType::kInt64,   DType::kBool};
+
+// A tensor of `type` and `shape` filled with random bytes (bools kept 0/1).
+torch::Tensor random_tensor(std::mt19937& rng, DType type, const std::vector<int64_t>& shape) {
+  auto t = torch::empty(shape, torch::TensorOptions().dtype(to_torch(type)));
+  auto* p = static_cast<std::uint8_t*>(t.data_ptr());
+  for (std::size_t i = 0; i < t.nbytes(); ++i)
+    p[i] = type == DType::kBool ? (rng() & 1) : static_cast<std::uint8_t>(rng());
+  return t;
+}
+
+bool bytes_equal(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && a.nbytes() == b.nbytes() &&
+         std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()) == 0;
+}
+
+Message sample_message(std::mt19937& rng, int n_tensors = 2) {
+  std::vector<torch::Tensor> ts;
+  for (int i = 0; i < n_tensors; ++i) ts.push_back(random_tensor(rng, DType::kFloat32, {3, 5}));
+  return make_message(Activations{42, true}, ts);
+}
+
+std::vector<zmq::message_t> encode_plain(const Message& m) {
+  PlainCodec plain;
+  return encode(m, 7, 9, plain);
+}
+
+std::vector<zmq::message_t> copy_frames(const std::vector<zmq::message_t>& f) {
+  std::vector<zmq::message_t> out;
+  for (const auto& m : f) out.emplace_back(m.data(), m.size());
+  return out;
+}
+
+// Rewrites the meta payload of frames[1] (plain codec) via `edit`.
+void edit_meta(std::vector<zmq::message_t>& frames, const std::function<void(std::string&)>& edit) {
+  std::string meta(frames[1].data<char>(), frames[1].size());
+  edit(meta);
+  frames[1] = zmq::message_t(meta.data(), meta.size());
+}
+
+void expect_protocol_error(std::vector<zmq::message_t>& frames, const char* what) {
+  AllocationWatch watch;
+  Limits limits;
+  EXPECT_THROW(decode(frames, limits), ProtocolError) << what;
+  EXPECT_LT(watch.largest(), kSmall) << what;
+}
+
+TEST(Codec, RandomRoundTripsEveryDtypeAndRank) {
+  std::mt19937 rng(1234);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<torch::Tensor> sent;
+    const int n = static_cast<int>(rng() % 5);
+    for (int i = 0; i < n; ++i) {
+      const DType type = kAllTypes[rng() % 10];
+      const int rank = static_cast<int>(rng() % 9);  // 0-d to 8-d
+      std::vector<int64_t> shape;
+      for (int d = 0; d < rank; ++d) shape.push_back(rank > 4 ? rng() % 3 : rng() % 7);  // 0 → empty
+      sent.push_back(random_tensor(rng, type, shape));
+    }
+    const EvalResult meta{rng(), 0.25, 0.875, rng() % 1000};
+    auto frames = encode_plain(make_message(meta, sent));
+    Message got = decode(frames, Limits{});
+    ASSERT_EQ(got.type, MsgType::kEvalResult);
+    EXPECT_EQ(got.session_id, 7u);
+    EXPECT_EQ(got.sequence, 9u);
+    const auto m = meta_as<EvalResult>(got);
+    EXPECT_EQ(m.id, meta.id);
+    EXPECT_EQ(m.accuracy, meta.accuracy);
+    ASSERT_EQ(got.tensors.size(), sent.size());
+    for (std::size_t i = 0; i < sent.size(); ++i)
+      EXPECT_TRUE(bytes_equal(got.tensors[i], sent[i])) << "round " << round << " tensor " << i;
+  }
+}
+
+TEST(Codec, NonContiguousTensorsArriveAsTheirValues) {
+  auto t = torch::arange(24, torch::kFloat32).reshape({4, 6}).t();
+  ASSERT_FALSE(t.is_contiguous());
+  auto frames = encode_plain(make_message(Probe{1}, {t}));
+  Message got = decode(frames, Limits{});
+  EXPECT_TRUE(torch::equal(got.tensors[0], t));
+}
+
+TEST(Codec, ReceivedTensorsAliasTheFrames) {
+  std::mt19937 rng(5);
+  auto frames = encode_plain(sample_message(rng, 1));
+  const void* frame_data = frames[2].data();
+  Message got = decode(frames, Limits{});
+  EXPECT_EQ(got.tensors[0].data_ptr(), frame_data);  // zero-copy receive
+}
+
+TEST(Codec, MetaStructsRoundTrip) {
+  Join j;
+  j.client_name = "alice";
+  j.model = "fmnist-cnn";
+  j.cut_shape = {32, 12, 12};
+  j.samples = 20000;
+  j.u_shaped = true;
+  const Join back = meta_as<Join>(make_message(j));
+  EXPECT_EQ(back.client_name, "alice");
+  EXPECT_EQ(back.model, "fmnist-cnn");
+  EXPECT_EQ(back.cut_shape, (std::vector<std::int64_t>{32, 12, 12}));
+  EXPECT_EQ(back.samples, 20000u);
+  EXPECT_TRUE(back.u_shaped);
+
+  ModelSnapshot s;
+  s.round = 3;
+  s.names = {"conv1.weight", "conv1.bias"};
+  EXPECT_EQ(meta_as<ModelSnapshot>(make_message(s)).names, s.names);
+  EXPECT_THROW(meta_as<Probe>(make_message(s)), ProtocolError);  // wrong type
+}
+
+TEST(Codec, TruncatedTensorFrameIsProtocolError) {
+  std::mt19937 rng(1);
+  auto frames = encode_plain(sample_message(rng));
+  frames[3] = zmq::message_t(frames[3].data(), frames[3].size() - 1);
+  expect_protocol_error(frames, "truncated tensor frame");
+}
+
+TEST(Codec, TruncatedEnvelopeAndMetaAreProtocolErrors) {
+  std::mt19937 rng(2);
+  auto frames = encode_plain(sample_message(rng));
+  frames[0] = zmq::message_t(frames[0].data(), 31);
+  expect_protocol_error(frames, "31-byte envelope");
+
+  frames = encode_plain(sample_message(rng));
+  frames[1] = zmq::message_t(frames[1].data(), 6);  // cut inside the first descriptor
+  expect_protocol_error(frames, "truncated meta");
+}
+
+TEST(Codec, WrongFrameCountsAreProtocolErrors) {
+  std::mt19937 rng(3);
+  auto frames = encode_plain(sample_message(rng));
+  frames.pop_back();  // envelope says 4 frames, 3 arrive
+  expect_protocol_error(frames, "missing frame");
+
+  frames = encode_plain(sample_message(rng));
+  frames.emplace_back(16);  // an extra frame
+  expect_protocol_error(frames, "extra frame");
+
+  frames = encode_plain(sample_message(rng));
+  frames.resize(1);
+  expect_protocol_error(frames, "envelope only");
+
+  // Envelope and frame count agree, but the meta declares a different number of tensors.
+  frames = encode_plain(sample_message(rng));
+  edit_meta(frames, [](std::string& m) {
+    const std::uint32_t one = 1;
+    std::memcpy(m.data(), &one, 4);
+  });
+  expect_protocol_error(frames, "meta tensor count differs from frames");
+}
+
+TEST(Codec, ShapeTimesDtypeNotFrameSizeIsProtocolError) {
+  std::mt19937 rng(4);
+  auto frames = encode_plain(sample_message(rng));
+  edit_meta(frames, [](std::string& m) {
+    const std::int64_t dim = 4;  // declares 4x5 floats, frame holds 3x5
+    std::memcpy(m.data() + 4 + 2, &dim, 8);
+  });
+  expect_protocol_error(frames, "shape mismatch");
+
+  frames = encode_plain(sample_message(rng));
+  edit_meta(frames, [](std::string& m) { m[4] = static_cast<char>(DType::kFloat64); });
+  expect_protocol_error(frames, "dtype mismatch");
+}
+
+TEST(Codec, AbsurdDeclaredSizesAllocateNothing) {
+  std::mt19937 rng(5);
+  auto frames = encode_plain(sample_message(rng, 1));
+  edit_meta(frames, [](std::string& m) {
+    const std::int64_t huge = std::int64_t{1} << 40;
+    std::memcpy(m.data() + 4 + 2, &huge, 8);
+    std::memcpy(m.data() + 4 + 2 + 8, &huge, 8);
+  });
+  expect_protocol_error(frames, "2^40 x 2^40 tensor");
+
+  frames = encode_plain(sample_message(rng, 1));
+  edit_meta(frames, [](std::string& m) {
+    const std::uint32_t count = 0xffffffffu;
+    std::memcpy(m.data(), &count, 4);
+  });
+  expect_protocol_error(frames, "2^32 tensors");
+
+  frames = encode_plain(sample_message(rng, 1));
+  edit_meta(frames, [](std::string& m) { m[5] = 100; });  // 100 dimensions
+  expect_protocol_error(frames, "100-d tensor");
+
+  frames = encode_plain(sample_message(rng, 1));
+  edit_meta(frames, [](std::string& m) {
+    const std::int64_t neg = -3;
+    std::memcpy(m.data() + 4 + 2, &neg, 8);
+  });
+  expect_protocol_error(frames, "negative dimension");
+
+  // A string length of 2^40 inside a Join's meta: refused before the string is sized.
+  auto join = make_message(Join{});
+  std::string meta = join.meta;
+  // PortableBinary: 1 endianness byte, u32 protocol, then the u64 name length.
+  const std::uint64_t len = std::uint64_t{1} << 40;
+  std::memcpy(meta.data() + 1 + 4, &len, 8);
+  join.meta = meta;
+  AllocationWatch watch;
+  EXPECT_THROW(meta_as<Join>(join), ProtocolError);
+  EXPECT_LT(watch.largest(), kSmall);
+}
+
+TEST(Codec, UnknownTypeVersionMagicOrDtypeAreProtocolErrors) {
+  std::mt19937 rng(6);
+  auto patch_env = [&](std::size_t off, const void* v, std::size_t n) {
+    auto f = encode_plain(sample_message(rng));
+    std::string e(f[0].data<char>(), f[0].size());
+    std::memcpy(e.data() + off, v, n);
+    f[0] = zmq::message_t(e.data(), e.size());
+    return f;
+  };
+  const std::uint16_t type = 999, version = 77;
+  const std::uint32_t magic = 0xdeadbeef, flags = 0x80;
+  auto f1 = patch_env(6, &type, 2);
+  expect_protocol_error(f1, "unknown type");
+  auto f2 = patch_env(4, &version, 2);
+  expect_protocol_error(f2, "unknown version");
+  auto f3 = patch_env(0, &magic, 4);
+  expect_protocol_error(f3, "bad magic");
+  auto f4 = patch_env(8, &flags, 4);
+  expect_protocol_error(f4, "unknown flag");
+
+  auto f5 = encode_plain(sample_message(rng));
+  edit_meta(f5, [](std::string& m) { m[4] = 42; });
+  expect_protocol_error(f5, "unknown dtype");
+}
+
+TEST(Codec, RandomCorruptionNeverEscapesAsAnythingButAnError) {
+  std::mt19937 rng(7);
+  const auto good = encode_plain(sample_message(rng, 3));
+  int rejected = 0;
+  for (int i = 0; i < 2000; ++i) {
+    auto frames = copy_frames(good);
+    const auto which = rng() % 2;  // envelope or meta: tensor bytes are opaque in plain mode
+    std::string b(frames[which].data<char>(), frames[which].size());
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) b[rng() % b.size()] = static_cast<char>(rng());
+    if (rng() % 4 == 0) b.resize(rng() % (b.size() + 1));
+    frames[which] = zmq::message_t(b.data(), b.size());
+    AllocationWatch watch;
+    try {
+      Message m = decode(frames, Limits{});
+      (void)m;
+    } catch (const Error&) {
+      ++rejected;
+    }
+    ASSERT_LT(watch.largest(), kSmall) << "iteration " << i;
+  }
+  EXPECT_GT(rejected, 1000);
+}
+
+}  // namespace
+}  // namespace cutlayer::wire

@@ -1,0 +1,268 @@
+// Security of the transport, named by behaviour (as libzmq's test_security_curve.cpp).
+// Fresh keys per test; assertions on monitor events and counters, never on sleeps.
+#include <gtest/gtest.h>
+#include <zmq.h>
+
+#include <cstring>
+#include <random>
+
+#include "cutlayer/crypto/crypto.h"
+#include "cutlayer/error.h"
+#include "test_support.h"
+
+namespace cutlayer::transport {
+namespace {
+
+using test::Keys;
+using test::ServerThread;
+using test::Snapshot;
+using namespace std::chrono_literals;
+
+// A raw socket's monitor: collects event numbers.
+class Monitor {
+ public:
+  Monitor(zmq::context_t& ctx, zmq::socket_t& s) : pair_(ctx, zmq::socket_type::pair) {
+    static int counter = 0;
+    const std::string ep = "inproc://test-monitor-" + std::to_string(++counter);
+    EXPECT_EQ(zmq_socket_monitor(s.handle(), ep.c_str(), ZMQ_EVENT_ALL), 0);
+    pair_.set(zmq::sockopt::linger, 0);
+    pair_.connect(ep);
+  }
+  // Waits for any event in `wanted`; returns it, or 0 after the timeout.
+  int wait_for_any(std::initializer_list<int> wanted, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq::pollitem_t item{pair_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, 50ms);
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      zmq::message_t ev, addr;
+      (void)pair_.recv(ev);
+      if (ev.more()) (void)pair_.recv(addr);
+      std::uint16_t event = 0;
+      std::memcpy(&event, ev.data(), 2);
+      seen_.push_back(event);
+      for (int w : wanted)
+        if (w == event) return event;
+    }
+    return 0;
+  }
+  const std::vector<int>& seen() const { return seen_; }
+
+ private:
+  zmq::socket_t pair_;
+  std::vector<int> seen_;
+};
+
+std::vector<zmq::message_t> copy_frames(const std::vector<zmq::message_t>& f) {
+  std::vector<zmq::message_t> out;
+  for (const auto& m : f) out.emplace_back(m.data(), m.size());
+  return out;
+}
+
+void send_all(zmq::socket_t& s, std::vector<zmq::message_t>& frames) {
+  for (std::size_t i = 0; i < frames.size(); ++i)
+    s.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+}
+
+// Joins as alice, then returns a raw DEALER on the data port plus a SealedChannel with
+// the session's keys whose next sequence number is above the real client's.
+struct ForgeKit {
+  zmq::context_t ctx{1};
+  zmq::socket_t raw{ctx, zmq::socket_type::dealer};
+  std::unique_ptr<SealedChannel> channel;
+  wire::JoinAck ack;
+};
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  Keys keys;
+  std::unique_ptr<ServerThread> server;
+  void SetUp() override { server = std::make_unique<ServerThread>(test::server_options(keys)); }
+  ClientTransportOptions alice() { return test::client_options(keys, server->join_port()); }
+
+  // The real client joined; `kit` shares its session keys and has used `skip` sequence
+  // numbers, so its next message is sequence skip+1.
+  void forge(ClientTransport& client, ForgeKit& kit, int skip) {
+    kit.ack = client.join(wire::Join{});
+    kit.channel = std::make_unique<SealedChannel>(kit.ack.session_id, kit.ack.secret, Side::kClient);
+    for (int i = 0; i < skip; ++i) kit.channel->seal(wire::make_message(wire::Heartbeat{}));
+    kit.raw.set(zmq::sockopt::linger, 0);
+    kit.raw.connect("tcp://127.0.0.1:" + std::to_string(server->data_port()));
+  }
+
+  // A probe round trip through the real client, compared bit for bit.
+  void expect_probe_works(ClientTransport& client, std::int64_t numel = 1000) {
+    auto t = torch::randn({numel});
+    client.send(wire::make_message(wire::Probe{99}, {t}));
+    auto reply = client.recv(10s);
+    ASSERT_TRUE(reply.has_value());
+    ASSERT_EQ(reply->type, wire::MsgType::kProbeReply);
+    EXPECT_EQ(wire::meta_as<wire::ProbeReply>(*reply).id, 99u);
+    ASSERT_EQ(reply->tensors.size(), 1u);
+    EXPECT_TRUE(torch::equal(reply->tensors[0], t));
+  }
+};
+
+TEST_F(SecurityTest, ValidKeyAccepted) {
+  ClientTransport client(alice());
+  const auto ack = client.join(wire::Join{});
+  EXPECT_NE(ack.session_id, 0u);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.joins_accepted == 1; }));
+  EXPECT_EQ(server->snapshot().zap_accepted, 1u);
+  EXPECT_EQ(server->snapshot().zap_rejected, 0u);
+  expect_probe_works(client);
+}
+
+TEST_F(SecurityTest, UnknownKeyRejected) {
+  auto opts = alice();
+  opts.client_keys = generate_key_pair();  // not on the allow-list
+  ClientTransport stranger(opts);
+  try {
+    stranger.join(wire::Join{});
+    FAIL() << "join with an unknown key succeeded";
+  } catch (const AuthError& e) {
+    EXPECT_NE(std::string(e.what()).find("allow-list"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.zap_rejected >= 1; }));
+  const auto s = server->snapshot();
+  EXPECT_EQ(s.zap_accepted, 0u);
+  EXPECT_EQ(s.joins_seen, 0u);
+
+  // The same raw attempt, watched on the client's monitor: ZAP's refusal arrives.
+  zmq::context_t ctx(1);
+  zmq::socket_t sock(ctx, zmq::socket_type::dealer);
+  sock.set(zmq::sockopt::linger, 0);
+  const auto k = generate_key_pair();
+  sock.set(zmq::sockopt::curve_serverkey, keys.server.public_key);
+  sock.set(zmq::sockopt::curve_publickey, k.public_key);
+  sock.set(zmq::sockopt::curve_secretkey, k.secret_key);
+  Monitor mon(ctx, sock);
+  sock.connect("tcp://127.0.0.1:" + std::to_string(server->join_port()));
+  EXPECT_EQ(mon.wait_for_any({ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, ZMQ_EVENT_HANDSHAKE_SUCCEEDED}, 5s),
+            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+}
+
+TEST_F(SecurityTest, NullMechanismRejected) {
+  zmq::context_t ctx(1);
+  zmq::socket_t sock(ctx, zmq::socket_type::dealer);  // no CURVE: NULL mechanism
+  sock.set(zmq::sockopt::linger, 0);
+  Monitor mon(ctx, sock);
+  sock.connect("tcp://127.0.0.1:" + std::to_string(server->join_port()));
+  wire::PlainCodec plain;
+  auto frames = wire::encode(wire::make_message(wire::Join{}), 0, 0, plain);
+  // Queued; a NULL peer never gets past the handshake, so they are never delivered.
+  (void)sock.send(frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)sock.send(frames[1], zmq::send_flags::dontwait);
+  EXPECT_EQ(mon.wait_for_any({ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                              ZMQ_EVENT_HANDSHAKE_SUCCEEDED},
+                             5s) != ZMQ_EVENT_HANDSHAKE_SUCCEEDED,
+            true);
+  for (int e : mon.seen()) EXPECT_NE(e, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+  zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+  EXPECT_EQ(zmq::poll(&item, 1, 300ms), 0);  // no answer
+  const auto s = server->snapshot();
+  EXPECT_EQ(s.joins_seen, 0u);
+  EXPECT_EQ(s.zap_accepted, 0u);
+}
+
+TEST_F(SecurityTest, WrongServerKeyFails) {
+  auto opts = alice();
+  opts.server_public_key = generate_key_pair().public_key;  // pinned key is not the server's
+  opts.join_attempts = 1;
+  opts.join_timeout = 1500ms;
+  ClientTransport client(opts);
+  EXPECT_THROW(client.join(wire::Join{}), IoError);
+  const auto s = server->snapshot();
+  EXPECT_EQ(s.joins_seen, 0u);
+  EXPECT_EQ(s.zap_accepted, 0u);
+  EXPECT_FALSE(client.joined());
+}
+
+TEST_F(SecurityTest, TamperedFrameDropped) {
+  ClientTransport client(alice());
+  ForgeKit kit;
+  forge(client, kit, 1);  // the client used sequence 1 (its first heartbeat)
+  const auto t = torch::randn({256});
+  // A flipped ciphertext bit in the meta frame, then in the envelope (the AAD).
+  auto frames = kit.channel->seal(wire::make_message(wire::Probe{1}, {t}));
+  frames[1].data<std::uint8_t>()[0] ^= 0x01;
+  send_all(kit.raw, frames);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.bad_tag == 1; }));
+  frames = kit.channel->seal(wire::make_message(wire::Probe{2}, {t}));
+  frames[0].data<std::uint8_t>()[31] ^= 0x01;  // the sequence number's top byte
+  send_all(kit.raw, frames);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.bad_tag == 2; }));
+  EXPECT_EQ(server->snapshot().probes_echoed, 0u);
+  // Nothing was accepted from the forger; the real client's next message still works.
+  expect_probe_works(client);
+  EXPECT_EQ(server->snapshot().stats.bad_tag, 2u);
+}
+
+TEST_F(SecurityTest, ReplayedFrameDropped) {
+  ClientTransport client(alice());
+  ForgeKit kit;
+  forge(client, kit, 1);
+  auto frames = kit.channel->seal(wire::make_message(wire::Probe{7}, {torch::ones({16})}));
+  auto replay = copy_frames(frames);
+  send_all(kit.raw, frames);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.probes_echoed == 1; }));
+  send_all(kit.raw, replay);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.replayed == 1; }));
+  EXPECT_EQ(server->snapshot().probes_echoed, 1u);
+}
+
+TEST_F(SecurityTest, UnknownSessionDropped) {
+  ClientTransport client(alice());
+  client.join(wire::Join{});
+  zmq::context_t ctx(1);
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect("tcp://127.0.0.1:" + std::to_string(server->data_port()));
+  SessionSecret secret{};
+  crypto::random_bytes(secret.data(), secret.size());
+  SealedChannel made_up(0x1234567812345678ull, secret, Side::kClient);
+  auto frames = made_up.seal(wire::make_message(wire::Probe{1}, {torch::ones({8})}));
+  send_all(raw, frames);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.unknown_session == 1; }));
+  EXPECT_EQ(server->snapshot().probes_echoed, 0u);
+  expect_probe_works(client);
+}
+
+TEST_F(SecurityTest, GarbageOnTheDataPortDoesNotStopOtherClients) {
+  ClientTransport client(alice());
+  client.join(wire::Join{});
+  zmq::context_t ctx(1);
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect("tcp://127.0.0.1:" + std::to_string(server->data_port()));
+  std::mt19937 rng(3);
+  for (int i = 0; i < 300; ++i) {
+    std::string junk(1 + rng() % 200, '\0');
+    for (auto& c : junk) c = static_cast<char>(rng());
+    raw.send(zmq::buffer(junk), i % 3 ? zmq::send_flags::none : zmq::send_flags::sndmore);
+  }
+  raw.send(zmq::str_buffer("end"), zmq::send_flags::none);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.dropped() >= 100; }));
+  expect_probe_works(client);
+}
+
+TEST_F(SecurityTest, SixtyFourMiBTensorArrivesBitExact) {
+  ClientTransport client(alice());
+  client.join(wire::Join{});
+  expect_probe_works(client, 16 * 1024 * 1024);  // 16M floats = 64 MiB
+}
+
+TEST_F(SecurityTest, LeaveEndsTheSession) {
+  ClientTransport client(alice());
+  client.join(wire::Join{});
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.messages_in >= 1; }));
+  client.leave("test done");
+  EXPECT_FALSE(client.joined());
+  // A re-join gets a new session with fresh keys.
+  const auto ack = client.join(wire::Join{});
+  EXPECT_NE(ack.session_id, 0u);
+  expect_probe_works(client);
+}
+
+}  // namespace
+}  // namespace cutlayer::transport
