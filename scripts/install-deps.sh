@@ -10,7 +10,7 @@ PACKAGES=(
   # LibTorch and a fast BLAS (the reference BLAS is ~55x slower for matmul)
   libtorch-dev libopenblas0-pthread
   # transport, crypto, serialization, logging, CLI
-  libzmq3-dev cppzmq-dev libssl-dev libcereal-dev libspdlog-dev libfmt-dev libcli11-dev
+  libzmq3-dev cppzmq-dev libssl-dev libcereal-dev rapidjson-dev libspdlog-dev libfmt-dev libcli11-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # data
@@ -43,9 +43,12 @@ lists=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' 2>/dev/null | he
 if [ -z "$lists" ]; then
   $SUDO apt-get update -qq
 fi
-if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+log=$(mktemp)
+if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
   # stale lists: refresh once and retry
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1 ||
+    { cat "$log"; rm -f "$log"; exit 1; }
 fi
+rm -f "$log"
 echo "install-deps: done"

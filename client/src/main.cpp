@@ -11,6 +11,7 @@
 #include "cutlayer/client/client_config.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/process_tuning.h"
 #include "cutlayer/stop_signal.h"
 #include "cutlayer/transport/client_transport.h"
 
@@ -66,6 +67,7 @@ bool run_probe(transport::ClientTransport& link, int count, double mb) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tune_allocator();
   CLI::App app{"cutlayer-client: the data owner's daemon (front layers, private data)"};
   std::string config_path, log_level, server_host, server_pub, client_key;
   int join_port = -1, probes = 16;

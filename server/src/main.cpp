@@ -9,6 +9,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/process_tuning.h"
 #include "cutlayer/server/server_config.h"
 #include "cutlayer/server/service.h"
 #include "cutlayer/stop_signal.h"
@@ -17,6 +18,7 @@
 using namespace cutlayer;
 
 int main(int argc, char** argv) {
+  tune_allocator();
   CLI::App app{"cutlayer-server: the split-learning server (back layers, aggregator)"};
   std::string config_path, log_level, bind_host, server_key, allow_list, ready_file;
   int join_port = -1, data_port = -1;

@@ -1,0 +1,13 @@
+#include "cutlayer/process_tuning.h"
+
+#include <malloc.h>
+
+namespace cutlayer {
+
+void tune_allocator() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_ARENA_MAX, 1);
+}
+
+}  // namespace cutlayer
