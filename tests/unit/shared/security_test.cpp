@@ -84,6 +84,9 @@ class SecurityTest : public ::testing::Test {
   // numbers, so its next message is sequence skip+1.
   void forge(ClientTransport& client, ForgeKit& kit, int skip) {
     kit.ack = client.join(wire::Join{});
+    // The client's first heartbeat (sequence 1) must land before any forged message:
+    // the two travel on different connections, so their order is otherwise open.
+    ASSERT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.messages_in >= 1; }));
     kit.channel = std::make_unique<SealedChannel>(kit.ack.session_id, kit.ack.secret, Side::kClient);
     for (int i = 0; i < skip; ++i) kit.channel->seal(wire::make_message(wire::Heartbeat{}));
     kit.raw.set(zmq::sockopt::linger, 0);

@@ -1,0 +1,63 @@
+// Gradient compressors with error feedback fused into their passes:
+//   residual += grad; select from residual; the selected entries leave the residual.
+// Invariant (exact, bitwise): densify(sent) + new residual == old residual + grad.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cutlayer/kernels/sparse_tensor.h"
+
+namespace cutlayer::kernels {
+
+struct CompressorOptions {
+  bool error_feedback = true;
+  int max_corrections = 3;  // gaussiank: threshold correction passes
+  std::uint64_t seed = 0;   // randomk
+};
+
+// What a compression did, for accounting and tests.
+struct CompressStats {
+  std::int64_t target_k = 0;
+  std::int64_t selected = 0;
+  int passes = 0;          // streaming passes over the data
+  double threshold = 0;    // threshold used (gaussiank, topk)
+};
+
+class Compressor {
+ public:
+  virtual ~Compressor() = default;
+  virtual std::string name() const = 0;
+
+  // Compresses the float32 1-D contiguous `grad` at `density` (0, 1]. With error
+  // feedback `residual` (same shape, float32) is updated in place; without it, it may
+  // be an undefined tensor and `grad` is not modified. Throws cutlayer::Error on bad
+  // shapes or a non-finite gradient element (NaN/Inf are refused, never sent).
+  virtual SparseTensor compress(const torch::Tensor& grad, torch::Tensor& residual,
+                                double density) = 0;
+
+  const CompressStats& last_stats() const { return stats_; }
+
+ protected:
+  CompressStats stats_;
+};
+
+// none | topk | gaussiank | gaussiank-reuse | randomk. Throws ConfigError for an unknown name.
+std::unique_ptr<Compressor> make_compressor(const std::string& name,
+                                            const CompressorOptions& options = {});
+std::vector<std::string> compressor_names();
+
+// k for a vector of `numel` at `density`: at least 1 for non-empty vectors, at most numel.
+std::int64_t target_k(std::int64_t numel, double density);
+
+// Per-layer selection: compresses each [offset, offset+size) slice of the flat `grad`
+// at `density` and returns one SparseTensor over the whole vector. Whole-model
+// selection is simply compress() on the flat vector.
+SparseTensor compress_per_layer(Compressor& c, const torch::Tensor& grad, torch::Tensor& residual,
+                                const std::vector<std::int64_t>& layer_sizes, double density);
+
+}  // namespace cutlayer::kernels

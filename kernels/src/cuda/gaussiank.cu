@@ -1,0 +1,208 @@
+// gaussiank on the GPU (Shi et al. 2019): no sort, a few streaming passes.
+//   pass 1: r += g and the moments (block reduce, double atomics)
+//   count passes: |x| > t with threshold corrections (usually one)
+//   compaction: cub::DeviceSelect::If over the index range (stable: ascending), then a
+//   gather that also zeroes the selected residual entries (error feedback).
+#include <cub/cub.cuh>
+#include <thrust/iterator/counting_iterator.h>
+
+#include <cmath>
+
+#include "gaussiank_cuda.h"
+
+namespace cutlayer::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+int grid_for(long long n) {
+  long long blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > 4096) blocks = 4096;  // grid-stride beyond this
+  return static_cast<int>(blocks < 1 ? 1 : blocks);
+}
+
+struct Moments {
+  double sum;
+  double sumsq;
+  unsigned int nonfinite;
+  unsigned long long count;
+};
+
+__global__ void accumulate_moments(float* __restrict__ r, const float* __restrict__ g,
+                                   const float* __restrict__ x_in, long long n, Moments* m) {
+  using Reduce = cub::BlockReduce<double, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp_s;
+  __shared__ typename Reduce::TempStorage tmp_ss;
+  double s = 0, ss = 0;
+  bool bad = false;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    float v;
+    if (g != nullptr) {
+      v = r[i] + g[i];
+      r[i] = v;
+    } else {
+      v = x_in[i];
+    }
+    bad |= !isfinite(v);
+    s += v;
+    ss += (double)v * v;
+  }
+  const double bs = Reduce(tmp_s).Sum(s);
+  const double bss = Reduce(tmp_ss).Sum(ss);
+  if (threadIdx.x == 0) {
+    atomicAdd(&m->sum, bs);
+    atomicAdd(&m->sumsq, bss);
+  }
+  if (bad) atomicOr(&m->nonfinite, 1u);
+}
+
+__global__ void count_above(const float* __restrict__ x, long long n, float t, Moments* m) {
+  using Reduce = cub::BlockReduce<unsigned long long, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  unsigned long long c = 0;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x)
+    c += fabsf(x[i]) > t;
+  const unsigned long long bc = Reduce(tmp).Sum(c);
+  if (threadIdx.x == 0) atomicAdd(&m->count, bc);
+}
+
+struct AboveThreshold {
+  const float* x;
+  float t;
+  __host__ __device__ bool operator()(long long i) const { return fabsf(x[i]) > t; }
+};
+
+__global__ void gather_and_zero(float* __restrict__ x, const long long* __restrict__ idx,
+                                float* __restrict__ val, long long count, bool zero) {
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < count;
+       j += (long long)gridDim.x * blockDim.x) {
+    const long long i = idx[j];
+    val[j] = x[i];
+    if (zero) x[i] = 0.f;
+  }
+}
+
+// Standard normal quantile (Acklam), as on the CPU side.
+double normal_quantile(double p) {
+  static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+                             1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
+  static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+                             6.680131188771972e+01,  -1.328068155288572e+01};
+  static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+                             -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
+  static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+                             3.754408661907416e+00};
+  if (p <= 0) return -INFINITY;
+  if (p >= 1) return INFINITY;
+  double x;
+  if (p < 0.02425) {
+    const double q = std::sqrt(-2 * std::log(p));
+    x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  } else if (p <= 1 - 0.02425) {
+    const double q = p - 0.5, r = q * q;
+    x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+  } else {
+    const double q = std::sqrt(-2 * std::log(1 - p));
+    x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  }
+  const double e = 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
+  const double u = e * std::sqrt(2 * M_PI) * std::exp(x * x / 2);
+  return x - u / (1 + x * u / 2);
+}
+
+#define CUTLAYER_CUDA_TRY(expr)          \
+  do {                                   \
+    cudaError_t err_ = (expr);           \
+    if (err_ != cudaSuccess) return err_; \
+  } while (0)
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double density,
+                                int max_corrections, ThresholdResult* out, cudaStream_t stream) {
+  *out = ThresholdResult{};
+  if (n <= 0) return cudaSuccess;
+  const float* x = r != nullptr ? r : g;
+  Moments* dm = nullptr;
+  Moments hm{};
+  CUTLAYER_CUDA_TRY(cudaMallocAsync(&dm, sizeof(Moments), stream));
+  CUTLAYER_CUDA_TRY(cudaMemsetAsync(dm, 0, sizeof(Moments), stream));
+  accumulate_moments<<<grid_for(n), kThreads, 0, stream>>>(r, r != nullptr ? g : nullptr, x, n, dm);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  CUTLAYER_CUDA_TRY(cudaMemcpyAsync(&hm, dm, sizeof hm, cudaMemcpyDeviceToHost, stream));
+  CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
+  out->passes = 1;
+  if (hm.nonfinite || !std::isfinite(hm.sum) || !std::isfinite(hm.sumsq)) {
+    out->finite = false;
+    return cudaFreeAsync(dm, stream);
+  }
+  const double mean = hm.sum / n;
+  const double sd = std::sqrt(std::fmax(0.0, hm.sumsq / n - mean * mean));
+  long long k = static_cast<long long>(std::ceil(density * n));
+  k = k < 1 ? 1 : (k > n ? n : k);
+  const double lo = 2.0 * k / 3.0, hi = 4.0 * k / 3.0;
+  double t = density >= 1.0 ? -1.0 : mean + std::fabs(normal_quantile(density / 2)) * sd;
+  if (sd == 0.0) t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // constant x
+  for (int attempt = 0;; ++attempt) {
+    CUTLAYER_CUDA_TRY(cudaMemsetAsync(&dm->count, 0, sizeof(unsigned long long), stream));
+    count_above<<<grid_for(n), kThreads, 0, stream>>>(x, n, static_cast<float>(t), dm);
+    CUTLAYER_CUDA_TRY(cudaGetLastError());
+    CUTLAYER_CUDA_TRY(cudaMemcpyAsync(&hm.count, &dm->count, sizeof hm.count,
+                                      cudaMemcpyDeviceToHost, stream));
+    CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
+    ++out->passes;
+    const double c = static_cast<double>(hm.count);
+    if ((c >= lo && c <= hi) || attempt >= max_corrections || sd == 0.0) break;
+    t *= c < lo ? 0.5 : 1.5;
+  }
+  out->count = static_cast<long long>(hm.count);
+  out->threshold = t;
+  out->mean = mean;
+  out->stddev = sd;
+  return cudaFreeAsync(dm, stream);
+}
+
+cudaError_t select_compact(float* x, long long n, float t, bool zero_selected, long long* out_idx,
+                           float* out_val, long long capacity, long long* out_count,
+                           cudaStream_t stream) {
+  *out_count = 0;
+  if (n <= 0) return cudaSuccess;
+  thrust::counting_iterator<long long> first(0);
+  long long* d_count = nullptr;
+  void* temp = nullptr;
+  size_t temp_bytes = 0;
+  AboveThreshold pred{x, t};
+  CUTLAYER_CUDA_TRY(cub::DeviceSelect::If(nullptr, temp_bytes, first, out_idx, d_count, n, pred, stream));
+  CUTLAYER_CUDA_TRY(cudaMallocAsync(&temp, temp_bytes + sizeof(long long), stream));
+  d_count = reinterpret_cast<long long*>(static_cast<char*>(temp) + temp_bytes);
+  // A capacity too small for the count is the caller's error; DeviceSelect writes all.
+  CUTLAYER_CUDA_TRY(cub::DeviceSelect::If(temp, temp_bytes, first, out_idx, d_count, n, pred, stream));
+  CUTLAYER_CUDA_TRY(cudaMemcpyAsync(out_count, d_count, sizeof(long long), cudaMemcpyDeviceToHost, stream));
+  CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
+  if (*out_count > capacity) {
+    cudaFreeAsync(temp, stream);
+    return cudaErrorInvalidValue;
+  }
+  if (*out_count > 0) {
+    gather_and_zero<<<grid_for(*out_count), kThreads, 0, stream>>>(x, out_idx, out_val, *out_count,
+                                                                   zero_selected);
+    CUTLAYER_CUDA_TRY(cudaGetLastError());
+  }
+  return cudaFreeAsync(temp, stream);
+}
+
+}  // namespace cutlayer::kernels::cuda

@@ -1,0 +1,105 @@
+#include "cutlayer/kernels/sparse_codec.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cutlayer/error.h"
+
+namespace cutlayer::kernels {
+
+std::size_t PackedSparse::bytes() const {
+  return (indices.defined() ? indices.nbytes() : 0) + (values.defined() ? values.nbytes() : 0);
+}
+
+PackedSparse pack(const SparseTensor& s, const PackOptions& o) {
+  PackedSparse p;
+  p.numel = s.numel;
+  p.values = o.values == ValueType::kFloat16 ? s.values.to(torch::kFloat16) : s.values;
+  if (s.dense()) return p;
+  if (o.index == IndexCoding::kRaw) {
+    p.indices = s.indices.to(index_dtype_for(s.numel));
+    return p;
+  }
+  p.coding = IndexCoding::kDeltaVarint;
+  const auto idx = s.indices.to(torch::kInt64).contiguous();
+  const auto* pi = idx.data_ptr<std::int64_t>();
+  std::vector<std::uint8_t> out;
+  out.reserve(static_cast<std::size_t>(idx.numel()) * 2);
+  std::int64_t prev = -1;
+  for (std::int64_t j = 0; j < idx.numel(); ++j) {
+    std::uint64_t gap = static_cast<std::uint64_t>(pi[j] - prev - 1);  // >= 0: ascending, unique
+    prev = pi[j];
+    do {
+      std::uint8_t byte = gap & 0x7f;
+      gap >>= 7;
+      if (gap) byte |= 0x80;
+      out.push_back(byte);
+    } while (gap);
+  }
+  p.indices = torch::empty({static_cast<std::int64_t>(out.size())}, torch::kUInt8);
+  std::memcpy(p.indices.data_ptr(), out.data(), out.size());
+  return p;
+}
+
+SparseTensor unpack(const PackedSparse& p, std::int64_t max_numel) {
+  if (p.numel < 0 || p.numel > max_numel)
+    throw ProtocolError("sparse tensor: numel " + std::to_string(p.numel) + " outside [0, " +
+                        std::to_string(max_numel) + "]");
+  if (!p.values.defined() || p.values.dim() != 1 ||
+      (p.values.scalar_type() != torch::kFloat32 && p.values.scalar_type() != torch::kFloat16))
+    throw ProtocolError("sparse tensor: values must be 1-D float32 or float16");
+  SparseTensor s;
+  s.numel = p.numel;
+  s.values = p.values.to(torch::kFloat32).contiguous();
+  const std::int64_t nnz = s.values.numel();
+  if (!p.indices.defined()) {
+    if (nnz != p.numel) throw ProtocolError("dense tensor: values count differs from numel");
+    return s;
+  }
+  if (nnz > p.numel) throw ProtocolError("sparse tensor: more values than elements");
+  if (p.indices.dim() != 1) throw ProtocolError("sparse tensor: indices must be 1-D");
+  auto idx = torch::empty({nnz}, torch::kInt64);
+  auto* out = idx.data_ptr<std::int64_t>();
+  std::int64_t prev = -1;
+  if (p.coding == IndexCoding::kRaw) {
+    if (p.indices.numel() != nnz) throw ProtocolError("sparse tensor: index and value counts differ");
+    const auto src = p.indices.to(torch::kInt64).contiguous();
+    const auto* pi = src.data_ptr<std::int64_t>();
+    for (std::int64_t j = 0; j < nnz; ++j) {
+      if (pi[j] <= prev || pi[j] >= p.numel)
+        throw ProtocolError("sparse tensor: index " + std::to_string(pi[j]) + " at position " +
+                            std::to_string(j) + " is out of range or not ascending");
+      out[j] = prev = pi[j];
+    }
+  } else if (p.coding == IndexCoding::kDeltaVarint) {
+    if (p.indices.scalar_type() != torch::kUInt8)
+      throw ProtocolError("sparse tensor: varint indices must be uint8 bytes");
+    const auto bytes = p.indices.contiguous();
+    const auto* b = bytes.data_ptr<std::uint8_t>();
+    const std::int64_t nb = bytes.numel();
+    std::int64_t at = 0;
+    for (std::int64_t j = 0; j < nnz; ++j) {
+      std::uint64_t gap = 0;
+      int shift = 0;
+      while (true) {
+        if (at >= nb) throw ProtocolError("sparse tensor: varint indices truncated");
+        const std::uint8_t byte = b[at++];
+        if (shift > 56) throw ProtocolError("sparse tensor: varint longer than 64 bits");
+        gap |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+        shift += 7;
+        if (!(byte & 0x80)) break;
+      }
+      if (gap >= static_cast<std::uint64_t>(p.numel - prev - 1))
+        throw ProtocolError("sparse tensor: index past the end at position " + std::to_string(j));
+      out[j] = prev = prev + 1 + static_cast<std::int64_t>(gap);
+    }
+    if (at != nb) throw ProtocolError("sparse tensor: trailing bytes after the varint indices");
+  } else {
+    throw ProtocolError("sparse tensor: unknown index coding");
+  }
+  s.indices = idx.to(index_dtype_for(p.numel));
+  return s;
+}
+
+}  // namespace cutlayer::kernels

@@ -1,0 +1,125 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "cutlayer/error.h"
+#include "cutlayer/kernels/compressor.h"
+#include "cutlayer/kernels/density_schedule.h"
+#include "cutlayer/kernels/sparse_codec.h"
+#include "cutlayer/kernels/sparse_sum.h"
+
+namespace cutlayer::kernels {
+namespace {
+
+SparseTensor random_sparse(std::mt19937& rng, std::int64_t numel, std::int64_t nnz) {
+  std::set<std::int64_t> picked;
+  std::uniform_int_distribution<std::int64_t> d(0, numel - 1);
+  while (static_cast<std::int64_t>(picked.size()) < nnz) picked.insert(d(rng));
+  std::vector<std::int64_t> idx(picked.begin(), picked.end());
+  SparseTensor s;
+  s.numel = numel;
+  s.indices = torch::tensor(idx, torch::kInt64).to(index_dtype_for(numel));
+  s.values = torch::randn({nnz});
+  return s;
+}
+
+TEST(SparseCodec, RoundTripsAllCodings) {
+  std::mt19937 rng(1);
+  for (int round = 0; round < 50; ++round) {
+    const std::int64_t numel = 1 + rng() % 200000;
+    const std::int64_t nnz = rng() % std::min<std::int64_t>(numel, 3000);
+    const auto s = random_sparse(rng, numel, nnz);
+    for (auto coding : {IndexCoding::kRaw, IndexCoding::kDeltaVarint}) {
+      const auto back = unpack(pack(s, {ValueType::kFloat32, coding}), numel);
+      EXPECT_TRUE(torch::equal(back.indices.to(torch::kInt64), s.indices.to(torch::kInt64)));
+      EXPECT_TRUE(torch::equal(back.values, s.values));
+      const auto half = unpack(pack(s, {ValueType::kFloat16, coding}), numel);
+      EXPECT_TRUE(torch::allclose(half.values, s.values, 1e-3, 1e-3));
+    }
+  }
+}
+
+TEST(SparseCodec, Int32BelowTwoToThe31AndVarintPays) {
+  std::mt19937 rng(2);
+  const auto s = random_sparse(rng, 1000000, 10000);  // density 0.01: gaps ~100
+  const auto raw = pack(s);
+  EXPECT_EQ(raw.indices.scalar_type(), torch::kInt32);
+  const auto varint = pack(s, {ValueType::kFloat32, IndexCoding::kDeltaVarint});
+  std::printf("[ measure ] density 0.01 index bytes: raw %zu, delta-varint %zu (%.2f bytes/index)\n",
+              static_cast<std::size_t>(raw.indices.nbytes()),
+              static_cast<std::size_t>(varint.indices.nbytes()),
+              double(varint.indices.nbytes()) / 10000);
+  EXPECT_LT(varint.indices.nbytes(), raw.indices.nbytes() / 2);
+  EXPECT_EQ(index_dtype_for((std::int64_t{1} << 31) + 1), torch::kInt64);
+}
+
+TEST(SparseCodec, MalformedInputIsProtocolError) {
+  std::mt19937 rng(3);
+  const auto s = random_sparse(rng, 1000, 50);
+  auto p = pack(s);
+  auto bad = p;
+  bad.numel = 2000;  // over the cap
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad = p;
+  bad.indices = p.indices.clone();
+  bad.indices[3] = bad.indices[2];  // not ascending
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad = p;
+  bad.indices = p.indices.clone();
+  bad.indices[49] = 1000;  // out of range
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad = p;
+  bad.values = p.values.narrow(0, 0, 49);  // counts differ
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  auto v = pack(s, {ValueType::kFloat32, IndexCoding::kDeltaVarint});
+  bad = v;
+  bad.indices = v.indices.narrow(0, 0, v.indices.numel() - 1);  // truncated varint
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad = v;
+  bad.indices = torch::full({60}, 0xff, torch::kUInt8);  // endless varint
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad = v;
+  bad.indices = torch::cat({v.indices, torch::zeros({1}, torch::kUInt8)});  // trailing byte
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+}
+
+TEST(SparseSum, DenseAccumulatorAndMergeEqualTheDenseSum) {
+  std::mt19937 rng(4);
+  const std::int64_t numel = 100000;
+  DenseAccumulator acc(numel);
+  for (int round = 0; round < 5; ++round) {  // reused across rounds
+    std::vector<SparseTensor> parts;
+    std::vector<float> weights;
+    auto dense_sum = torch::zeros({numel});
+    const int clients = 2 + static_cast<int>(rng() % 6);
+    for (int c = 0; c < clients; ++c) {
+      parts.push_back(random_sparse(rng, numel, 500 + rng() % 2000));
+      weights.push_back(static_cast<float>(1 + rng() % 64) / 64.f);
+      dense_sum = dense_sum + parts.back().to_dense() * weights.back();
+      acc.add(parts.back(), weights.back());
+    }
+    const auto a = acc.take();
+    const auto m = merge_sum(parts, weights);
+    EXPECT_TRUE(torch::equal(a.to_dense(), dense_sum)) << "round " << round;
+    EXPECT_TRUE(torch::equal(m.to_dense(), dense_sum)) << "round " << round;
+    EXPECT_TRUE(torch::equal(a.indices.to(torch::kInt64), m.indices.to(torch::kInt64)));
+  }
+}
+
+TEST(DensitySchedule, WarmupAndParsing) {
+  const auto s = DensitySchedule::warmup(0.001);
+  EXPECT_DOUBLE_EQ(s.at_epoch(0), 0.25);
+  EXPECT_DOUBLE_EQ(s.at_epoch(1), 0.0625);
+  EXPECT_DOUBLE_EQ(s.at_epoch(4), 0.001);
+  EXPECT_DOUBLE_EQ(s.at_epoch(40), 0.001);
+  EXPECT_EQ(DensitySchedule::warmup(0.1).values(), (std::vector<double>{0.25, 0.1}));
+  const auto p = DensitySchedule::parse("0.5, 0.1,0.01");
+  EXPECT_DOUBLE_EQ(p.at_epoch(2), 0.01);
+  EXPECT_THROW(DensitySchedule::parse("0.5,abc"), ConfigError);
+  EXPECT_THROW(DensitySchedule::parse("0.5,1.5"), ConfigError);
+  EXPECT_THROW(DensitySchedule(0.0), ConfigError);
+}
+
+}  // namespace
+}  // namespace cutlayer::kernels
