@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
-#include <unordered_map>
+#include <functional>
 
 #include "cutlayer/error.h"
 #include "cutlayer/kernels/compressor.h"
@@ -129,81 +129,124 @@ class NoneCompressor final : public Compressor {
   CompressorOptions opts_;
 };
 
-// ---- gaussiank ----------------------------------------------------------------------
-// Shi et al. 2019: threshold from the mean and standard deviation of the compensated
-// gradient, t = mu + |Phi^-1(rho/2)| sigma, select |x| > t, correct t up to 3 times.
-// Pass 1 (fused with EF): r += g and the moments. Pass 2: select into per-chunk buffers
-// without touching r; when the count lands in [2k/3, 4k/3] (or corrections run out) the
-// selected entries leave r by sparse writes. Each correction costs one read pass.
-class GaussianK : public Compressor {
+// ---- gaussiank and sampledk ----------------------------------------------------------
+// One pass fused with error feedback (r += g, plus what the threshold needs), then one
+// selection pass into per-chunk buffers that leaves r alone; when the count lands in
+// [2k/3, 4k/3] the selected entries leave r by sparse writes. Otherwise corrections run
+// as read-only count passes (x0.5 when too few, x1.5 when too many, as in the paper, then
+// bisection once the band is bracketed: the fixed steps alone can oscillate past it,
+// since a residual whose tails were just sent is far from Gaussian), and one last
+// selection pass uses the threshold whose count came closest to k.
+//   gaussiank (Shi et al. 2019): t = mu + |Phi^-1(rho/2)| sigma from the moments.
+//   sampledk (as in DGC): t = the (1 - rho) quantile of |x| over a strided sample taken
+//     in the same first pass: any distribution, so corrections are rarely needed.
+class ThresholdK : public Compressor {
  public:
-  GaussianK(const CompressorOptions& o, bool reuse) : opts_(o), reuse_(reuse) {}
-  std::string name() const override { return reuse_ ? "gaussiank-reuse" : "gaussiank"; }
+  ThresholdK(const CompressorOptions& o, bool sampled) : opts_(o), sampled_(sampled) {}
+  std::string name() const override { return sampled_ ? "sampledk" : "gaussiank"; }
 
   SparseTensor compress(const torch::Tensor& grad, torch::Tensor& residual, double density) override {
     const bool ef = opts_.error_feedback;
     check_inputs(grad, residual, ef, density);
-    if (grad.is_cuda()) return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, stats_);
+    if (grad.is_cuda()) {
+      if (sampled_) throw Error("sampledk runs on CPU tensors only; use gaussiank on CUDA");
+      return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, stats_);
+    }
     const std::int64_t n = grad.numel();
     const std::int64_t k = target_k(n, density);
     stats_ = {k, 0, 0, 0};
     if (n == 0) return empty(n);
     const Source src = make_source(grad, residual, ef);
     const std::int64_t chunks = chunk_count(n);
-    std::vector<Moments> parts(chunks);
-    std::vector<std::vector<std::int64_t>> idx(chunks);
-    std::vector<std::vector<float>> val(chunks);
 
-    // Reuse: select with last step's threshold inside pass 1 (one pass when it still fits).
-    const void* key = grad.data_ptr();
-    const auto prev = reuse_ ? thresholds_.find(key) : thresholds_.end();
-    const bool have_prev = prev != thresholds_.end();
-    const float t_prev = have_prev ? prev->second : 0.f;
-    std::vector<std::int64_t> counts(chunks, 0);
+    // Pass 1: error feedback, moments, and (sampledk) a strided sample of |x|.
+    const std::int64_t sample_target = std::clamp<std::int64_t>(
+        static_cast<std::int64_t>(256.0 / density), 65536, n);
+    const std::int64_t stride = std::max<std::int64_t>(1, n / sample_target);
+    std::vector<Moments> parts(chunks);
+    std::vector<std::vector<float>> samples(sampled_ ? chunks : 0);
     for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
       parts[c] = detail::accumulate_moments(src.r ? src.r + b : const_cast<float*>(src.x) + b,
                                            src.r ? src.g + b : nullptr, e - b);
-      if (have_prev) counts[c] = detail::select_above(src.x + b, e - b, t_prev, b, idx[c], val[c]);
+      if (sampled_) detail::sample_abs(src.x + b, e - b, (stride - b % stride) % stride, stride, samples[c]);
     });
-    ++stats_.passes;
+    stats_.passes = 1;
     const Moments m = detail::combine(parts);
     if (!m.finite()) refuse_non_finite(residual, ef);
     const double mean = m.sum / static_cast<double>(n);
-    const double var = std::max(0.0, m.sumsq / static_cast<double>(n) - mean * mean);
-    const double sd = std::sqrt(var);
-    const double lo = 2.0 * k / 3.0, hi = 4.0 * k / 3.0;
+    const double sd = std::sqrt(std::max(0.0, m.sumsq / static_cast<double>(n) - mean * mean));
 
-    std::int64_t count = 0;
-    for (auto c : counts) count += c;
-    double t = 0;
-    bool done = false;
-    if (have_prev && count >= lo && count <= hi) {
-      t = t_prev;
-      done = true;
-    } else {
-      t = mean + std::abs(normal_quantile(density / 2.0)) * sd;
-      if (density >= 1.0) t = -1.0;  // everything
+    double t;
+    if (density >= 1.0) {
+      t = -1.0;  // everything
+    } else if (sd == 0.0) {
       // A constant vector: nothing tells its elements apart, so a non-zero one is sent
       // whole (and an all-zero one not at all).
-      if (sd == 0.0) t = std::nextafter(static_cast<float>(std::abs(mean)), 0.f);
+      t = std::nextafter(static_cast<float>(std::abs(mean)), 0.f);
+    } else if (sampled_) {
+      std::vector<float> all;
+      for (auto& v : samples) all.insert(all.end(), v.begin(), v.end());
+      const auto above = std::clamp<std::int64_t>(
+          static_cast<std::int64_t>(std::ceil(density * all.size())), 1, all.size());
+      std::nth_element(all.begin(), all.begin() + (above - 1), all.end(), std::greater<float>());
+      // Just below the sample's k-th largest, so that it is itself selected.
+      t = std::nextafter(all[above - 1], 0.f);
+    } else {
+      t = mean + std::abs(normal_quantile(density / 2.0)) * sd;
     }
-    for (int attempt = 0; !done; ++attempt) {
+
+    std::vector<std::vector<std::int64_t>> idx(chunks);
+    std::vector<std::vector<float>> val(chunks);
+    auto select = [&](double thr) {
+      std::vector<std::int64_t> counts(chunks, 0);
+      const float tf = static_cast<float>(thr);
       for (auto& v : idx) v.clear();
       for (auto& v : val) v.clear();
-      std::fill(counts.begin(), counts.end(), 0);
-      const float tf = static_cast<float>(t);
       for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
         counts[c] = detail::select_above(src.x + b, e - b, tf, b, idx[c], val[c]);
       });
       ++stats_.passes;
-      count = 0;
-      for (auto c : counts) count += c;
-      if ((count >= lo && count <= hi) || attempt >= opts_.max_corrections || sd == 0.0) break;
-      t *= count < lo ? 0.5 : 1.5;
+      std::int64_t total = 0;
+      for (auto c : counts) total += c;
+      return total;
+    };
+    auto count = [&](double thr) {
+      std::vector<std::int64_t> counts(chunks, 0);
+      const float tf = static_cast<float>(thr);
+      for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
+        counts[c] = detail::count_above(src.x + b, e - b, tf);
+      });
+      ++stats_.passes;
+      std::int64_t total = 0;
+      for (auto c : counts) total += c;
+      return total;
+    };
+
+    const double lo = 2.0 * k / 3.0, hi = 4.0 * k / 3.0;
+    auto miss = [&](std::int64_t c) { return std::abs(std::log((c + 1.0) / (k + 1.0))); };
+    const std::int64_t first = select(t);
+    std::int64_t selected = first;
+    const bool in_band = first >= lo && first <= hi;
+    if (!in_band && sd > 0.0 && density < 1.0 && opts_.max_corrections > 0) {
+      double t_few = -1, t_many = -1, best_t = t, tc = t;
+      std::int64_t c = first, best_c = first;
+      for (int attempt = 0; attempt < opts_.max_corrections && !(c >= lo && c <= hi); ++attempt) {
+        if (c < lo) t_few = tc;
+        else t_many = tc;
+        tc = (t_few >= 0 && t_many >= 0) ? 0.5 * (t_few + t_many) : tc * (c < lo ? 0.5 : 1.5);
+        c = count(tc);
+        if (miss(c) < miss(best_c)) {
+          best_c = c;
+          best_t = tc;
+        }
+      }
+      if (best_t != t) {
+        t = best_t;
+        selected = select(t);
+      }
     }
-    if (reuse_) thresholds_[key] = static_cast<float>(t);
     if (ef) zero_selected(src.r, idx);
-    stats_.selected = count;
+    stats_.selected = selected;
     stats_.threshold = t;
     return assemble(n, idx, val);
   }
@@ -217,8 +260,7 @@ class GaussianK : public Compressor {
     return s;
   }
   CompressorOptions opts_;
-  bool reuse_;
-  std::unordered_map<const void*, float> thresholds_;  // per gradient buffer (per layer)
+  bool sampled_;
 };
 
 // ---- topk (exact) -------------------------------------------------------------------
@@ -384,14 +426,14 @@ std::int64_t target_k(std::int64_t numel, double density) {
 }
 
 std::vector<std::string> compressor_names() {
-  return {"none", "topk", "gaussiank", "gaussiank-reuse", "randomk"};
+  return {"none", "topk", "gaussiank", "sampledk", "randomk"};
 }
 
 std::unique_ptr<Compressor> make_compressor(const std::string& name, const CompressorOptions& o) {
   if (name == "none") return std::make_unique<NoneCompressor>(o);
   if (name == "topk") return std::make_unique<TopK>(o);
-  if (name == "gaussiank") return std::make_unique<GaussianK>(o, false);
-  if (name == "gaussiank-reuse") return std::make_unique<GaussianK>(o, true);
+  if (name == "gaussiank") return std::make_unique<ThresholdK>(o, false);
+  if (name == "sampledk") return std::make_unique<ThresholdK>(o, true);
   if (name == "randomk") return std::make_unique<RandomK>(o);
   std::string known;
   for (const auto& n : compressor_names()) known += (known.empty() ? "" : "|") + n;

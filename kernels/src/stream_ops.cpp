@@ -71,6 +71,19 @@ std::int64_t select_above(const float* x, std::int64_t n, float t, std::int64_t 
 }
 
 CUTLAYER_CLONES
+std::int64_t count_above(const float* x, std::int64_t n, float t) {
+  std::int64_t count = 0;
+#pragma omp simd reduction(+ : count)
+  for (std::int64_t i = 0; i < n; ++i) count += std::fabs(x[i]) > t;
+  return count;
+}
+
+void sample_abs(const float* x, std::int64_t n, std::int64_t offset, std::int64_t stride,
+                std::vector<float>& out) {
+  for (std::int64_t i = offset; i < n; i += stride) out.push_back(std::fabs(x[i]));
+}
+
+CUTLAYER_CLONES
 bool accumulate_histogram(float* r, const float* g, std::int64_t n, std::int64_t* hist) {
   std::uint32_t worst = 0;
   for (std::int64_t i = 0; i < n; ++i) {

@@ -23,6 +23,13 @@ Moments accumulate_moments(float* r, const float* g, std::int64_t n);
 std::int64_t select_above(const float* x, std::int64_t n, float t, std::int64_t base,
                           std::vector<std::int64_t>& idx, std::vector<float>& val);
 
+// Number of |x[i]| > t (a read-only vectorized pass).
+std::int64_t count_above(const float* x, std::int64_t n, float t);
+
+// Appends |x[i]| for i = offset, offset + stride, ... < n to `out`.
+void sample_abs(const float* x, std::int64_t n, std::int64_t offset, std::int64_t stride,
+                std::vector<float>& out);
+
 // r[i] += g[i]; 2048-bin histogram of (bits(|r[i]|) >> 20); returns false when a
 // non-finite element is seen.
 bool accumulate_histogram(float* r, const float* g, std::int64_t n, std::int64_t* hist);

@@ -157,6 +157,9 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
   const double lo = 2.0 * k / 3.0, hi = 4.0 * k / 3.0;
   double t = density >= 1.0 ? -1.0 : mean + std::fabs(normal_quantile(density / 2)) * sd;
   if (sd == 0.0) t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // constant x
+  // As on the CPU: x0.5 / x1.5 until bracketed, then bisection; the closest attempt wins.
+  double t_few = -1, t_many = -1, best_t = t, best_miss = -1;
+  long long best_count = 0;
   for (int attempt = 0;; ++attempt) {
     CUTLAYER_CUDA_TRY(cudaMemsetAsync(&dm->count, 0, sizeof(unsigned long long), stream));
     count_above<<<grid_for(n), kThreads, 0, stream>>>(x, n, static_cast<float>(t), dm);
@@ -166,9 +169,19 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
     CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
     ++out->passes;
     const double c = static_cast<double>(hm.count);
+    const double miss = std::fabs(std::log((c + 1.0) / (k + 1.0)));
+    if (best_miss < 0 || miss < best_miss) {
+      best_miss = miss;
+      best_t = t;
+      best_count = static_cast<long long>(hm.count);
+    }
     if ((c >= lo && c <= hi) || attempt >= max_corrections || sd == 0.0) break;
-    t *= c < lo ? 0.5 : 1.5;
+    if (c < lo) t_few = t;
+    else t_many = t;
+    t = (t_few >= 0 && t_many >= 0) ? 0.5 * (t_few + t_many) : t * (c < lo ? 0.5 : 1.5);
   }
+  hm.count = static_cast<unsigned long long>(best_count);
+  t = best_t;
   out->count = static_cast<long long>(hm.count);
   out->threshold = t;
   out->mean = mean;

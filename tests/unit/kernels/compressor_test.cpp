@@ -71,7 +71,7 @@ TEST(Compressor, ErrorFeedbackInvariantIsBitwise) {
 
 TEST(Compressor, GaussianKCountLandsInBandOnGaussianData) {
   torch::manual_seed(3);
-  for (const char* name : {"gaussiank", "gaussiank-reuse"}) {
+  for (const char* name : {"gaussiank", "sampledk"}) {
     auto c = make_compressor(name);
     for (double density : {0.001, 0.01, 0.05}) {
       for (int rep = 0; rep < 3; ++rep) {
@@ -167,7 +167,7 @@ TEST(Compressor, EdgeCases) {
     auto g = torch::randn({1000});
     auto r = torch::zeros({1000});
     const auto s = c->compress(g, r, 1.0);
-    if (name != "gaussiank" && name != "gaussiank-reuse") {
+    if (name != "gaussiank" && name != "sampledk") {
       EXPECT_TRUE(torch::equal(s.to_dense(), g)) << name;
     } else {
       EXPECT_EQ(s.nnz(), 1000) << name;

@@ -46,7 +46,7 @@ class Compressor {
   CompressStats stats_;
 };
 
-// none | topk | gaussiank | gaussiank-reuse | randomk. Throws ConfigError for an unknown name.
+// none | topk | gaussiank | sampledk | randomk. Throws ConfigError for an unknown name.
 std::unique_ptr<Compressor> make_compressor(const std::string& name,
                                             const CompressorOptions& options = {});
 std::vector<std::string> compressor_names();
