@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cutlayer/crypto/crypto.h"
+#include "frame_pool.h"
 
 namespace cutlayer::transport {
 namespace {
@@ -39,7 +40,7 @@ zmq::message_t SealedChannel::Codec::make_frame(const wire::Envelope::Bytes& env
                                                 std::uint32_t index, const void* data,
                                                 std::size_t n, const torch::Tensor*) {
   // Seal straight into the outgoing frame: ciphertext ‖ tag.
-  zmq::message_t frame(n + crypto::Aead::kTagBytes);
+  zmq::message_t frame = detail::FramePool::instance().make(n + crypto::Aead::kTagBytes);
   auto* out = frame.data<std::uint8_t>();
   aead_.seal(make_nonce(env, index), env.data(), env.size(), data, n, out, out + n);
   return frame;
