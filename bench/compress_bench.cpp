@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <iostream>
 #include <map>
 #include <random>
 #include <string>
@@ -165,6 +166,8 @@ int main(int argc, char** argv) {
     }
   benchmark::Initialize(&argc, argv);
   Collector collector;
+  collector.SetOutputStream(&std::cerr);  // the table on stderr, JSON lines on stdout
+  collector.SetErrorStream(&std::cerr);
   benchmark::RunSpecifiedBenchmarks(&collector);
 
   auto find = [&](const std::string& name) -> const Collector::Row* {

@@ -11,6 +11,14 @@ trap cleanup EXIT
 
 "$bin/cutlayer-keygen" --out "$work/keys" --clients alice,bob >/dev/null
 "$bin/cutlayer-keygen" --out "$work/stranger" --no-server --clients mallory >/dev/null
+# Keys are never overwritten without --force, and secret files are private.
+if "$bin/cutlayer-keygen" --out "$work/keys" --clients alice 2>/dev/null; then
+  echo "keygen overwrote existing keys"; exit 1
+fi
+[ "$(stat -c %a "$work/keys/server.key")" = 600 ] || { echo "server.key is not mode 600"; exit 1; }
+for b in cutlayer-server cutlayer-client cutlayer-keygen; do
+  "$bin/$b" --help | grep -q -- --help || { echo "$b --help"; exit 1; }
+done
 
 "$bin/cutlayer-server" -c "$configs/server.json" --server-key "$work/keys/server.key" \
   --allow-list "$work/keys/allow-list.txt" --join-port 0 --data-port 0 \
