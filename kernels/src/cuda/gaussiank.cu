@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "gaussiank_cuda.h"
+#include "../normal_quantile.h"  // the same quantile as the CPU side
 
 namespace cutlayer::kernels::cuda {
 namespace {
@@ -84,37 +85,6 @@ __global__ void gather_and_zero(float* __restrict__ x, const long long* __restri
   }
 }
 
-// Standard normal quantile (Acklam), as on the CPU side.
-double normal_quantile(double p) {
-  static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
-                             1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
-  static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-                             6.680131188771972e+01,  -1.328068155288572e+01};
-  static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
-                             -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
-  static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
-                             3.754408661907416e+00};
-  if (p <= 0) return -INFINITY;
-  if (p >= 1) return INFINITY;
-  double x;
-  if (p < 0.02425) {
-    const double q = std::sqrt(-2 * std::log(p));
-    x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
-        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-  } else if (p <= 1 - 0.02425) {
-    const double q = p - 0.5, r = q * q;
-    x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
-        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
-  } else {
-    const double q = std::sqrt(-2 * std::log(1 - p));
-    x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
-        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-  }
-  const double e = 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
-  const double u = e * std::sqrt(2 * M_PI) * std::exp(x * x / 2);
-  return x - u / (1 + x * u / 2);
-}
-
 #define CUTLAYER_CUDA_TRY(expr)          \
   do {                                   \
     cudaError_t err_ = (expr);           \
@@ -155,7 +125,7 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
   long long k = static_cast<long long>(std::ceil(density * n));
   k = k < 1 ? 1 : (k > n ? n : k);
   const double lo = 2.0 * k / 3.0, hi = 4.0 * k / 3.0;
-  double t = density >= 1.0 ? -1.0 : mean + std::fabs(normal_quantile(density / 2)) * sd;
+  double t = density >= 1.0 ? -1.0 : mean + std::fabs(kernels::normal_quantile(density / 2)) * sd;
   if (sd == 0.0) t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // constant x
   // As on the CPU: x0.5 / x1.5 until bracketed, then bisection; the closest attempt wins.
   double t_few = -1, t_many = -1, best_t = t, best_miss = -1;

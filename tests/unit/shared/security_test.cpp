@@ -64,6 +64,14 @@ void send_all(zmq::socket_t& s, std::vector<zmq::message_t>& frames) {
     s.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
 }
 
+// A raw DEALER connected to the server's data port (no session, no keys).
+zmq::socket_t raw_data_socket(zmq::context_t& ctx, std::uint16_t port) {
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect("tcp://127.0.0.1:" + std::to_string(port));
+  return raw;
+}
+
 // Joins as alice, then returns a raw DEALER on the data port plus a SealedChannel with
 // the session's keys whose next sequence number is above the real client's.
 struct ForgeKit {
@@ -218,9 +226,7 @@ TEST_F(SecurityTest, UnknownSessionDropped) {
   ClientTransport client(alice());
   client.join(wire::Join{});
   zmq::context_t ctx(1);
-  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
-  raw.set(zmq::sockopt::linger, 0);
-  raw.connect("tcp://127.0.0.1:" + std::to_string(server->data_port()));
+  auto raw = raw_data_socket(ctx, server->data_port());
   SessionSecret secret{};
   crypto::random_bytes(secret.data(), secret.size());
   SealedChannel made_up(0x1234567812345678ull, secret, Side::kClient);
@@ -235,9 +241,7 @@ TEST_F(SecurityTest, GarbageOnTheDataPortDoesNotStopOtherClients) {
   ClientTransport client(alice());
   client.join(wire::Join{});
   zmq::context_t ctx(1);
-  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
-  raw.set(zmq::sockopt::linger, 0);
-  raw.connect("tcp://127.0.0.1:" + std::to_string(server->data_port()));
+  auto raw = raw_data_socket(ctx, server->data_port());
   std::mt19937 rng(3);
   for (int i = 0; i < 300; ++i) {
     std::string junk(1 + rng() % 200, '\0');
