@@ -10,7 +10,7 @@ PACKAGES=(
   # LibTorch and a fast BLAS (the reference BLAS is ~55x slower for matmul)
   libtorch-dev libopenblas0-pthread
   # transport, crypto, serialization, logging, CLI
-  libzmq3-dev cppzmq-dev libssl-dev libcereal-dev rapidjson-dev libspdlog-dev libfmt-dev libcli11-dev
+  libzmq3-dev cppzmq-dev libssl-dev libcereal-dev rapidjson-dev libspdlog-dev libfmt-dev libcli11-dev zlib1g-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # data

@@ -21,6 +21,12 @@ ClientConfig load_client_config(const std::string& path) {
   t.get_int("join_attempts", c.join_attempts, 1, 1000);
   t.get("max_message_mb", c.max_message_mb, 1, 4096);
   t.finish();
+  root.ignore("privacy");  // NoPeek settings (later)
+  if (root.has("train")) {
+    auto tr = root.child("train");
+    c.train = train::read_train_options(tr);
+    c.has_train = true;
+  }
   root.finish();
   c.server_public_key = doc->resolve(c.server_public_key);
   c.client_key = doc->resolve(c.client_key);

@@ -1,6 +1,6 @@
-// cutlayer-client: the data owner's daemon. For now it runs the link self-check: join the
-// server, send probe tensors over the sealed channel, check every echo bit for bit, and
-// report throughput.
+// cutlayer-client: the data owner's daemon. Trains its front (and head) with the server
+// (split learning), or with --probes runs the link self-check: probe tensors over the
+// sealed channel, every echo checked bit for bit, throughput reported.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "cutlayer/client/client_config.h"
+#include "cutlayer/client/split_client.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/process_tuning.h"
@@ -70,7 +71,11 @@ int main(int argc, char** argv) {
   tune_allocator();
   CLI::App app{"cutlayer-client: the data owner's daemon (front layers, private data)"};
   std::string config_path, log_level, server_host, server_pub, client_key;
-  int join_port = -1, probes = 16;
+  int join_port = -1, probes = 0;
+  int threads = 0;
+  std::int64_t steps = -1;
+  std::string metrics_path, name;
+  bool every_step = false;
   double probe_mb = 8;
   app.add_option("-c,--config", config_path, "client JSON config (see configs/client.json)")
       ->required();
@@ -79,10 +84,17 @@ int main(int argc, char** argv) {
   app.add_option("--join-port", join_port, "server's front-door port")->check(CLI::Range(1, 65535));
   app.add_option("--server-public-key", server_pub, "server.pub file (pins the server's key)");
   app.add_option("--client-key", client_key, "this client's key pair file");
-  app.add_option("--probes", probes, "link self-check: number of probe tensors")
+  app.add_option("--probes", probes, "run the link self-check with this many probe tensors instead of training")
       ->check(CLI::Range(1, 1000000));
+  app.add_option("--name", name, "this client's name in logs (overrides the config)");
+  app.add_option("--threads", threads, "LibTorch threads (overrides the config)");
+  app.add_option("--steps", steps, "stop after this many steps (overrides train.max_steps)");
+  app.add_option("--metrics", metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
+  app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
   app.add_option("--probe-mb", probe_mb, "link self-check: MiB per probe tensor")
       ->check(CLI::Range(0.001, 1024.0));
+  bool u_shaped = false;
+  app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -92,8 +104,17 @@ int main(int argc, char** argv) {
     if (join_port > 0) cfg.join_port = static_cast<std::uint16_t>(join_port);
     if (!server_pub.empty()) cfg.server_public_key = server_pub;
     if (!client_key.empty()) cfg.client_key = client_key;
+    if (!name.empty()) cfg.name = name;
+    if (threads > 0) cfg.threads = threads;
+    if (steps >= 0) cfg.train.max_steps = steps;
+    if (!metrics_path.empty()) cfg.train.metrics_file = metrics_path;
+    if (every_step) cfg.train.metrics_every_step = true;
+    if (u_shaped) cfg.train.u_shaped = true;
     log::set_level(cfg.log_level);
     torch::set_num_threads(cfg.threads);
+    if (probes == 0 && !cfg.has_train)
+      throw ConfigError(config_path + ": no `train` object, so there is nothing to train; add one "
+                        "(see configs/client.json) or run the link self-check with --probes N");
     install_stop_handlers();
 
     transport::ClientTransportOptions topts;
@@ -108,12 +129,20 @@ int main(int argc, char** argv) {
     topts.limits.max_message_bytes = topts.limits.max_tensor_bytes;
 
     transport::ClientTransport link(std::move(topts));
-    wire::Join join;
-    join.client_name = cfg.name;
-    link.join(join);
-    const bool ok = run_probe(link, probes, probe_mb);
-    link.leave(stop_flag() ? "interrupted" : "self-check done");
-    return ok ? 0 : 1;
+    if (probes > 0) {
+      wire::Join join;
+      join.client_name = cfg.name;
+      link.join(join);
+      const bool ok = run_probe(link, probes, probe_mb);
+      link.leave(stop_flag() ? "interrupted" : "self-check done");
+      return ok ? 0 : 1;
+    }
+    client::SplitClientOptions so;
+    so.name = cfg.name;
+    so.train = cfg.train;
+    client::SplitClient trainer(link, so);
+    std::cout << trainer.run(stop_flag()) << std::endl;
+    return stop_flag() ? 130 : 0;
   } catch (const Error& e) {
     std::cerr << "cutlayer-client: " << e.what() << "\n";
     return 2;

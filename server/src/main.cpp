@@ -9,6 +9,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/model/model_spec.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/server/server_config.h"
 #include "cutlayer/server/service.h"
@@ -32,8 +33,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 65535));
   app.add_option("--server-key", server_key, "server key pair file (overrides transport.server_key)");
   app.add_option("--allow-list", allow_list, "client allow-list (overrides transport.allow_list)");
+  std::string metrics_path;
+  app.add_option("--metrics", metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
   app.add_option("--ready-file", ready_file,
                  "write {\"join_port\":..,\"data_port\":..} here once listening");
+  bool u_shaped = false;
+  app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -70,8 +75,21 @@ int main(int argc, char** argv) {
       std::rename((ready_file + ".tmp").c_str(), ready_file.c_str());
     }
     log->info("serving (threads={}); stop with SIGINT or SIGTERM", cfg.threads);
-    server::Service service(transport);
+    std::unique_ptr<server::BackTrainer> trainer;
+    std::unique_ptr<train::MetricsFile> metrics;
+    if (cfg.has_train) {
+      if (!metrics_path.empty()) cfg.train.metrics_file = metrics_path;
+      if (u_shaped) cfg.train.u_shaped = true;
+      trainer = std::make_unique<server::BackTrainer>(cfg.train);
+      metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file);
+      log->info("training the back of {} ({} mode: {}), cut layer {}, {} lr {}", cfg.train.model,
+                cfg.train.u_shaped ? "U-shaped" : "vanilla",
+                cfg.train.u_shaped ? "labels stay on the clients" : "labels come to the server",
+                model::shape_string(trainer->cut_shape()), cfg.train.optimizer, cfg.train.lr);
+    }
+    server::Service service(transport, trainer.get(), metrics.get());
     service.run(stop_flag());
+    std::cout << service.summary_json() << std::endl;
     const auto& s = transport.stats();
     log->info("stopping: {} sessions open, {} probes served, in {} msgs/{} B, out {} msgs/{} B, "
               "dropped {} (protocol {}, bad tag {}, replay {}, unknown session {}), ZAP rejected {}",

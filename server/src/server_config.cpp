@@ -22,6 +22,11 @@ ServerConfig load_server_config(const std::string& path) {
   t.get_int("heartbeat_ms", c.heartbeat_ms, 50, 60 * 1000);
   t.get("max_message_mb", c.max_message_mb, 1, 4096);
   t.finish();
+  if (root.has("train")) {
+    auto tr = root.child("train");
+    c.train = train::read_train_options(tr);
+    c.has_train = true;
+  }
   root.finish();
   if (c.join_port != 0 && c.join_port == c.data_port)
     t.fail("data_port", "must differ from join_port (both are " + std::to_string(c.join_port) + ")");

@@ -101,6 +101,8 @@ std::string_view msg_type_name(MsgType t) {
     case MsgType::kEvalResult: return "EvalResult";
     case MsgType::kProbe: return "Probe";
     case MsgType::kProbeReply: return "ProbeReply";
+    case MsgType::kServerActivations: return "ServerActivations";
+    case MsgType::kHeadGrad: return "HeadGrad";
   }
   return "Unknown";
 }

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/train/train_options.h"
+
 namespace cutlayer::client {
 
 struct ClientConfig {
@@ -18,6 +20,9 @@ struct ClientConfig {
   int join_timeout_ms = 3000;
   int join_attempts = 5;
   std::int64_t max_message_mb = 1024;
+  // training; absent: only the link self-check (--probes) can run
+  bool has_train = false;
+  train::TrainOptions train;
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

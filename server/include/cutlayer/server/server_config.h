@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/train/train_options.h"
+
 namespace cutlayer::server {
 
 struct ServerConfig {
@@ -18,6 +20,9 @@ struct ServerConfig {
   int session_timeout_ms = 30000;
   int heartbeat_ms = 1000;
   std::int64_t max_message_mb = 1024;
+  // training (the back model); absent: a probe-only server
+  bool has_train = false;
+  train::TrainOptions train;
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

@@ -1,17 +1,21 @@
-// The server's event loop: admits joins, serves each session's messages.
+// The server's event loop: admits joins (checking them against the trainer), serves each
+// session's messages, reports progress.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 
+#include "cutlayer/server/back_trainer.h"
+#include "cutlayer/train/loop.h"
 #include "cutlayer/transport/server_transport.h"
 
 namespace cutlayer::server {
 
 class Service {
  public:
-  explicit Service(transport::ServerTransport& transport) : transport_(transport) {}
+  // `trainer` and `metrics` may be null (a probe-only server).
+  Service(transport::ServerTransport& transport, BackTrainer* trainer, train::MetricsFile* metrics);
 
   // Polls and handles events until `stop` is set.
   void run(const std::atomic<bool>& stop);
@@ -19,13 +23,21 @@ class Service {
   void handle(transport::ServerEvent& event);
 
   std::uint64_t probes_served() const { return probes_served_; }
+  std::string summary_json() const;
 
  private:
   void on_join(const transport::JoinRequest& req);
   void on_message(transport::Received& rx);
+  void send_all(std::vector<std::pair<std::uint64_t, wire::Message>>& replies);
+  void report();
 
   transport::ServerTransport& transport_;
+  BackTrainer* trainer_;
+  train::MetricsFile* metrics_;
   std::uint64_t probes_served_ = 0;
+  std::int64_t last_report_step_ = 0;
+  std::int64_t samples_at_report_ = 0;
+  std::chrono::steady_clock::time_point start_, last_report_;
 };
 
 }  // namespace cutlayer::server

@@ -32,6 +32,8 @@ class Object {
   void get(const char* field, std::vector<std::int64_t>& out);
 
   bool has(const char* field) const;
+  // Accepts `field` without reading it (a section meant for another program).
+  void ignore(const char* field) { seen_.insert(field); }
   // A nested object; an absent field gives an empty object (all defaults).
   Object child(const char* field);
   // Throws ConfigError naming the first field that no get()/child() asked for.

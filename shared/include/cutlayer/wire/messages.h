@@ -82,25 +82,49 @@ struct ErrorMsg {
   }
 };
 
-// Tensors: z (cut activations), then y (labels) unless U-shaped.
+// Tensors: z (cut activations), then y (labels) unless U-shaped. `train` false: an
+// evaluation batch (vanilla: answered with EvalResult; U-shaped: ServerActivations, no
+// gradient follows).
 struct Activations {
   static constexpr MsgType kType = MsgType::kActivations;
   std::uint64_t step = 0;
   bool has_labels = true;
+  bool train = true;
   template <class A>
   void serialize(A& ar) {
-    ar(step, has_labels);
+    ar(step, has_labels, train);
   }
 };
 
-// Tensors: dL/dz.
+// Tensors: dL/dz. Vanilla: the batch's loss and correct predictions ride along.
 struct CutGrad {
   static constexpr MsgType kType = MsgType::kCutGrad;
   std::uint64_t step = 0;
   float loss = 0.f;
+  std::uint32_t correct = 0;
   template <class A>
   void serialize(A& ar) {
-    ar(step, loss);
+    ar(step, loss, correct);
+  }
+};
+
+// U-shaped. Tensors: h, the server's output for the client's head.
+struct ServerActivations {
+  static constexpr MsgType kType = MsgType::kServerActivations;
+  std::uint64_t step = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(step);
+  }
+};
+
+// U-shaped. Tensors: dL/dh from the client's head.
+struct HeadGrad {
+  static constexpr MsgType kType = MsgType::kHeadGrad;
+  std::uint64_t step = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(step);
   }
 };
 

@@ -21,8 +21,10 @@ enum class MsgType : std::uint16_t {
   kEvalResult = 12,
   kProbe = 13,       // a client's link self-check: tensors the server echoes back
   kProbeReply = 14,
+  kServerActivations = 15,  // U-shaped: the server's output activations for the head
+  kHeadGrad = 16,           // U-shaped: dL/d(server output) from the client's head
 };
-constexpr std::uint16_t kMaxMsgType = 14;
+constexpr std::uint16_t kMaxMsgType = 16;
 
 bool is_valid_msg_type(std::uint16_t code);
 std::string_view msg_type_name(MsgType t);

@@ -1,0 +1,53 @@
+// The data owner's half of split training: its shard, the front (and, U-shaped, the
+// head) of the model, and the step protocol with the server.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "cutlayer/model/model_spec.h"
+#include "cutlayer/train/loop.h"
+#include "cutlayer/train/train_options.h"
+#include "cutlayer/transport/client_transport.h"
+
+namespace cutlayer::client {
+
+struct SplitClientOptions {
+  std::string name = "client";
+  train::TrainOptions train;
+  std::chrono::milliseconds reply_timeout{120000};  // one step's answer
+  int rejoins = 5;                                   // after the server went away
+};
+
+class SplitClient {
+ public:
+  SplitClient(transport::ClientTransport& link, SplitClientOptions options);
+
+  // Joins, trains until done (or `stop`), evaluates, leaves. Returns a JSON summary.
+  std::string run(const std::atomic<bool>& stop);
+
+ private:
+  struct StepResult {
+    double loss = 0;
+    std::int64_t correct = 0;
+  };
+  StepResult step(const train::Batch& b);
+  std::pair<double, double> evaluate();  // (accuracy, loss)
+  wire::Message await(wire::MsgType type, std::uint64_t step);
+  void join();
+  template <class Fn>
+  auto with_rejoin(Fn&& fn) -> decltype(fn());
+
+  transport::ClientTransport& link_;
+  SplitClientOptions options_;
+  train::Data data_;
+  model::SplitSpec spec_;
+  model::SplitModel model_;
+  std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::vector<std::int64_t> cut_shape_;
+  std::uint64_t eval_id_ = 1ull << 62;
+};
+
+}  // namespace cutlayer::client

@@ -1,0 +1,209 @@
+#include "cutlayer/client/split_client.h"
+
+#include <fmt/format.h>
+
+#include <iostream>
+#include <thread>
+
+#include "cutlayer/error.h"
+#include "cutlayer/log.h"
+
+namespace cutlayer::client {
+
+SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions options)
+    : link_(link), options_(std::move(options)) {
+  const auto& o = options_.train;
+  data_ = train::load_data(o);
+  spec_ = model::preset(o.model, o.u_shaped);
+  model_ = model::build_split(spec_, o.seed);
+  std::vector<torch::Tensor> params = model_.front->parameters();
+  if (model_.has_head())
+    for (auto& p : model_.head->parameters()) params.push_back(p);
+  opt_ = train::make_optimizer(params, o);
+  cut_shape_ = model::output_shape(model_.front, spec_.input_shape);
+}
+
+void SplitClient::join() {
+  wire::Join j;
+  j.client_name = options_.name;
+  j.model = options_.train.model;
+  j.cut_shape = cut_shape_;
+  j.samples = static_cast<std::uint64_t>(data_.train.size());
+  j.u_shaped = options_.train.u_shaped;
+  link_.join(j);
+}
+
+// Runs fn; when the server has gone away (IoError), re-joins and runs it again.
+template <class Fn>
+auto SplitClient::with_rejoin(Fn&& fn) -> decltype(fn()) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return fn();
+    } catch (const IoError& e) {
+      if (attempt >= options_.rejoins) throw;
+      log::get("client")->warn("{}; re-joining ({} of {})", e.what(), attempt + 1, options_.rejoins);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500 << std::min(attempt, 4)));
+      join();
+    }
+  }
+}
+
+wire::Message SplitClient::await(wire::MsgType type, std::uint64_t step) {
+  const auto deadline = std::chrono::steady_clock::now() + options_.reply_timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto msg = link_.recv(std::chrono::milliseconds(500));
+    if (!msg) continue;
+    if (msg->type == wire::MsgType::kError)
+      throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*msg).message);
+    if (msg->type != type) continue;  // a stale answer from before a re-join
+    std::uint64_t got = 0;
+    switch (type) {
+      case wire::MsgType::kCutGrad: got = wire::meta_as<wire::CutGrad>(*msg).step; break;
+      case wire::MsgType::kServerActivations: got = wire::meta_as<wire::ServerActivations>(*msg).step; break;
+      case wire::MsgType::kEvalResult: got = wire::meta_as<wire::EvalResult>(*msg).id; break;
+      default: break;
+    }
+    if (got == step) return std::move(*msg);
+  }
+  throw IoError("no " + std::string(wire::msg_type_name(type)) + " for step " + std::to_string(step) +
+                " within " + std::to_string(options_.reply_timeout.count() / 1000) + " s");
+}
+
+SplitClient::StepResult SplitClient::step(const train::Batch& b) {
+  const bool u = options_.train.u_shaped;
+  train::set_lr(*opt_, train::lr_at(options_.train, b.step));
+  opt_->zero_grad();
+  auto z = model_.front->forward(b.x);
+  const auto s = static_cast<std::uint64_t>(b.step);
+  StepResult r;
+  if (!u) {
+    auto reply = with_rejoin([&] {
+      link_.send(wire::make_message(wire::Activations{s, true, true}, {z.detach(), b.y}));
+      return await(wire::MsgType::kCutGrad, s);
+    });
+    const auto cg = wire::meta_as<wire::CutGrad>(reply);
+    if (reply.tensors.size() != 1 || reply.tensors[0].sizes() != z.sizes())
+      throw ProtocolError("server: CutGrad of the wrong shape");
+    z.backward(reply.tensors[0]);
+    r.loss = cg.loss;
+    r.correct = cg.correct;
+  } else {
+    // Round trip 1: cut activations out, the server's output back; the head computes the
+    // loss here, so labels never leave this process.
+    auto fwd = with_rejoin([&] {
+      link_.send(wire::make_message(wire::Activations{s, false, true}, {z.detach()}));
+      return await(wire::MsgType::kServerActivations, s);
+    });
+    if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
+      throw ProtocolError("server: ServerActivations of the wrong shape");
+    auto h = fwd.tensors[0].clone().requires_grad_(true);
+    auto logits = model_.head->forward(h);
+    auto loss = torch::nn::functional::cross_entropy(logits, b.y);
+    loss.backward();
+    r.loss = loss.item<double>();
+    r.correct = train::count_correct(logits.detach(), b.y);
+    // Round trip 2: dL/dh back, dL/dz out of the server.
+    auto bwd = with_rejoin([&] {
+      link_.send(wire::make_message(wire::HeadGrad{s}, {h.grad()}));
+      return await(wire::MsgType::kCutGrad, s);
+    });
+    if (bwd.tensors.size() != 1 || bwd.tensors[0].sizes() != z.sizes())
+      throw ProtocolError("server: CutGrad of the wrong shape");
+    z.backward(bwd.tensors[0]);
+  }
+  opt_->step();
+  return r;
+}
+
+std::pair<double, double> SplitClient::evaluate() {
+  torch::NoGradGuard no_grad;
+  const auto& d = data_.test;
+  if (d.size() == 0) return {-1, -1};
+  model_.front->eval();
+  if (model_.has_head()) model_.head->eval();
+  double correct = 0, loss = 0;
+  for (std::int64_t b = 0; b < d.size(); b += 500) {
+    const auto n = std::min<std::int64_t>(500, d.size() - b);
+    auto x = d.x.narrow(0, b, n);
+    auto y = d.y.narrow(0, b, n);
+    auto z = model_.front->forward(x);
+    const auto id = eval_id_++;
+    if (!options_.train.u_shaped) {
+      auto reply = with_rejoin([&] {
+        link_.send(wire::make_message(wire::Activations{id, true, false}, {z, y.contiguous()}));
+        return await(wire::MsgType::kEvalResult, id);
+      });
+      const auto er = wire::meta_as<wire::EvalResult>(reply);
+      correct += er.accuracy * n;
+      loss += er.loss * n;
+    } else {
+      auto reply = with_rejoin([&] {
+        link_.send(wire::make_message(wire::Activations{id, false, false}, {z}));
+        return await(wire::MsgType::kServerActivations, id);
+      });
+      auto logits = model_.head->forward(reply.tensors.at(0));
+      correct += train::count_correct(logits, y);
+      loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
+    }
+  }
+  model_.front->train();
+  if (model_.has_head()) model_.head->train();
+  return {correct / d.size(), loss / d.size()};
+}
+
+std::string SplitClient::run(const std::atomic<bool>& stop) {
+  auto log = log::get("client");
+  const auto& o = options_.train;
+  log->info("{}: {} split learning of {} ({}), {} training examples, cut layer {}", options_.name,
+            o.u_shaped ? "U-shaped" : "vanilla", o.model,
+            o.u_shaped ? "labels stay here" : "labels go to the server", data_.train.size(),
+            model::shape_string(cut_shape_));
+  join();
+  train::Batches batches(data_.train, o.batch_size, o.epochs, o.max_steps, o.seed);
+  train::MetricsFile metrics(o.metrics_file);
+  train::Progress progress(options_.name, batches.total_steps());
+  train::Batch b;
+  std::int64_t samples = 0, steps = 0, window_seen = 0, window_correct = 0;
+  double window_loss = 0, last_loss = 0;
+  while (!stop && batches.next(b)) {
+    const auto r = step(b);
+    const auto n = b.x.size(0);
+    ++steps;
+    samples += n;
+    last_loss = r.loss;
+    window_loss += r.loss * n;
+    window_correct += r.correct;
+    window_seen += n;
+    if (o.metrics_every_step) metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g}}})", b.step, r.loss));
+    const bool last = b.step + 1 == batches.total_steps();
+    if ((b.step + 1) % o.log_every == 0 || last) {
+      const auto& ts = link_.stats();
+      log->info("{}", progress.line(b.step + 1, window_loss / window_seen,
+                                    static_cast<double>(window_correct) / window_seen, samples,
+                                    ts.bytes_out, ts.bytes_in));
+      if (!o.metrics_every_step)
+        metrics.write(fmt::format(
+            R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}}})",
+            b.step + 1, window_loss / window_seen, static_cast<double>(window_correct) / window_seen,
+            samples / progress.seconds(), ts.bytes_out, ts.bytes_in));
+      window_loss = 0;
+      window_seen = window_correct = 0;
+    }
+    if (o.eval_every > 0 && (b.step + 1) % o.eval_every == 0) {
+      const auto [acc, loss] = evaluate();
+      log->info("{}: step {} test accuracy {:.4f} (loss {:.4f})", options_.name, b.step + 1, acc, loss);
+      metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f}}})", b.step + 1, acc, loss));
+    }
+  }
+  const double seconds = progress.seconds();
+  const auto [acc, test_loss] = stop ? std::pair<double, double>{-1, -1} : evaluate();
+  if (!stop) log->info("{}: final test accuracy {:.4f} over {} examples", options_.name, acc, data_.test.size());
+  link_.leave(stop ? "interrupted" : "training done");
+  const auto& ts = link_.stats();
+  return fmt::format(
+      R"({{"client":"{}","mode":"{}","steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f},"bytes_up":{},"bytes_down":{}}})",
+      options_.name, o.u_shaped ? "u-shaped" : "vanilla", steps, samples, seconds, samples / seconds,
+      last_loss, acc, test_loss, ts.bytes_out, ts.bytes_in);
+}
+
+}  // namespace cutlayer::client

@@ -1,0 +1,173 @@
+#include "cutlayer/server/back_trainer.h"
+
+#include "cutlayer/error.h"
+
+namespace cutlayer::server {
+
+BackTrainer::BackTrainer(const train::TrainOptions& options)
+    : options_(options), spec_(model::preset(options.model, options.u_shaped)) {
+  // Same construction order and seed as the client and the monolithic reference, so the
+  // back starts from the weights they would give it.
+  auto m = model::build_split(spec_, options.seed);
+  back_ = m.back;
+  cut_shape_ = model::output_shape(m.front, spec_.input_shape);
+  opt_ = train::make_optimizer(back_->parameters(), options_);
+}
+
+std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const {
+  if (join.model != options_.model)
+    return "this server trains model '" + options_.model + "', the client asked for '" + join.model + "'";
+  if (join.u_shaped != options_.u_shaped)
+    return std::string("this server runs ") + (options_.u_shaped ? "U-shaped" : "vanilla") +
+           " split learning; set train.u_shaped to " + (options_.u_shaped ? "true" : "false") +
+           " in the client config";
+  if (join.cut_shape != cut_shape_)
+    return "cut shape " + model::shape_string(join.cut_shape) + " does not match " + options_.model +
+           "'s cut layer " + model::shape_string(cut_shape_) + " (is the client's front model the same?)";
+  return std::nullopt;
+}
+
+torch::Tensor BackTrainer::check_cut(const wire::Message& msg) const {
+  if (msg.tensors.empty()) throw ProtocolError("Activations without the cut tensor");
+  const auto& z = msg.tensors[0];
+  if (z.scalar_type() != torch::kFloat32) throw ProtocolError("cut activations must be float32");
+  std::vector<std::int64_t> per_sample(z.sizes().begin() + std::min<std::int64_t>(1, z.dim()), z.sizes().end());
+  if (z.dim() < 1 || per_sample != cut_shape_ || z.size(0) < 1 || z.size(0) > kMaxBatch)
+    throw ProtocolError("cut activations of shape " + model::shape_string(z.sizes().vec()) +
+                        ", expected [B x " + model::shape_string(cut_shape_).substr(1) +
+                        " with 1 <= B <= " + std::to_string(kMaxBatch));
+  return z;
+}
+
+wire::Message BackTrainer::vanilla(const wire::Message& msg) {
+  const auto a = wire::meta_as<wire::Activations>(msg);
+  auto z = check_cut(msg);
+  if (!a.has_labels || msg.tensors.size() != 2) throw ProtocolError("vanilla Activations need labels");
+  const auto& y = msg.tensors[1];
+  if (y.scalar_type() != torch::kInt64 || y.dim() != 1 || y.size(0) != z.size(0))
+    throw ProtocolError("labels must be int64 [B] matching the batch");
+  if (y.min().item<std::int64_t>() < 0 || y.max().item<std::int64_t>() >= kClasses)
+    throw ProtocolError("labels must be class numbers in [0, " + std::to_string(kClasses) + ")");
+  ++stats_.labels_received;
+  const auto n = z.size(0);
+  if (!a.train) {
+    torch::NoGradGuard no_grad;
+    back_->eval();
+    auto logits = back_->forward(z);
+    back_->train();
+    ++stats_.eval_batches;
+    const double loss = torch::nn::functional::cross_entropy(logits, y).item<double>();
+    const auto correct = train::count_correct(logits, y);
+    return wire::make_message(wire::EvalResult{a.step, loss, static_cast<double>(correct) / n,
+                                               static_cast<std::uint64_t>(n)});
+  }
+  z = z.detach().requires_grad_(true);
+  train::set_lr(*opt_, train::lr_at(options_, stats_.steps));
+  auto logits = back_->forward(z);
+  auto loss = torch::nn::functional::cross_entropy(logits, y);
+  opt_->zero_grad();
+  loss.backward();
+  opt_->step();
+  ++stats_.steps;
+  stats_.samples += n;
+  const float l = loss.item<float>();
+  const auto correct = train::count_correct(logits.detach(), y);
+  stats_.loss_sum += l * n;
+  stats_.loss_samples += n;
+  stats_.correct += correct;
+  return wire::make_message(wire::CutGrad{a.step, l, static_cast<std::uint32_t>(correct)}, {z.grad()});
+}
+
+wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Message& msg) {
+  const auto a = wire::meta_as<wire::Activations>(msg);
+  auto z = check_cut(msg);
+  if (a.has_labels || msg.tensors.size() != 1) {
+    ++stats_.labels_received;  // counted, then refused: labels must not come here
+    throw ProtocolError("U-shaped Activations must not carry labels");
+  }
+  if (!a.train) {
+    torch::NoGradGuard no_grad;
+    back_->eval();
+    auto h = back_->forward(z);
+    back_->train();
+    ++stats_.eval_batches;
+    return wire::make_message(wire::ServerActivations{a.step}, {h});
+  }
+  z = z.detach().requires_grad_(true);
+  auto h = back_->forward(z);
+  pending_ = Pending{session, a.step, z, h};
+  return wire::make_message(wire::ServerActivations{a.step}, {h.detach()});
+}
+
+wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message& msg) {
+  const auto g = wire::meta_as<wire::HeadGrad>(msg);
+  if (!pending_ || pending_->session != session || pending_->step != g.step)
+    throw ProtocolError("HeadGrad for step " + std::to_string(g.step) + " without its forward pass");
+  if (msg.tensors.size() != 1 || msg.tensors[0].sizes() != pending_->h.sizes() ||
+      msg.tensors[0].scalar_type() != torch::kFloat32)
+    throw ProtocolError("HeadGrad's gradient must match the server's output shape " +
+                        model::shape_string(pending_->h.sizes().vec()));
+  train::set_lr(*opt_, train::lr_at(options_, stats_.steps));
+  opt_->zero_grad();
+  pending_->h.backward(msg.tensors[0]);
+  opt_->step();
+  ++stats_.steps;
+  stats_.samples += pending_->z.size(0);
+  auto dz = pending_->z.grad();
+  const auto step = pending_->step;
+  pending_.reset();
+  return wire::make_message(wire::CutGrad{step, 0.f, 0}, {dz});
+}
+
+std::vector<std::pair<std::uint64_t, wire::Message>> BackTrainer::handle(std::uint64_t session,
+                                                                          wire::Message msg) {
+  std::vector<std::pair<std::uint64_t, wire::Message>> out;
+  if (!options_.u_shaped) {
+    if (msg.type != wire::MsgType::kActivations)
+      throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in vanilla mode");
+    out.emplace_back(session, vanilla(msg));
+    return out;
+  }
+  if (msg.type == wire::MsgType::kHeadGrad) {
+    out.emplace_back(session, u_backward(session, msg));
+    drain(out);
+    return out;
+  }
+  if (msg.type != wire::MsgType::kActivations)
+    throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in U-shaped mode");
+  // Between one client's forward and backward the back's weights must not change, so a
+  // second client's training batch waits for the first to finish its step.
+  const auto a = wire::meta_as<wire::Activations>(msg);
+  if (pending_ && a.train) {
+    deferred_.emplace_back(session, std::move(msg));
+    return out;
+  }
+  out.emplace_back(session, u_forward(session, msg));
+  return out;
+}
+
+void BackTrainer::drain(std::vector<std::pair<std::uint64_t, wire::Message>>& out) {
+  while (!pending_ && !deferred_.empty()) {
+    auto [session, msg] = std::move(deferred_.front());
+    deferred_.pop_front();
+    try {
+      out.emplace_back(session, u_forward(session, msg));
+    } catch (const ProtocolError& e) {
+      out.emplace_back(session, wire::make_message(wire::ErrorMsg{
+                                    static_cast<std::uint16_t>(wire::ErrorCode::kProtocol), e.what()}));
+    }
+  }
+}
+
+std::vector<std::pair<std::uint64_t, wire::Message>> BackTrainer::forget(std::uint64_t session) {
+  std::vector<std::pair<std::uint64_t, wire::Message>> out;
+  if (pending_ && pending_->session == session) pending_.reset();
+  std::deque<std::pair<std::uint64_t, wire::Message>> keep;
+  for (auto& d : deferred_)
+    if (d.first != session) keep.push_back(std::move(d));
+  deferred_.swap(keep);
+  drain(out);
+  return out;
+}
+
+}  // namespace cutlayer::server

@@ -1,0 +1,68 @@
+// Pieces every training loop shares: the batch order, progress lines with rate and ETA,
+// and the JSON-lines metrics file.
+#pragma once
+
+#include <torch/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cutlayer/data/dataset.h"
+
+namespace cutlayer::train {
+
+struct Batch {
+  torch::Tensor x, y;
+  int epoch = 0;
+  std::int64_t step = 0;  // 0-based, across epochs
+};
+
+// Epoch after epoch, each in its seeded order; the last batch of an epoch may be short.
+class Batches {
+ public:
+  Batches(const data::Dataset& d, int batch_size, int epochs, std::int64_t max_steps, std::uint64_t seed);
+  bool next(Batch& b);
+  std::int64_t total_steps() const { return total_; }
+  std::int64_t per_epoch() const { return per_epoch_; }
+
+ private:
+  const data::Dataset& data_;
+  int batch_size_, epochs_;
+  std::uint64_t seed_;
+  std::int64_t per_epoch_, total_, step_ = 0;
+  int epoch_ = -1;
+  std::vector<std::int64_t> order_;
+};
+
+class MetricsFile {
+ public:
+  explicit MetricsFile(const std::string& path);  // "" writes nothing
+  void write(const std::string& json_object);
+  bool enabled() const { return out_ != nullptr; }
+
+ private:
+  std::unique_ptr<std::ofstream> out_;
+};
+
+// "step 450/2812  loss 0.512  acc 0.812  1234 samples/s  ETA 1m52s  up 1.2 GB  down 1.2 GB"
+class Progress {
+ public:
+  Progress(std::string who, std::int64_t total_steps);
+  std::string line(std::int64_t step, double loss, double acc, std::int64_t samples,
+                   std::uint64_t bytes_up, std::uint64_t bytes_down) const;
+  double seconds() const;
+
+ private:
+  std::string who_;
+  std::int64_t total_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Correct predictions in a batch of logits.
+std::int64_t count_correct(const torch::Tensor& logits, const torch::Tensor& y);
+
+}  // namespace cutlayer::train

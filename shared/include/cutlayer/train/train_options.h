@@ -1,0 +1,74 @@
+// What a training run is: model, data, optimizer, schedule, seed, logging. The client,
+// the server and the monolithic reference (tools/cutlayer-train) read the same "train"
+// object, so that the same config means the same run.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cutlayer/data/dataset.h"
+
+namespace cutlayer::config {
+class Object;
+}
+
+namespace cutlayer::train {
+
+struct TrainOptions {
+  // model
+  std::string model = "fmnist-cnn";
+  bool u_shaped = false;  // labels never leave the client
+  // data
+  std::string dataset = "fashion-mnist";  // fashion-mnist | idx | csv
+  std::string data_dir = data::kFashionMnistDir;
+  std::string train_images, train_labels, test_images, test_labels;  // idx
+  std::string train_csv, test_csv, label_column = "label";           // csv
+  data::Normalization normalization;
+  int clients = 1;       // shards of the training set
+  int client_index = 0;  // this client's shard
+  std::string shard = "iid";  // iid | dirichlet
+  double dirichlet_alpha = 0.5;
+  // optimization
+  int batch_size = 64;
+  int epochs = 1;
+  std::int64_t max_steps = 0;  // 0: no cap
+  std::string optimizer = "sgd";  // sgd | adam
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  std::string lr_schedule = "constant";  // constant | step | cosine
+  std::int64_t lr_step_every = 1000;     // step: multiply by lr_gamma every this many steps
+  double lr_gamma = 0.5;
+  std::int64_t lr_total_steps = 10000;   // cosine: steps to reach 0
+  std::uint64_t seed = 1;
+  // evaluation and reporting
+  std::int64_t eval_every = 0;       // steps between test evaluations (0: at the end only)
+  std::int64_t eval_samples = 10000;  // test examples per evaluation
+  std::int64_t log_every = 50;       // steps between progress lines
+  std::string metrics_file;          // JSON lines; "" for none
+  bool metrics_every_step = false;   // a line per step (parity checks)
+};
+
+// Reads the "train" object; throws ConfigError naming file, field and fix.
+TrainOptions read_train_options(config::Object& train);
+
+// The learning rate at `step` (0-based) under the schedule.
+double lr_at(const TrainOptions& o, std::int64_t step);
+
+// SGD (momentum, weight decay) or Adam over `params`.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& params,
+                                                        const TrainOptions& o);
+void set_lr(torch::optim::Optimizer& opt, double lr);
+
+// The training shard and the test split this options' client sees.
+struct Data {
+  data::Dataset train;
+  data::Dataset test;
+};
+Data load_data(const TrainOptions& o);
+
+}  // namespace cutlayer::train

@@ -1,0 +1,152 @@
+// cutlayer-train: the monolithic reference. Trains front + back (+ head) in one process
+// with the same config, seed and data order as a split run: the yardstick for parity
+// and for speed.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "cutlayer/config/reader.h"
+#include "cutlayer/error.h"
+#include "cutlayer/log.h"
+#include "cutlayer/model/model_spec.h"
+#include "cutlayer/process_tuning.h"
+#include "cutlayer/stop_signal.h"
+#include "cutlayer/train/loop.h"
+#include "cutlayer/train/train_options.h"
+
+using namespace cutlayer;
+
+namespace {
+
+torch::Tensor forward_all(model::SplitModel& m, const torch::Tensor& x) {
+  auto h = m.back->forward(m.front->forward(x));
+  return m.has_head() ? m.head->forward(h) : h;
+}
+
+// Test accuracy and mean loss over `d`.
+std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d) {
+  torch::NoGradGuard no_grad;
+  m.front->eval();
+  m.back->eval();
+  if (m.has_head()) m.head->eval();
+  std::int64_t correct = 0;
+  double loss = 0;
+  for (std::int64_t b = 0; b < d.size(); b += 1000) {
+    const auto n = std::min<std::int64_t>(1000, d.size() - b);
+    auto logits = forward_all(m, d.x.narrow(0, b, n));
+    auto y = d.y.narrow(0, b, n);
+    loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
+    correct += train::count_correct(logits, y);
+  }
+  m.front->train();
+  m.back->train();
+  if (m.has_head()) m.head->train();
+  return {static_cast<double>(correct) / std::max<std::int64_t>(d.size(), 1), loss / std::max<std::int64_t>(d.size(), 1)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tune_allocator();
+  CLI::App app{"cutlayer-train: the monolithic reference trainer (same config, seed, data order)"};
+  std::string config_path, log_level, metrics;
+  int threads = 0;
+  std::int64_t steps = -1;
+  bool every_step = false;
+  app.add_option("-c,--config", config_path, "a client config (its \"train\" object is used)")->required();
+  app.add_option("--threads", threads, "LibTorch threads (overrides the config)");
+  app.add_option("--steps", steps, "stop after this many steps (overrides train.max_steps)");
+  app.add_option("--metrics", metrics, "JSON-lines metrics file (overrides train.metrics_file)");
+  app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  bool u_shaped = false;
+  app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    auto doc = config::Document::load(config_path);
+    auto root = doc->root();
+    std::string level = "info";
+    int cfg_threads = 1;
+    root.get_choice("log_level", level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+    root.get_int("threads", cfg_threads, 1, 256);
+    root.ignore("name");
+    root.ignore("transport");
+    root.ignore("privacy");
+    auto tr = root.child("train");
+    auto opts = train::read_train_options(tr);
+    root.finish();
+    if (!log_level.empty()) level = log_level;
+    if (threads > 0) cfg_threads = threads;
+    if (steps >= 0) opts.max_steps = steps;
+    if (!metrics.empty()) opts.metrics_file = metrics;
+    if (every_step) opts.metrics_every_step = true;
+    if (u_shaped) opts.u_shaped = true;
+    log::set_level(level);
+    torch::set_num_threads(cfg_threads);
+    install_stop_handlers();
+    auto log = log::get("train");
+
+    const auto data = train::load_data(opts);
+    const auto spec = model::preset(opts.model, opts.u_shaped);
+    auto m = model::build_split(spec, opts.seed);
+    std::vector<torch::Tensor> params = m.front->parameters();
+    for (auto& p : m.back->parameters()) params.push_back(p);
+    if (m.has_head()) for (auto& p : m.head->parameters()) params.push_back(p);
+    auto opt = train::make_optimizer(params, opts);
+    train::Batches batches(data.train, opts.batch_size, opts.epochs, opts.max_steps, opts.seed);
+    train::MetricsFile metrics_file(opts.metrics_file);
+    train::Progress progress("monolithic", batches.total_steps());
+    log->info("monolithic {} ({}), {} training examples, {} steps, threads={}", opts.model,
+              opts.u_shaped ? "U-shaped layout" : "vanilla layout", data.train.size(),
+              batches.total_steps(), cfg_threads);
+
+    train::Batch b;
+    std::int64_t samples = 0, correct_window = 0, seen_window = 0;
+    double loss_window = 0, last_loss = 0;
+    while (!stop_flag() && batches.next(b)) {
+      train::set_lr(*opt, train::lr_at(opts, b.step));
+      auto logits = forward_all(m, b.x);
+      auto loss = torch::nn::functional::cross_entropy(logits, b.y);
+      opt->zero_grad();
+      loss.backward();
+      opt->step();
+      last_loss = loss.item<double>();
+      const auto n = b.x.size(0);
+      samples += n;
+      loss_window += last_loss * n;
+      correct_window += train::count_correct(logits.detach(), b.y);
+      seen_window += n;
+      if (opts.metrics_every_step)
+        metrics_file.write(fmt::format(R"({{"step":{},"loss":{:.9g}}})", b.step, last_loss));
+      const bool last = b.step + 1 == batches.total_steps();
+      if ((b.step + 1) % opts.log_every == 0 || last) {
+        log->info("{}", progress.line(b.step + 1, loss_window / seen_window,
+                                      static_cast<double>(correct_window) / seen_window, samples, 0, 0));
+        if (!opts.metrics_every_step)
+          metrics_file.write(fmt::format(R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"samples_per_s":{:.1f}}})",
+                                         b.step + 1, loss_window / seen_window,
+                                         static_cast<double>(correct_window) / seen_window,
+                                         samples / progress.seconds()));
+        loss_window = 0;
+        correct_window = seen_window = 0;
+      }
+      if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
+        const auto [acc, tl] = evaluate(m, data.test);
+        log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
+      }
+    }
+    const double seconds = progress.seconds();
+    double test_acc = -1, test_loss = -1;
+    if (data.test.size() > 0) std::tie(test_acc, test_loss) = evaluate(m, data.test);
+    std::cout << fmt::format(
+                     R"({{"tool":"cutlayer-train","steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f}}})",
+                     b.step + 1, samples, seconds, samples / seconds, last_loss, test_acc, test_loss)
+              << std::endl;
+  } catch (const Error& e) {
+    std::cerr << "cutlayer-train: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}
