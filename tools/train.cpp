@@ -61,6 +61,8 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics, "JSON-lines metrics file (overrides train.metrics_file)");
   app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  int epochs = 0;
+  app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   bool u_shaped = false;
   app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
@@ -83,6 +85,7 @@ int main(int argc, char** argv) {
     if (!metrics.empty()) opts.metrics_file = metrics;
     if (every_step) opts.metrics_every_step = true;
     if (u_shaped) opts.u_shaped = true;
+    if (epochs > 0) opts.epochs = epochs;
     log::set_level(level);
     torch::set_num_threads(cfg_threads);
     install_stop_handlers();

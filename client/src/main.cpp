@@ -93,6 +93,10 @@ int main(int argc, char** argv) {
   app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
   app.add_option("--probe-mb", probe_mb, "link self-check: MiB per probe tensor")
       ->check(CLI::Range(0.001, 1024.0));
+  std::string shard;
+  app.add_option("--shard", shard, "I/N: train on shard I of N (overrides train.client_index and train.clients)");
+  int epochs = 0;
+  app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   bool u_shaped = false;
   app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
@@ -110,6 +114,20 @@ int main(int argc, char** argv) {
     if (!metrics_path.empty()) cfg.train.metrics_file = metrics_path;
     if (every_step) cfg.train.metrics_every_step = true;
     if (u_shaped) cfg.train.u_shaped = true;
+    if (epochs > 0) cfg.train.epochs = epochs;
+    if (!shard.empty()) {
+      const auto slash = shard.find('/');
+      int i = -1, n = 0;
+      try {
+        i = std::stoi(shard.substr(0, slash));
+        n = std::stoi(shard.substr(slash + 1));
+      } catch (const std::exception&) {
+      }
+      if (slash == std::string::npos || n < 1 || i < 0 || i >= n)
+        throw ConfigError("--shard must be I/N with 0 <= I < N, got '" + shard + "'");
+      cfg.train.client_index = i;
+      cfg.train.clients = n;
+    }
     log::set_level(cfg.log_level);
     torch::set_num_threads(cfg.threads);
     if (probes == 0 && !cfg.has_train)

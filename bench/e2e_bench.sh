@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Whole-system benchmark of split training on loopback; one JSON object per line.
+#  1. 1 client over the sealed channel vs the monolithic cutlayer-train, same thread
+#     budget (THREADS, default 2), same steps, in the same run: ratio_to_monolithic.
+#  2. total samples/s with 2, 4 and 8 clients (each on its shard, STEPS steps each).
+#  3. convergence: 3 clients, EPOCHS (default 3) epochs each -> test accuracy.
+set -euo pipefail
+bin=${1:-build/bin} configs=${2:-configs}
+threads=${THREADS:-2} steps=${STEPS:-300} epochs=${EPOCHS:-3}
+work=$(mktemp -d)
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+"$bin/cutlayer-keygen" --out "$work/keys" --clients c0,c1,c2,c3,c4,c5,c6,c7 >/dev/null
+
+start_server() {
+  rm -f "$work/ready"
+  "$bin/cutlayer-server" -c "$configs/server.json" --server-key "$work/keys/server.key" \
+    --allow-list "$work/keys/allow-list.txt" --join-port 0 --data-port 0 --log-level warn \
+    --ready-file "$work/ready" "$@" >/dev/null 2>"$work/server.log" &
+  server=$!
+  for _ in $(seq 100); do [ -s "$work/ready" ] && break; sleep 0.1; done
+  port=$(sed -E 's/.*"join_port":([0-9]+).*/\1/' "$work/ready")
+}
+stop_server() { kill -TERM "$server"; wait "$server"; }
+field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
+client() {  # client INDEX SHARD ARGS...
+  local i=$1 shard=$2
+  shift 2
+  "$bin/cutlayer-client" -c "$configs/client.json" --log-level warn --join-port "$port" \
+    --server-public-key "$work/keys/server.pub" --client-key "$work/keys/c$i.key" --name "c$i" \
+    --shard "$shard" "$@"
+}
+
+# 1. one client vs monolithic (eval excluded: rates are over training steps only)
+start_server
+split=$(client 0 0/1 --threads "$threads" --steps "$steps" | field samples_per_s)
+stop_server
+mono=$("$bin/cutlayer-train" -c "$configs/client.json" --log-level warn --threads "$threads" \
+  --steps "$steps" | field samples_per_s)
+/usr/bin/python3 -c "print('{\"bench\":\"e2e\",\"clients\":1,\"threads\":$threads,\"steps\":$steps,\"samples_per_s\":%.1f,\"monolithic_samples_per_s\":%.1f,\"ratio_to_monolithic\":%.3f}' % ($split, $mono, $split / $mono))"
+
+# 2. many clients at once, each on its shard
+for n in 2 4 8; do
+  start_server
+  pids=()
+  for i in $(seq 0 $((n - 1))); do
+    client "$i" "$i/$n" --threads 1 --steps $((steps / 2)) >"$work/out$i" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  stop_server
+  /usr/bin/python3 - "$work" "$n" <<'PY'
+import json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+rs = [json.loads(open(f"{work}/out{i}").read().strip().splitlines()[-1]) for i in range(n)]
+samples = sum(r["samples"] for r in rs)
+seconds = max(r["seconds"] for r in rs)
+print(json.dumps({"bench": "e2e", "clients": n, "samples_per_s": round(samples / seconds, 1),
+                  "per_client_samples_per_s": round(samples / seconds / n, 1)}))
+PY
+done
+
+# 3. convergence: 3 clients, $epochs epochs each on their thirds
+start_server
+pids=()
+for i in 0 1 2; do
+  client "$i" "$i/3" --threads 1 --epochs "$epochs" >"$work/conv$i" 2>/dev/null &
+  pids+=($!)
+done
+wait "${pids[@]}"
+stop_server
+/usr/bin/python3 - "$work" "$epochs" <<'PY'
+import json, sys
+work, epochs = sys.argv[1], int(sys.argv[2])
+rs = [json.loads(open(f"{work}/conv{i}").read().strip().splitlines()[-1]) for i in range(3)]
+print(json.dumps({"bench": "convergence", "clients": 3, "epochs": epochs,
+                  "test_acc": [r["test_acc"] for r in rs], "min_test_acc": min(r["test_acc"] for r in rs),
+                  "seconds": round(max(r["seconds"] for r in rs), 1)}))
+PY

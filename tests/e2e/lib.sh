@@ -1,0 +1,37 @@
+# Shared by the e2e scripts: a temp dir, fresh keys, a server on ephemeral ports, cleanup.
+set -euo pipefail
+bin=$1 configs=$2
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# start_server NAME [ARGS...]: starts cutlayer-server; sets $port and $server_pid.
+start_server() {
+  local name=$1
+  shift
+  rm -f "$work/$name.ready"
+  "$bin/cutlayer-server" -c "$configs/server.json" --server-key "$work/keys/server.key" \
+    --allow-list "$work/keys/allow-list.txt" --join-port 0 --data-port 0 \
+    --ready-file "$work/$name.ready" "$@" >"$work/$name.out" 2>"$work/$name.log" &
+  server_pid=$!
+  pids+=("$server_pid")
+  for _ in $(seq 100); do [ -s "$work/$name.ready" ] && break; sleep 0.1; done
+  [ -s "$work/$name.ready" ] || { echo "server did not start"; cat "$work/$name.log"; exit 1; }
+  port=$(sed -E 's/.*"join_port":([0-9]+).*/\1/' "$work/$name.ready")
+}
+
+# stop_server: SIGTERM, then it must exit 0 within 5 s.
+stop_server() {
+  kill -TERM "$server_pid"
+  for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$server_pid" 2>/dev/null; then echo "server ignored SIGTERM"; exit 1; fi
+  wait "$server_pid" || { echo "server exited non-zero"; exit 1; }
+}
+
+client() {
+  "$bin/cutlayer-client" -c "$configs/client.json" --join-port "$port" \
+    --server-public-key "$work/keys/server.pub" "$@"
+}
+
+"$bin/cutlayer-keygen" --out "$work/keys" --clients alice,bob,carol,dave >/dev/null
