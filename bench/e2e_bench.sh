@@ -59,7 +59,19 @@ print(json.dumps({"bench": "e2e", "clients": n, "samples_per_s": round(samples /
 PY
 done
 
-# 3. convergence: 3 clients, $epochs epochs each on their thirds
+# 3. convergence: 3 clients, $epochs epochs each on their thirds, cosine learning rate
+#    over each party's steps (a client: its own; the server: all clients').
+/usr/bin/python3 - "$configs" "$work" "$epochs" <<'PY'
+import json, math, sys
+configs, work, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = json.load(open(f"{configs}/client.json"))
+per_client = math.ceil(60000 / 3 / c["train"]["batch_size"]) * epochs
+for name, steps in (("client", per_client), ("server", 3 * per_client)):
+    cfg = json.load(open(f"{configs}/{name}.json"))
+    cfg["train"].update({"lr_schedule": "cosine", "lr_total_steps": steps})
+    json.dump(cfg, open(f"{work}/{name}.json", "w"))
+PY
+configs=$work
 start_server
 pids=()
 for i in 0 1 2; do
