@@ -28,7 +28,7 @@ void Service::handle(transport::ServerEvent& event) {
     on_message(*rx);
   } else if (auto* ended = std::get_if<transport::SessionEnded>(&event)) {
     log::get("server")->info("client '{}' gone ({})", ended->client_name, ended->reason);
-    if (trainer_) {
+    if (probe_only_.erase(ended->session_id) == 0 && trainer_) {
       auto replies = trainer_->forget(ended->session_id);
       send_all(replies);
     }
@@ -42,13 +42,19 @@ void Service::on_join(const transport::JoinRequest& req) {
                                std::to_string(wire::kProtocolVersion));
     return;
   }
-  if (trainer_) {
+  // A join that names no model is a link self-check (probes only), never a trainer.
+  const bool probe_only = req.join.model.empty();
+  if (trainer_ && !probe_only) {
     if (auto why = trainer_->check_join(req.join)) {
       transport_.refuse(req, *why);
       return;
     }
   }
-  transport_.accept(req, trainer_ ? static_cast<std::uint64_t>(trainer_->stats().steps) : 0);
+  const auto session = transport_.accept(req, trainer_ ? static_cast<std::uint64_t>(trainer_->stats().steps) : 0);
+  if (probe_only) {
+    probe_only_.insert(session);
+    return;
+  }
   if (trainer_)
     log::get("server")->info("client '{}' ({} examples, {} mode) joined", req.client_name,
                              req.join.samples, req.join.u_shaped ? "U-shaped" : "vanilla");
@@ -71,6 +77,8 @@ void Service::on_message(transport::Received& rx) {
       }
       case wire::MsgType::kActivations:
       case wire::MsgType::kHeadGrad:
+        if (probe_only_.count(rx.session_id))
+          throw ProtocolError("this session joined for the link self-check (no model); join with a model to train");
         if (trainer_) {
           auto replies = trainer_->handle(rx.session_id, std::move(rx.message));
           send_all(replies);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <set>
 
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/train/loop.h"
@@ -35,6 +36,7 @@ class Service {
   BackTrainer* trainer_;
   train::MetricsFile* metrics_;
   std::uint64_t probes_served_ = 0;
+  std::set<std::uint64_t> probe_only_;  // sessions that joined for the link check (no model)
   std::int64_t last_report_step_ = 0;
   std::int64_t samples_at_report_ = 0;
   std::chrono::steady_clock::time_point start_, last_report_;
