@@ -30,6 +30,7 @@ for name in alice bob carol; do
   "$bin/cutlayer-client" -c configs/client.json "${flag[@]}" --name "$name" --shard "$i/3" \
     --join-port "$port" --server-public-key "$run/keys/server.pub" \
     --client-key "$run/keys/$name.key" --metrics "$run/$name-metrics.jsonl" \
+    --eval-every 100 \
     >"$run/$name.json" 2> >(tee "$run/$name.log" | grep --line-buffered -E "step [0-9]*00/|final" >&2) &
   clients+=($!)
   i=$((i + 1))
@@ -53,4 +54,5 @@ print(f"server  {s['steps']} back-model steps, {s['samples']} samples, labels re
       f"dropped messages: {s['dropped']}")
 print(f"total   {total:.0f} samples/s across 3 clients; metrics: {run}/*-metrics.jsonl")
 PY
+/usr/bin/python3 scripts/plot-metrics.py "$run/training.png" "$run"/{alice,bob,carol}-metrics.jsonl
 echo "== server stopped cleanly"

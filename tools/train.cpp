@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
     auto log = log::get("train");
 
     const auto data = train::load_data(opts);
-    const auto spec = model::preset(opts.model, opts.u_shaped);
+    const auto spec = train::split_spec(opts);
     auto m = model::build_split(spec, opts.seed);
     std::vector<torch::Tensor> params = m.front->parameters();
     for (auto& p : m.back->parameters()) params.push_back(p);

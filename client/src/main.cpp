@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.001, 1024.0));
   std::string shard;
   app.add_option("--shard", shard, "I/N: train on shard I of N (overrides train.client_index and train.clients)");
+  std::int64_t eval_every = -1;
+  app.add_option("--eval-every", eval_every, "steps between test evaluations (overrides train.eval_every)");
   int epochs = 0;
   app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   bool u_shaped = false;
@@ -115,6 +117,7 @@ int main(int argc, char** argv) {
     if (every_step) cfg.train.metrics_every_step = true;
     if (u_shaped) cfg.train.u_shaped = true;
     if (epochs > 0) cfg.train.epochs = epochs;
+    if (eval_every >= 0) cfg.train.eval_every = eval_every;
     if (!shard.empty()) {
       const auto slash = shard.find('/');
       int i = -1, n = 0;

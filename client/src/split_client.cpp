@@ -14,7 +14,7 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
     : link_(link), options_(std::move(options)) {
   const auto& o = options_.train;
   data_ = train::load_data(o);
-  spec_ = model::preset(o.model, o.u_shaped);
+  spec_ = train::split_spec(o);
   model_ = model::build_split(spec_, o.seed);
   std::vector<torch::Tensor> params = model_.front->parameters();
   if (model_.has_head())

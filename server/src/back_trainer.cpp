@@ -5,12 +5,14 @@
 namespace cutlayer::server {
 
 BackTrainer::BackTrainer(const train::TrainOptions& options)
-    : options_(options), spec_(model::preset(options.model, options.u_shaped)) {
+    : options_(options), spec_(train::split_spec(options)) {
   // Same construction order and seed as the client and the monolithic reference, so the
   // back starts from the weights they would give it.
   auto m = model::build_split(spec_, options.seed);
   back_ = m.back;
   cut_shape_ = model::output_shape(m.front, spec_.input_shape);
+  const auto out = model::output_shape(back_, cut_shape_);
+  classes_ = out.empty() ? 0 : out.back();
   opt_ = train::make_optimizer(back_->parameters(), options_);
 }
 
@@ -46,8 +48,8 @@ wire::Message BackTrainer::vanilla(const wire::Message& msg) {
   const auto& y = msg.tensors[1];
   if (y.scalar_type() != torch::kInt64 || y.dim() != 1 || y.size(0) != z.size(0))
     throw ProtocolError("labels must be int64 [B] matching the batch");
-  if (y.min().item<std::int64_t>() < 0 || y.max().item<std::int64_t>() >= kClasses)
-    throw ProtocolError("labels must be class numbers in [0, " + std::to_string(kClasses) + ")");
+  if (y.min().item<std::int64_t>() < 0 || y.max().item<std::int64_t>() >= classes_)
+    throw ProtocolError("labels must be class numbers in [0, " + std::to_string(classes_) + ")");
   ++stats_.labels_received;
   const auto n = z.size(0);
   if (!a.train) {

@@ -11,6 +11,24 @@ TrainOptions read_train_options(config::Object& t) {
   TrainOptions o;
   t.get("model", o.model);
   t.get("u_shaped", o.u_shaped);
+  t.get("front", o.front);
+  t.get("back", o.back);
+  t.get("head", o.head);
+  t.get("input_shape", o.input_shape);
+  const bool custom = !o.front.empty() || !o.back.empty() || !o.head.empty() || !o.input_shape.empty();
+  if (custom) {
+    if (o.front.empty() || o.back.empty() || o.input_shape.empty())
+      t.fail("front", "a custom model needs front, back and input_shape (and head when u_shaped)");
+    for (auto d : o.input_shape)
+      if (d < 1) t.fail("input_shape", "dimensions must be positive");
+    try {  // parse now, so that a bad layer is reported against this file
+      model::build(o.front);
+      model::build(o.back);
+      if (!o.head.empty()) model::build(o.head);
+    } catch (const ConfigError& e) {
+      t.fail("front", std::string("/back/head: ") + e.what());
+    }
+  }
   t.get_choice("dataset", o.dataset, {"fashion-mnist", "idx", "csv"});
   t.get("data_dir", o.data_dir);
   t.get("train_images", o.train_images);
@@ -57,6 +75,20 @@ TrainOptions read_train_options(config::Object& t) {
   if (o.dataset == "csv" && o.train_csv.empty())
     t.fail("train_csv", "is required when dataset is \"csv\"");
   return o;
+}
+
+model::SplitSpec split_spec(const TrainOptions& o) {
+  if (o.front.empty()) return model::preset(o.model, o.u_shaped);
+  if (o.u_shaped && o.head.empty())
+    throw ConfigError("train.u_shaped needs train.head for the custom model '" + o.model + "'");
+  model::SplitSpec s;
+  s.name = o.model;
+  s.front = o.front;
+  s.back = o.back;
+  s.head = o.u_shaped ? o.head : "";
+  if (!o.u_shaped && !o.head.empty()) s.back += " " + o.head;  // vanilla: the head is the server's
+  s.input_shape = o.input_shape;
+  return s;
 }
 
 double lr_at(const TrainOptions& o, std::int64_t step) {

@@ -7,7 +7,9 @@
 
 #include "cutlayer/data/dataset.h"
 #include "cutlayer/error.h"
+#include "cutlayer/config/reader.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/train/train_options.h"
 
 namespace cutlayer {
 namespace {
@@ -122,6 +124,35 @@ TEST(ModelSpec, BadSpecsAreConfigErrors) {
   EXPECT_THROW(model::preset("resnet50", false), ConfigError);
   auto net = model::build("linear(10,5) relu");
   EXPECT_THROW(model::output_shape(net, {7}), ConfigError);
+}
+
+TEST(TrainOptions, CustomModelFromConfig) {
+  auto doc = config::Document::parse(R"J({"train": {"model": "tiny", "u_shaped": true,
+      "front": "flatten linear(784,64) relu", "back": "linear(64,32) relu", "head": "linear(32,10)",
+      "input_shape": [1, 28, 28]}})J", "client.json");
+  auto root = doc->root();
+  auto t = root.child("train");
+  const auto o = train::read_train_options(t);
+  auto spec = train::split_spec(o);
+  EXPECT_EQ(spec.name, "tiny");
+  auto m = model::build_split(spec, 3);
+  EXPECT_TRUE(m.has_head());
+  EXPECT_EQ(model::output_shape(m.front, spec.input_shape), (std::vector<std::int64_t>{64}));
+
+  auto bad = config::Document::parse(R"J({"train": {"front": "flatten linear(784,64) relu"}})J", "client.json");
+  auto broot = bad->root();
+  auto bt = broot.child("train");
+  EXPECT_THROW(train::read_train_options(bt), ConfigError);
+  auto typo = config::Document::parse(R"({"train": {"front": "flaten", "back": "relu", "input_shape": [4]}})", "c.json");
+  auto troot = typo->root();
+  auto tt = troot.child("train");
+  try {
+    train::read_train_options(tt);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("c.json"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("flaten"), std::string::npos);
+  }
 }
 
 }  // namespace

@@ -32,7 +32,6 @@ struct TrainerStats {
 class BackTrainer {
  public:
   static constexpr std::int64_t kMaxBatch = 4096;
-  static constexpr std::int64_t kClasses = 10;
 
   explicit BackTrainer(const train::TrainOptions& options);
 
@@ -70,6 +69,7 @@ class BackTrainer {
   torch::nn::Sequential back_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
   std::vector<std::int64_t> cut_shape_;
+  std::int64_t classes_ = 0;  // vanilla: the back's output width (labels are checked against it)
   std::optional<Pending> pending_;  // U-shaped: the one step between forward and backward
   std::deque<std::pair<std::uint64_t, wire::Message>> deferred_;
   TrainerStats stats_;

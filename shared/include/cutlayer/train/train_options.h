@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cutlayer/data/dataset.h"
+#include "cutlayer/model/model_spec.h"
 
 namespace cutlayer::config {
 class Object;
@@ -20,8 +21,12 @@ namespace cutlayer::train {
 
 struct TrainOptions {
   // model
-  std::string model = "fmnist-cnn";
+  std::string model = "fmnist-cnn";  // a preset, or the name of the custom model below
   bool u_shaped = false;  // labels never leave the client
+  // A custom model (all of front/back/input_shape set; head too when u_shaped):
+  // layer specs as in model/model_spec.h, e.g. "conv2d(1,32,5) relu maxpool(2)".
+  std::string front, back, head;
+  std::vector<std::int64_t> input_shape;
   // data
   std::string dataset = "fashion-mnist";  // fashion-mnist | idx | csv
   std::string data_dir = data::kFashionMnistDir;
@@ -55,6 +60,9 @@ struct TrainOptions {
 
 // Reads the "train" object; throws ConfigError naming file, field and fix.
 TrainOptions read_train_options(config::Object& train);
+
+// The model these options describe: the preset `model`, or the custom layer specs.
+model::SplitSpec split_spec(const TrainOptions& o);
 
 // The learning rate at `step` (0-based) under the schedule.
 double lr_at(const TrainOptions& o, std::int64_t step);
