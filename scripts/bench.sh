@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # scripts/bench.sh NAME [ARGS...]: builds what NAME needs and runs it; prints one JSON
-# object per result line. Names: transport, compress, e2e
+# object per result line. Names: transport, compress, e2e, dcor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
-[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e)" >&2; exit 2; }
+[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor)" >&2; exit 2; }
 shift
 bash scripts/build.sh >&2
 case "$name" in
@@ -12,5 +12,6 @@ case "$name" in
   # Google Benchmark's table goes to stderr; the JSON lines to stdout.
   compress) exec build/bin/cutlayer-bench-compress --benchmark_color=false "$@" ;;
   e2e) exec bash bench/e2e_bench.sh build/bin configs "$@" ;;
-  *) echo "unknown benchmark '$name' (known: transport, compress, e2e)" >&2; exit 2 ;;
+  dcor) exec build/bin/cutlayer-bench-dcor "$@" ;;
+  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, dcor)" >&2; exit 2 ;;
 esac
