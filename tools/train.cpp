@@ -11,6 +11,7 @@
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/privacy/dcor.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/stop_signal.h"
 #include "cutlayer/train/loop.h"
@@ -61,6 +62,8 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics, "JSON-lines metrics file (overrides train.metrics_file)");
   app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  double alpha = -1;
+  app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) (overrides privacy.alpha)")->check(CLI::Range(0.0, 1e6));
   int epochs = 0;
   app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   bool u_shaped = false;
@@ -75,7 +78,8 @@ int main(int argc, char** argv) {
     root.get_int("threads", cfg_threads, 1, 256);
     root.ignore("name");
     root.ignore("transport");
-    root.ignore("privacy");
+    auto privacy = root.child("privacy");
+    auto nopeek = train::read_nopeek_options(privacy);
     auto tr = root.child("train");
     auto opts = train::read_train_options(tr);
     root.finish();
@@ -86,6 +90,7 @@ int main(int argc, char** argv) {
     if (every_step) opts.metrics_every_step = true;
     if (u_shaped) opts.u_shaped = true;
     if (epochs > 0) opts.epochs = epochs;
+    if (alpha >= 0) nopeek.alpha = alpha;
     log::set_level(level);
     torch::set_num_threads(cfg_threads);
     install_stop_handlers();
@@ -110,10 +115,13 @@ int main(int argc, char** argv) {
     double loss_window = 0, last_loss = 0;
     while (!stop_flag() && batches.next(b)) {
       train::set_lr(*opt, train::lr_at(opts, b.step));
-      auto logits = forward_all(m, b.x);
-      auto loss = torch::nn::functional::cross_entropy(logits, b.y);
+      auto z = m.front->forward(b.x);
+      auto h = m.back->forward(z);
+      auto logits = m.has_head() ? m.head->forward(h) : h;
+      auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
       opt->zero_grad();
-      loss.backward();
+      if (nopeek.alpha > 0) (loss + nopeek.alpha * privacy::dcor(b.x, z)).backward();
+      else loss.backward();
       opt->step();
       last_loss = loss.item<double>();
       const auto n = b.x.size(0);

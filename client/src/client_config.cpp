@@ -21,7 +21,8 @@ ClientConfig load_client_config(const std::string& path) {
   t.get_int("join_attempts", c.join_attempts, 1, 1000);
   t.get("max_message_mb", c.max_message_mb, 1, 4096);
   t.finish();
-  root.ignore("privacy");  // NoPeek settings (later)
+  auto privacy = root.child("privacy");
+  c.nopeek = train::read_nopeek_options(privacy);
   if (root.has("train")) {
     auto tr = root.child("train");
     c.train = train::read_train_options(tr);

@@ -97,6 +97,9 @@ int main(int argc, char** argv) {
   app.add_option("--shard", shard, "I/N: train on shard I of N (overrides train.client_index and train.clients)");
   std::int64_t eval_every = -1;
   app.add_option("--eval-every", eval_every, "steps between test evaluations (overrides train.eval_every)");
+  double alpha = -1;
+  app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) in the front's loss (overrides privacy.alpha)")
+      ->check(CLI::Range(0.0, 1e6));
   int epochs = 0;
   app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   bool u_shaped = false;
@@ -161,6 +164,8 @@ int main(int argc, char** argv) {
     client::SplitClientOptions so;
     so.name = cfg.name;
     so.train = cfg.train;
+    so.nopeek = cfg.nopeek;
+    if (alpha >= 0) so.nopeek.alpha = alpha;
     client::SplitClient trainer(link, so);
     std::cout << trainer.run(stop_flag()) << std::endl;
     return stop_flag() ? 130 : 0;

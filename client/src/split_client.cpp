@@ -7,6 +7,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/privacy/dcor.h"
 
 namespace cutlayer::client {
 
@@ -76,6 +77,18 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   auto z = model_.front->forward(b.x);
   const auto s = static_cast<std::uint64_t>(b.step);
   StepResult r;
+  // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
+  // beside the server's dL/dz.
+  const double alpha = options_.nopeek.alpha;
+  torch::Tensor dcor_term;
+  if (alpha > 0) {
+    dcor_term = privacy::dcor(b.x, z);
+    r.dcor = dcor_term.item<double>();
+  }
+  auto backprop_front = [&](const torch::Tensor& dz) {
+    if (alpha > 0) torch::autograd::backward({z, alpha * dcor_term}, {dz, torch::Tensor()});
+    else z.backward(dz);
+  };
   if (!u) {
     auto reply = with_rejoin([&] {
       link_.send(wire::make_message(wire::Activations{s, true, true}, {z.detach(), b.y}));
@@ -84,7 +97,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     const auto cg = wire::meta_as<wire::CutGrad>(reply);
     if (reply.tensors.size() != 1 || reply.tensors[0].sizes() != z.sizes())
       throw ProtocolError("server: CutGrad of the wrong shape");
-    z.backward(reply.tensors[0]);
+    backprop_front(reply.tensors[0]);
     r.loss = cg.loss;
     r.correct = cg.correct;
   } else {
@@ -109,16 +122,17 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     });
     if (bwd.tensors.size() != 1 || bwd.tensors[0].sizes() != z.sizes())
       throw ProtocolError("server: CutGrad of the wrong shape");
-    z.backward(bwd.tensors[0]);
+    backprop_front(bwd.tensors[0]);
   }
   opt_->step();
   return r;
 }
 
-std::pair<double, double> SplitClient::evaluate() {
+SplitClient::EvalResult SplitClient::evaluate() {
   torch::NoGradGuard no_grad;
   const auto& d = data_.test;
-  if (d.size() == 0) return {-1, -1};
+  EvalResult out;
+  if (d.size() == 0) return out;
   model_.front->eval();
   if (model_.has_head()) model_.head->eval();
   double correct = 0, loss = 0;
@@ -127,6 +141,10 @@ std::pair<double, double> SplitClient::evaluate() {
     auto x = d.x.narrow(0, b, n);
     auto y = d.y.narrow(0, b, n);
     auto z = model_.front->forward(x);
+    if (b == 0 && n >= 4) {  // what a curious server could measure on what it sees
+      out.dcor = privacy::dcor(x, z).item<double>();
+      out.dcor2_u = privacy::dcor2_unbiased(x, z).item<double>();
+    }
     const auto id = eval_id_++;
     if (!options_.train.u_shaped) {
       auto reply = with_rejoin([&] {
@@ -148,7 +166,9 @@ std::pair<double, double> SplitClient::evaluate() {
   }
   model_.front->train();
   if (model_.has_head()) model_.head->train();
-  return {correct / d.size(), loss / d.size()};
+  out.accuracy = correct / d.size();
+  out.loss = loss / d.size();
+  return out;
 }
 
 std::string SplitClient::run(const std::atomic<bool>& stop) {
@@ -164,7 +184,10 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   train::Progress progress(options_.name, batches.total_steps());
   train::Batch b;
   std::int64_t samples = 0, steps = 0, window_seen = 0, window_correct = 0;
-  double window_loss = 0, last_loss = 0;
+  double window_loss = 0, last_loss = 0, window_dcor = 0;
+  if (options_.nopeek.alpha > 0)
+    log->info("{}: NoPeek on, alpha {} (dCor(x, z) added to the front's loss)", options_.name,
+              options_.nopeek.alpha);
   while (!stop && batches.next(b)) {
     const auto r = step(b);
     const auto n = b.x.size(0);
@@ -172,38 +195,46 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
     samples += n;
     last_loss = r.loss;
     window_loss += r.loss * n;
+    window_dcor += r.dcor * n;
     window_correct += r.correct;
     window_seen += n;
-    if (o.metrics_every_step) metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g}}})", b.step, r.loss));
+    if (o.metrics_every_step)
+      metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g},"dcor":{:.6g}}})", b.step, r.loss, r.dcor));
     const bool last = b.step + 1 == batches.total_steps();
     if ((b.step + 1) % o.log_every == 0 || last) {
       const auto& ts = link_.stats();
-      log->info("{}", progress.line(b.step + 1, window_loss / window_seen,
-                                    static_cast<double>(window_correct) / window_seen, samples,
-                                    ts.bytes_out, ts.bytes_in));
+      log->info("{}{}", progress.line(b.step + 1, window_loss / window_seen,
+                                      static_cast<double>(window_correct) / window_seen, samples,
+                                      ts.bytes_out, ts.bytes_in),
+                options_.nopeek.alpha > 0 ? fmt::format("  dcor {:.4f}", window_dcor / window_seen) : "");
       if (!o.metrics_every_step)
         metrics.write(fmt::format(
-            R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}}})",
+            R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"dcor":{:.6f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}}})",
             b.step + 1, window_loss / window_seen, static_cast<double>(window_correct) / window_seen,
-            samples / progress.seconds(), ts.bytes_out, ts.bytes_in));
+            window_dcor / window_seen, samples / progress.seconds(), ts.bytes_out, ts.bytes_in));
       window_loss = 0;
+      window_dcor = 0;
       window_seen = window_correct = 0;
     }
     if (o.eval_every > 0 && (b.step + 1) % o.eval_every == 0) {
-      const auto [acc, loss] = evaluate();
-      log->info("{}: step {} test accuracy {:.4f} (loss {:.4f})", options_.name, b.step + 1, acc, loss);
-      metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f}}})", b.step + 1, acc, loss));
+      const auto e = evaluate();
+      log->info("{}: step {} test accuracy {:.4f} (loss {:.4f}); dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
+                options_.name, b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u);
+      metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}}})",
+                                b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u));
     }
   }
   const double seconds = progress.seconds();
-  const auto [acc, test_loss] = stop ? std::pair<double, double>{-1, -1} : evaluate();
-  if (!stop) log->info("{}: final test accuracy {:.4f} over {} examples", options_.name, acc, data_.test.size());
+  const auto e = stop ? EvalResult{} : evaluate();
+  if (!stop)
+    log->info("{}: final test accuracy {:.4f} over {} examples; dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
+              options_.name, e.accuracy, data_.test.size(), e.dcor, e.dcor2_u);
   link_.leave(stop ? "interrupted" : "training done");
   const auto& ts = link_.stats();
   return fmt::format(
-      R"({{"client":"{}","mode":"{}","steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f},"bytes_up":{},"bytes_down":{}}})",
-      options_.name, o.u_shaped ? "u-shaped" : "vanilla", steps, samples, seconds, samples / seconds,
-      last_loss, acc, test_loss, ts.bytes_out, ts.bytes_in);
+      R"({{"client":"{}","mode":"{}","alpha":{},"steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f},"bytes_up":{},"bytes_down":{}}})",
+      options_.name, o.u_shaped ? "u-shaped" : "vanilla", options_.nopeek.alpha, steps, samples, seconds,
+      samples / seconds, last_loss, e.accuracy, e.loss, e.dcor, e.dcor2_u, ts.bytes_out, ts.bytes_in);
 }
 
 }  // namespace cutlayer::client

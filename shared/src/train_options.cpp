@@ -91,6 +91,13 @@ model::SplitSpec split_spec(const TrainOptions& o) {
   return s;
 }
 
+NoPeekOptions read_nopeek_options(config::Object& p) {
+  NoPeekOptions o;
+  p.get("alpha", o.alpha, 0.0, 1e6);
+  p.finish();
+  return o;
+}
+
 double lr_at(const TrainOptions& o, std::int64_t step) {
   if (o.lr_schedule == "step") return o.lr * std::pow(o.lr_gamma, static_cast<double>(step / o.lr_step_every));
   if (o.lr_schedule == "cosine") {

@@ -15,10 +15,15 @@ print(f"max relative loss difference over 50 steps: {worst:.3g}")
 assert worst <= 1e-4, worst
 PY
 }
-for mode in vanilla u-shaped; do
+# vanilla-nopeek: the NoPeek term (alpha * dCor(x, z)) on the client matches the
+# monolithic run with the same term.
+for mode in vanilla u-shaped vanilla-nopeek; do
   flag=()
   [ "$mode" = u-shaped ] && flag=(--u-shaped)
-  start_server "$mode" "${flag[@]}"
+  [ "$mode" = vanilla-nopeek ] && flag=(--alpha 0.5)
+  server_flag=()
+  [ "$mode" = u-shaped ] && server_flag=(--u-shaped)
+  start_server "$mode" "${server_flag[@]}"
   client --client-key "$work/keys/alice.key" "${flag[@]}" --steps 50 --metrics-every-step \
     --metrics "$work/split-$mode.jsonl" >"$work/client-$mode.json" 2>"$work/client-$mode.log" ||
     { cat "$work/client-$mode.log"; exit 1; }
@@ -32,6 +37,10 @@ for mode in vanilla u-shaped; do
     grep -q '"steps":50,' "$work/$mode.out" || { cat "$work/$mode.out"; exit 1; }
   else
     grep -q '"labels_received":[1-9]' "$work/$mode.out" || { cat "$work/$mode.out"; exit 1; }
+  fi
+  if [ "$mode" = vanilla-nopeek ]; then  # the dCor term was really on: logged per step
+    /usr/bin/python3 -c "import json,sys; d=[json.loads(l)['dcor'] for l in open(sys.argv[1])]; assert min(d) > 0.1, d[:5]" \
+      "$work/split-$mode.jsonl" || { echo "no dCor term in the client's metrics"; exit 1; }
   fi
 done
 echo "parity passed"

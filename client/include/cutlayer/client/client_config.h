@@ -23,6 +23,7 @@ struct ClientConfig {
   // training; absent: only the link self-check (--probes) can run
   bool has_train = false;
   train::TrainOptions train;
+  train::NoPeekOptions nopeek;  // the "privacy" object
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

@@ -17,6 +17,7 @@ namespace cutlayer::client {
 struct SplitClientOptions {
   std::string name = "client";
   train::TrainOptions train;
+  train::NoPeekOptions nopeek;
   std::chrono::milliseconds reply_timeout{120000};  // one step's answer
   int rejoins = 5;                                   // after the server went away
 };
@@ -32,9 +33,14 @@ class SplitClient {
   struct StepResult {
     double loss = 0;
     std::int64_t correct = 0;
+    double dcor = 0;  // NoPeek term of this batch (alpha > 0)
+  };
+  struct EvalResult {
+    double accuracy = -1, loss = -1;
+    double dcor = -1, dcor2_u = -1;  // dCor(X, Z) on the first evaluation batch
   };
   StepResult step(const train::Batch& b);
-  std::pair<double, double> evaluate();  // (accuracy, loss)
+  EvalResult evaluate();
   wire::Message await(wire::MsgType type, std::uint64_t step);
   void join();
   template <class Fn>

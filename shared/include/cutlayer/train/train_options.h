@@ -58,6 +58,13 @@ struct TrainOptions {
   bool metrics_every_step = false;   // a line per step (parity checks)
 };
 
+// NoPeek (Vepakomma et al. 2020): the client adds alpha * dCor(x, z) to its loss, so that
+// its cut-layer activations reveal less of the raw input. 0 disables it.
+struct NoPeekOptions {
+  double alpha = 0.0;
+};
+NoPeekOptions read_nopeek_options(config::Object& privacy);
+
 // Reads the "train" object; throws ConfigError naming file, field and fix.
 TrainOptions read_train_options(config::Object& train);
 
