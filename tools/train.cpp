@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics, "JSON-lines metrics file (overrides train.metrics_file)");
   app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  std::string save_front;
+  app.add_option("--save-front", save_front, "save the trained front model here (for cutlayer-leakage)");
   double alpha = -1;
   app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) (overrides privacy.alpha)")->check(CLI::Range(0.0, 1e6));
   int epochs = 0;
@@ -148,6 +150,7 @@ int main(int argc, char** argv) {
         log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
       }
     }
+    if (!save_front.empty()) torch::save(m.front, save_front);
     const double seconds = progress.seconds();
     double test_acc = -1, test_loss = -1;
     if (data.test.size() > 0) std::tie(test_acc, test_loss) = evaluate(m, data.test);

@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
   app.add_option("--shard", shard, "I/N: train on shard I of N (overrides train.client_index and train.clients)");
   std::int64_t eval_every = -1;
   app.add_option("--eval-every", eval_every, "steps between test evaluations (overrides train.eval_every)");
+  std::string save_front;
+  app.add_option("--save-front", save_front, "save the trained front model here (for cutlayer-leakage)");
   double alpha = -1;
   app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) in the front's loss (overrides privacy.alpha)")
       ->check(CLI::Range(0.0, 1e6));
@@ -165,6 +167,7 @@ int main(int argc, char** argv) {
     so.name = cfg.name;
     so.train = cfg.train;
     so.nopeek = cfg.nopeek;
+    so.save_front = save_front;
     if (alpha >= 0) so.nopeek.alpha = alpha;
     client::SplitClient trainer(link, so);
     std::cout << trainer.run(stop_flag()) << std::endl;

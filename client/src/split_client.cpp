@@ -230,6 +230,10 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
     log->info("{}: final test accuracy {:.4f} over {} examples; dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
               options_.name, e.accuracy, data_.test.size(), e.dcor, e.dcor2_u);
   link_.leave(stop ? "interrupted" : "training done");
+  if (!options_.save_front.empty()) {
+    torch::save(model_.front, options_.save_front);
+    log->info("{}: front model saved to {}", options_.name, options_.save_front);
+  }
   const auto& ts = link_.stats();
   return fmt::format(
       R"({{"client":"{}","mode":"{}","alpha":{},"steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f},"bytes_up":{},"bytes_down":{}}})",

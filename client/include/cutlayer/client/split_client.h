@@ -20,6 +20,7 @@ struct SplitClientOptions {
   train::NoPeekOptions nopeek;
   std::chrono::milliseconds reply_timeout{120000};  // one step's answer
   int rejoins = 5;                                   // after the server went away
+  std::string save_front;                            // torch::save the trained front here
 };
 
 class SplitClient {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# An end-to-end leakage run on a briefly trained model completes and writes its report:
+# report.json (with dCor, the bias-corrected dCor^2, the permutation floor and the
+# decoder attack's MSE/PSNR/SSIM), report.md, and .npy files NumPy reads back.
+set -euo pipefail
+bin=$1 configs=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin/cutlayer-train" -c "$configs/client.json" --steps 20 --log-level warn --save-front "$work/front.pt" >/dev/null
+"$bin/cutlayer-leakage" -c "$configs/client.json" --front "$work/front.pt" -o "$work/out" \
+  --eval 200 --aux 300 --epochs 1 >"$work/report.out" 2>"$work/leakage.log" || { cat "$work/leakage.log"; exit 1; }
+/usr/bin/python3 - "$work/out" <<'PY'
+import json, sys
+import numpy as np
+d = sys.argv[1]
+r = json.load(open(f"{d}/report.json"))
+for k in ("dcor", "dcor2_u", "perm_floor"):
+    assert 0 <= r[k] <= 1 or k == "dcor2_u", (k, r[k])
+assert r["perm_floor"] < r["dcor"], r            # a trained front is far from independent
+dec, base = r["decoder"], r["mean_image_baseline"]
+assert 0 < dec["mse"] < base["mse"], r            # the attack beats guessing the mean image
+assert -1 <= dec["ssim"] <= 1 and dec["psnr"] > base["psnr"], r
+x, z, y, rec = (np.load(f"{d}/{n}.npy") for n in ("x", "z", "y", "recon"))
+assert x.shape == (200, 1, 28, 28) and rec.shape == x.shape and z.shape == (200, 32, 12, 12), (x.shape, z.shape)
+assert y.dtype == np.int64 and y.shape == (200,)
+assert abs(float(((rec - x) ** 2).mean()) - dec["mse"]) < 1e-4       # the file agrees with the report
+assert "Reconstruction attack" in open(f"{d}/report.md").read()
+print("leakage report:", json.dumps(r))
+PY
+"$bin/cutlayer-leakage" -c "$configs/client.json" --front /nonexistent.pt -o "$work/x" 2>"$work/err" && exit 1
+grep -q "cannot load the front model '/nonexistent.pt'" "$work/err" || { cat "$work/err"; exit 1; }
+echo "leakage report passed"
