@@ -5,6 +5,8 @@
 // dcor_share_of_step = dCor forward+backward alone / the plain step (interleaved medians).
 #include <torch/torch.h>
 
+#include "cutlayer/process_tuning.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -41,6 +43,7 @@ std::vector<double> interleaved_ms(const std::vector<std::function<void()>>& fns
 }  // namespace
 
 int main() {
+  cutlayer::tune_threads();
   torch::set_num_threads(2);
   for (std::int64_t batch : {32, 64, 128}) {
     auto m = model::build_split(model::preset("fmnist-cnn", false), 1);

@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "cutlayer/process_tuning.h"
+
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -44,6 +46,7 @@ Moments moments(const torch::Tensor& x) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cutlayer::tune_threads();
   CLI::App app{"cutlayer-gradstudy: gradient distributions while training, and what gaussiank selects"};
   std::string config_path, out_prefix = "gradstudy";
   std::int64_t steps = 300;

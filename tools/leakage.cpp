@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <torch/torch.h>
 
+#include "cutlayer/process_tuning.h"
+
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -80,6 +82,7 @@ torch::nn::Sequential make_decoder(const std::vector<std::int64_t>& cut, const s
 }  // namespace
 
 int main(int argc, char** argv) {
+  cutlayer::tune_threads();
   CLI::App app{"cutlayer-leakage: dCor and a reconstruction attack on a trained client's cut layer"};
   std::string config_path, front_path, out_dir = "run/leakage";
   std::int64_t eval_n = 2000, aux_n = 5000;

@@ -51,6 +51,7 @@ std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d)
 
 int main(int argc, char** argv) {
   tune_allocator();
+  tune_threads();
   CLI::App app{"cutlayer-train: the monolithic reference trainer (same config, seed, data order)"};
   std::string config_path, log_level, metrics;
   int threads = 0;

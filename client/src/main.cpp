@@ -69,6 +69,7 @@ bool run_probe(transport::ClientTransport& link, int count, double mb) {
 
 int main(int argc, char** argv) {
   tune_allocator();
+  tune_threads();
   CLI::App app{"cutlayer-client: the data owner's daemon (front layers, private data)"};
   std::string config_path, log_level, server_host, server_pub, client_key;
   int join_port = -1, probes = 0;

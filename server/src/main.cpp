@@ -20,6 +20,7 @@ using namespace cutlayer;
 
 int main(int argc, char** argv) {
   tune_allocator();
+  tune_threads();
   CLI::App app{"cutlayer-server: the split-learning server (back layers, aggregator)"};
   std::string config_path, log_level, bind_host, server_key, allow_list, ready_file;
   int join_port = -1, data_port = -1;

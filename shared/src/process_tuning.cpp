@@ -1,5 +1,6 @@
 #include "cutlayer/process_tuning.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 
 namespace cutlayer {
@@ -8,6 +9,15 @@ void tune_allocator() {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_ARENA_MAX, 1);
+}
+
+}  // namespace cutlayer
+
+namespace cutlayer {
+
+void tune_threads() {
+  using SetThreads = void (*)(int);
+  if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
 }
 
 }  // namespace cutlayer

@@ -10,4 +10,12 @@ namespace cutlayer {
 // 8 MiB sealed-channel benchmark: ~15% more throughput, a third of the page faults.
 void tune_allocator();
 
+// One thread pool, not two: LibTorch's intra-op threads (OpenMP) already split the work,
+// and Debian's OpenBLAS (libopenblas0-pthread) would start its own threads inside each of
+// them, so on 2 cores the two pools spin against each other. When OpenBLAS is the BLAS
+// in use, its own threading is turned off (openblas_set_num_threads(1), found at run
+// time). Measured (cutlayer-train, fmnist-cnn, 2 threads): ~3,300 samples/s with both
+// pools, ~6,800 with one; with NoPeek 1,455-2,200 and ~5,600.
+void tune_threads();
+
 }  // namespace cutlayer
