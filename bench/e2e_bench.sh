@@ -30,9 +30,10 @@ client() {  # client INDEX SHARD ARGS...
     --shard "$shard" "$@"
 }
 
-# 1. one client vs monolithic (eval excluded: rates are over training steps only)
-start_server
-split=$(client 0 0/1 --threads "$threads" --steps "$steps" | field samples_per_s)
+# 1. one client vs monolithic (eval excluded: rates are over training steps only). The
+#    client and the server each get THREADS threads: they take turns, never run together.
+start_server --threads "$threads"
+split=$(client 0 0/1 --threads "${CLIENT_THREADS:-$threads}" --steps "$steps" | field samples_per_s)
 stop_server
 mono=$("$bin/cutlayer-train" -c "$configs/client.json" --log-level warn --threads "$threads" \
   --steps "$steps" | field samples_per_s)

@@ -68,6 +68,7 @@ bool run_probe(transport::ClientTransport& link, int count, double mb) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  prefer_passive_openmp(argv);
   tune_allocator();
   tune_threads();
   CLI::App app{"cutlayer-client: the data owner's daemon (front layers, private data)"};

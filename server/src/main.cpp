@@ -19,6 +19,7 @@
 using namespace cutlayer;
 
 int main(int argc, char** argv) {
+  prefer_passive_openmp(argv);
   tune_allocator();
   tune_threads();
   CLI::App app{"cutlayer-server: the split-learning server (back layers, aggregator)"};
@@ -35,6 +36,8 @@ int main(int argc, char** argv) {
   app.add_option("--server-key", server_key, "server key pair file (overrides transport.server_key)");
   app.add_option("--allow-list", allow_list, "client allow-list (overrides transport.allow_list)");
   std::string metrics_path;
+  int threads = 0;
+  app.add_option("--threads", threads, "LibTorch intra-op threads (overrides the config)");
   app.add_option("--metrics", metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
   app.add_option("--ready-file", ready_file,
                  "write {\"join_port\":..,\"data_port\":..} here once listening");
@@ -50,6 +53,7 @@ int main(int argc, char** argv) {
     if (data_port >= 0) cfg.data_port = static_cast<std::uint16_t>(data_port);
     if (!server_key.empty()) cfg.server_key = server_key;
     if (!allow_list.empty()) cfg.allow_list = allow_list;
+    if (threads > 0) cfg.threads = threads;
     log::set_level(cfg.log_level);
     torch::set_num_threads(cfg.threads);
     auto log = log::get("server");

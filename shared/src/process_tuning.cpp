@@ -1,6 +1,9 @@
 #include "cutlayer/process_tuning.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <malloc.h>
 
 namespace cutlayer {
@@ -18,6 +21,16 @@ namespace cutlayer {
 void tune_threads() {
   using SetThreads = void (*)(int);
   if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
+}
+
+}  // namespace cutlayer
+
+namespace cutlayer {
+
+void prefer_passive_openmp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
 }
 
 }  // namespace cutlayer
