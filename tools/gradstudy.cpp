@@ -15,7 +15,6 @@
 #include <fstream>
 #include <iostream>
 
-#include "cutlayer/config/reader.h"
 #include "cutlayer/error.h"
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/log.h"
@@ -59,12 +58,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "LibTorch threads");
   CLI11_PARSE(app, argc, argv);
   try {
-    auto doc = config::Document::load(config_path);
-    auto root = doc->root();
-    for (auto f : {"log_level", "threads", "name", "transport", "privacy"}) root.ignore(f);
-    auto tr = root.child("train");
-    auto opts = train::read_train_options(tr);
-    root.finish();
+    auto opts = train::load_client_train_config(config_path).train;
     opts.max_steps = steps;
     torch::set_num_threads(threads);
     auto log = log::get("gradstudy");

@@ -21,7 +21,6 @@
 #include <fstream>
 #include <iostream>
 
-#include "cutlayer/config/reader.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
@@ -98,12 +97,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for the decoder and the permutation floor");
   CLI11_PARSE(app, argc, argv);
   try {
-    auto doc = config::Document::load(config_path);
-    auto root = doc->root();
-    for (auto f : {"log_level", "threads", "name", "transport", "privacy"}) root.ignore(f);
-    auto tr = root.child("train");
-    auto opts = train::read_train_options(tr);
-    root.finish();
+    auto opts = train::load_client_train_config(config_path).train;
     opts.eval_samples = eval_n + aux_n;
     torch::set_num_threads(threads);
     auto log = log::get("leakage");

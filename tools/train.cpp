@@ -7,7 +7,6 @@
 
 #include <iostream>
 
-#include "cutlayer/config/reader.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
@@ -73,19 +72,11 @@ int main(int argc, char** argv) {
   app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
   try {
-    auto doc = config::Document::load(config_path);
-    auto root = doc->root();
-    std::string level = "info";
-    int cfg_threads = 1;
-    root.get_choice("log_level", level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
-    root.get_int("threads", cfg_threads, 1, 256);
-    root.ignore("name");
-    root.ignore("transport");
-    auto privacy = root.child("privacy");
-    auto nopeek = train::read_nopeek_options(privacy);
-    auto tr = root.child("train");
-    auto opts = train::read_train_options(tr);
-    root.finish();
+    auto cfg = train::load_client_train_config(config_path);
+    std::string level = cfg.log_level;
+    int cfg_threads = cfg.threads;
+    auto& opts = cfg.train;
+    auto& nopeek = cfg.nopeek;
     if (!log_level.empty()) level = log_level;
     if (threads > 0) cfg_threads = threads;
     if (steps >= 0) opts.max_steps = steps;

@@ -98,6 +98,22 @@ NoPeekOptions read_nopeek_options(config::Object& p) {
   return o;
 }
 
+ClientTrainConfig load_client_train_config(const std::string& path) {
+  auto doc = config::Document::load(path);
+  auto root = doc->root();
+  ClientTrainConfig c;
+  root.get_choice("log_level", c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+  root.get_int("threads", c.threads, 1, 256);
+  root.ignore("name");
+  root.ignore("transport");
+  auto privacy = root.child("privacy");
+  c.nopeek = read_nopeek_options(privacy);
+  auto tr = root.child("train");
+  c.train = read_train_options(tr);
+  root.finish();
+  return c;
+}
+
 double lr_at(const TrainOptions& o, std::int64_t step) {
   if (o.lr_schedule == "step") return o.lr * std::pow(o.lr_gamma, static_cast<double>(step / o.lr_step_every));
   if (o.lr_schedule == "cosine") {

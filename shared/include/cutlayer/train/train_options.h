@@ -71,6 +71,17 @@ TrainOptions read_train_options(config::Object& train);
 // The model these options describe: the preset `model`, or the custom layer specs.
 model::SplitSpec split_spec(const TrainOptions& o);
 
+// What the tools that train or evaluate outside the daemons (cutlayer-train,
+// cutlayer-gradstudy, cutlayer-leakage) read from a client config file: its "train" and
+// "privacy" objects, log level and threads; "name" and "transport" are accepted unread.
+struct ClientTrainConfig {
+  std::string log_level = "info";
+  int threads = 1;
+  TrainOptions train;
+  NoPeekOptions nopeek;
+};
+ClientTrainConfig load_client_train_config(const std::string& path);
+
 // The learning rate at `step` (0-based) under the schedule.
 double lr_at(const TrainOptions& o, std::int64_t step);
 
