@@ -1,6 +1,7 @@
 #include "cutlayer/client/client_config.h"
 
 #include "cutlayer/config/reader.h"
+#include "cutlayer/log.h"
 
 namespace cutlayer::client {
 
@@ -9,7 +10,7 @@ ClientConfig load_client_config(const std::string& path) {
   auto root = doc->root();
   ClientConfig c;
   root.get_choice("log_level", c.log_level,
-                  {"trace", "debug", "info", "warn", "error", "critical", "off"});
+                  log::level_names());
   root.get_int("threads", c.threads, 1, 256);
   root.get("name", c.name);
   auto t = root.child("transport");

@@ -10,7 +10,7 @@ ServerConfig load_server_config(const std::string& path) {
   auto root = doc->root();
   ServerConfig c;
   root.get_choice("log_level", c.log_level,
-                  {"trace", "debug", "info", "warn", "error", "critical", "off"});
+                  log::level_names());
   root.get_int("threads", c.threads, 1, 256);
   auto t = root.child("transport");
   t.get("bind_host", c.bind_host);

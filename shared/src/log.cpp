@@ -29,8 +29,13 @@ std::shared_ptr<spdlog::logger> get(const std::string& component) {
   return logger;
 }
 
+const std::vector<std::string>& level_names() {
+  static const std::vector<std::string> names = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  return names;
+}
+
 bool is_level(std::string_view level) {
-  for (auto name : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+  for (const auto& name : level_names())
     if (level == name) return true;
   return false;
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cutlayer/config/reader.h"
+#include "cutlayer/log.h"
 #include "cutlayer/error.h"
 
 namespace cutlayer::train {
@@ -102,7 +103,7 @@ ClientTrainConfig load_client_train_config(const std::string& path) {
   auto doc = config::Document::load(path);
   auto root = doc->root();
   ClientTrainConfig c;
-  root.get_choice("log_level", c.log_level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+  root.get_choice("log_level", c.log_level, log::level_names());
   root.get_int("threads", c.threads, 1, 256);
   root.ignore("name");
   root.ignore("transport");
