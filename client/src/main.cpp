@@ -10,6 +10,7 @@
 
 #include "cutlayer/client/client_config.h"
 #include "cutlayer/client/split_client.h"
+#include "cutlayer/kernels/compressor.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/process_tuning.h"
@@ -106,6 +107,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e6));
   int epochs = 0;
   app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
+  std::string compressor;
+  app.add_option("--compressor", compressor,
+                 "sync the front through the server's aggregation with this compressor: none|topk|gaussiank|sampledk|randomk "
+                 "(overrides sync.compressor and turns sync on)");
+  double density = 0;
+  app.add_option("--density", density, "sync: fraction of the gradient sent per step (overrides sync.density)")
+      ->check(CLI::Range(1e-6, 1.0));
   bool u_shaped = false;
   app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
@@ -125,6 +133,12 @@ int main(int argc, char** argv) {
     if (u_shaped) cfg.train.u_shaped = true;
     if (epochs > 0) cfg.train.epochs = epochs;
     if (eval_every >= 0) cfg.train.eval_every = eval_every;
+    if (!compressor.empty()) {
+      (void)kernels::make_compressor(compressor);  // ConfigError for an unknown name
+      cfg.sync.compressor = compressor;
+      cfg.sync.enabled = true;
+    }
+    if (density > 0) cfg.sync.density = density;
     if (!shard.empty()) {
       const auto slash = shard.find('/');
       int i = -1, n = 0;
@@ -169,6 +183,7 @@ int main(int argc, char** argv) {
     so.name = cfg.name;
     so.train = cfg.train;
     so.nopeek = cfg.nopeek;
+    so.sync = cfg.sync;
     so.save_front = save_front;
     if (alpha >= 0) so.nopeek.alpha = alpha;
     client::SplitClient trainer(link, so);

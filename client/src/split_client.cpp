@@ -22,6 +22,8 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
     for (auto& p : model_.head->parameters()) params.push_back(p);
   opt_ = train::make_optimizer(params, o);
   cut_shape_ = model::output_shape(model_.front, spec_.input_shape);
+  if (options_.sync.enabled)
+    sync_ = std::make_unique<FrontSync>(options_.sync, sync::flat_params(model_.front, &model_.head), *opt_);
 }
 
 void SplitClient::join() {
@@ -31,7 +33,12 @@ void SplitClient::join() {
   j.cut_shape = cut_shape_;
   j.samples = static_cast<std::uint64_t>(data_.train.size());
   j.u_shaped = options_.train.u_shaped;
+  j.sync = sync_ != nullptr;
   link_.join(j);
+  if (sync_) {
+    sync_->reset();
+    sync_->start(link_, options_.reply_timeout);
+  }
 }
 
 // Runs fn; when the server has gone away (IoError), re-joins and runs it again.
@@ -56,7 +63,10 @@ wire::Message SplitClient::await(wire::MsgType type, std::uint64_t step) {
     if (!msg) continue;
     if (msg->type == wire::MsgType::kError)
       throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*msg).message);
-    if (msg->type != type) continue;  // a stale answer from before a re-join
+    if (msg->type != type) {
+      if (sync_) sync_->offer(*msg);  // an Update between the step's messages
+      continue;                       // else a stale answer from before a re-join
+    }
     std::uint64_t got = 0;
     switch (type) {
       case wire::MsgType::kCutGrad: got = wire::meta_as<wire::CutGrad>(*msg).step; break;
@@ -124,7 +134,10 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
       throw ProtocolError("server: CutGrad of the wrong shape");
     backprop_front(bwd.tensors[0]);
   }
-  opt_->step();
+  if (sync_)
+    with_rejoin([&] { sync_->contribute(link_, static_cast<std::uint64_t>(b.x.size(0)), b.epoch, options_.reply_timeout); });
+  else
+    opt_->step();
   return r;
 }
 
@@ -185,6 +198,11 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   train::Batch b;
   std::int64_t samples = 0, steps = 0, window_seen = 0, window_correct = 0;
   double window_loss = 0, last_loss = 0, window_dcor = 0;
+  if (sync_)
+    log->info("{}: front synced across clients: {} at density {}{}, error feedback {}", options_.name,
+              options_.sync.compressor, options_.sync.density,
+              options_.sync.density_schedule.empty() ? "" : " (warm-up " + options_.sync.density_schedule + ")",
+              options_.sync.error_feedback ? "on" : "off");
   if (options_.nopeek.alpha > 0)
     log->info("{}: NoPeek on, alpha {} (dCor(x, z) added to the front's loss)", options_.name,
               options_.nopeek.alpha);
@@ -199,19 +217,22 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
     window_correct += r.correct;
     window_seen += n;
     if (o.metrics_every_step)
-      metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g},"dcor":{:.6g}}})", b.step, r.loss, r.dcor));
+      metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g},"dcor":{:.6g}{}}})", b.step, r.loss, r.dcor,
+                                sync_ ? fmt::format(R"(,"round":{},"front_hash":"{}")", sync_->version(), sync_->hash())
+                                      : std::string()));
     const bool last = b.step + 1 == batches.total_steps();
     if ((b.step + 1) % o.log_every == 0 || last) {
       const auto& ts = link_.stats();
       log->info("{}{}", progress.line(b.step + 1, window_loss / window_seen,
                                       static_cast<double>(window_correct) / window_seen, samples,
                                       ts.bytes_out, ts.bytes_in),
-                options_.nopeek.alpha > 0 ? fmt::format("  dcor {:.4f}", window_dcor / window_seen) : "");
+                (options_.nopeek.alpha > 0 ? fmt::format("  dcor {:.4f}", window_dcor / window_seen) : "") +
+                    sync_progress());
       if (!o.metrics_every_step)
         metrics.write(fmt::format(
-            R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"dcor":{:.6f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}}})",
+            R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"dcor":{:.6f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}{}}})",
             b.step + 1, window_loss / window_seen, static_cast<double>(window_correct) / window_seen,
-            window_dcor / window_seen, samples / progress.seconds(), ts.bytes_out, ts.bytes_in));
+            window_dcor / window_seen, samples / progress.seconds(), ts.bytes_out, ts.bytes_in, sync_json()));
       window_loss = 0;
       window_dcor = 0;
       window_seen = window_correct = 0;
@@ -224,6 +245,8 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
                                 b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u));
     }
   }
+  // Every contribution answered, so the final front holds them all.
+  if (sync_ && !stop) with_rejoin([&] { sync_->drain(link_, options_.reply_timeout); });
   const double seconds = progress.seconds();
   const auto e = stop ? EvalResult{} : evaluate();
   if (!stop)
@@ -236,9 +259,39 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   }
   const auto& ts = link_.stats();
   return fmt::format(
-      R"({{"client":"{}","mode":"{}","alpha":{},"steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f},"bytes_up":{},"bytes_down":{}}})",
+      R"({{"client":"{}","mode":"{}","alpha":{},"steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f},"bytes_up":{},"bytes_down":{}{}}})",
       options_.name, o.u_shaped ? "u-shaped" : "vanilla", options_.nopeek.alpha, steps, samples, seconds,
-      samples / seconds, last_loss, e.accuracy, e.loss, e.dcor, e.dcor2_u, ts.bytes_out, ts.bytes_in);
+      samples / seconds, last_loss, e.accuracy, e.loss, e.dcor, e.dcor2_u, ts.bytes_out, ts.bytes_in, sync_json());
+}
+
+// Sync traffic per contribution (up) and per update (down) against dense float32 vectors.
+double SplitClient::sync_ratio() const {
+  const auto& st = sync_->stats();
+  if (st.contributions == 0 || st.updates == 0) return 0;
+  const double dense = 4.0 * static_cast<double>(sync_->numel());
+  return (static_cast<double>(st.bytes_up) / st.contributions + static_cast<double>(st.bytes_down) / st.updates) /
+         (2 * dense);
+}
+
+std::string SplitClient::sync_progress() const {
+  if (!sync_) return "";
+  const auto& st = sync_->stats();
+  return fmt::format("  round {}  sync {:.1f} KB up {:.1f} KB down/round ({:.3f} of dense)", sync_->version(),
+                     st.contributions ? st.bytes_up / 1e3 / st.contributions : 0.0,
+                     st.updates ? st.bytes_down / 1e3 / st.updates : 0.0, sync_ratio());
+}
+
+std::string SplitClient::sync_json() const {
+  if (!sync_) return "";
+  const auto& st = sync_->stats();
+  const auto& so = sync_->options();
+  return fmt::format(
+      R"(,"sync":{{"compressor":"{}","density":{},"error_feedback":{},"round":{},"snapshot_round":{},"contributions":{},"updates":{},"rejected":{},"waits":{},"bytes_up":{},"bytes_down":{},"density_up":{:.6f},"density_down":{:.6f},"bytes_ratio_to_dense":{:.6f},"front_hash":"{}"}})",
+      so.compressor, so.density, so.error_feedback, sync_->version(), st.snapshot_round, st.contributions, st.updates,
+      st.rejected, st.waits, st.bytes_up, st.bytes_down,
+      st.contributions ? static_cast<double>(st.nnz_up) / (st.contributions * sync_->numel()) : 0.0,
+      st.updates ? static_cast<double>(st.nnz_down) / (st.updates * sync_->numel()) : 0.0, sync_ratio(),
+      sync_->hash());
 }
 
 }  // namespace cutlayer::client

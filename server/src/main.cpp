@@ -41,6 +41,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
   app.add_option("--ready-file", ready_file,
                  "write {\"join_port\":..,\"data_port\":..} here once listening");
+  int staleness = -1;
+  app.add_option("--staleness", staleness, "aggregation: the staleness bound s, 0 = synchronous (overrides aggregation.staleness)")
+      ->check(CLI::Range(0, 1000));
   bool u_shaped = false;
   app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
@@ -92,7 +95,19 @@ int main(int argc, char** argv) {
                 cfg.train.u_shaped ? "labels stay on the clients" : "labels come to the server",
                 model::shape_string(trainer->cut_shape()), cfg.train.optimizer, cfg.train.lr);
     }
-    server::Service service(transport, trainer.get(), metrics.get());
+    std::unique_ptr<server::Aggregator> aggregator;
+    if (cfg.has_aggregation) {
+      if (staleness >= 0) cfg.aggregation.staleness = static_cast<std::uint32_t>(staleness);
+      aggregator = std::make_unique<server::Aggregator>(cfg.train, cfg.aggregation);
+      log->info("aggregating the clients' fronts ({} parameters): {}, deadline {} ms{}", aggregator->numel(),
+                cfg.aggregation.staleness == 0 ? std::string("synchronous")
+                                               : "staleness bound " + std::to_string(cfg.aggregation.staleness),
+                cfg.aggregation.deadline.count(),
+                cfg.aggregation.target_samples > 0
+                    ? ", rounds close at " + std::to_string(cfg.aggregation.target_samples) + " examples"
+                    : std::string());
+    }
+    server::Service service(transport, trainer.get(), metrics.get(), aggregator.get());
     service.run(stop_flag());
     std::cout << service.summary_json() << std::endl;
     const auto& s = transport.stats();

@@ -27,6 +27,18 @@ ServerConfig load_server_config(const std::string& path) {
     c.train = train::read_train_options(tr);
     c.has_train = true;
   }
+  if (root.has("aggregation")) {
+    auto a = root.child("aggregation");
+    if (!c.has_train)
+      a.fail("staleness", "aggregation needs a \"train\" object (the front's model and optimizer); add one or remove \"aggregation\"");
+    a.get_int("staleness", c.aggregation.staleness, 0, 1000);
+    std::int64_t deadline_ms = c.aggregation.deadline.count();
+    a.get("deadline_ms", deadline_ms, 10, 3600 * 1000);
+    c.aggregation.deadline = std::chrono::milliseconds(deadline_ms);
+    a.get("target_samples", c.aggregation.target_samples, 0, std::int64_t{1} << 32);
+    a.finish();
+    c.has_aggregation = true;
+  }
   root.finish();
   if (c.join_port != 0 && c.join_port == c.data_port)
     t.fail("data_port", "must differ from join_port (both are " + std::to_string(c.join_port) + ")");

@@ -100,7 +100,7 @@ torch::nn::Sequential build(const std::string& spec) {
   return seq;
 }
 
-std::vector<std::string> preset_names() { return {"fmnist-cnn"}; }
+std::vector<std::string> preset_names() { return {"fmnist-cnn", "fmnist-deep-front"}; }
 
 SplitSpec preset(const std::string& name, bool u_shaped) {
   if (name == "fmnist-cnn") {
@@ -110,6 +110,20 @@ SplitSpec preset(const std::string& name, bool u_shaped) {
     s.back = "conv2d(32,64,5) relu maxpool(2) flatten linear(1024,512) relu";
     if (u_shaped) s.head = "linear(512,10)";
     else s.back += " linear(512,10)";
+    s.input_shape = {1, 28, 28};
+    return s;
+  }
+  if (name == "fmnist-deep-front") {
+    // The same network cut late: the client holds conv1, conv2 and the first linear
+    // layer (about 0.58M parameters, so syncing the fronts matters); the server the
+    // classifier.
+    if (u_shaped)
+      throw ConfigError("model 'fmnist-deep-front' leaves only the classifier to the server, so it has no "
+                        "U-shaped form; use fmnist-cnn or a custom front/back/head for U-shaped runs");
+    SplitSpec s;
+    s.name = name;
+    s.front = "conv2d(1,32,5) relu maxpool(2) conv2d(32,64,5) relu maxpool(2) flatten linear(1024,512) relu";
+    s.back = "linear(512,10)";
     s.input_shape = {1, 28, 28};
     return s;
   }

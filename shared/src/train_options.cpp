@@ -107,6 +107,7 @@ ClientTrainConfig load_client_train_config(const std::string& path) {
   root.get_int("threads", c.threads, 1, 256);
   root.ignore("name");
   root.ignore("transport");
+  root.ignore("sync");
   auto privacy = root.child("privacy");
   c.nopeek = read_nopeek_options(privacy);
   auto tr = root.child("train");

@@ -103,6 +103,8 @@ std::string_view msg_type_name(MsgType t) {
     case MsgType::kProbeReply: return "ProbeReply";
     case MsgType::kServerActivations: return "ServerActivations";
     case MsgType::kHeadGrad: return "HeadGrad";
+    case MsgType::kSyncReject: return "SyncReject";
+    case MsgType::kSnapshotRequest: return "SnapshotRequest";
   }
   return "Unknown";
 }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/sync/sync.h"
 #include "cutlayer/train/train_options.h"
 
 namespace cutlayer::client {
@@ -24,6 +25,7 @@ struct ClientConfig {
   bool has_train = false;
   train::TrainOptions train;
   train::NoPeekOptions nopeek;  // the "privacy" object
+  sync::SyncOptions sync;       // the "sync" object: aggregation of the fronts across clients
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/client/front_sync.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/train/train_options.h"
@@ -21,6 +22,7 @@ struct SplitClientOptions {
   std::chrono::milliseconds reply_timeout{120000};  // one step's answer
   int rejoins = 5;                                   // after the server went away
   std::string save_front;                            // torch::save the trained front here
+  sync::SyncOptions sync;                            // enabled: the front joins the aggregation
 };
 
 class SplitClient {
@@ -44,6 +46,9 @@ class SplitClient {
   EvalResult evaluate();
   wire::Message await(wire::MsgType type, std::uint64_t step);
   void join();
+  double sync_ratio() const;
+  std::string sync_progress() const;
+  std::string sync_json() const;
   template <class Fn>
   auto with_rejoin(Fn&& fn) -> decltype(fn());
 
@@ -55,6 +60,7 @@ class SplitClient {
   std::unique_ptr<torch::optim::Optimizer> opt_;
   std::vector<std::int64_t> cut_shape_;
   std::uint64_t eval_id_ = 1ull << 62;
+  std::unique_ptr<FrontSync> sync_;
 };
 
 }  // namespace cutlayer::client

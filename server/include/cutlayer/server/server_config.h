@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/server/aggregator.h"
 #include "cutlayer/train/train_options.h"
 
 namespace cutlayer::server {
@@ -23,6 +24,9 @@ struct ServerConfig {
   // training (the back model); absent: a probe-only server
   bool has_train = false;
   train::TrainOptions train;
+  // cross-client aggregation of the clients' fronts; absent: each client's front is its own
+  bool has_aggregation = false;
+  AggregatorOptions aggregation;
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <set>
 
+#include "cutlayer/server/aggregator.h"
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/transport/server_transport.h"
@@ -15,8 +16,10 @@ namespace cutlayer::server {
 
 class Service {
  public:
-  // `trainer` and `metrics` may be null (a probe-only server).
-  Service(transport::ServerTransport& transport, BackTrainer* trainer, train::MetricsFile* metrics);
+  // `trainer` and `metrics` may be null (a probe-only server); `aggregator` is null when
+  // the clients' fronts are not aggregated.
+  Service(transport::ServerTransport& transport, BackTrainer* trainer, train::MetricsFile* metrics,
+          Aggregator* aggregator = nullptr);
 
   // Polls and handles events until `stop` is set.
   void run(const std::atomic<bool>& stop);
@@ -25,16 +28,21 @@ class Service {
 
   std::uint64_t probes_served() const { return probes_served_; }
   std::string summary_json() const;
+  std::string aggregation_json() const;
 
  private:
   void on_join(const transport::JoinRequest& req);
   void on_message(transport::Received& rx);
   void send_all(std::vector<std::pair<std::uint64_t, wire::Message>>& replies);
   void report();
+  void report_round();
 
   transport::ServerTransport& transport_;
   BackTrainer* trainer_;
   train::MetricsFile* metrics_;
+  Aggregator* aggregator_;
+  std::uint64_t last_report_round_ = 0;
+  AggregatorStats stats_at_report_;
   std::uint64_t probes_served_ = 0;
   std::set<std::uint64_t> probe_only_;  // sessions that joined for the link check (no model)
   std::int64_t last_report_step_ = 0;

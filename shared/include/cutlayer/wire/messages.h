@@ -26,11 +26,12 @@ struct Join {
   std::vector<std::int64_t> cut_shape;  // per-sample cut-layer shape, checked at join
   std::uint64_t samples = 0;          // size of the client's shard
   bool u_shaped = false;
+  bool sync = false;                  // the client's front joins the cross-client aggregation
   template <class A>
   void serialize(A& ar) {
     ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
        bounded(model, kMaxName, "Join.model"), bounded(cut_shape, kMaxDims, "Join.cut_shape"),
-       samples, u_shaped);
+       samples, u_shaped, sync);
   }
 };
 
@@ -128,38 +129,86 @@ struct HeadGrad {
   }
 };
 
-// Tensors: indices (int32/int64), values.
-struct SparseGrad {
-  static constexpr MsgType kType = MsgType::kSparseGrad;
-  std::uint64_t round = 0;
-  std::uint64_t samples = 0;
+// How a sparse vector travels: tensors [indices, values], or [values] alone when dense.
+// Indices are int32/int64 (raw) or uint8 delta+varint bytes; values float32 or float16.
+struct SparseLayout {
   std::uint64_t numel = 0;
+  bool dense = false;
+  std::uint8_t index_coding = 0;  // kernels::IndexCoding
   template <class A>
   void serialize(A& ar) {
-    ar(round, samples, numel);
+    ar(numel, dense, index_coding);
   }
 };
 
-// Tensors: indices, values.
+// Client → server: one compressed front-gradient contribution (see SparseLayout).
+struct SparseGrad {
+  static constexpr MsgType kType = MsgType::kSparseGrad;
+  std::uint64_t seq = 0;      // the client's contribution counter, from 1
+  std::uint64_t base = 0;     // the model version (rounds applied) the gradient was computed on
+  std::uint64_t samples = 0;  // examples behind it (its weight in the round)
+  SparseLayout layout;
+  template <class A>
+  void serialize(A& ar) {
+    ar(seq, base, samples, layout);
+  }
+};
+
+// Server → every member: round `round`'s aggregated update (see SparseLayout); applying
+// it takes a member's front from version round-1 to round.
 struct Update {
   static constexpr MsgType kType = MsgType::kUpdate;
   std::uint64_t round = 0;
-  std::uint64_t numel = 0;
+  std::uint64_t mine = 0;          // the recipient's contribution (seq) in this round, 0: none
+  std::uint32_t contributors = 0;
+  std::uint64_t samples = 0;
+  double lr = 0;                   // the learning rate to apply it with
+  SparseLayout layout;
   template <class A>
   void serialize(A& ar) {
-    ar(round, numel);
+    ar(round, mine, contributors, samples, lr, layout);
   }
 };
 
-// Tensors: one per parameter, in `names` order.
+// Server → one member: its contribution `seq` was not used (too stale); with error
+// feedback the client puts it back into its residual. No tensors.
+struct SyncReject {
+  static constexpr MsgType kType = MsgType::kSyncReject;
+  std::uint64_t seq = 0;
+  std::uint64_t staleness = 0;
+  std::string reason;
+  template <class A>
+  void serialize(A& ar) {
+    ar(seq, staleness, bounded(reason, kMaxText, "SyncReject.reason"));
+  }
+};
+
+// Server → a joining member: the current front (and head) model and the optimizer state
+// behind it. Tensors: one per parameter in `names` order, then `state_per_param` state
+// tensors per parameter (SGD: momentum; Adam: exp_avg, exp_avg_sq, step) when the
+// optimizer has stepped.
 struct ModelSnapshot {
   static constexpr MsgType kType = MsgType::kModelSnapshot;
   std::uint64_t round = 0;
   std::vector<std::string> names;
+  std::string optimizer;
+  std::uint32_t state_per_param = 0;
+  std::uint32_t staleness = 0;  // the server's bound s: run at most s contributions ahead
+  double momentum = 0, weight_decay = 0;  // the optimizer every member applies updates with
   template <class A>
   void serialize(A& ar) {
-    ar(round, bounded(names, 4096, "ModelSnapshot.names"));
+    ar(round, bounded(names, 4096, "ModelSnapshot.names"),
+       bounded(optimizer, kMaxName, "ModelSnapshot.optimizer"), state_per_param, staleness, momentum,
+       weight_decay);
   }
+};
+
+// Client → server once joined, when the client syncs its front: answered with a
+// ModelSnapshot, after which the client is a member of the aggregation. No tensors.
+struct SnapshotRequest {
+  static constexpr MsgType kType = MsgType::kSnapshotRequest;
+  template <class A>
+  void serialize(A&) {}
 };
 
 struct EvalRequest {

@@ -23,8 +23,10 @@ enum class MsgType : std::uint16_t {
   kProbeReply = 14,
   kServerActivations = 15,  // U-shaped: the server's output activations for the head
   kHeadGrad = 16,           // U-shaped: dL/d(server output) from the client's head
+  kSyncReject = 17,         // aggregation: a contribution the server did not use
+  kSnapshotRequest = 18,    // aggregation: a joined client asks for the current front
 };
-constexpr std::uint16_t kMaxMsgType = 16;
+constexpr std::uint16_t kMaxMsgType = 18;
 
 bool is_valid_msg_type(std::uint16_t code);
 std::string_view msg_type_name(MsgType t);

@@ -1,0 +1,109 @@
+// Cross-client aggregation of the clients' front-model gradients (DESIGN.md, Compression
+// and aggregation). Clients send compressed contributions (SparseGrad), each computed on
+// some model version; the aggregator sums a round's contributions weighted by samples
+// (and down-weighted by staleness), broadcasts the sum (Update) to every member, and
+// applies it to its own replica of the front with the same optimizer, so that it can
+// hand a joiner a dense snapshot of the current front.
+//
+// A round closes when every member has contributed, or when `target_samples` examples
+// are in (DeDLOC-style, 0: off), or `deadline` after its first contribution. Each member
+// adds at most one contribution per round; later ones queue for the next rounds. A
+// contribution computed on version b and summed into round k is k-1-b rounds stale;
+// beyond `staleness` it is refused (SyncReject: the client returns it to its error-
+// feedback residual). staleness 0 is synchronous training.
+//
+// Pure logic over wire::Message: no sockets, the clock is passed in (tests drive it).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cutlayer/kernels/sparse_sum.h"
+#include "cutlayer/model/model_spec.h"
+#include "cutlayer/sync/sync.h"
+#include "cutlayer/train/train_options.h"
+#include "cutlayer/wire/message.h"
+
+namespace cutlayer::server {
+
+struct AggregatorOptions {
+  std::uint32_t staleness = 0;
+  std::chrono::milliseconds deadline{10000};
+  std::int64_t target_samples = 0;
+};
+
+struct AggregatorStats {
+  std::uint64_t rounds = 0;
+  std::uint64_t closed_all = 0, closed_samples = 0, closed_deadline = 0;
+  std::uint64_t contributions = 0, rejected = 0;
+  std::uint64_t bytes_up = 0;    // index + value bytes received
+  std::uint64_t bytes_down = 0;  // index + value bytes sent (every member's copy)
+  std::uint64_t updates_sent = 0;
+  std::uint64_t nnz_up = 0, nnz_down = 0;  // entries received / broadcast (once per round)
+  std::vector<std::uint64_t> staleness;    // histogram: [tau] -> contributions summed
+  std::uint64_t max_staleness = 0;
+};
+
+class Aggregator {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using Outbox = std::vector<std::pair<std::uint64_t, wire::Message>>;
+
+  // The replica is built from `train` exactly as the clients build their front (same
+  // seed), and stepped with `train`'s optimizer and learning-rate schedule over rounds.
+  Aggregator(const train::TrainOptions& train, AggregatorOptions options);
+
+  // A joined session asks for the snapshot: it becomes a member and gets the current
+  // front, optimizer state and round.
+  Outbox add_member(std::uint64_t session, const std::string& name, Clock::time_point now);
+  // A member left or was evicted (session ended): its queued contributions are dropped,
+  // the open round stops waiting for it.
+  Outbox remove_member(std::uint64_t session, Clock::time_point now);
+  // A SparseGrad from `session`. Throws ProtocolError for a malformed or impossible one.
+  Outbox contribute(std::uint64_t session, const wire::Message& msg, Clock::time_point now);
+  // Closes a round whose deadline has passed.
+  Outbox tick(Clock::time_point now);
+
+  bool is_member(std::uint64_t session) const { return members_.count(session) != 0; }
+  std::size_t members() const { return members_.size(); }
+  std::uint64_t version() const { return version_; }
+  std::int64_t numel() const { return flat_.numel(); }
+  std::string hash() const { return flat_.hash(); }
+  const AggregatorStats& stats() const { return stats_; }
+  const AggregatorOptions& options() const { return options_; }
+
+ private:
+  struct Contribution {
+    std::uint64_t session = 0, seq = 0, base = 0, samples = 0;
+    kernels::SparseTensor grad;
+  };
+  struct Member {
+    std::string name;
+    std::uint64_t last_seq = 0;
+    bool in_round = false;
+    std::deque<Contribution> queue;
+  };
+  void admit(Contribution c, Clock::time_point now, Outbox& out);
+  void maybe_close(Clock::time_point now, Outbox& out);
+  void close(Outbox& out);
+
+  train::TrainOptions train_;
+  AggregatorOptions options_;
+  model::SplitModel model_;
+  sync::FlatParams flat_;
+  std::unique_ptr<torch::optim::Optimizer> opt_;
+  kernels::DenseAccumulator acc_;
+  std::map<std::uint64_t, Member> members_;
+  std::vector<Contribution> round_;  // the open round's contributions, in arrival order
+  std::uint64_t round_samples_ = 0;
+  Clock::time_point round_deadline_{};
+  std::uint64_t version_ = 0;  // rounds applied
+  AggregatorStats stats_;
+};
+
+}  // namespace cutlayer::server

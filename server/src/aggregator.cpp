@@ -1,0 +1,167 @@
+#include "cutlayer/server/aggregator.h"
+
+#include <cmath>
+
+#include "cutlayer/error.h"
+#include "cutlayer/log.h"
+
+namespace cutlayer::server {
+
+namespace {
+constexpr std::uint64_t kMaxSamples = 1ull << 32;
+}
+
+Aggregator::Aggregator(const train::TrainOptions& train, AggregatorOptions options)
+    : train_(train),
+      options_(options),
+      model_(model::build_split(train::split_spec(train), train.seed)),
+      flat_(sync::flat_params(model_.front, &model_.head)),
+      opt_(train::make_optimizer(flat_.params(), train)),
+      acc_(flat_.numel()) {}
+
+Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::string& name,
+                                          Clock::time_point now) {
+  Outbox out;
+  if (members_.count(session)) throw ProtocolError("SnapshotRequest twice in one session");
+  members_[session].name = name;
+  out.emplace_back(session, sync::make_snapshot(version_, options_.staleness, flat_, *opt_));
+  log::get("aggregator")->info("'{}' joined the aggregation at round {} ({} members)", name, version_,
+                               members_.size());
+  (void)now;
+  return out;
+}
+
+Aggregator::Outbox Aggregator::remove_member(std::uint64_t session, Clock::time_point now) {
+  Outbox out;
+  auto it = members_.find(session);
+  if (it == members_.end()) return out;
+  log::get("aggregator")->info("'{}' left the aggregation at round {}", it->second.name, version_);
+  members_.erase(it);  // its contribution in the open round, if any, stays
+  maybe_close(now, out);
+  return out;
+}
+
+Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Message& msg,
+                                          Clock::time_point now) {
+  auto it = members_.find(session);
+  if (it == members_.end())
+    throw ProtocolError("SparseGrad before SnapshotRequest: ask for the model snapshot first");
+  auto& m = it->second;
+  const auto g = wire::meta_as<wire::SparseGrad>(msg);
+  if (g.seq <= m.last_seq)
+    throw ProtocolError("SparseGrad seq " + std::to_string(g.seq) + " after " + std::to_string(m.last_seq));
+  if (g.base > version_)
+    throw ProtocolError("SparseGrad computed on version " + std::to_string(g.base) + ", but only " +
+                        std::to_string(version_) + " rounds exist");
+  if (g.samples == 0 || g.samples > kMaxSamples) throw ProtocolError("SparseGrad with an impossible sample count");
+  if (m.in_round && m.queue.size() >= options_.staleness)
+    throw ProtocolError("more than " + std::to_string(options_.staleness) +
+                        " contributions ahead of the open round (the staleness bound)");
+  Contribution c;
+  c.session = session;
+  c.seq = g.seq;
+  c.base = g.base;
+  c.samples = g.samples;
+  c.grad = sync::from_tensors(g.layout, msg.tensors, flat_.numel());
+  m.last_seq = g.seq;
+  stats_.bytes_up += sync::payload_bytes(msg.tensors);
+  stats_.nnz_up += static_cast<std::uint64_t>(c.grad.nnz());
+  Outbox out;
+  if (m.in_round) {
+    m.queue.push_back(std::move(c));
+  } else {
+    admit(std::move(c), now, out);
+    maybe_close(now, out);
+  }
+  return out;
+}
+
+void Aggregator::admit(Contribution c, Clock::time_point now, Outbox& out) {
+  const auto tau = version_ - c.base;
+  if (tau > options_.staleness) {
+    ++stats_.rejected;
+    out.emplace_back(c.session, wire::make_message(wire::SyncReject{
+                                    c.seq, tau,
+                                    "computed on round " + std::to_string(c.base) + ", " + std::to_string(tau) +
+                                        " rounds stale (bound " + std::to_string(options_.staleness) + ")"}));
+    return;
+  }
+  if (round_.empty()) round_deadline_ = now + options_.deadline;
+  members_.at(c.session).in_round = true;
+  round_samples_ += c.samples;
+  round_.push_back(std::move(c));
+}
+
+void Aggregator::maybe_close(Clock::time_point now, Outbox& out) {
+  while (!round_.empty()) {
+    bool all = true;
+    for (auto& [s, m] : members_) all = all && m.in_round;
+    const bool enough = options_.target_samples > 0 &&
+                        round_samples_ >= static_cast<std::uint64_t>(options_.target_samples);
+    const bool late = now >= round_deadline_;
+    if (!all && !enough && !late) return;
+    if (all) ++stats_.closed_all;
+    else if (enough) ++stats_.closed_samples;
+    else ++stats_.closed_deadline;
+    close(out);
+    // The next round starts with what members queued for it.
+    for (auto& [s, m] : members_) {
+      if (m.queue.empty()) continue;
+      auto c = std::move(m.queue.front());
+      m.queue.pop_front();
+      admit(std::move(c), now, out);
+    }
+  }
+}
+
+void Aggregator::close(Outbox& out) {
+  // Weights: the contribution's share of the round's examples, times 1/sqrt(1 + tau).
+  for (const auto& c : round_) {
+    const auto tau = version_ - c.base;
+    if (stats_.staleness.size() <= tau) stats_.staleness.resize(tau + 1, 0);
+    ++stats_.staleness[tau];
+    stats_.max_staleness = std::max<std::uint64_t>(stats_.max_staleness, tau);
+    double w = static_cast<double>(c.samples) / static_cast<double>(round_samples_);
+    if (tau > 0) w /= std::sqrt(1.0 + static_cast<double>(tau));
+    acc_.add(c.grad, static_cast<float>(w));
+  }
+  auto update = acc_.take();
+  // A union denser than about 4/5 is cheaper sent whole (values only).
+  if (!update.dense() && update.nnz() * 5 > update.numel * 4)
+    update = kernels::SparseTensor{torch::Tensor(), update.to_dense(), update.numel};
+  ++version_;
+  const double lr = train::lr_at(train_, static_cast<std::int64_t>(version_ - 1));
+  train::set_lr(*opt_, lr);
+  flat_.set_grads(update);
+  opt_->step();
+
+  wire::Update u;
+  u.round = version_;
+  u.contributors = static_cast<std::uint32_t>(round_.size());
+  u.samples = round_samples_;
+  u.lr = lr;
+  auto tensors = sync::to_tensors(update, false, true, u.layout);
+  const auto bytes = sync::payload_bytes(tensors);
+  for (auto& [s, m] : members_) {
+    u.mine = 0;
+    for (const auto& c : round_)
+      if (c.session == s) u.mine = c.seq;
+    out.emplace_back(s, wire::make_message(u, tensors));
+    stats_.bytes_down += bytes;
+    ++stats_.updates_sent;
+    m.in_round = false;
+  }
+  stats_.nnz_down += static_cast<std::uint64_t>(update.nnz());
+  stats_.contributions += round_.size();
+  ++stats_.rounds;
+  round_.clear();
+  round_samples_ = 0;
+}
+
+Aggregator::Outbox Aggregator::tick(Clock::time_point now) {
+  Outbox out;
+  maybe_close(now, out);
+  return out;
+}
+
+}  // namespace cutlayer::server
