@@ -3,7 +3,7 @@ set -euo pipefail
 bin=$1 configs=$2
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { [ -n "${KEEP_WORK:-}" ] && cp -r "$work" "$KEEP_WORK";  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 # start_server NAME [ARGS...]: starts cutlayer-server; sets $port and $server_pid.
@@ -11,7 +11,7 @@ start_server() {
   local name=$1
   shift
   rm -f "$work/$name.ready"
-  "$bin/cutlayer-server" -c "$configs/server.json" --server-key "$work/keys/server.key" \
+  "$bin/cutlayer-server" -c "${server_config:-$configs/server.json}" --server-key "$work/keys/server.key" \
     --allow-list "$work/keys/allow-list.txt" --join-port 0 --data-port 0 \
     --ready-file "$work/$name.ready" "$@" >"$work/$name.out" 2>"$work/$name.log" &
   server_pid=$!
@@ -30,8 +30,14 @@ stop_server() {
 }
 
 client() {
-  "$bin/cutlayer-client" -c "$configs/client.json" --join-port "$port" \
+  "$bin/cutlayer-client" -c "${client_config:-$configs/client.json}" --join-port "$port" \
     --server-public-key "$work/keys/server.pub" "$@"
 }
 
 "$bin/cutlayer-keygen" --out "$work/keys" --clients alice,bob,carol,dave >/dev/null
+
+# kill9 PID: SIGKILL a backgrounded `client` call: the subshell and the process it runs.
+kill9() {
+  pkill -9 -P "$1" 2>/dev/null || true
+  kill -9 "$1" 2>/dev/null || true
+}

@@ -23,7 +23,7 @@ client --client-key "$work/keys/dave.key" --name dave --steps 100000 >/dev/null 
 dave=$!
 pids+=("$dave")
 for _ in $(seq 200); do grep -q "step 100/" "$work/dave.log" 2>/dev/null && break; sleep 0.1; done
-kill -9 "$dave"
+kill9 "$dave"
 for name in alice bob carol; do
   eval "p=\$pid_$name"
   wait "$p" || { echo "$name failed:"; tail -20 "$work/$name.log"; exit 1; }

@@ -1,0 +1,247 @@
+// The aggregator's rounds, weights, staleness bound, membership and snapshots, driven
+// message by message with an explicit clock.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cutlayer/error.h"
+#include "cutlayer/kernels/compressor.h"
+#include "cutlayer/server/aggregator.h"
+
+namespace cutlayer::server {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = Aggregator::Clock;
+
+train::TrainOptions tiny() {
+  train::TrainOptions o;
+  o.model = "tiny";
+  o.front = "linear(16,8) relu linear(8,6)";
+  o.back = "linear(6,3)";
+  o.input_shape = {16};
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  return o;
+}
+
+constexpr std::int64_t kNumel = 16 * 8 + 8 + 8 * 6 + 6;
+
+kernels::SparseTensor random_sparse(std::uint64_t seed, double density = 0.2) {
+  torch::manual_seed(seed);
+  auto g = torch::randn({kNumel});
+  auto c = kernels::make_compressor("topk", {false, 3, 0});
+  torch::Tensor none;
+  return c->compress(g, none, density);
+}
+
+kernels::SparseTensor as_dense(const kernels::SparseTensor& s) {
+  return kernels::SparseTensor{torch::Tensor(), s.to_dense(), s.numel};
+}
+
+wire::Message contribution(std::uint64_t seq, std::uint64_t base, std::uint64_t samples,
+                           const kernels::SparseTensor& s, bool varint = true) {
+  wire::SparseGrad g;
+  g.seq = seq;
+  g.base = base;
+  g.samples = samples;
+  auto tensors = sync::to_tensors(s, false, varint, g.layout);
+  return wire::make_message(g, tensors);
+}
+
+std::vector<wire::Message> of_type(const Aggregator::Outbox& out, wire::MsgType t) {
+  std::vector<wire::Message> r;
+  for (auto& [s, m] : out)
+    if (m.type == t) r.push_back(m);
+  return r;
+}
+
+torch::Tensor update_values(const wire::Message& m) {
+  const auto u = wire::meta_as<wire::Update>(m);
+  return sync::from_tensors(u.layout, m.tensors, kNumel).to_dense();
+}
+
+TEST(Aggregator, ReplicaHasTheClientsParameterCount) {
+  Aggregator a(tiny(), {});
+  EXPECT_EQ(a.numel(), kNumel);
+}
+
+TEST(Aggregator, SparseAggregationEqualsDenseAggregationOfTheSameVectors) {
+  Aggregator sparse(tiny(), {}), dense(tiny(), {});
+  const auto t = Clock::now();
+  for (auto* a : {&sparse, &dense}) {
+    a->add_member(1, "a", t);
+    a->add_member(2, "b", t);
+  }
+  const auto s1 = random_sparse(1), s2 = random_sparse(2);
+  sparse.contribute(1, contribution(1, 0, 64, s1), t);
+  dense.contribute(1, contribution(1, 0, 64, as_dense(s1)), t);
+  auto out_s = sparse.contribute(2, contribution(1, 0, 32, s2), t);
+  auto out_d = dense.contribute(2, contribution(1, 0, 32, as_dense(s2)), t);
+  auto us = of_type(out_s, wire::MsgType::kUpdate), ud = of_type(out_d, wire::MsgType::kUpdate);
+  ASSERT_EQ(us.size(), 2u);
+  ASSERT_EQ(ud.size(), 2u);
+  const auto vs = update_values(us[0]), vd = update_values(ud[0]);
+  EXPECT_TRUE(torch::equal(vs, vd));
+  // and both are the samples-weighted mean
+  auto expect = s1.to_dense() * static_cast<float>(64.0 / 96) + s2.to_dense() * static_cast<float>(32.0 / 96);
+  EXPECT_TRUE(torch::allclose(vs, expect, 1e-6, 1e-7));
+  EXPECT_FALSE(wire::meta_as<wire::Update>(us[0]).layout.dense);  // the union stays sparse
+  EXPECT_EQ(sparse.hash(), dense.hash());
+  EXPECT_EQ(sparse.version(), 1u);
+}
+
+TEST(Aggregator, RoundWaitsForEveryMemberAndTellsEachWhichContributionWasIn) {
+  Aggregator a(tiny(), {});
+  const auto t = Clock::now();
+  for (std::uint64_t s = 1; s <= 3; ++s) a.add_member(s, "m", t);
+  EXPECT_TRUE(a.contribute(1, contribution(7, 0, 64, random_sparse(1)), t).empty());
+  EXPECT_TRUE(a.contribute(2, contribution(3, 0, 64, random_sparse(2)), t).empty());
+  EXPECT_EQ(a.version(), 0u);
+  auto out = a.contribute(3, contribution(1, 0, 64, random_sparse(3)), t);
+  ASSERT_EQ(out.size(), 3u);
+  std::map<std::uint64_t, std::uint64_t> mine;
+  for (auto& [s, m] : out) {
+    const auto u = wire::meta_as<wire::Update>(m);
+    EXPECT_EQ(u.round, 1u);
+    EXPECT_EQ(u.contributors, 3u);
+    EXPECT_EQ(u.samples, 192u);
+    EXPECT_DOUBLE_EQ(u.lr, 0.1);
+    mine[s] = u.mine;
+  }
+  EXPECT_EQ(mine, (std::map<std::uint64_t, std::uint64_t>{{1, 7}, {2, 3}, {3, 1}}));
+  EXPECT_EQ(a.stats().closed_all, 1u);
+}
+
+TEST(Aggregator, DeadlineClosesTheRoundWithoutASilentMemberAndItsLateContributionIsRefused) {
+  AggregatorOptions o;
+  o.deadline = 500ms;
+  Aggregator a(tiny(), o);
+  const auto t0 = Clock::now();
+  for (std::uint64_t s = 1; s <= 3; ++s) a.add_member(s, "m", t0);
+  a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t0);
+  a.contribute(2, contribution(1, 0, 64, random_sparse(2)), t0 + 100ms);
+  EXPECT_TRUE(a.tick(t0 + 499ms).empty());
+  auto out = a.tick(t0 + 500ms);
+  ASSERT_EQ(of_type(out, wire::MsgType::kUpdate).size(), 3u);  // the silent member is still sent it
+  for (auto& [s, m] : out)
+    if (s == 3) EXPECT_EQ(wire::meta_as<wire::Update>(m).mine, 0u);
+  EXPECT_EQ(a.stats().closed_deadline, 1u);
+  EXPECT_EQ(a.version(), 1u);
+  // Member 3's contribution computed on round 0 arrives now: 1 round stale, bound 0.
+  auto late = a.contribute(3, contribution(1, 0, 64, random_sparse(3)), t0 + 600ms);
+  ASSERT_EQ(late.size(), 1u);
+  EXPECT_EQ(late[0].first, 3u);
+  ASSERT_EQ(late[0].second.type, wire::MsgType::kSyncReject);
+  EXPECT_EQ(wire::meta_as<wire::SyncReject>(late[0].second).staleness, 1u);
+  EXPECT_EQ(a.stats().rejected, 1u);
+  EXPECT_EQ(a.stats().max_staleness, 0u);
+}
+
+TEST(Aggregator, StalenessNeverExceedsTheBoundAndStaleContributionsAreDownWeighted) {
+  AggregatorOptions o;
+  o.staleness = 2;
+  o.target_samples = 1;  // every contribution closes a round: fully asynchronous
+  Aggregator a(tiny(), o);
+  const auto t = Clock::now();
+  a.add_member(1, "fast", t);
+  a.add_member(2, "slow", t);
+  for (std::uint64_t r = 0; r < 3; ++r) a.contribute(1, contribution(r + 1, r, 64, random_sparse(r)), t);
+  EXPECT_EQ(a.version(), 3u);
+  // 3 rounds stale: refused
+  auto out = a.contribute(2, contribution(1, 0, 64, random_sparse(10)), t);
+  ASSERT_EQ(of_type(out, wire::MsgType::kSyncReject).size(), 1u);
+  // 2 rounds stale: summed, scaled by 1/sqrt(3)
+  const auto s = random_sparse(11);
+  out = a.contribute(2, contribution(2, 1, 64, s), t);
+  auto ups = of_type(out, wire::MsgType::kUpdate);
+  ASSERT_EQ(ups.size(), 2u);
+  EXPECT_TRUE(torch::allclose(update_values(ups[0]), s.to_dense() * static_cast<float>(1 / std::sqrt(3.0)), 1e-6, 0));
+  EXPECT_EQ(a.stats().max_staleness, 2u);
+  EXPECT_EQ(a.stats().staleness, (std::vector<std::uint64_t>{3, 0, 1}));
+  // from the future: a protocol error
+  EXPECT_THROW(a.contribute(2, contribution(3, 9, 64, s), t), ProtocolError);
+}
+
+TEST(Aggregator, AMemberCannotQueueMoreThanTheBoundAhead) {
+  AggregatorOptions o;
+  o.staleness = 1;
+  Aggregator a(tiny(), o);
+  const auto t = Clock::now();
+  a.add_member(1, "fast", t);
+  a.add_member(2, "slow", t);
+  a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t);
+  a.contribute(1, contribution(2, 0, 64, random_sparse(2)), t);  // queued for round 2
+  EXPECT_THROW(a.contribute(1, contribution(3, 0, 64, random_sparse(3)), t), ProtocolError);
+  // The slow member closes round 1; the queued contribution opens round 2 (1 stale, allowed).
+  auto out = a.contribute(2, contribution(1, 0, 64, random_sparse(4)), t);
+  EXPECT_EQ(of_type(out, wire::MsgType::kUpdate).size(), 2u);
+  EXPECT_EQ(a.version(), 1u);
+  out = a.contribute(2, contribution(2, 1, 64, random_sparse(5)), t);
+  EXPECT_EQ(a.version(), 2u);
+  EXPECT_EQ(a.stats().staleness, (std::vector<std::uint64_t>{3, 1}));
+}
+
+TEST(Aggregator, ALeavingMemberNoLongerHoldsTheRound) {
+  Aggregator a(tiny(), {});
+  const auto t = Clock::now();
+  a.add_member(1, "a", t);
+  a.add_member(2, "b", t);
+  EXPECT_TRUE(a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t).empty());
+  auto out = a.remove_member(2, t);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].first, 1u);
+  EXPECT_EQ(a.version(), 1u);
+  EXPECT_EQ(a.members(), 1u);
+}
+
+TEST(Aggregator, AJoinersSnapshotReproducesTheReplicaIncludingMomentum) {
+  Aggregator a(tiny(), {});
+  const auto t = Clock::now();
+  a.add_member(1, "a", t);
+  for (std::uint64_t r = 0; r < 3; ++r) a.contribute(1, contribution(r + 1, r, 64, random_sparse(r)), t);
+  // A client built from another seed: the snapshot must overwrite everything.
+  auto o = tiny();
+  o.seed = 99;
+  auto m = model::build_split(train::split_spec(o), o.seed);
+  auto flat = sync::flat_params(m.front, &m.head);
+  auto opt = train::make_optimizer(flat.params(), o);
+  EXPECT_NE(flat.hash(), a.hash());
+  auto out = a.add_member(2, "joiner", t);
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].second.type, wire::MsgType::kModelSnapshot);
+  EXPECT_EQ(sync::load_snapshot(out[0].second, flat, *opt), 3u);
+  EXPECT_EQ(flat.hash(), a.hash());
+  // The next round applied on both: equal only if the momentum came along too.
+  a.contribute(1, contribution(4, 3, 64, random_sparse(7)), t);
+  out = a.contribute(2, contribution(1, 3, 64, random_sparse(8)), t);
+  const auto u = of_type(out, wire::MsgType::kUpdate).at(0);
+  const auto meta = wire::meta_as<wire::Update>(u);
+  flat.set_grads(sync::from_tensors(meta.layout, u.tensors, kNumel));
+  train::set_lr(*opt, meta.lr);
+  opt->step();
+  EXPECT_EQ(flat.hash(), a.hash());
+}
+
+TEST(Aggregator, MalformedContributionsAreProtocolErrors) {
+  Aggregator a(tiny(), {});
+  const auto t = Clock::now();
+  EXPECT_THROW(a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t), ProtocolError);  // not a member
+  a.add_member(1, "a", t);
+  EXPECT_THROW(a.add_member(1, "a", t), ProtocolError);
+  EXPECT_THROW(a.contribute(1, contribution(1, 0, 0, random_sparse(1)), t), ProtocolError);  // no samples
+  auto wrong = random_sparse(1);
+  wrong.numel = kNumel + 1;
+  wrong.values = wrong.values.clone();
+  EXPECT_THROW(a.contribute(1, contribution(2, 0, 64, wrong), t), ProtocolError);
+  auto nan = random_sparse(2);
+  nan.values = nan.values.clone();
+  nan.values[0] = std::nanf("");
+  EXPECT_THROW(a.contribute(1, contribution(3, 0, 64, nan, false), t), ProtocolError);
+  a.contribute(1, contribution(4, 0, 64, random_sparse(3)), t);
+  EXPECT_THROW(a.contribute(1, contribution(4, 1, 64, random_sparse(3)), t), ProtocolError);  // seq reused
+  EXPECT_EQ(a.version(), 1u);
+}
+
+}  // namespace
+}  // namespace cutlayer::server
