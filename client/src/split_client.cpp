@@ -241,8 +241,9 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
       const auto e = evaluate();
       log->info("{}: step {} test accuracy {:.4f} (loss {:.4f}); dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
                 options_.name, b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u);
-      metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}}})",
-                                b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u));
+      metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}{}}})",
+                                b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u,
+                                sync_ ? fmt::format(R"(,"round":{})", sync_->version()) : std::string()));
     }
   }
   // Every contribution answered, so the final front holds them all.

@@ -130,7 +130,10 @@ void Aggregator::close(Outbox& out) {
   if (!update.dense() && update.nnz() * 5 > update.numel * 4)
     update = kernels::SparseTensor{torch::Tensor(), update.to_dense(), update.numel};
   ++version_;
-  const double lr = train::lr_at(train_, static_cast<std::int64_t>(version_ - 1));
+  const auto position = schedule_steps_ < 0
+                            ? static_cast<std::int64_t>(version_ - 1)
+                            : std::max<std::int64_t>(0, schedule_steps_ - static_cast<std::int64_t>(round_.size()));
+  const double lr = train::lr_at(train_, position);
   train::set_lr(*opt_, lr);
   flat_.set_grads(update);
   opt_->step();

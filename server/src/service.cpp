@@ -21,6 +21,7 @@ void Service::run(const std::atomic<bool>& stop) {
     auto ev = transport_.poll(std::chrono::milliseconds(100));
     if (ev) handle(*ev);
     if (aggregator_) {
+      if (trainer_) aggregator_->set_schedule_steps(trainer_->stats().steps);
       auto out = aggregator_->tick(Aggregator::Clock::now());
       send_all(out);
       report_round();
@@ -102,6 +103,7 @@ void Service::on_message(transport::Received& rx) {
         if (probe_only_.count(rx.session_id))
           throw ProtocolError("this session joined for the link self-check (no model); join with a model to sync");
         const auto now = Aggregator::Clock::now();
+        if (trainer_) aggregator_->set_schedule_steps(trainer_->stats().steps);
         auto out = rx.message.type == wire::MsgType::kSparseGrad
                        ? aggregator_->contribute(rx.session_id, rx.message, now)
                        : aggregator_->add_member(rx.session_id, rx.client_name, now);

@@ -82,15 +82,18 @@ print("synchronous aggregation: fronts identical at every round")
 PY
 
 # --- 2: compressor none, 1 client == no aggregation ---------------------------------
-mkconf "$configs/server-aggregation.json" "$work/server-plain.json" aggregation=DELETE
-mkconf "$configs/client-aggregation.json" "$work/client-none.json" sync.compressor='"none"'
-mkconf "$configs/client-aggregation.json" "$work/client-plain.json" sync=DELETE
+# A cosine learning rate, so the round's position in the schedule is checked as well.
+cosine=(train.lr_schedule='"cosine"' train.lr_total_steps=40)
+mkconf "$configs/server-aggregation.json" "$work/server-plain.json" aggregation=DELETE "${cosine[@]}"
+mkconf "$configs/server-aggregation.json" "$work/server-none.json" "${cosine[@]}"
+mkconf "$configs/client-aggregation.json" "$work/client-none.json" sync.compressor='"none"' "${cosine[@]}"
+mkconf "$configs/client-aggregation.json" "$work/client-plain.json" sync=DELETE "${cosine[@]}"
 server_config=$work/server-plain.json client_config=$work/client-plain.json
 start_server s2a
 client --client-key "$work/keys/alice.key" --steps 40 --metrics "$work/plain.jsonl" --metrics-every-step \
   >"$work/plain.json" 2>"$work/plain.log" || { tail "$work/plain.log"; exit 1; }
 stop_server
-server_config=$work/server-sync.json client_config=$work/client-none.json
+server_config=$work/server-none.json client_config=$work/client-none.json
 start_server s2b
 client --client-key "$work/keys/alice.key" --steps 40 --metrics "$work/none.jsonl" --metrics-every-step \
   >"$work/none.json" 2>"$work/none.log" || { tail "$work/none.log"; exit 1; }

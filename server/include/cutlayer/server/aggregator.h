@@ -68,6 +68,11 @@ class Aggregator {
   Outbox contribute(std::uint64_t session, const wire::Message& msg, Clock::time_point now);
   // Closes a round whose deadline has passed.
   Outbox tick(Clock::time_point now);
+  // The learning-rate schedule's clock: the back's optimizer steps so far. A round's
+  // update is applied at the schedule's position before the round's batches, so the
+  // front decays with the back (1 client: round r at step r-1, as without aggregation).
+  // Unset, round r uses position r-1.
+  void set_schedule_steps(std::int64_t back_steps) { schedule_steps_ = back_steps; }
 
   bool is_member(std::uint64_t session) const { return members_.count(session) != 0; }
   std::size_t members() const { return members_.size(); }
@@ -103,6 +108,7 @@ class Aggregator {
   std::uint64_t round_samples_ = 0;
   Clock::time_point round_deadline_{};
   std::uint64_t version_ = 0;  // rounds applied
+  std::int64_t schedule_steps_ = -1;
   AggregatorStats stats_;
 };
 
