@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # scripts/bench.sh NAME [ARGS...]: builds what NAME needs and runs it; prints one JSON
-# object per result line. Names: transport, compress, e2e, dcor
+# object per result line. Names: transport, compress, e2e, dcor, aggregation
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
-[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor)" >&2; exit 2; }
+[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor|aggregation)" >&2; exit 2; }
 shift
 bash scripts/build.sh >&2
 case "$name" in
@@ -13,5 +13,7 @@ case "$name" in
   compress) exec build/bin/cutlayer-bench-compress --benchmark_color=false "$@" ;;
   e2e) exec bash bench/e2e_bench.sh build/bin configs "$@" ;;
   dcor) exec build/bin/cutlayer-bench-dcor "$@" ;;
-  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, dcor)" >&2; exit 2 ;;
+  # A short version of scripts/aggregation-experiments.py (3 clients, 150 steps each).
+  aggregation) exec /usr/bin/python3 scripts/aggregation-experiments.py --short --out run/bench-aggregation "$@" ;;
+  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, dcor, aggregation)" >&2; exit 2 ;;
 esac

@@ -3,18 +3,27 @@
 # daemons on loopback training fmnist-cnn on Fashion-MNIST by split learning (each client
 # holds a third of the training set; activations and gradients cross sealed channels);
 # then test accuracy and throughput are printed and everything is stopped cleanly.
-# Options: EPOCHS=1 (per client) MODE=vanilla|u-shaped
+# By default the clients also keep one shared front: fmnist-deep-front (conv1, conv2 and
+# fc1 on the clients, ~0.58M parameters), each step's front gradient gaussiank-sparsified
+# to 1% with error feedback and aggregated by the server, synchronously.
+# Options: EPOCHS=1 (per client) MODE=vanilla|u-shaped SYNC=1|0 (0: fmnist-cnn, each
+# client's front its own; U-shaped runs use SYNC=0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 bin=build/bin run=run/demo epochs=${EPOCHS:-1} mode=${MODE:-vanilla}
+sync=${SYNC:-1}
 flag=()
-[ "$mode" = u-shaped ] && flag=(--u-shaped)
+[ "$mode" = u-shaped ] && flag=(--u-shaped) && sync=0
+server_config=configs/server.json client_config=configs/client.json
+if [ "$sync" = 1 ]; then
+  server_config=configs/server-aggregation.json client_config=configs/client-aggregation.json
+fi
 rm -rf "$run" && mkdir -p "$run"
 "$bin/cutlayer-keygen" --out "$run/keys" --clients alice,bob,carol >/dev/null
 echo "== keys: $run/keys (server + alice, bob, carol; allow-list.txt)"
 
-"$bin/cutlayer-server" -c configs/server.json "${flag[@]}" --server-key "$run/keys/server.key" \
+"$bin/cutlayer-server" -c "$server_config" "${flag[@]}" --server-key "$run/keys/server.key" \
   --allow-list "$run/keys/allow-list.txt" --join-port 0 --data-port 0 \
   --ready-file "$run/ready.json" --metrics "$run/server-metrics.jsonl" \
   >"$run/server.json" 2>"$run/server.log" &
@@ -22,12 +31,12 @@ server=$!
 trap 'kill -9 $server $(jobs -p) 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s "$run/ready.json" ] && break; sleep 0.1; done
 port=$(sed -E 's/.*"join_port":([0-9]+).*/\1/' "$run/ready.json")
-echo "== cutlayer-server ($mode) listening on 127.0.0.1:$port; log: $run/server.log"
+echo "== cutlayer-server ($mode$([ "$sync" = 1 ] && echo ", fronts aggregated")) listening on 127.0.0.1:$port; log: $run/server.log"
 
 i=0
 clients=()
 for name in alice bob carol; do
-  "$bin/cutlayer-client" -c configs/client.json "${flag[@]}" --name "$name" --shard "$i/3" \
+  "$bin/cutlayer-client" -c "$client_config" "${flag[@]}" --name "$name" --shard "$i/3" \
     --join-port "$port" --server-public-key "$run/keys/server.pub" \
     --client-key "$run/keys/$name.key" --metrics "$run/$name-metrics.jsonl" \
     --eval-every 100 \
@@ -52,6 +61,12 @@ for name in ["alice", "bob", "carol"]:
 s = json.loads(open(f"{run}/server.json").read().strip().splitlines()[-1])
 print(f"server  {s['steps']} back-model steps, {s['samples']} samples, labels received: {s['labels_received']} batches, "
       f"dropped messages: {s['dropped']}")
+a = s.get("aggregation")
+if a:
+    ratios = [json.loads(open(f"{run}/{n}.json").read().strip().splitlines()[-1])["sync"]["bytes_ratio_to_dense"]
+              for n in ["alice", "bob", "carol"]]
+    print(f"fronts  {a['rounds']} aggregation rounds (synchronous, max staleness {a['max_staleness']}); "
+          f"sync traffic {min(ratios):.3f}-{max(ratios):.3f} of dense per client per round")
 print(f"total   {total:.0f} samples/s across 3 clients; metrics: {run}/*-metrics.jsonl")
 PY
 /usr/bin/python3 scripts/plot-metrics.py "$run/training.png" "$run"/{alice,bob,carol}-metrics.jsonl
