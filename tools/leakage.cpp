@@ -7,9 +7,13 @@
 //     auxiliary set the attacker is assumed to hold (part of the test split), scored on
 //     the unseen evaluation set by MSE, PSNR and SSIM in pixel space [0, 1], beside the
 //     baseline of always guessing the auxiliary mean image;
-//  c. outputs: report.json, report.md, and x/z/y/recon .npy files (NumPy format) so that
+//  c. with --label-steps N: label leakage in U-shaped mode. The config's model is trained
+//     U-shaped for N steps (the same math as the split run: the server's output h goes to
+//     the client's head, dL/dh comes back) while recording the dL/dh rows the server
+//     receives; then the norm and cosine attacks of Li et al. 2021 score each example
+//     one-vs-rest per class -> ROC AUC (0.5: nothing learnt);
+//  d. outputs: report.json, report.md, and x/z/y/recon .npy files (NumPy format) so that
 //     outside tools can check every number; scripts/plot-leakage.py draws the image grid.
-// Label leakage from U-shaped gradients is not measured yet.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -26,6 +30,7 @@
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/privacy/dcor.h"
 #include "cutlayer/privacy/metrics.h"
+#include "cutlayer/train/loop.h"
 #include "cutlayer/train/train_options.h"
 
 using namespace cutlayer;
@@ -78,6 +83,79 @@ torch::nn::Sequential make_decoder(const std::vector<std::int64_t>& cut, const s
   return d;
 }
 
+struct LabelLeakage {
+  std::int64_t steps = 0, examples = 0;
+  double norm_auc_mean = 0, norm_auc_max = 0, cosine_auc_mean = 0, cosine_auc_min = 1;
+};
+
+// Trains the U-shaped form of `opts`' model for `steps` steps and records the gradients
+// the server sees (dL/dh, one row per example) over the last `record` steps. Attacks:
+//  norm:   score = ||g_i|| (Li et al.'s norm attack), AUC per class one-vs-rest;
+//  cosine: the server knows one example of class c (the first recorded) and scores
+//          cos(g_i, g_ref) for the others, AUC per class one-vs-rest.
+LabelLeakage label_leakage(train::TrainOptions opts, double alpha, std::int64_t steps, std::int64_t record,
+                           const std::string& out_dir) {
+  opts.u_shaped = true;
+  const auto spec = train::split_spec(opts);
+  auto m = model::build_split(spec, opts.seed);
+  std::vector<torch::Tensor> params = m.front->parameters();
+  for (auto& p : m.back->parameters()) params.push_back(p);
+  for (auto& p : m.head->parameters()) params.push_back(p);
+  auto opt = train::make_optimizer(params, opts);
+  const auto data = train::load_data(opts);
+  train::Batches batches(data.train, opts.batch_size, 1000, steps, opts.seed);
+  train::Batch b;
+  std::vector<torch::Tensor> grads, labels;
+  while (batches.next(b)) {
+    train::set_lr(*opt, train::lr_at(opts, b.step));
+    opt->zero_grad();
+    auto z = m.front->forward(b.x);
+    auto h = m.back->forward(z);
+    auto h_client = h.detach().requires_grad_(true);  // what crosses to the client's head
+    auto loss = torch::nn::functional::cross_entropy(m.head->forward(h_client), b.y);
+    loss.backward();
+    const auto g = h_client.grad();  // dL/dh: what the server receives
+    if (alpha > 0) torch::autograd::backward({h, alpha * privacy::dcor(b.x, z)}, {g, torch::Tensor()});
+    else h.backward(g);
+    opt->step();
+    if (b.step >= steps - record) {
+      grads.push_back(g.detach().clone());
+      labels.push_back(b.y.clone());
+    }
+  }
+  LabelLeakage r;
+  r.steps = steps;
+  const auto g = torch::cat(grads).to(torch::kFloat64);
+  const auto y = torch::cat(labels);
+  r.examples = g.size(0);
+  const auto norms = g.norm(2, 1);
+  const auto unit = g / norms.clamp_min(1e-30).unsqueeze(1);
+  int classes = 0;
+  for (std::int64_t c = 0; c <= y.max().item<std::int64_t>(); ++c) {
+    const auto pos = (y == c).to(torch::kInt64);
+    const auto npos = pos.sum().item<std::int64_t>();
+    if (npos < 2 || npos == r.examples) continue;
+    const double a_norm = privacy::roc_auc(norms, pos);
+    const auto ref = torch::nonzero(pos).flatten()[0].item<std::int64_t>();
+    auto rest = torch::ones({r.examples}, torch::kBool);
+    rest[ref] = false;
+    const auto cos = unit.matmul(unit[ref]);
+    const double a_cos = privacy::roc_auc(cos.masked_select(rest), pos.masked_select(rest));
+    r.norm_auc_mean += a_norm;
+    r.norm_auc_max = std::max(r.norm_auc_max, a_norm);
+    r.cosine_auc_mean += a_cos;
+    r.cosine_auc_min = std::min(r.cosine_auc_min, a_cos);
+    ++classes;
+  }
+  if (classes == 0) throw Error("label leakage: fewer than 2 examples of every class were recorded");
+  r.norm_auc_mean /= classes;
+  r.cosine_auc_mean /= classes;
+  ::mkdir(out_dir.c_str(), 0755);
+  write_npy(out_dir + "/server_grads.npy", g.to(torch::kFloat32));
+  write_npy(out_dir + "/server_grads_y.npy", y);
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,9 +173,16 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", epochs, "decoder training epochs");
   app.add_option("--threads", threads, "LibTorch threads");
   app.add_option("--seed", seed, "seed for the decoder and the permutation floor");
+  std::int64_t label_steps = 0, label_record = 50;
+  app.add_option("--label-steps", label_steps,
+                 "also measure label leakage: train the U-shaped form for this many steps, recording dL/dh")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
+  app.add_option("--label-record", label_record, "label leakage: steps at the end whose gradients are attacked")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
   CLI11_PARSE(app, argc, argv);
   try {
-    auto opts = train::load_client_train_config(config_path).train;
+    const auto client_cfg = train::load_client_train_config(config_path);
+    auto opts = client_cfg.train;
     opts.eval_samples = eval_n + aux_n;
     torch::set_num_threads(threads);
     auto log = log::get("leakage");
@@ -164,7 +249,32 @@ int main(int argc, char** argv) {
     log->info("reconstruction on {} unseen examples: MSE {:.4f}, PSNR {:.2f} dB, SSIM {:.4f} (mean-image baseline: "
               "MSE {:.4f}, PSNR {:.2f} dB, SSIM {:.4f})", eval_n, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim);
 
-    // c. outputs
+    // c. label leakage from the gradients the server sees in U-shaped mode
+    std::string label_json, label_md;
+    if (label_steps > 0) {
+      torch::AutoGradMode grad(true);
+      auto lopts = client_cfg.train;
+      const auto L = label_leakage(lopts, client_cfg.nopeek.alpha, label_steps, std::min(label_record, label_steps),
+                                   out_dir);
+      log->info("label leakage (U-shaped, {} gradients the server saw after {} steps): norm attack AUC {:.4f} "
+                "(max over classes {:.4f}); cosine attack AUC {:.4f} (min over classes {:.4f})",
+                L.examples, L.steps, L.norm_auc_mean, L.norm_auc_max, L.cosine_auc_mean, L.cosine_auc_min);
+      label_json = fmt::format(
+          R"(,"label_leakage":{{"steps":{},"examples":{},"norm_auc_mean":{:.6f},"norm_auc_max":{:.6f},"cosine_auc_mean":{:.6f},"cosine_auc_min":{:.6f}}})",
+          L.steps, L.examples, L.norm_auc_mean, L.norm_auc_max, L.cosine_auc_mean, L.cosine_auc_min);
+      label_md = fmt::format(
+          "## Label leakage in U-shaped mode (Li et al. 2021)\n\n"
+          "The server never receives labels, but it receives dL/dh, the gradient of the client's loss with "
+          "respect to the server's output. Over the last {} examples of a {}-step U-shaped run, one-vs-rest per "
+          "class (AUC 0.5: nothing learnt, 1: labels read off):\n\n"
+          "| attack | AUC (mean over classes) | |\n|---|---|---|\n"
+          "| norm: score = ‖g‖ | {:.4f} | max {:.4f} |\n"
+          "| cosine: score = cos(g, g of one known example of the class) | {:.4f} | min {:.4f} |\n\n"
+          "Files: `server_grads.npy` (the recorded dL/dh), `server_grads_y.npy` (their labels).\n\n",
+          L.examples, L.steps, L.norm_auc_mean, L.norm_auc_max, L.cosine_auc_mean, L.cosine_auc_min);
+    }
+
+    // d. outputs
     ::mkdir(out_dir.c_str(), 0755);
     write_npy(out_dir + "/x.npy", x_pix);
     write_npy(out_dir + "/z.npy", z_eval);
@@ -173,8 +283,9 @@ int main(int argc, char** argv) {
     const auto json = fmt::format(
         R"({{"model":"{}","front":"{}","n":{},"dcor":{:.6f},"dcor2_u":{:.6f},"perm_floor":{:.6f},)"
         R"("decoder":{{"aux":{},"epochs":{},"mse":{:.6f},"psnr":{:.4f},"ssim":{:.6f}}},)"
-        R"("mean_image_baseline":{{"mse":{:.6f},"psnr":{:.4f},"ssim":{:.6f}}}}})",
-        opts.model, front_path, eval_n, dc, dc2u, floor, aux_n, epochs, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim);
+        R"("mean_image_baseline":{{"mse":{:.6f},"psnr":{:.4f},"ssim":{:.6f}}}{}}})",
+        opts.model, front_path, eval_n, dc, dc2u, floor, aux_n, epochs, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim,
+        label_json);
     std::ofstream(out_dir + "/report.json") << json << "\n";
     std::ofstream md(out_dir + "/report.md");
     md << "# Leakage report: " << opts.model << "\n\n"
@@ -191,7 +302,8 @@ int main(int argc, char** argv) {
                       r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim)
        << "Pixels in [0, 1]; SSIM with an 11×11 Gaussian window. Image grid: `scripts/plot-leakage.py "
        << out_dir << "` writes `" << out_dir << "/reconstructions.png`.\n\n"
-       << "Files: `x.npy` (inputs, pixels), `z.npy` (activations), `y.npy` (labels), `recon.npy` (reconstructions).\n";
+       << "Files: `x.npy` (inputs, pixels), `z.npy` (activations), `y.npy` (labels), `recon.npy` (reconstructions).\n\n"
+       << label_md;
     std::cout << json << std::endl;
   } catch (const Error& e) {
     std::cerr << "cutlayer-leakage: " << e.what() << "\n";

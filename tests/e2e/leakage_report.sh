@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # An end-to-end leakage run on a briefly trained model completes and writes its report:
 # report.json (with dCor, the bias-corrected dCor^2, the permutation floor and the
-# decoder attack's MSE/PSNR/SSIM), report.md, and .npy files NumPy reads back.
+# decoder attack's MSE/PSNR/SSIM, and the label leakage of a short U-shaped run: the
+# cosine attack on the gradients the server sees reads the labels), report.md, and .npy
+# files NumPy reads back.
 set -euo pipefail
 bin=$1 configs=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin/cutlayer-train" -c "$configs/client.json" --steps 20 --log-level warn --save-front "$work/front.pt" >/dev/null
 "$bin/cutlayer-leakage" -c "$configs/client.json" --front "$work/front.pt" -o "$work/out" \
-  --eval 200 --aux 300 --epochs 1 >"$work/report.out" 2>"$work/leakage.log" || { cat "$work/leakage.log"; exit 1; }
+  --eval 200 --aux 300 --epochs 1 --label-steps 40 --label-record 10 >"$work/report.out" 2>"$work/leakage.log" || { cat "$work/leakage.log"; exit 1; }
 /usr/bin/python3 - "$work/out" <<'PY'
 import json, sys
 import numpy as np
@@ -25,6 +27,13 @@ assert x.shape == (200, 1, 28, 28) and rec.shape == x.shape and z.shape == (200,
 assert y.dtype == np.int64 and y.shape == (200,)
 assert abs(float(((rec - x) ** 2).mean()) - dec["mse"]) < 1e-4       # the file agrees with the report
 assert "Reconstruction attack" in open(f"{d}/report.md").read()
+L = r["label_leakage"]
+assert L["steps"] == 40 and L["examples"] == 640, L
+assert L["cosine_auc_mean"] > 0.9, L               # U-shaped gradients give the labels away
+assert 0 <= L["norm_auc_mean"] <= 1 and 0 <= L["cosine_auc_min"] <= 1, L
+g, gy = np.load(f"{d}/server_grads.npy"), np.load(f"{d}/server_grads_y.npy")
+assert g.shape == (640, 512) and gy.shape == (640,), (g.shape, gy.shape)
+assert "Label leakage in U-shaped mode" in open(f"{d}/report.md").read()
 print("leakage report:", json.dumps(r))
 PY
 "$bin/cutlayer-leakage" -c "$configs/client.json" --front /nonexistent.pt -o "$work/x" 2>"$work/err" && exit 1
