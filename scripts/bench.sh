@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # scripts/bench.sh NAME [ARGS...]: builds what NAME needs and runs it; prints one JSON
-# object per result line. Names: transport, compress, e2e, dcor, aggregation
+# object per result line. Names: transport, compress, e2e, dcor, aggregation, leakage
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
-[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor|aggregation)" >&2; exit 2; }
+[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor|aggregation|leakage)" >&2; exit 2; }
 shift
 bash scripts/build.sh >&2
 case "$name" in
@@ -14,6 +14,8 @@ case "$name" in
   e2e) exec bash bench/e2e_bench.sh build/bin configs "$@" ;;
   dcor) exec build/bin/cutlayer-bench-dcor "$@" ;;
   # A short version of scripts/aggregation-experiments.py (3 clients, 150 steps each).
+  # A short NoPeek sweep (300 steps; alpha 0, 1, 3), one line per alpha.
+  leakage) exec /usr/bin/python3 scripts/leakage-sweep.py --short --out run/bench-leakage "$@" ;;
   aggregation) exec /usr/bin/python3 scripts/aggregation-experiments.py --short --out run/bench-aggregation "$@" ;;
-  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, dcor, aggregation)" >&2; exit 2 ;;
+  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, dcor, aggregation, leakage)" >&2; exit 2 ;;
 esac

@@ -173,6 +173,9 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", epochs, "decoder training epochs");
   app.add_option("--threads", threads, "LibTorch threads");
   app.add_option("--seed", seed, "seed for the decoder and the permutation floor");
+  double noise = -1;
+  app.add_option("--noise", noise, "std of the Gaussian noise the client adds to what it sends (overrides privacy.noise_std)")
+      ->check(CLI::Range(0.0, 1e3));
   std::int64_t label_steps = 0, label_record = 50;
   app.add_option("--label-steps", label_steps,
                  "also measure label leakage: train the U-shaped form for this many steps, recording dL/dh")
@@ -203,8 +206,12 @@ int main(int argc, char** argv) {
     const auto x_eval = data.test.x.narrow(0, 0, eval_n);
     const auto y_eval = data.test.y.narrow(0, 0, eval_n);
     const auto x_aux = data.test.x.narrow(0, eval_n, aux_n);
-    const auto z_eval = m.front->forward(x_eval);
-    const auto z_aux = m.front->forward(x_aux);
+    // What the server observes: the activations as sent, noise included.
+    auto nopeek = client_cfg.nopeek;
+    if (noise >= 0) nopeek.noise_std = noise;
+    torch::manual_seed(seed + 1);
+    const auto z_eval = train::cut_to_send(m.front->forward(x_eval), nopeek);
+    const auto z_aux = train::cut_to_send(m.front->forward(x_aux), nopeek);
 
     // a. distance correlation on the evaluation set
     const double dc = privacy::dcor(x_eval, z_eval).item<double>();
@@ -281,10 +288,10 @@ int main(int argc, char** argv) {
     write_npy(out_dir + "/y.npy", y_eval);
     write_npy(out_dir + "/recon.npy", rec_pix);
     const auto json = fmt::format(
-        R"({{"model":"{}","front":"{}","n":{},"dcor":{:.6f},"dcor2_u":{:.6f},"perm_floor":{:.6f},)"
+        R"({{"model":"{}","front":"{}","noise_std":{},"n":{},"dcor":{:.6f},"dcor2_u":{:.6f},"perm_floor":{:.6f},)"
         R"("decoder":{{"aux":{},"epochs":{},"mse":{:.6f},"psnr":{:.4f},"ssim":{:.6f}}},)"
         R"("mean_image_baseline":{{"mse":{:.6f},"psnr":{:.4f},"ssim":{:.6f}}}{}}})",
-        opts.model, front_path, eval_n, dc, dc2u, floor, aux_n, epochs, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim,
+        opts.model, front_path, nopeek.noise_std, eval_n, dc, dc2u, floor, aux_n, epochs, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim,
         label_json);
     std::ofstream(out_dir + "/report.json") << json << "\n";
     std::ofstream md(out_dir + "/report.md");

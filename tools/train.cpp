@@ -20,13 +20,13 @@ using namespace cutlayer;
 
 namespace {
 
-torch::Tensor forward_all(model::SplitModel& m, const torch::Tensor& x) {
-  auto h = m.back->forward(m.front->forward(x));
+torch::Tensor forward_all(model::SplitModel& m, const torch::Tensor& x, const train::NoPeekOptions& p) {
+  auto h = m.back->forward(train::cut_to_send(m.front->forward(x), p));
   return m.has_head() ? m.head->forward(h) : h;
 }
 
 // Test accuracy and mean loss over `d`.
-std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d) {
+std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d, const train::NoPeekOptions& p) {
   torch::NoGradGuard no_grad;
   m.front->eval();
   m.back->eval();
@@ -35,7 +35,7 @@ std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d)
   double loss = 0;
   for (std::int64_t b = 0; b < d.size(); b += 1000) {
     const auto n = std::min<std::int64_t>(1000, d.size() - b);
-    auto logits = forward_all(m, d.x.narrow(0, b, n));
+    auto logits = forward_all(m, d.x.narrow(0, b, n), p);
     auto y = d.y.narrow(0, b, n);
     loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
     correct += train::count_correct(logits, y);
@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   app.add_option("--save-front", save_front, "save the trained front model here (for cutlayer-leakage)");
   double alpha = -1;
   app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) (overrides privacy.alpha)")->check(CLI::Range(0.0, 1e6));
+  double noise = -1;
+  app.add_option("--noise", noise, "std of Gaussian noise on the cut activations (overrides privacy.noise_std)")
+      ->check(CLI::Range(0.0, 1e3));
   int epochs = 0;
   app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   bool u_shaped = false;
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
     if (u_shaped) opts.u_shaped = true;
     if (epochs > 0) opts.epochs = epochs;
     if (alpha >= 0) nopeek.alpha = alpha;
+    if (noise >= 0) nopeek.noise_std = noise;
     log::set_level(level);
     torch::set_num_threads(cfg_threads);
     install_stop_handlers();
@@ -110,7 +114,7 @@ int main(int argc, char** argv) {
     while (!stop_flag() && batches.next(b)) {
       train::set_lr(*opt, train::lr_at(opts, b.step));
       auto z = m.front->forward(b.x);
-      auto h = m.back->forward(z);
+      auto h = m.back->forward(train::cut_to_send(z, nopeek));
       auto logits = m.has_head() ? m.head->forward(h) : h;
       auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
       opt->zero_grad();
@@ -138,14 +142,14 @@ int main(int argc, char** argv) {
         correct_window = seen_window = 0;
       }
       if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
-        const auto [acc, tl] = evaluate(m, data.test);
+        const auto [acc, tl] = evaluate(m, data.test, nopeek);
         log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
       }
     }
     if (!save_front.empty()) torch::save(m.front, save_front);
     const double seconds = progress.seconds();
     double test_acc = -1, test_loss = -1;
-    if (data.test.size() > 0) std::tie(test_acc, test_loss) = evaluate(m, data.test);
+    if (data.test.size() > 0) std::tie(test_acc, test_loss) = evaluate(m, data.test, nopeek);
     std::cout << fmt::format(
                      R"({{"tool":"cutlayer-train","steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f}}})",
                      b.step + 1, samples, seconds, samples / seconds, last_loss, test_acc, test_loss)

@@ -105,6 +105,9 @@ int main(int argc, char** argv) {
   double alpha = -1;
   app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) in the front's loss (overrides privacy.alpha)")
       ->check(CLI::Range(0.0, 1e6));
+  double noise = -1;
+  app.add_option("--noise", noise, "std of Gaussian noise on the cut activations sent (overrides privacy.noise_std)")
+      ->check(CLI::Range(0.0, 1e3));
   int epochs = 0;
   app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   std::string compressor;
@@ -186,6 +189,7 @@ int main(int argc, char** argv) {
     so.sync = cfg.sync;
     so.save_front = save_front;
     if (alpha >= 0) so.nopeek.alpha = alpha;
+    if (noise >= 0) so.nopeek.noise_std = noise;
     client::SplitClient trainer(link, so);
     std::cout << trainer.run(stop_flag()) << std::endl;
     return stop_flag() ? 130 : 0;

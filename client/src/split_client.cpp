@@ -95,13 +95,14 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     dcor_term = privacy::dcor(b.x, z);
     r.dcor = dcor_term.item<double>();
   }
+  const auto sent = train::cut_to_send(z.detach(), options_.nopeek);
   auto backprop_front = [&](const torch::Tensor& dz) {
     if (alpha > 0) torch::autograd::backward({z, alpha * dcor_term}, {dz, torch::Tensor()});
     else z.backward(dz);
   };
   if (!u) {
     auto reply = with_rejoin([&] {
-      link_.send(wire::make_message(wire::Activations{s, true, true}, {z.detach(), b.y}));
+      link_.send(wire::make_message(wire::Activations{s, true, true}, {sent, b.y}));
       return await(wire::MsgType::kCutGrad, s);
     });
     const auto cg = wire::meta_as<wire::CutGrad>(reply);
@@ -114,7 +115,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     // Round trip 1: cut activations out, the server's output back; the head computes the
     // loss here, so labels never leave this process.
     auto fwd = with_rejoin([&] {
-      link_.send(wire::make_message(wire::Activations{s, false, true}, {z.detach()}));
+      link_.send(wire::make_message(wire::Activations{s, false, true}, {sent}));
       return await(wire::MsgType::kServerActivations, s);
     });
     if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
@@ -154,6 +155,7 @@ SplitClient::EvalResult SplitClient::evaluate() {
     auto x = d.x.narrow(0, b, n);
     auto y = d.y.narrow(0, b, n);
     auto z = model_.front->forward(x);
+    const auto sent = train::cut_to_send(z, options_.nopeek);
     if (b == 0 && n >= 4) {  // what a curious server could measure on what it sees
       out.dcor = privacy::dcor(x, z).item<double>();
       out.dcor2_u = privacy::dcor2_unbiased(x, z).item<double>();
@@ -161,7 +163,7 @@ SplitClient::EvalResult SplitClient::evaluate() {
     const auto id = eval_id_++;
     if (!options_.train.u_shaped) {
       auto reply = with_rejoin([&] {
-        link_.send(wire::make_message(wire::Activations{id, true, false}, {z, y.contiguous()}));
+        link_.send(wire::make_message(wire::Activations{id, true, false}, {sent, y.contiguous()}));
         return await(wire::MsgType::kEvalResult, id);
       });
       const auto er = wire::meta_as<wire::EvalResult>(reply);
@@ -169,7 +171,7 @@ SplitClient::EvalResult SplitClient::evaluate() {
       loss += er.loss * n;
     } else {
       auto reply = with_rejoin([&] {
-        link_.send(wire::make_message(wire::Activations{id, false, false}, {z}));
+        link_.send(wire::make_message(wire::Activations{id, false, false}, {sent}));
         return await(wire::MsgType::kServerActivations, id);
       });
       auto logits = model_.head->forward(reply.tensors.at(0));

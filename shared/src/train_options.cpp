@@ -95,8 +95,14 @@ model::SplitSpec split_spec(const TrainOptions& o) {
 NoPeekOptions read_nopeek_options(config::Object& p) {
   NoPeekOptions o;
   p.get("alpha", o.alpha, 0.0, 1e6);
+  p.get("noise_std", o.noise_std, 0.0, 1e3);
   p.finish();
   return o;
+}
+
+torch::Tensor cut_to_send(const torch::Tensor& z, const NoPeekOptions& o) {
+  if (o.noise_std <= 0) return z;
+  return z + o.noise_std * torch::randn_like(z);
 }
 
 ClientTrainConfig load_client_train_config(const std::string& path) {

@@ -62,8 +62,15 @@ struct TrainOptions {
 // its cut-layer activations reveal less of the raw input. 0 disables it.
 struct NoPeekOptions {
   double alpha = 0.0;
+  // Gaussian noise of this standard deviation added to the cut activations before they
+  // leave the client (training and evaluation alike); 0: none.
+  double noise_std = 0.0;
 };
 NoPeekOptions read_nopeek_options(config::Object& privacy);
+
+// What leaves the client for activations z: z itself, or z plus the configured noise.
+// The noise is a constant of the graph: dL/d(sent) is dL/dz.
+torch::Tensor cut_to_send(const torch::Tensor& z, const NoPeekOptions& o);
 
 // Reads the "train" object; throws ConfigError naming file, field and fix.
 TrainOptions read_train_options(config::Object& train);
