@@ -8,7 +8,7 @@ permutation floor on 2,000 held-out test images; a decoder attack trained on the
 5,000) and prints one JSON line:
   {"bench":"leakage","alpha":..,"noise_std":..,"test_acc":..,"dcor":..,"dcor2_u":..,
    "perm_floor":..,"ssim":..,"psnr":..}
-Writes OUT/sweep.jsonl, OUT/sweep.md (with each setting's change against alpha = 0, no
+Training uses a cosine learning rate over the run. Writes OUT/sweep.jsonl, OUT/sweep.md (with each setting's change against alpha = 0, no
 noise) and OUT/tradeoff.png. --short: 300 steps, alpha 0, 1, 3 (scripts/bench.sh leakage).
 """
 import argparse
@@ -62,6 +62,13 @@ def main():
     settings = [(float(al), float(n)) for n in a.noises.split(",") for al in a.alphas.split(",")]
     settings += [tuple(float(v) for v in e.split(":")) for e in a.extra.split(",") if e]
     os.makedirs(a.out, exist_ok=True)
+    # A cosine learning rate over the run's steps, so every setting ends settled and
+    # accuracies compare to within noise.
+    cfg = json.load(open(a.config))
+    steps = a.steps or a.epochs * -(-60000 // cfg["train"].get("batch_size", 64))
+    cfg["train"].update(lr_schedule="cosine", lr_total_steps=steps)
+    a.config = f"{a.out}/client.json"
+    json.dump(cfg, open(a.config, "w"), indent=1)
     results = []
     with open(f"{a.out}/sweep.jsonl", "w") as f:
         for alpha, noise in settings:
