@@ -115,6 +115,19 @@ TEST(Dcor, GradientMatchesFiniteDifferences) {
   }
 }
 
+TEST(Dcor, HandWrittenBackwardMatchesAutogradAtTheCutLayer) {
+  // X constant (data) takes the hand-written backward; X requiring grad the autograd one.
+  torch::manual_seed(6);
+  const auto x = torch::randn({64, 1, 28, 28});
+  auto z = torch::relu(torch::randn({64, 32, 12, 12})).requires_grad_(true);
+  auto fast = dcor(x, z);
+  const auto g_fast = torch::autograd::grad({fast}, {z})[0];
+  auto slow = dcor(x.clone().requires_grad_(true), z);
+  const auto g_slow = torch::autograd::grad({slow}, {z})[0];
+  EXPECT_NEAR(fast.item<double>(), slow.item<double>(), 1e-6);
+  EXPECT_TRUE(torch::allclose(g_fast, g_slow, 1e-3, 1e-9)) << (g_fast - g_slow).abs().max().item<double>();
+}
+
 TEST(Dcor, ConstantActivationsGiveZeroNotNaN) {
   const auto x = torch::randn({16, 8});
   auto z = torch::full({16, 4}, 0.25f).requires_grad_(true);  // a collapsed layer
