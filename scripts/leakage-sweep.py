@@ -24,18 +24,19 @@ def last_json(text):
     return json.loads(text.strip().splitlines()[-1])
 
 
-def one(a, alpha, noise, out):
-    tag = f"a{alpha}-n{noise}"
+def one(a, alpha, noise, out, warmup=0):
+    tag = f"a{alpha}-n{noise}" + (f"-w{warmup}" if warmup else "")
     d = os.path.join(out, tag)
     os.makedirs(d, exist_ok=True)
     train = [f"{a.bin}/cutlayer-train", "-c", a.config, "--log-level", "warn", "--threads", str(a.threads),
-             "--alpha", str(alpha), "--noise", str(noise), "--save-front", f"{d}/front.pt"]
+             "--alpha", str(alpha), "--noise", str(noise), "--alpha-warmup", str(warmup),
+             "--save-front", f"{d}/front.pt"]
     train += ["--steps", str(a.steps)] if a.steps else ["--epochs", str(a.epochs)]
     t = last_json(subprocess.run(train, check=True, capture_output=True, text=True).stdout)
     leak = [f"{a.bin}/cutlayer-leakage", "-c", a.config, "--front", f"{d}/front.pt", "-o", d,
             "--threads", str(a.threads), "--noise", str(noise), "--epochs", str(a.decoder_epochs)]
     r = last_json(subprocess.run(leak, check=True, capture_output=True, text=True).stdout)
-    return {"bench": "leakage", "alpha": alpha, "noise_std": noise, "steps": t["steps"],
+    return {"bench": "leakage", "alpha": alpha, "noise_std": noise, "alpha_warmup_steps": warmup, "steps": t["steps"],
             "test_acc": t["test_acc"], "dcor": round(r["dcor"], 4), "dcor2_u": round(r["dcor2_u"], 4),
             "perm_floor": round(r["perm_floor"], 4), "ssim": round(r["decoder"]["ssim"], 4),
             "psnr": round(r["decoder"]["psnr"], 3), "mse": round(r["decoder"]["mse"], 5),
@@ -54,13 +55,16 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--alphas", default="0,0.1,0.3,1,3")
     ap.add_argument("--noises", default="0", help="noise stds, each combined with every alpha")
-    ap.add_argument("--extra", default="", help="extra alpha:noise settings, e.g. 1:0.5,3:1")
+    ap.add_argument("--extra", default="", help="extra alpha:noise[:warmup steps] settings, e.g. 1:0.5,3:1,2:0:300")
     ap.add_argument("--short", action="store_true")
     a = ap.parse_args()
     if a.short:
         a.steps, a.alphas, a.decoder_epochs = 300, "0,1,3", 4
-    settings = [(float(al), float(n)) for n in a.noises.split(",") for al in a.alphas.split(",")]
-    settings += [tuple(float(v) for v in e.split(":")) for e in a.extra.split(",") if e]
+    settings = [(float(al), float(n), 0) for n in a.noises.split(",") for al in a.alphas.split(",")]
+    for e in a.extra.split(","):
+        if e:
+            v = e.split(":")
+            settings.append((float(v[0]), float(v[1]), int(v[2]) if len(v) > 2 else 0))
     os.makedirs(a.out, exist_ok=True)
     # A cosine learning rate over the run's steps, so every setting ends settled and
     # accuracies compare to within noise.
@@ -71,8 +75,8 @@ def main():
     json.dump(cfg, open(a.config, "w"), indent=1)
     results = []
     with open(f"{a.out}/sweep.jsonl", "w") as f:
-        for alpha, noise in settings:
-            r = one(a, alpha, noise, a.out)
+        for alpha, noise, warmup in settings:
+            r = one(a, alpha, noise, a.out, warmup)
             results.append(r)
             print(json.dumps(r), flush=True)
             f.write(json.dumps(r) + "\n")
@@ -81,8 +85,8 @@ def main():
 
 def report(results, out):
     base = next((r for r in results if r["alpha"] == 0 and r["noise_std"] == 0), None)
-    rows = ["| alpha | noise | test acc | Δ acc (pts) | dCor | floor | dCor² (bias-corr.) | Δ dCor² | decoder SSIM "
-            "| Δ SSIM | PSNR dB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| alpha | warm-up steps | noise | test acc | Δ acc (pts) | dCor | floor | dCor² (bias-corr.) | Δ dCor² | decoder SSIM "
+            "| Δ SSIM | PSNR dB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if base:
             da = f"{100 * (r['test_acc'] - base['test_acc']):+.2f}"
@@ -90,7 +94,7 @@ def report(results, out):
             ds = f"{100 * (r['ssim'] / base['ssim'] - 1):+.0f}%"
         else:
             da = dd = ds = "–"
-        rows.append(f"| {r['alpha']} | {r['noise_std']} | {r['test_acc']:.4f} | {da} | {r['dcor']:.3f} | "
+        rows.append(f"| {r['alpha']} | {r.get('alpha_warmup_steps', 0)} | {r['noise_std']} | {r['test_acc']:.4f} | {da} | {r['dcor']:.3f} | "
                     f"{r['perm_floor']:.3f} | {r['dcor2_u']:.3f} | {dd} | {r['ssim']:.3f} | {ds} | {r['psnr']:.2f} |")
     open(f"{out}/sweep.md", "w").write("\n".join(rows) + "\n")
     print("\n".join(rows), file=sys.stderr)

@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   app.add_option("--save-front", save_front, "save the trained front model here (for cutlayer-leakage)");
   double alpha = -1;
   app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) (overrides privacy.alpha)")->check(CLI::Range(0.0, 1e6));
+  std::int64_t alpha_warmup = -1;
+  app.add_option("--alpha-warmup", alpha_warmup, "steps over which alpha ramps up from 0 (overrides privacy.alpha_warmup_steps)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
   double noise = -1;
   app.add_option("--noise", noise, "std of Gaussian noise on the cut activations (overrides privacy.noise_std)")
       ->check(CLI::Range(0.0, 1e3));
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
     if (epochs > 0) opts.epochs = epochs;
     if (alpha >= 0) nopeek.alpha = alpha;
     if (noise >= 0) nopeek.noise_std = noise;
+    if (alpha_warmup >= 0) nopeek.alpha_warmup_steps = alpha_warmup;
     log::set_level(level);
     torch::set_num_threads(cfg_threads);
     install_stop_handlers();
@@ -118,7 +122,8 @@ int main(int argc, char** argv) {
       auto logits = m.has_head() ? m.head->forward(h) : h;
       auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
       opt->zero_grad();
-      if (nopeek.alpha > 0) (loss + nopeek.alpha * privacy::dcor(b.x, z)).backward();
+      const double alpha_now = train::alpha_at(nopeek, b.step);
+      if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, z)).backward();
       else loss.backward();
       opt->step();
       last_loss = loss.item<double>();

@@ -105,6 +105,9 @@ int main(int argc, char** argv) {
   double alpha = -1;
   app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) in the front's loss (overrides privacy.alpha)")
       ->check(CLI::Range(0.0, 1e6));
+  std::int64_t alpha_warmup = -1;
+  app.add_option("--alpha-warmup", alpha_warmup, "steps over which alpha ramps up from 0 (overrides privacy.alpha_warmup_steps)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
   double noise = -1;
   app.add_option("--noise", noise, "std of Gaussian noise on the cut activations sent (overrides privacy.noise_std)")
       ->check(CLI::Range(0.0, 1e3));
@@ -190,6 +193,7 @@ int main(int argc, char** argv) {
     so.save_front = save_front;
     if (alpha >= 0) so.nopeek.alpha = alpha;
     if (noise >= 0) so.nopeek.noise_std = noise;
+    if (alpha_warmup >= 0) so.nopeek.alpha_warmup_steps = alpha_warmup;
     client::SplitClient trainer(link, so);
     std::cout << trainer.run(stop_flag()) << std::endl;
     return stop_flag() ? 130 : 0;

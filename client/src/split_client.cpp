@@ -89,7 +89,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   StepResult r;
   // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
   // beside the server's dL/dz.
-  const double alpha = options_.nopeek.alpha;
+  const double alpha = train::alpha_at(options_.nopeek, b.step);
   torch::Tensor dcor_term;
   if (alpha > 0) {
     dcor_term = privacy::dcor(b.x, z);

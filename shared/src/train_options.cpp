@@ -96,8 +96,14 @@ NoPeekOptions read_nopeek_options(config::Object& p) {
   NoPeekOptions o;
   p.get("alpha", o.alpha, 0.0, 1e6);
   p.get("noise_std", o.noise_std, 0.0, 1e3);
+  p.get("alpha_warmup_steps", o.alpha_warmup_steps, 0, std::int64_t{1} << 40);
   p.finish();
   return o;
+}
+
+double alpha_at(const NoPeekOptions& o, std::int64_t step) {
+  if (o.alpha_warmup_steps <= 0 || step >= o.alpha_warmup_steps) return o.alpha;
+  return o.alpha * static_cast<double>(step) / static_cast<double>(o.alpha_warmup_steps);
 }
 
 torch::Tensor cut_to_send(const torch::Tensor& z, const NoPeekOptions& o) {

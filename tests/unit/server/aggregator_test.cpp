@@ -125,7 +125,9 @@ TEST(Aggregator, DeadlineClosesTheRoundWithoutASilentMemberAndItsLateContributio
   auto out = a.tick(t0 + 500ms);
   ASSERT_EQ(of_type(out, wire::MsgType::kUpdate).size(), 3u);  // the silent member is still sent it
   for (auto& [s, m] : out)
-    if (s == 3) EXPECT_EQ(wire::meta_as<wire::Update>(m).mine, 0u);
+    if (s == 3) {
+      EXPECT_EQ(wire::meta_as<wire::Update>(m).mine, 0u);
+    }
   EXPECT_EQ(a.stats().closed_deadline, 1u);
   EXPECT_EQ(a.version(), 1u);
   // Member 3's contribution computed on round 0 arrives now: 1 round stale, bound 0.

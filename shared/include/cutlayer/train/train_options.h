@@ -65,7 +65,12 @@ struct NoPeekOptions {
   // Gaussian noise of this standard deviation added to the cut activations before they
   // leave the client (training and evaluation alike); 0: none.
   double noise_std = 0.0;
+  // alpha ramps linearly from 0 over this many steps (0: full alpha from the start), so
+  // that the front learns the task before it is pushed away from the input.
+  std::int64_t alpha_warmup_steps = 0;
 };
+// The NoPeek weight at `step` (0-based).
+double alpha_at(const NoPeekOptions& o, std::int64_t step);
 NoPeekOptions read_nopeek_options(config::Object& privacy);
 
 // What leaves the client for activations z: z itself, or z plus the configured noise.
