@@ -37,21 +37,12 @@ server_config=$work/server-sync.json client_config=$work/client-sync.json
 start_server s1 --metrics "$work/s1.jsonl"
 i=0
 for name in alice bob carol; do
-  client --client-key "$work/keys/$name.key" --name "$name" --shard "$i/3" --steps 120 \
-    --metrics "$work/$name.jsonl" --metrics-every-step >"$work/$name.json" 2>"$work/$name.log" &
-  pids+=($!)
-  eval "pid_$name=$!"
+  spawn "$name" "" --shard "$i/3" --steps 120 --metrics "$work/$name.jsonl" --metrics-every-step
   i=$((i + 1))
 done
 for _ in $(seq 300); do grep -q '"step":5,' "$work/alice.jsonl" 2>/dev/null && break; sleep 0.1; done
-client --client-key "$work/keys/dave.key" --name dave --shard 0/3 --steps 30 \
-  --metrics "$work/dave.jsonl" --metrics-every-step >"$work/dave.json" 2>"$work/dave.log" &
-pid_dave=$!
-pids+=("$pid_dave")
-for name in alice bob carol dave; do
-  eval "p=\$pid_$name"
-  wait "$p" || { echo "$name failed:"; tail -20 "$work/$name.log"; exit 1; }
-done
+spawn dave "" --shard 0/3 --steps 30 --metrics "$work/dave.jsonl" --metrics-every-step
+await "" alice bob carol dave
 stop_server
 $py - "$work" <<'PY'
 import json, sys
@@ -114,18 +105,9 @@ PY
 # --- 3: bounded staleness -----------------------------------------------------------
 server_config=$work/server-sync.json client_config=$work/client-sync.json
 start_server s3 --staleness 2
-i=0
-for name in alice bob; do
-  client --client-key "$work/keys/$name.key" --name "$name" --shard "$i/2" --steps 40 \
-    >"$work/$name-s.json" 2>"$work/$name-s.log" &
-  pids+=($!)
-  eval "pid_$name=$!"
-  i=$((i + 1))
-done
-for name in alice bob; do
-  eval "p=\$pid_$name"
-  wait "$p" || { echo "$name failed:"; tail -20 "$work/$name-s.log"; exit 1; }
-done
+spawn alice -s --shard 0/2 --steps 40
+spawn bob -s --shard 1/2 --steps 40
+await -s alice bob
 stop_server
 $py - "$work" <<'PY'
 import json, sys
@@ -141,26 +123,14 @@ PY
 mkconf "$work/server-sync.json" "$work/server-deadline.json" aggregation.deadline_ms=1500 transport.session_timeout_ms=4000
 server_config=$work/server-deadline.json
 start_server s4
-client --client-key "$work/keys/carol.key" --name carol --shard 2/3 --steps 100000 \
-  --metrics "$work/carol-k.jsonl" --metrics-every-step >/dev/null 2>"$work/carol-k.log" &
-pid_carol=$!
-pids+=("$pid_carol")
+spawn carol -k --shard 2/3 --steps 100000 --metrics "$work/carol-k.jsonl" --metrics-every-step
 for _ in $(seq 300); do grep -q '"step":3,' "$work/carol-k.jsonl" 2>/dev/null && break; sleep 0.1; done
-i=0
-for name in alice bob; do
-  client --client-key "$work/keys/$name.key" --name "$name" --shard "$i/3" --steps 60 \
-    --metrics "$work/$name-k.jsonl" --metrics-every-step >"$work/$name-k.json" 2>"$work/$name-k.log" &
-  pids+=($!)
-  eval "pid_$name=$!"
-  i=$((i + 1))
-done
+spawn alice -k --shard 0/3 --steps 60 --metrics "$work/alice-k.jsonl" --metrics-every-step
+spawn bob -k --shard 1/3 --steps 60 --metrics "$work/bob-k.jsonl" --metrics-every-step
 for _ in $(seq 300); do grep -q '"step":10,' "$work/alice-k.jsonl" 2>/dev/null && break; sleep 0.1; done
 kill9 "$pid_carol"
 wait "$pid_carol" 2>/dev/null || true
-for name in alice bob; do
-  eval "p=\$pid_$name"
-  wait "$p" || { echo "$name failed:"; tail -20 "$work/$name-k.log"; exit 1; }
-done
+await -k alice bob
 stop_server
 $py - "$work" <<'PY'
 import json, sys

@@ -41,3 +41,23 @@ kill9() {
   pkill -9 -P "$1" 2>/dev/null || true
   kill -9 "$1" 2>/dev/null || true
 }
+
+# spawn NAME TAG ARGS...: `client` in the background as NAME (its key, its name), output
+# in $work/NAME$TAG.json and .log; its PID in $pid_NAME.
+spawn() {
+  local name=$1 tag=$2
+  shift 2
+  client --client-key "$work/keys/$name.key" --name "$name" "$@" >"$work/$name$tag.json" 2>"$work/$name$tag.log" &
+  pids+=($!)
+  eval "pid_$name=$!"
+}
+
+# await TAG NAME...: each spawned client must exit 0.
+await() {
+  local tag=$1 name p
+  shift
+  for name in "$@"; do
+    eval "p=\$pid_$name"
+    wait "$p" || { echo "$name failed:"; tail -20 "$work/$name$tag.log"; exit 1; }
+  done
+}
