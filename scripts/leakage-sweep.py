@@ -106,10 +106,14 @@ def report(results, out):
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, name in ((axes[0], "dcor2_u", "bias-corrected dCor²(x, z)"), (axes[1], "ssim", "decoder attack SSIM")):
-        for noise in sorted({r["noise_std"] for r in results}):
-            rs = [r for r in results if r["noise_std"] == noise]
-            ax.plot([r[key] for r in rs], [r["test_acc"] for r in rs], marker="o",
-                    label=f"noise {noise}" if noise else "NoPeek only")
+        groups = sorted({(r["noise_std"], r.get("alpha_warmup_steps", 0) > 0) for r in results})
+        for noise, warm in groups:
+            rs = sorted((r for r in results
+                         if r["noise_std"] == noise and (r.get("alpha_warmup_steps", 0) > 0) == warm),
+                        key=lambda r: r["alpha"])
+            label = (f"noise {noise}" if noise else "NoPeek only") + (", α warm-up" if warm else "")
+            ax.plot([r[key] for r in rs], [r["test_acc"] for r in rs], marker="o", ls="--" if warm else "-",
+                    label=label)
             for r in rs:
                 ax.annotate(f"α={r['alpha']:g}", (r[key], r["test_acc"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
