@@ -29,6 +29,7 @@ void FrontSync::start(transport::ClientTransport& link, std::chrono::millisecond
   link.send(wire::make_message(wire::SnapshotRequest{}));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
+    if (stop_ && *stop_) throw Interrupted{};
     auto msg = link.recv(std::chrono::milliseconds(500));
     if (!msg) continue;
     if (msg->type == wire::MsgType::kError)
@@ -95,6 +96,7 @@ void FrontSync::wait_until(transport::ClientTransport& link, std::size_t max_out
   ++stats_.waits;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (outstanding_.size() > max_outstanding) {
+    if (stop_ && *stop_) throw Interrupted{};
     if (std::chrono::steady_clock::now() >= deadline)
       throw IoError("no Update for contribution " + std::to_string(outstanding_.begin()->first) + " within " +
                     std::to_string(timeout.count() / 1000) + " s");

@@ -59,6 +59,7 @@ auto SplitClient::with_rejoin(Fn&& fn) -> decltype(fn()) {
 wire::Message SplitClient::await(wire::MsgType type, std::uint64_t step) {
   const auto deadline = std::chrono::steady_clock::now() + options_.reply_timeout;
   while (std::chrono::steady_clock::now() < deadline) {
+    if (stop_ && *stop_) throw Interrupted{};
     auto msg = link_.recv(std::chrono::milliseconds(500));
     if (!msg) continue;
     if (msg->type == wire::MsgType::kError)
@@ -193,7 +194,13 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
             o.u_shaped ? "U-shaped" : "vanilla", o.model,
             o.u_shaped ? "labels stay here" : "labels go to the server", data_.train.size(),
             model::shape_string(cut_shape_));
-  join();
+  stop_ = &stop;
+  if (sync_) sync_->set_stop(&stop);
+  try {
+    join();
+  } catch (const Interrupted&) {
+    return fmt::format(R"({{"client":"{}","interrupted":true,"steps":0}})", options_.name);
+  }
   train::Batches batches(data_.train, o.batch_size, o.epochs, o.max_steps, o.seed);
   train::MetricsFile metrics(o.metrics_file);
   train::Progress progress(options_.name, batches.total_steps());
@@ -208,48 +215,54 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   if (options_.nopeek.alpha > 0)
     log->info("{}: NoPeek on, alpha {} (dCor(x, z) added to the front's loss)", options_.name,
               options_.nopeek.alpha);
-  while (!stop && batches.next(b)) {
-    const auto r = step(b);
-    const auto n = b.x.size(0);
-    ++steps;
-    samples += n;
-    last_loss = r.loss;
-    window_loss += r.loss * n;
-    window_dcor += r.dcor * n;
-    window_correct += r.correct;
-    window_seen += n;
-    if (o.metrics_every_step)
-      metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g},"dcor":{:.6g}{}}})", b.step, r.loss, r.dcor,
-                                sync_ ? fmt::format(R"(,"round":{},"front_hash":"{}")", sync_->version(), sync_->hash())
-                                      : std::string()));
-    const bool last = b.step + 1 == batches.total_steps();
-    if ((b.step + 1) % o.log_every == 0 || last) {
-      const auto& ts = link_.stats();
-      log->info("{}{}", progress.line(b.step + 1, window_loss / window_seen,
-                                      static_cast<double>(window_correct) / window_seen, samples,
-                                      ts.bytes_out, ts.bytes_in),
-                (options_.nopeek.alpha > 0 ? fmt::format("  dcor {:.4f}", window_dcor / window_seen) : "") +
-                    sync_progress());
-      if (!o.metrics_every_step)
-        metrics.write(fmt::format(
-            R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"dcor":{:.6f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}{}}})",
-            b.step + 1, window_loss / window_seen, static_cast<double>(window_correct) / window_seen,
-            window_dcor / window_seen, samples / progress.seconds(), ts.bytes_out, ts.bytes_in, sync_json()));
-      window_loss = 0;
-      window_dcor = 0;
-      window_seen = window_correct = 0;
+  // A SIGINT/SIGTERM during a wait for the server ends the wait (Interrupted); the
+  // client then leaves cleanly as it would between steps.
+  try {
+    while (!stop && batches.next(b)) {
+      const auto r = step(b);
+      const auto n = b.x.size(0);
+      ++steps;
+      samples += n;
+      last_loss = r.loss;
+      window_loss += r.loss * n;
+      window_dcor += r.dcor * n;
+      window_correct += r.correct;
+      window_seen += n;
+      if (o.metrics_every_step)
+        metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g},"dcor":{:.6g}{}}})", b.step, r.loss, r.dcor,
+                                  sync_ ? fmt::format(R"(,"round":{},"front_hash":"{}")", sync_->version(), sync_->hash())
+                                        : std::string()));
+      const bool last = b.step + 1 == batches.total_steps();
+      if ((b.step + 1) % o.log_every == 0 || last) {
+        const auto& ts = link_.stats();
+        log->info("{}{}", progress.line(b.step + 1, window_loss / window_seen,
+                                        static_cast<double>(window_correct) / window_seen, samples,
+                                        ts.bytes_out, ts.bytes_in),
+                  (options_.nopeek.alpha > 0 ? fmt::format("  dcor {:.4f}", window_dcor / window_seen) : "") +
+                      sync_progress());
+        if (!o.metrics_every_step)
+          metrics.write(fmt::format(
+              R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"dcor":{:.6f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}{}}})",
+              b.step + 1, window_loss / window_seen, static_cast<double>(window_correct) / window_seen,
+              window_dcor / window_seen, samples / progress.seconds(), ts.bytes_out, ts.bytes_in, sync_json()));
+        window_loss = 0;
+        window_dcor = 0;
+        window_seen = window_correct = 0;
+      }
+      if (o.eval_every > 0 && (b.step + 1) % o.eval_every == 0) {
+        const auto e = evaluate();
+        log->info("{}: step {} test accuracy {:.4f} (loss {:.4f}); dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
+                  options_.name, b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u);
+        metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}{}}})",
+                                  b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u,
+                                  sync_ ? fmt::format(R"(,"round":{})", sync_->version()) : std::string()));
+      }
     }
-    if (o.eval_every > 0 && (b.step + 1) % o.eval_every == 0) {
-      const auto e = evaluate();
-      log->info("{}: step {} test accuracy {:.4f} (loss {:.4f}); dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
-                options_.name, b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u);
-      metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}{}}})",
-                                b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u,
-                                sync_ ? fmt::format(R"(,"round":{})", sync_->version()) : std::string()));
-    }
+    // Every contribution answered, so the final front holds them all.
+    if (sync_ && !stop) with_rejoin([&] { sync_->drain(link_, options_.reply_timeout); });
+  } catch (const Interrupted&) {
+    log->info("{}: interrupted while waiting for the server", options_.name);
   }
-  // Every contribution answered, so the final front holds them all.
-  if (sync_ && !stop) with_rejoin([&] { sync_->drain(link_, options_.reply_timeout); });
   const double seconds = progress.seconds();
   const auto e = stop ? EvalResult{} : evaluate();
   if (!stop)

@@ -7,7 +7,8 @@
 #  2. compressor "none" with 1 client trains exactly as without aggregation;
 #  3. bounded staleness s = 2: the server never sums a contribution more than 2 rounds
 #     stale, and some are stale (the bound is exercised);
-#  4. a client SIGKILLed mid-round: the round closes at its deadline, the others finish.
+#  4. a client SIGKILLed mid-round: the round closes at its deadline, the others finish;
+#  5. SIGINT reaches a client that is waiting for a round: it leaves cleanly at once.
 source "$(dirname "$0")/lib.sh"
 py=/usr/bin/python3
 # configs: name, then key=value edits ("a.b=json")
@@ -143,4 +144,29 @@ for name in ["alice", "bob"]:
     assert r["steps"] == 60 and r["sync"]["updates"] >= 60, r
 PY
 grep -q "carol' gone" "$work/s4.log" || { echo "the killed client was never evicted"; exit 1; }
+
+# --- 5: SIGINT while waiting for a round ---------------------------------------------
+mkconf "$work/server-sync.json" "$work/server-slow.json" aggregation.deadline_ms=600000
+server_config=$work/server-slow.json
+start_server s5
+spawn alice -i --shard 0/2 --steps 100000 --metrics "$work/alice-i.jsonl" --metrics-every-step
+spawn bob -i --shard 1/2 --steps 100000 --metrics "$work/bob-i.jsonl" --metrics-every-step
+for _ in $(seq 300); do grep -q '"step":5,' "$work/bob-i.jsonl" 2>/dev/null && break; sleep 0.1; done
+signal STOP "$pid_bob"  # bob hangs: alice's next round cannot close
+sleep 1
+signal INT "$pid_alice"
+for _ in $(seq 50); do kill -0 "$pid_alice" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid_alice" 2>/dev/null; then echo "alice ignored SIGINT while waiting for a round"; exit 1; fi
+rc=0
+wait "$pid_alice" || rc=$?
+[ "$rc" = 130 ] || { echo "alice exited $rc after SIGINT"; tail "$work/alice-i.log"; exit 1; }
+grep -q "interrupted while waiting for the server" "$work/alice-i.log" || { tail "$work/alice-i.log"; exit 1; }
+signal CONT "$pid_bob"
+kill9 "$pid_bob"
+wait "$pid_bob" 2>/dev/null || true
+stop_server
+# The server saw her go: usually by her Leave; a heartbeat echo racing her exit can end
+# the session a moment before the Leave is read (known transport race, harmless).
+grep -qE "alice' gone \((left: interrupted|send failed)" "$work/s5.log" || { tail "$work/s5.log"; exit 1; }
+grep -q "'alice' left the aggregation" "$work/s5.log" || { echo "alice still holds the rounds"; exit 1; }
 echo "aggregation passed"

@@ -36,6 +36,9 @@ client() {
 
 "$bin/cutlayer-keygen" --out "$work/keys" --clients alice,bob,carol,dave >/dev/null
 
+# signal SIG PID: send SIG to the process a backgrounded `client` call runs.
+signal() { pkill "-$1" -P "$2"; }
+
 # kill9 PID: SIGKILL a backgrounded `client` call: the subshell and the process it runs.
 kill9() {
   pkill -9 -P "$1" 2>/dev/null || true

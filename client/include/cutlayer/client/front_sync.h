@@ -6,6 +6,7 @@
 // bound, learnt from the snapshot it starts from).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -19,6 +20,9 @@
 #include "cutlayer/transport/client_transport.h"
 
 namespace cutlayer::client {
+
+// Thrown out of a wait when the stop flag is set (SIGINT/SIGTERM): not an error.
+struct Interrupted {};
 
 struct SyncStats {
   std::uint64_t contributions = 0, updates = 0, rejected = 0;
@@ -46,6 +50,8 @@ class FrontSync {
   // Waits until every contribution is answered (the end of training).
   void drain(transport::ClientTransport& link, std::chrono::milliseconds timeout);
 
+  // Waits end with Interrupted once *stop is set.
+  void set_stop(const std::atomic<bool>* stop) { stop_ = stop; }
   std::uint64_t version() const { return version_; }
   std::uint32_t staleness() const { return staleness_; }
   std::size_t outstanding() const { return outstanding_.size(); }
@@ -70,6 +76,7 @@ class FrontSync {
   std::uint64_t seq_ = 0, version_ = 0;
   std::uint32_t staleness_ = 0;
   bool started_ = false;
+  const std::atomic<bool>* stop_ = nullptr;
   SyncStats stats_;
 };
 

@@ -61,6 +61,7 @@ class SplitClient {
   std::vector<std::int64_t> cut_shape_;
   std::uint64_t eval_id_ = 1ull << 62;
   std::unique_ptr<FrontSync> sync_;
+  const std::atomic<bool>* stop_ = nullptr;  // run()'s flag: waits end with Interrupted
 };
 
 }  // namespace cutlayer::client
