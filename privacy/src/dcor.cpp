@@ -108,11 +108,12 @@ class DcorZ : public torch::autograd::Function<DcorZ> {
     // d2 = sq_i + sq_j - 2 G_ij  ->  dL/dG = diag(rowsum + colsum) - 2 g_d2 (symmetric)
     auto g_gram = -2 * g_d2;
     g_gram.diagonal().add_(g_d2.sum(1) + g_d2.sum(0));
-    // G = Zc Zc^T -> dZc = (H + H^T) Zc; Zc = Z - mean -> subtract the column mean.
-    auto g_zc = (g_gram + g_gram.t()).mm(zc);
-    g_zc = g_zc - g_zc.mean(0, true);
-    g_zc.mul_(grad_out[0]);
-    return {torch::Tensor(), g_zc.reshape(shape)};
+    // G = Zc Zc^T -> dZc = (H + H^T) Zc; Zc = Z - mean -> dZ = (I - 11^T/n) dZc. The
+    // centring and the outer gradient are folded into the n x n matrix, so the only
+    // pass over n x d is the product itself.
+    auto m = g_gram + g_gram.t();
+    m = (m - m.mean(0, true)) * grad_out[0];
+    return {torch::Tensor(), m.mm(zc).reshape(shape)};
   }
 };
 
