@@ -30,8 +30,8 @@ def last_json(text):
 
 
 def run(bin_dir, configs, work, compressor, density, staleness, epochs, steps, eval_every, clients=3,
-        momentum=0.9, lr=0.05):
-    tag = f"{compressor}-{density}-s{staleness}-m{momentum}"
+        momentum=0.9, lr=0.05, stale_weight=None):
+    tag = f"{compressor}-{density}-s{staleness}-m{momentum}-{stale_weight}"
     d = os.path.join(work, tag)
     os.makedirs(d, exist_ok=True)
     ready = os.path.join(d, "ready")
@@ -40,6 +40,9 @@ def run(bin_dir, configs, work, compressor, density, staleness, epochs, steps, e
     per_client = steps if steps else epochs * -(-60000 // clients // 64)
     cfg = json.load(open(f"{configs}/server-aggregation.json"))
     cfg["train"].update(lr_schedule="cosine", lr_total_steps=clients * per_client, momentum=momentum, lr=lr)
+    if stale_weight:
+        cfg["aggregation"]["stale_weight"] = stale_weight
+    stale_weight = cfg["aggregation"].get("stale_weight", "inv")
     json.dump(cfg, open(f"{d}/server.json", "w"))
     server = subprocess.Popen(
         [f"{bin_dir}/cutlayer-server", "-c", f"{d}/server.json",
@@ -90,7 +93,7 @@ def run(bin_dir, configs, work, compressor, density, staleness, epochs, steps, e
                 curves.append((r["round"], r["test_acc"]))
     return {
         "bench": "aggregation", "compressor": compressor, "density": density if compressor != "none" else 1.0,
-        "staleness": staleness, "momentum": momentum, "lr": lr, "error_feedback": True, "clients": clients, "epochs": epochs,
+        "staleness": staleness, "stale_weight": stale_weight, "momentum": momentum, "lr": lr, "error_feedback": True, "clients": clients, "epochs": epochs,
         "steps_per_client": outs[0]["steps"], "rounds": agg["rounds"],
         "test_acc": round(sum(accs) / len(accs), 4), "test_acc_min": min(accs), "test_acc_max": max(accs),
         "bytes_ratio_to_dense": round(sum(s["bytes_ratio_to_dense"] for s in syncs) / len(syncs), 5),
@@ -112,6 +115,8 @@ def main():
     ap.add_argument("--out", default=f"{ROOT}/run/aggregation")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--short", action="store_true", help="150 steps per client, a subset of the runs")
+    ap.add_argument("--stale-weight", choices=["inv", "inv_sqrt", "none"], help="override aggregation.stale_weight")
+    ap.add_argument("--only-staleness", action="store_true", help="run the staleness series only")
     a = ap.parse_args()
     if a.short:
         plan = [("none", 0.01, 0, 0.9), ("topk", 0.01, 0, 0.9), ("gaussiank", 0.01, 0, 0.9),
@@ -126,6 +131,8 @@ def main():
         plan += [("gaussiank", 0.01, s, 0.9) for s in (1, 4, 16)]
         plan += [("gaussiank", 0.01, s, 0.0) for s in (0, 1, 4, 16)]
         steps, epochs, eval_every = 0, a.epochs, 100
+        if a.only_staleness:
+            plan = [p for p in plan if p[2] > 0 or p[3] == 0.0]
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp()
     try:
@@ -135,7 +142,7 @@ def main():
         with open(f"{a.out}/results.jsonl", "w") as f:
             for c, density, s, momentum in plan:
                 r = run(a.bin, a.configs, work, c, density, s, epochs, steps, eval_every, momentum=momentum,
-                        lr=0.05 if momentum else 0.1)
+                        lr=0.05 if momentum else 0.1, stale_weight=a.stale_weight)
                 results.append(r)
                 line = {k: v for k, v in r.items() if k != "curve"}
                 print(json.dumps(line), flush=True)
@@ -147,12 +154,12 @@ def main():
 
 def write_report(results, out):
     dense = next((r for r in results if r["compressor"] == "none"), None)
-    lines = ["| compressor | density | staleness | momentum | test acc (mean, min–max) | Δ vs dense (pts) | sync bytes/round/client "
+    lines = ["| compressor | density | staleness | weight | momentum | test acc (mean, min–max) | Δ vs dense (pts) | sync bytes/round/client "
              "| ratio to dense | sync share of step bytes | rounds | samples/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         delta = f"{100 * (r['test_acc'] - dense['test_acc']):+.2f}" if dense else "–"
-        lines.append(f"| {r['compressor']} | {r['density']} | {r['staleness']} | {r['momentum']} | {r['test_acc']:.4f} "
+        lines.append(f"| {r['compressor']} | {r['density']} | {r['staleness']} | {r['stale_weight']} | {r['momentum']} | {r['test_acc']:.4f} "
                      f"({r['test_acc_min']:.4f}–{r['test_acc_max']:.4f}) | {delta} | {r['sync_bytes_per_round']:,} "
                      f"| {r['bytes_ratio_to_dense']:.4f} | {r['sync_share_of_step_bytes']:.3f} | {r['rounds']} "
                      f"| {r['samples_per_s']:.0f} |")
@@ -175,7 +182,7 @@ def write_report(results, out):
         xs = sorted(by_round)
         ax.plot(xs, [sum(by_round[x]) / len(by_round[x]) for x in xs], marker="o", ms=3,
                 ls="-" if r["momentum"] else "--",
-                label=f"s = {r['staleness']}, momentum {r['momentum']} (final {r['test_acc']:.3f})")
+                label=f"s = {r['staleness']}, momentum {r['momentum']}, {r['stale_weight']} (final {r['test_acc']:.3f})")
     ax.set_xlabel("aggregation round")
     ax.set_ylabel("test accuracy (mean of 3 clients)")
     ax.set_title("fmnist-deep-front, 3 clients, gaussiank 0.01 + error feedback")

@@ -115,14 +115,16 @@ void Aggregator::maybe_close(Clock::time_point now, Outbox& out) {
 }
 
 void Aggregator::close(Outbox& out) {
-  // Weights: the contribution's share of the round's examples, times 1/sqrt(1 + tau).
+  // Weights: the contribution's share of the round's examples, times the staleness
+  // factor (1/(1 + tau) by default).
   for (const auto& c : round_) {
     const auto tau = version_ - c.base;
     if (stats_.staleness.size() <= tau) stats_.staleness.resize(tau + 1, 0);
     ++stats_.staleness[tau];
     stats_.max_staleness = std::max<std::uint64_t>(stats_.max_staleness, tau);
     double w = static_cast<double>(c.samples) / static_cast<double>(round_samples_);
-    if (tau > 0) w /= std::sqrt(1.0 + static_cast<double>(tau));
+    if (tau > 0 && options_.stale_weight == StaleWeight::kInvSqrt) w /= std::sqrt(1.0 + static_cast<double>(tau));
+    if (tau > 0 && options_.stale_weight == StaleWeight::kInv) w /= 1.0 + static_cast<double>(tau);
     acc_.add(c.grad, static_cast<float>(w));
   }
   auto update = acc_.take();

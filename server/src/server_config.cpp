@@ -36,6 +36,11 @@ ServerConfig load_server_config(const std::string& path) {
     a.get("deadline_ms", deadline_ms, 10, 3600 * 1000);
     c.aggregation.deadline = std::chrono::milliseconds(deadline_ms);
     a.get("target_samples", c.aggregation.target_samples, 0, std::int64_t{1} << 32);
+    std::string weight = "inv";
+    a.get_choice("stale_weight", weight, {"inv_sqrt", "inv", "none"});
+    c.aggregation.stale_weight = weight == "inv" ? StaleWeight::kInv
+                                 : weight == "none" ? StaleWeight::kNone
+                                                    : StaleWeight::kInvSqrt;
     a.finish();
     c.has_aggregation = true;
   }

@@ -143,6 +143,7 @@ TEST(Aggregator, DeadlineClosesTheRoundWithoutASilentMemberAndItsLateContributio
 TEST(Aggregator, StalenessNeverExceedsTheBoundAndStaleContributionsAreDownWeighted) {
   AggregatorOptions o;
   o.staleness = 2;
+  o.stale_weight = StaleWeight::kInvSqrt;
   o.target_samples = 1;  // every contribution closes a round: fully asynchronous
   Aggregator a(tiny(), o);
   const auto t = Clock::now();
@@ -163,6 +164,22 @@ TEST(Aggregator, StalenessNeverExceedsTheBoundAndStaleContributionsAreDownWeight
   EXPECT_EQ(a.stats().staleness, (std::vector<std::uint64_t>{3, 0, 1}));
   // from the future: a protocol error
   EXPECT_THROW(a.contribute(2, contribution(3, 9, 64, s), t), ProtocolError);
+}
+
+TEST(Aggregator, InverseStalenessWeightIsTheDefault) {
+  AggregatorOptions o;
+  o.staleness = 2;
+  o.target_samples = 1;
+  EXPECT_EQ(o.stale_weight, StaleWeight::kInv);
+  Aggregator a(tiny(), o);
+  const auto t = Clock::now();
+  a.add_member(1, "fast", t);
+  a.add_member(2, "slow", t);
+  for (std::uint64_t r = 0; r < 2; ++r) a.contribute(1, contribution(r + 1, r, 64, random_sparse(r)), t);
+  const auto s = random_sparse(11);
+  auto ups = of_type(a.contribute(2, contribution(1, 0, 64, s), t), wire::MsgType::kUpdate);
+  ASSERT_EQ(ups.size(), 2u);
+  EXPECT_TRUE(torch::allclose(update_values(ups[0]), s.to_dense() * static_cast<float>(1.0 / 3), 1e-6, 0));
 }
 
 TEST(Aggregator, AMemberCannotQueueMoreThanTheBoundAhead) {

@@ -1,7 +1,7 @@
 // Cross-client aggregation of the clients' front-model gradients (DESIGN.md, Compression
 // and aggregation). Clients send compressed contributions (SparseGrad), each computed on
 // some model version; the aggregator sums a round's contributions weighted by samples
-// (and down-weighted by staleness), broadcasts the sum (Update) to every member, and
+// (and down-weighted by staleness: 1/(1+tau) by default), broadcasts the sum (Update) to every member, and
 // applies it to its own replica of the front with the same optimizer, so that it can
 // hand a joiner a dense snapshot of the current front.
 //
@@ -31,8 +31,11 @@
 
 namespace cutlayer::server {
 
+enum class StaleWeight { kInvSqrt, kInv, kNone };  // 1/sqrt(1+tau), 1/(1+tau), 1
+
 struct AggregatorOptions {
   std::uint32_t staleness = 0;
+  StaleWeight stale_weight = StaleWeight::kInv;
   std::chrono::milliseconds deadline{10000};
   std::int64_t target_samples = 0;
 };
