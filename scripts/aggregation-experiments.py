@@ -172,22 +172,28 @@ def write_report(results, out):
     except ImportError:
         print("python3-matplotlib missing: no staleness.png", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
-        if r["compressor"] != "gaussiank" or r["density"] != 0.01 or not r["curve"]:
-            continue
-        by_round = {}
-        for rnd, acc in r["curve"]:
-            by_round.setdefault(rnd // 50 * 50, []).append(acc)
-        xs = sorted(by_round)
-        ax.plot(xs, [sum(by_round[x]) / len(by_round[x]) for x in xs], marker="o", ms=3,
-                ls="-" if r["momentum"] else "--",
-                label=f"s = {r['staleness']}, momentum {r['momentum']}, {r['stale_weight']} (final {r['test_acc']:.3f})")
-    ax.set_xlabel("aggregation round")
-    ax.set_ylabel("test accuracy (mean of 3 clients)")
-    ax.set_title("fmnist-deep-front, 3 clients, gaussiank 0.01 + error feedback")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    rows = [r for r in results if r["compressor"] == "gaussiank" and r["density"] == 0.01 and r["curve"]]
+    momenta = sorted({r["momentum"] for r in rows}, reverse=True)
+    if not momenta:
+        return
+    fig, axes = plt.subplots(1, len(momenta), figsize=(6.5 * len(momenta), 4.5), squeeze=False)
+    for ax, m in zip(axes[0], momenta):
+        for r in sorted((r for r in rows if r["momentum"] == m), key=lambda r: (r["stale_weight"], r["staleness"])):
+            by_round = {}
+            for rnd, acc in r["curve"]:
+                by_round.setdefault(rnd // 50 * 50, []).append(acc)
+            xs = sorted(by_round)
+            weight = "" if r["staleness"] == 0 else f", {r['stale_weight']}"
+            ax.plot(xs, [sum(by_round[x]) / len(by_round[x]) for x in xs], marker="o", ms=3,
+                    ls="-" if r["stale_weight"] == "inv" or r["staleness"] == 0 else "--",
+                    label=f"s = {r['staleness']}{weight} (final {r['test_acc']:.3f})")
+        ax.set_xlabel("aggregation round")
+        ax.set_ylabel("test accuracy (mean of 3 clients)")
+        ax.set_title(f"momentum {m}")
+        ax.set_ylim(0.5, 0.92)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("fmnist-deep-front, 3 clients, gaussiank 0.01 + error feedback: staleness bound s")
     fig.tight_layout()
     fig.savefig(f"{out}/staleness.png", dpi=120)
 
