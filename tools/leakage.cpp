@@ -93,8 +93,8 @@ struct LabelLeakage {
 //  norm:   score = ||g_i|| (Li et al.'s norm attack), AUC per class one-vs-rest;
 //  cosine: the server knows one example of class c (the first recorded) and scores
 //          cos(g_i, g_ref) for the others, AUC per class one-vs-rest.
-LabelLeakage label_leakage(train::TrainOptions opts, double alpha, std::int64_t steps, std::int64_t record,
-                           const std::string& out_dir) {
+LabelLeakage label_leakage(train::TrainOptions opts, const data::Dataset& train_set, double alpha,
+                           std::int64_t steps, std::int64_t record, const std::string& out_dir) {
   opts.u_shaped = true;
   const auto spec = train::split_spec(opts);
   auto m = model::build_split(spec, opts.seed);
@@ -102,8 +102,7 @@ LabelLeakage label_leakage(train::TrainOptions opts, double alpha, std::int64_t 
   for (auto& p : m.back->parameters()) params.push_back(p);
   for (auto& p : m.head->parameters()) params.push_back(p);
   auto opt = train::make_optimizer(params, opts);
-  const auto data = train::load_data(opts);
-  train::Batches batches(data.train, opts.batch_size, 1000, steps, opts.seed);
+  train::Batches batches(train_set, opts.batch_size, 1000, steps, opts.seed);
   train::Batch b;
   std::vector<torch::Tensor> grads, labels;
   while (batches.next(b)) {
@@ -261,7 +260,7 @@ int main(int argc, char** argv) {
     if (label_steps > 0) {
       torch::AutoGradMode grad(true);
       auto lopts = client_cfg.train;
-      const auto L = label_leakage(lopts, client_cfg.nopeek.alpha, label_steps, std::min(label_record, label_steps),
+      const auto L = label_leakage(lopts, data.train, client_cfg.nopeek.alpha, label_steps, std::min(label_record, label_steps),
                                    out_dir);
       log->info("label leakage (U-shaped, {} gradients the server saw after {} steps): norm attack AUC {:.4f} "
                 "(max over classes {:.4f}); cosine attack AUC {:.4f} (min over classes {:.4f})",

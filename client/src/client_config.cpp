@@ -24,8 +24,10 @@ ClientConfig load_client_config(const std::string& path) {
   t.finish();
   auto privacy = root.child("privacy");
   c.nopeek = train::read_nopeek_options(privacy);
-  auto sy = root.child("sync");
-  c.sync = sync::read_sync_options(sy);
+  if (root.has("sync")) {
+    auto sy = root.child("sync");
+    c.sync = sync::read_sync_options(sy);
+  }
   if (root.has("train")) {
     auto tr = root.child("train");
     c.train = train::read_train_options(tr);

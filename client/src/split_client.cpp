@@ -158,8 +158,8 @@ SplitClient::EvalResult SplitClient::evaluate() {
     auto z = model_.front->forward(x);
     const auto sent = train::cut_to_send(z, options_.nopeek);
     if (b == 0 && n >= 4) {  // what a curious server could measure on what it sees
-      out.dcor = privacy::dcor(x, z).item<double>();
-      out.dcor2_u = privacy::dcor2_unbiased(x, z).item<double>();
+      out.dcor = privacy::dcor(x, sent).item<double>();
+      out.dcor2_u = privacy::dcor2_unbiased(x, sent).item<double>();
     }
     const auto id = eval_id_++;
     if (!options_.train.u_shaped) {

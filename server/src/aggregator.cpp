@@ -19,15 +19,13 @@ Aggregator::Aggregator(const train::TrainOptions& train, AggregatorOptions optio
       opt_(train::make_optimizer(flat_.params(), train)),
       acc_(flat_.numel()) {}
 
-Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::string& name,
-                                          Clock::time_point now) {
+Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::string& name) {
   Outbox out;
   if (members_.count(session)) throw ProtocolError("SnapshotRequest twice in one session");
   members_[session].name = name;
   out.emplace_back(session, sync::make_snapshot(version_, options_.staleness, flat_, *opt_));
   log::get("aggregator")->info("'{}' joined the aggregation at round {} ({} members)", name, version_,
                                members_.size());
-  (void)now;
   return out;
 }
 

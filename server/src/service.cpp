@@ -106,7 +106,7 @@ void Service::on_message(transport::Received& rx) {
         if (trainer_) aggregator_->set_schedule_steps(trainer_->stats().steps);
         auto out = rx.message.type == wire::MsgType::kSparseGrad
                        ? aggregator_->contribute(rx.session_id, rx.message, now)
-                       : aggregator_->add_member(rx.session_id, rx.client_name, now);
+                       : aggregator_->add_member(rx.session_id, rx.client_name);
         send_all(out);
         report_round();
         break;
@@ -159,6 +159,16 @@ void Service::report() {
   st.correct = 0;
 }
 
+namespace {
+// "n0,n1,..": contributions per staleness since `before` (empty: since the start).
+std::string staleness_list(const std::vector<std::uint64_t>& now, const std::vector<std::uint64_t>& before) {
+  std::string out;
+  for (std::size_t t = 0; t < now.size(); ++t)
+    out += fmt::format("{}{}", t ? "," : "", now[t] - (t < before.size() ? before[t] : 0));
+  return out;
+}
+}  // namespace
+
 // The aggregation's accounting every log_every rounds: traffic, density, staleness.
 void Service::report_round() {
   const auto& a = aggregator_->stats();
@@ -176,9 +186,7 @@ void Service::report_round() {
   const double down_density = rounds > 0 ? (a.nnz_down - p.nnz_down) / (rounds * numel) : 0.0;
   // up + down per client per round, against the dense float32 vectors both ways
   const double ratio = (contrib > 0 && updates > 0) ? (up / contrib + down / updates) / (2 * dense_bytes) : 0.0;
-  std::string hist;
-  for (std::size_t t = 0; t < a.staleness.size(); ++t)
-    hist += fmt::format("{}{}", t ? "," : "", a.staleness[t] - (t < p.staleness.size() ? p.staleness[t] : 0));
+  const auto hist = staleness_list(a.staleness, p.staleness);
   log::get("aggregator")
       ->info("round {}  members {}  up {:.1f} KB/contribution (density {:.4f})  down {:.1f} KB/client (density {:.4f})  "
              "{:.3f} of dense  staleness [{}]  closed all/samples/deadline {}/{}/{}  rejected {}",
@@ -208,8 +216,7 @@ std::string Service::summary_json() const {
 std::string Service::aggregation_json() const {
   if (!aggregator_) return "";
   const auto& a = aggregator_->stats();
-  std::string hist;
-  for (std::size_t t = 0; t < a.staleness.size(); ++t) hist += fmt::format("{}{}", t ? "," : "", a.staleness[t]);
+  const auto hist = staleness_list(a.staleness, {});
   return fmt::format(
       R"(,"aggregation":{{"rounds":{},"staleness_bound":{},"max_staleness":{},"staleness_hist":[{}],"contributions":{},"rejected":{},"closed_all":{},"closed_samples":{},"closed_deadline":{},"bytes_up":{},"bytes_down":{},"front_hash":"{}"}})",
       a.rounds, aggregator_->options().staleness, a.max_staleness, hist, a.contributions, a.rejected, a.closed_all,

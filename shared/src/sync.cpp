@@ -16,7 +16,7 @@ namespace cutlayer::sync {
 
 SyncOptions read_sync_options(config::Object& s) {
   SyncOptions o;
-  o.enabled = s.has("compressor") || s.has("enabled") || s.has("density");
+  o.enabled = true;  // the object is there; "enabled": false keeps it written but off
   s.get("enabled", o.enabled);
   s.get_choice("compressor", o.compressor, kernels::compressor_names());
   s.get("density", o.density, 1e-6, 1.0);

@@ -3,6 +3,7 @@ set -euo pipefail
 bin=$1 configs=$2
 work=$(mktemp -d)
 pids=()
+# KEEP_WORK=DIR copies the work directory there on exit (to read logs of a failed run).
 cleanup() { [ -n "${KEEP_WORK:-}" ] && cp -r "$work" "$KEEP_WORK";  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 

@@ -70,8 +70,8 @@ TEST(Aggregator, SparseAggregationEqualsDenseAggregationOfTheSameVectors) {
   Aggregator sparse(tiny(), {}), dense(tiny(), {});
   const auto t = Clock::now();
   for (auto* a : {&sparse, &dense}) {
-    a->add_member(1, "a", t);
-    a->add_member(2, "b", t);
+    a->add_member(1, "a");
+    a->add_member(2, "b");
   }
   const auto s1 = random_sparse(1), s2 = random_sparse(2);
   sparse.contribute(1, contribution(1, 0, 64, s1), t);
@@ -94,7 +94,7 @@ TEST(Aggregator, SparseAggregationEqualsDenseAggregationOfTheSameVectors) {
 TEST(Aggregator, RoundWaitsForEveryMemberAndTellsEachWhichContributionWasIn) {
   Aggregator a(tiny(), {});
   const auto t = Clock::now();
-  for (std::uint64_t s = 1; s <= 3; ++s) a.add_member(s, "m", t);
+  for (std::uint64_t s = 1; s <= 3; ++s) a.add_member(s, "m");
   EXPECT_TRUE(a.contribute(1, contribution(7, 0, 64, random_sparse(1)), t).empty());
   EXPECT_TRUE(a.contribute(2, contribution(3, 0, 64, random_sparse(2)), t).empty());
   EXPECT_EQ(a.version(), 0u);
@@ -118,7 +118,7 @@ TEST(Aggregator, DeadlineClosesTheRoundWithoutASilentMemberAndItsLateContributio
   o.deadline = 500ms;
   Aggregator a(tiny(), o);
   const auto t0 = Clock::now();
-  for (std::uint64_t s = 1; s <= 3; ++s) a.add_member(s, "m", t0);
+  for (std::uint64_t s = 1; s <= 3; ++s) a.add_member(s, "m");
   a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t0);
   a.contribute(2, contribution(1, 0, 64, random_sparse(2)), t0 + 100ms);
   EXPECT_TRUE(a.tick(t0 + 499ms).empty());
@@ -147,8 +147,8 @@ TEST(Aggregator, StalenessNeverExceedsTheBoundAndStaleContributionsAreDownWeight
   o.target_samples = 1;  // every contribution closes a round: fully asynchronous
   Aggregator a(tiny(), o);
   const auto t = Clock::now();
-  a.add_member(1, "fast", t);
-  a.add_member(2, "slow", t);
+  a.add_member(1, "fast");
+  a.add_member(2, "slow");
   for (std::uint64_t r = 0; r < 3; ++r) a.contribute(1, contribution(r + 1, r, 64, random_sparse(r)), t);
   EXPECT_EQ(a.version(), 3u);
   // 3 rounds stale: refused
@@ -173,8 +173,8 @@ TEST(Aggregator, InverseStalenessWeightIsTheDefault) {
   EXPECT_EQ(o.stale_weight, StaleWeight::kInv);
   Aggregator a(tiny(), o);
   const auto t = Clock::now();
-  a.add_member(1, "fast", t);
-  a.add_member(2, "slow", t);
+  a.add_member(1, "fast");
+  a.add_member(2, "slow");
   for (std::uint64_t r = 0; r < 2; ++r) a.contribute(1, contribution(r + 1, r, 64, random_sparse(r)), t);
   const auto s = random_sparse(11);
   auto ups = of_type(a.contribute(2, contribution(1, 0, 64, s), t), wire::MsgType::kUpdate);
@@ -187,8 +187,8 @@ TEST(Aggregator, AMemberCannotQueueMoreThanTheBoundAhead) {
   o.staleness = 1;
   Aggregator a(tiny(), o);
   const auto t = Clock::now();
-  a.add_member(1, "fast", t);
-  a.add_member(2, "slow", t);
+  a.add_member(1, "fast");
+  a.add_member(2, "slow");
   a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t);
   a.contribute(1, contribution(2, 0, 64, random_sparse(2)), t);  // queued for round 2
   EXPECT_THROW(a.contribute(1, contribution(3, 0, 64, random_sparse(3)), t), ProtocolError);
@@ -204,8 +204,8 @@ TEST(Aggregator, AMemberCannotQueueMoreThanTheBoundAhead) {
 TEST(Aggregator, ALeavingMemberNoLongerHoldsTheRound) {
   Aggregator a(tiny(), {});
   const auto t = Clock::now();
-  a.add_member(1, "a", t);
-  a.add_member(2, "b", t);
+  a.add_member(1, "a");
+  a.add_member(2, "b");
   EXPECT_TRUE(a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t).empty());
   auto out = a.remove_member(2, t);
   ASSERT_EQ(out.size(), 1u);
@@ -217,7 +217,7 @@ TEST(Aggregator, ALeavingMemberNoLongerHoldsTheRound) {
 TEST(Aggregator, AJoinersSnapshotReproducesTheReplicaIncludingMomentum) {
   Aggregator a(tiny(), {});
   const auto t = Clock::now();
-  a.add_member(1, "a", t);
+  a.add_member(1, "a");
   for (std::uint64_t r = 0; r < 3; ++r) a.contribute(1, contribution(r + 1, r, 64, random_sparse(r)), t);
   // A client built from another seed: the snapshot must overwrite everything.
   auto o = tiny();
@@ -226,7 +226,7 @@ TEST(Aggregator, AJoinersSnapshotReproducesTheReplicaIncludingMomentum) {
   auto flat = sync::flat_params(m.front, &m.head);
   auto opt = train::make_optimizer(flat.params(), o);
   EXPECT_NE(flat.hash(), a.hash());
-  auto out = a.add_member(2, "joiner", t);
+  auto out = a.add_member(2, "joiner");
   ASSERT_EQ(out.size(), 1u);
   ASSERT_EQ(out[0].second.type, wire::MsgType::kModelSnapshot);
   EXPECT_EQ(sync::load_snapshot(out[0].second, flat, *opt), 3u);
@@ -246,8 +246,8 @@ TEST(Aggregator, MalformedContributionsAreProtocolErrors) {
   Aggregator a(tiny(), {});
   const auto t = Clock::now();
   EXPECT_THROW(a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t), ProtocolError);  // not a member
-  a.add_member(1, "a", t);
-  EXPECT_THROW(a.add_member(1, "a", t), ProtocolError);
+  a.add_member(1, "a");
+  EXPECT_THROW(a.add_member(1, "a"), ProtocolError);
   EXPECT_THROW(a.contribute(1, contribution(1, 0, 0, random_sparse(1)), t), ProtocolError);  // no samples
   auto wrong = random_sparse(1);
   wrong.numel = kNumel + 1;

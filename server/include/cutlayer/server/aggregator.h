@@ -63,7 +63,7 @@ class Aggregator {
 
   // A joined session asks for the snapshot: it becomes a member and gets the current
   // front, optimizer state and round.
-  Outbox add_member(std::uint64_t session, const std::string& name, Clock::time_point now);
+  Outbox add_member(std::uint64_t session, const std::string& name);
   // A member left or was evicted (session ended): its queued contributions are dropped,
   // the open round stops waiting for it.
   Outbox remove_member(std::uint64_t session, Clock::time_point now);

@@ -34,6 +34,7 @@ struct SyncOptions {
   bool varint_indices = true;    // delta + LEB128 indices (about 1 byte each at density 0.01)
   std::uint64_t seed = 0;        // randomk
 };
+// Reads a present "sync" object (enabled unless it says "enabled": false).
 SyncOptions read_sync_options(config::Object& sync);
 
 // The synced parameters (front, then head) as one flat float32 vector.
