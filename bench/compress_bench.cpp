@@ -4,7 +4,8 @@
 // merge). Prints Google Benchmark's table on stderr and, on stdout, one JSON line per
 // compressor and size:
 //   {"bench":"compress","algo":..,"numel":..,"density":..,"ms":..,
-//    "speedup_vs_torch_topk":..,"fraction_of_stream":..,"selected":..}
+//    "speedup_vs_torch_topk":..,"fraction_of_stream":..,"selected":..,
+//    "passes":..,"warm":..,"in_band":..}   (passes per call, shares of one-pass and in-band calls)
 // fraction_of_stream = (bytes the operation must move at least: read gradient and
 // residual, write residual = 12 B/element) / time, divided by the bytes/s (reads +
 // writes) of a streaming copy of the same size.
@@ -76,14 +77,22 @@ void BM_Compress(benchmark::State& state, const std::string& algo) {
   const double density = state.range(1) / 1e6;
   auto d = make_data(n);
   auto c = make_compressor(algo);
-  std::int64_t selected = 0;
+  const double k = static_cast<double>(target_k(n, density));
+  std::int64_t selected = 0, calls = 0, passes = 0, warm = 0, in_band = 0;
   for (auto _ : state) {
     auto s = c->compress(d.next(), d.residual, density);
     selected = s.nnz();
+    ++calls;
+    passes += c->last_stats().passes;
+    warm += c->last_stats().passes == 1;
+    in_band += selected >= 2 * k / 3 && selected <= 4 * k / 3;
     benchmark::DoNotOptimize(s.values.data_ptr());
   }
   state.counters["selected"] = static_cast<double>(selected);
-  state.counters["passes"] = c->last_stats().passes;
+  // Per call, over the timed calls: mean passes, share of one-pass calls, share in band.
+  state.counters["passes"] = static_cast<double>(passes) / std::max<std::int64_t>(calls, 1);
+  state.counters["warm"] = static_cast<double>(warm) / std::max<std::int64_t>(calls, 1);
+  state.counters["in_band"] = static_cast<double>(in_band) / std::max<std::int64_t>(calls, 1);
   state.SetBytesProcessed(state.iterations() * n * 12);
 }
 
@@ -122,6 +131,7 @@ class Collector : public benchmark::ConsoleReporter {
   struct Row {
     double seconds = 0;  // per iteration
     double selected = 0;
+    double passes = -1, warm = -1, in_band = -1;  // -1: not measured (the baselines)
   };
   std::map<std::string, Row> rows;
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -129,8 +139,14 @@ class Collector : public benchmark::ConsoleReporter {
       Row row;
       row.seconds = r.GetAdjustedRealTime() / 1e9 *
                     (r.time_unit == benchmark::kMillisecond ? 1e6 : r.time_unit == benchmark::kMicrosecond ? 1e3 : 1);
-      auto it = r.counters.find("selected");
-      if (it != r.counters.end()) row.selected = it->second;
+      auto counter = [&](const char* name, double& into) {
+        auto it = r.counters.find(name);
+        if (it != r.counters.end()) into = it->second;
+      };
+      counter("selected", row.selected);
+      counter("passes", row.passes);
+      counter("warm", row.warm);
+      counter("in_band", row.in_band);
       std::string name = r.benchmark_name();
       const auto cut = name.find("/min_time:");
       if (cut != std::string::npos) name.resize(cut);
@@ -186,10 +202,17 @@ int main(int argc, char** argv) {
         if (!row || !base || !copy) continue;
         const double stream_bps = 8.0 * n / copy->seconds;
         const double op_bps = 12.0 * n / row->seconds;
+        std::string extra;
+        if (row->passes >= 0) {
+          char buf[128];
+          std::snprintf(buf, sizeof buf, ",\"passes\":%.2f,\"warm\":%.2f,\"in_band\":%.2f", row->passes, row->warm,
+                        row->in_band);
+          extra = buf;
+        }
         std::printf("{\"bench\":\"compress\",\"algo\":\"%s\",\"numel\":%lld,\"density\":%g,\"ms\":%.3f,"
-                    "\"speedup_vs_torch_topk\":%.2f,\"fraction_of_stream\":%.3f,\"selected\":%.0f}\n",
+                    "\"speedup_vs_torch_topk\":%.2f,\"fraction_of_stream\":%.3f,\"selected\":%.0f%s}\n",
                     a.c_str(), static_cast<long long>(n), d, row->seconds * 1e3,
-                    base->seconds / row->seconds, op_bps / stream_bps, row->selected);
+                    base->seconds / row->seconds, op_bps / stream_bps, row->selected, extra.c_str());
       }
     }
   }

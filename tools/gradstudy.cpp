@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
     auto residual = torch::zeros({numel});
     kernels::CompressorOptions probe_opts;
     probe_opts.error_feedback = false;  // counting only: nothing is modified
+    probe_opts.reuse_threshold = false;  // the paper's threshold from this step's data alone
     auto gk = kernels::make_compressor("gaussiank", probe_opts);
     kernels::CompressorOptions raw = probe_opts;
     raw.max_corrections = 0;

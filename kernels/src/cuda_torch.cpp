@@ -34,8 +34,11 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   auto val = torch::empty({tr.count}, dev.dtype(torch::kFloat32));
   long long count = 0;
   float* x = ef ? r : const_cast<float*>(g);
-  check(cuda::select_compact(x, n, static_cast<float>(tr.threshold), ef, idx.data_ptr<std::int64_t>(),
-                             val.data_ptr<float>(), tr.count, &count, stream),
+  // The raw API takes long long*; int64_t is long on LP64 Linux (same width, other type).
+  static_assert(sizeof(long long) == sizeof(std::int64_t));
+  auto* idx_ptr = reinterpret_cast<long long*>(idx.data_ptr<std::int64_t>());
+  check(cuda::select_compact(x, n, static_cast<float>(tr.threshold), ef, idx_ptr, val.data_ptr<float>(),
+                             tr.count, &count, stream),
         "gaussiank compaction");
   stats = {target_k(n, density), count, tr.passes + 1, tr.threshold};
   SparseTensor out;

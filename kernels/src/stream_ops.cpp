@@ -70,12 +70,66 @@ std::int64_t select_above(const float* x, std::int64_t n, float t, std::int64_t 
   return count;
 }
 
+namespace {
+
+// The candidates of one block that had any: counted always, appended while the budget
+// holds (the shared counter is touched only here, in the rare blocks with candidates).
+void take_block(const float* x, std::int64_t b, std::int64_t e, float bound, std::int64_t base,
+                CandidateBudget& budget, std::vector<std::int64_t>& idx, std::vector<float>& val,
+                std::int64_t* above) {
+  std::int64_t c = 0;
+  for (std::int64_t i = b; i < e; ++i) c += std::fabs(x[i]) > bound;
+  *above += c;
+  if (budget.exceeded.load(std::memory_order_relaxed)) return;
+  if (budget.used.fetch_add(c, std::memory_order_relaxed) + c > budget.cap) {
+    budget.exceeded.store(true, std::memory_order_relaxed);
+    return;
+  }
+  for (std::int64_t i = b; i < e; ++i) {
+    if (std::fabs(x[i]) > bound) {
+      idx.push_back(base + i);
+      val.push_back(x[i]);
+    }
+  }
+}
+
+}  // namespace
+
 CUTLAYER_CLONES
-std::int64_t count_above(const float* x, std::int64_t n, float t) {
-  std::int64_t count = 0;
-#pragma omp simd reduction(+ : count)
-  for (std::int64_t i = 0; i < n; ++i) count += std::fabs(x[i]) > t;
-  return count;
+Moments scan_above(float* x, const float* g, std::int64_t n, float bound, std::int64_t base,
+                   CandidateBudget& budget, std::vector<std::int64_t>& idx, std::vector<float>& val,
+                   std::int64_t* above) {
+  // Blocks of 256: the update, float partial moments and a vectorized "any above?" in one
+  // loop; the block is looked at again (from L1) only when it holds a candidate.
+  constexpr std::int64_t kBlock = 256;
+  Moments m;
+  for (std::int64_t b = 0; b < n; b += kBlock) {
+    const std::int64_t e = std::min(n, b + kBlock);
+    float s = 0.f, ss = 0.f;
+    int any = 0;
+    if (g != nullptr) {
+#pragma omp simd reduction(+ : s, ss) reduction(| : any)
+      for (std::int64_t i = b; i < e; ++i) {
+        const float v = x[i] + g[i];
+        x[i] = v;
+        s += v;
+        ss += v * v;
+        any |= std::fabs(v) > bound;
+      }
+    } else {
+#pragma omp simd reduction(+ : s, ss) reduction(| : any)
+      for (std::int64_t i = b; i < e; ++i) {
+        const float v = x[i];
+        s += v;
+        ss += v * v;
+        any |= std::fabs(v) > bound;
+      }
+    }
+    m.sum += s;
+    m.sumsq += ss;
+    if (any) take_block(x, b, e, bound, base, budget, idx, val, above);
+  }
+  return m;
 }
 
 void sample_abs(const float* x, std::int64_t n, std::int64_t offset, std::int64_t stride,

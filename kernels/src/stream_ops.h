@@ -2,6 +2,7 @@
 // cloned for AVX-512/AVX2/baseline) and run over chunks by at::parallel_for.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -19,12 +20,24 @@ struct Moments {
 // r[i] += g[i] (when g != nullptr) and the moments of the result over [0, n).
 Moments accumulate_moments(float* r, const float* g, std::int64_t n);
 
+// A cap on candidate entries shared by the chunks of one pass (they run in parallel).
+struct CandidateBudget {
+  std::int64_t cap = 0;
+  std::atomic<std::int64_t> used{0};
+  std::atomic<bool> exceeded{false};
+};
+
+// One streaming pass: x[i] += g[i] when g != nullptr (x is only read otherwise), the
+// moments of the result, and (i + base, x[i]) appended to idx/val for every |x[i]| > bound
+// while `budget` holds. Returns the moments; *above gets the exact number of
+// |x[i]| > bound, whether or not the budget held. A bound of +inf collects nothing.
+Moments scan_above(float* x, const float* g, std::int64_t n, float bound, std::int64_t base,
+                   CandidateBudget& budget, std::vector<std::int64_t>& idx, std::vector<float>& val,
+                   std::int64_t* above);
+
 // Appends (i + base, x[i]) for |x[i]| > t to idx/val; returns the count.
 std::int64_t select_above(const float* x, std::int64_t n, float t, std::int64_t base,
                           std::vector<std::int64_t>& idx, std::vector<float>& val);
-
-// Number of |x[i]| > t (a read-only vectorized pass).
-std::int64_t count_above(const float* x, std::int64_t n, float t);
 
 // Appends |x[i]| for i = offset, offset + stride, ... < n to `out`.
 void sample_abs(const float* x, std::int64_t n, std::int64_t offset, std::int64_t stride,

@@ -216,5 +216,144 @@ TEST(Compressor, PerLayerSelectsWithinEachLayer) {
   EXPECT_THROW(compress_per_layer(*c, g, r, {10000, 10000}, 0.01), Error);
 }
 
+
+// One call of a compressor with error feedback, checked: the invariant bit for bit, and
+// the count; returns the call's passes.
+struct Checked {
+  SparseTensor sent;
+  int passes;
+};
+Checked compress_checked(Compressor& c, const torch::Tensor& g, torch::Tensor& residual, double density,
+                         const std::vector<std::int64_t>& layers = {}) {
+  const auto old_plus_g = residual + g;
+  SparseTensor s = layers.empty() ? c.compress(g, residual, density)
+                                  : compress_per_layer(c, g, residual, layers, density);
+  const auto sent = s.to_dense();
+  EXPECT_TRUE(bitwise_equal(sent + residual, old_plus_g)) << c.name();
+  EXPECT_TRUE(torch::all((sent == 0) | (residual == 0)).item<bool>()) << c.name();
+  return {std::move(s), c.last_stats().passes};
+}
+
+// The exact top-k set of x (whole or per layer).
+std::set<std::int64_t> torch_topk_set(const torch::Tensor& x, double density, const std::vector<std::int64_t>& layers) {
+  std::set<std::int64_t> out;
+  std::int64_t offset = 0;
+  for (auto size : layers.empty() ? std::vector<std::int64_t>{x.numel()} : layers) {
+    const auto part = x.narrow(0, offset, size);
+    auto idx = std::get<1>(part.abs().topk(target_k(size, density)));
+    for (std::int64_t j = 0; j < idx.numel(); ++j) out.insert(offset + idx[j].item<std::int64_t>());
+    offset += size;
+  }
+  return out;
+}
+
+// Threshold reuse: topk stays exact over a stream of error-feedback steps with scale
+// jumps, and most calls are one pass. Per step the passes are: w (one, warm), 2 (warm
+// pass + a re-collect under a lower bound), 3-4 (the cold radix path after a warm try).
+TEST(Compressor, WarmTopKStaysExactAcrossSteps) {
+  torch::manual_seed(21);
+  const std::int64_t n = 1 << 20;
+  for (const std::vector<std::int64_t>& layers : {std::vector<std::int64_t>{}, {1 << 18, 1 << 19, 1 << 18}}) {
+    for (double density : {0.01, 0.001}) {
+      auto c = make_compressor("topk");
+      auto residual = torch::zeros({n});
+      std::string pattern;
+      int warm = 0, recollect = 0;
+      for (int step = 0; step < 24; ++step) {
+        double scale = 1;
+        if (step >= 8) scale = 30;  // a jump up: too many candidates
+        if (step == 12) residual.mul_(0.8);  // a drift down: too few, collected again
+        if (step == 16) residual.mul_(0.02);  // a jump down
+        if (step >= 12) scale = 24;
+        if (step >= 16) scale = 0.5;
+        const auto g = torch::randn({n}) * scale;
+        const auto expected = torch_topk_set(residual + g, density, layers);
+        const auto r = compress_checked(*c, g, residual, density, layers);
+        EXPECT_EQ(index_set(r.sent), expected) << "step " << step << " density " << density;
+        expect_ascending_unique(r.sent);
+        const int p = layers.empty() ? r.passes : 0;
+        if (layers.empty()) {
+          pattern += p == 1 ? 'w' : static_cast<char>('0' + p);
+          warm += p == 1;
+          recollect += step > 0 && p == 2;
+        }
+      }
+      if (layers.empty()) {
+        std::printf("[ measure ] topk density %.3f passes per step: %s\n", density, pattern.c_str());
+        EXPECT_GE(warm, 16) << pattern;
+        EXPECT_GE(recollect, 1) << pattern;  // the drift at step 12
+        EXPECT_NE(pattern[8], 'w') << pattern;  // the jump up cannot be served warm
+      }
+      // After warm steps a non-finite gradient is still refused and the residual reset.
+      auto bad = torch::randn({n});
+      bad[n / 3] = NAN;
+      EXPECT_THROW(c->compress(bad, residual, density), Error);
+      EXPECT_TRUE(torch::all(residual == 0).item<bool>());
+    }
+  }
+}
+
+// Error-feedback streams, as training makes them: the residual keeps what was not sent,
+// so its tails are cut and refilled every step. gaussiank and sampledk must land in
+// [2k/3, 4k/3] at every step once they have seen the vector (four steps), except for the
+// two steps after a jump in the gradient's scale, and most calls must be one pass.
+TEST(Compressor, ThresholdKStaysInBandOnErrorFeedbackStreams) {
+  const std::int64_t n = 1 << 20;
+  for (const char* name : {"gaussiank", "sampledk"}) {
+    for (double density : {0.001, 0.01}) {
+      for (const char* stream : {"fresh", "cycled", "jump"}) {
+        torch::manual_seed(31);
+        std::vector<torch::Tensor> cycle;
+        for (int i = 0; i < 4; ++i) cycle.push_back(torch::randn({n}) * 0.01);
+        auto c = make_compressor(name);
+        auto residual = torch::zeros({n});
+        const double k = static_cast<double>(target_k(n, density));
+        int in_band = 0, warm = 0, excused = 0;
+        std::string misses, pattern;
+        for (int step = 0; step < 40; ++step) {
+          const std::string s = stream;
+          double scale = 1;
+          if (s == "jump" && step >= 20) scale = 20;
+          if (s == "jump" && step >= 30) scale = 0.05;
+          const auto g = s == "cycled" ? cycle[step % 4] : torch::randn({n}) * 0.01 * scale;
+          const auto r = compress_checked(*c, g, residual, density);
+          const bool ok = r.sent.nnz() >= 2 * k / 3 && r.sent.nnz() <= 4 * k / 3;
+          const bool excuse = step < 4 || (s == "jump" && (step == 20 || step == 21 || step == 30 || step == 31));
+          in_band += ok;
+          warm += r.passes == 1;
+          pattern += r.passes == 1 ? 'w' : static_cast<char>('0' + std::min(r.passes, 9));
+          excused += excuse;
+          if (!ok && !excuse) misses += " " + std::to_string(step) + ":" + std::to_string(r.sent.nnz());
+        }
+        std::printf("[ measure ] %s density %.3f %s stream: %d/40 in band, %d/40 one-pass (%s)\n", name,
+                    density, stream, in_band, warm, pattern.c_str());
+        EXPECT_TRUE(misses.empty()) << name << " " << stream << " density " << density << " k " << k
+                                    << " out of band at" << misses;
+        EXPECT_GE(warm, 30) << name << " " << stream << " density " << density;
+      }
+    }
+  }
+}
+
+TEST(Compressor, WithoutThresholdReuseEachCallStandsAlone) {
+  torch::manual_seed(41);
+  const std::int64_t n = 200003;
+  CompressorOptions o;
+  o.reuse_threshold = false;
+  for (const char* name : {"topk", "gaussiank", "sampledk"}) {
+    auto seasoned = make_compressor(name, o);
+    auto residual = torch::zeros({n});
+    for (int step = 0; step < 5; ++step) seasoned->compress(torch::randn({n}), residual, 0.01);
+    const auto g = torch::randn({n});
+    auto copy = residual.clone();
+    const auto a = seasoned->compress(g, residual, 0.01);
+    const auto b = make_compressor(name, o)->compress(g, copy, 0.01);
+    EXPECT_TRUE(bitwise_equal(a.indices, b.indices)) << name;
+    EXPECT_TRUE(bitwise_equal(a.values, b.values)) << name;
+    EXPECT_TRUE(bitwise_equal(residual, copy)) << name;
+    EXPECT_GT(seasoned->last_stats().passes, 1) << name;  // nothing carried over: cold
+  }
+}
+
 }  // namespace
 }  // namespace cutlayer::kernels

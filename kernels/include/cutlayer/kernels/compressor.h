@@ -16,15 +16,21 @@ namespace cutlayer::kernels {
 
 struct CompressorOptions {
   bool error_feedback = true;
-  int max_corrections = 3;  // gaussiank: threshold correction passes
+  // gaussiank, sampledk: full read-only correction passes at most (counts over candidates
+  // are free and not limited); 0: no correction at all, the model's raw threshold.
+  int max_corrections = 3;
   std::uint64_t seed = 0;   // randomk
+  // topk, gaussiank, sampledk: remember each vector's last threshold (keyed by where it
+  // lives) and collect candidates near it in the first pass, so that a call on a vector
+  // whose scale moves little is one streaming pass. Off: every call stands alone.
+  bool reuse_threshold = true;
 };
 
 // What a compression did, for accounting and tests.
 struct CompressStats {
   std::int64_t target_k = 0;
   std::int64_t selected = 0;
-  int passes = 0;          // streaming passes over the data
+  int passes = 0;          // streaming passes over the data (1: a warm call)
   double threshold = 0;    // threshold used (gaussiank, topk)
 };
 

@@ -1,0 +1,166 @@
+// gaussiank and sampledk: a threshold from a model of |x|, counted and corrected until the
+// count lands in [2k/3, 4k/3], never a sort.
+//   gaussiank (Shi et al. 2019): t = |mu| + |Phi^-1(rho/2)| sigma from the moments (|mu|:
+//     a positive threshold even for a vector far from zero mean).
+//   sampledk (as in DGC): t = the (1 - rho) quantile of |x| over a strided sample.
+//
+// Pass 1 is fused with error feedback: r += g, the moments, and (sampledk) the sample.
+// With threshold reuse (the default) the compressor remembers, per vector, the threshold
+// it accepted last time and how far its model was off (`factor`): pass 1 then also keeps
+// every element above a margin under the old threshold as a candidate, the new estimate is
+// scaled by the factor, and every count and the selection at a threshold the candidates
+// cover read the candidates only — a warm call is one streaming pass. A threshold under the
+// candidates' bound (or too many candidates) costs full read-only passes, never a wrong
+// count. Without reuse each call stands alone, as in the paper.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "compress_common.h"
+#include "cutlayer/error.h"
+#include "cutlayer/kernels/cuda.h"
+#include "normal_quantile.h"
+#include "threshold_search.h"
+
+namespace cutlayer::kernels::detail {
+namespace {
+
+// Counts over the candidates are cheap; this only stops a search that cannot settle.
+constexpr int kMaxSearchSteps = 40;
+
+class ThresholdK final : public Compressor {
+ public:
+  ThresholdK(const CompressorOptions& o, bool sampled) : opts_(o), sampled_(sampled) {}
+  std::string name() const override { return sampled_ ? "sampledk" : "gaussiank"; }
+
+  SparseTensor compress(const torch::Tensor& grad, torch::Tensor& residual, double density) override {
+    const bool ef = opts_.error_feedback;
+    check_inputs(grad, residual, ef, density);
+    if (grad.is_cuda()) {
+      if (sampled_) throw Error("sampledk runs on CPU tensors only; use gaussiank on CUDA");
+      return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, stats_);
+    }
+    const std::int64_t n = grad.numel();
+    const std::int64_t k = target_k(n, density);
+    stats_ = {k, 0, 0, 0};
+    if (n == 0) return empty_sparse(n);
+    const Source src = make_source(grad, residual, ef);
+    ThresholdMemory stateless;
+    ThresholdMemory& mem = opts_.reuse_threshold ? memories_.at(src.x, n, density) : stateless;
+    const std::int64_t cap = candidate_cap(k);
+
+    // Pass 1: error feedback, moments, candidates above the remembered margin and
+    // (sampledk) a strided sample of |x|: ~256 sampled elements above the threshold
+    // (count error ~6%), at most 1/16 of the vector so that small vectors pay little.
+    const std::int64_t sample_target = std::clamp<std::int64_t>(
+        static_cast<std::int64_t>(256.0 / density), 1, std::max<std::int64_t>(n / 16, 16384));
+    const std::int64_t stride = std::max<std::int64_t>(1, n / sample_target);
+    std::vector<std::vector<float>> samples(sampled_ ? chunk_count(n) : 0);
+    Candidates cands;
+    std::int64_t first_count = 0;
+    const float first_bound = mem.bound();
+    const Moments m = scan(src, n, first_bound, cap, cands, &first_count,
+                           [&](std::int64_t c, std::int64_t b, std::int64_t e) {
+                             if (sampled_)
+                               sample_abs(src.x + b, e - b, (stride - b % stride) % stride, stride, samples[c]);
+                           });
+    stats_.passes = 1;
+    if (!m.finite()) refuse_non_finite(residual, ef);
+    const bool first_complete = cands.complete;
+    const double mean = m.sum / static_cast<double>(n);
+    const double sd = std::sqrt(std::max(0.0, m.sumsq / static_cast<double>(n) - mean * mean));
+
+    const bool searchable = density < 1.0 && sd > 0.0;
+    double estimate = 0;  // the model's threshold, before the remembered factor
+    double t;
+    if (density >= 1.0) {
+      t = -1.0;  // everything
+    } else if (sd == 0.0) {
+      // A constant vector: nothing tells its elements apart, so a non-zero one is sent
+      // whole (and an all-zero one not at all).
+      t = std::nextafter(static_cast<float>(std::abs(mean)), 0.f);
+    } else {
+      estimate = sampled_ ? sample_threshold(samples, density)
+                          : std::abs(mean) + std::abs(normal_quantile(density / 2.0)) * sd;
+      t = estimate * mem.factor;
+    }
+
+    ThresholdSearch search(n, k, sd);
+    int corrections = 0;
+    for (int step = 0;; ++step) {
+      std::int64_t c;
+      if (cands.covers(t)) {
+        c = cands.count_above(static_cast<float>(t));
+      } else {
+        // A read-only pass that counts and keeps what lies above t; when it fits, it
+        // serves every later count and the selection at t or above.
+        Candidates fresh;
+        scan(read_only(src), n, static_cast<float>(t), cap, fresh, &c);
+        ++stats_.passes;
+        if (step > 0) ++corrections;
+        if (fresh.complete) cands = std::move(fresh);
+      }
+      search.observe(t, c);
+      if (!searchable || opts_.max_corrections <= 0 || search.in_band(c) || step + 1 >= kMaxSearchSteps) break;
+      // When the candidates hold the answer, the correction reads it off them: just under
+      // their k-th largest (or their smallest, when fewer than k but enough for the band).
+      const std::int64_t held = cands.complete ? cands.lists.size() : 0;
+      const double next = held >= search.band_low()
+                              ? std::nextafter(cands.kth_largest_abs(std::min(held, k)), 0.f)
+                              : search.next();
+      if (!cands.covers(next) && corrections >= opts_.max_corrections) break;
+      t = next;
+    }
+    t = search.best_threshold();
+
+    ChunkLists sel;
+    if (cands.covers(t)) {
+      sel = cands.select_above(static_cast<float>(t));
+    } else {
+      sel = ChunkLists(chunk_count(n));
+      const float tf = static_cast<float>(t);
+      for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
+        select_above(src.x + b, e - b, tf, b, sel.idx[c], sel.val[c]);
+      });
+      ++stats_.passes;
+    }
+    if (ef) zero_selected(src.r, sel);
+    stats_.selected = sel.size();
+    stats_.threshold = t;
+
+    if (opts_.reuse_threshold) {
+      if (searchable && estimate > 0) {
+        // Next time the model starts where this call's count would have been k (by the
+        // Gaussian tail through the accepted point), so the first count lands mid-band.
+        const double landmark = search.gaussian_step(t, static_cast<double>(stats_.selected));
+        mem.factor = std::clamp(landmark / estimate, 0.05, 20.0);
+      }
+      const bool covered = first_complete && static_cast<float>(t) >= first_bound;
+      mem.learn(t, covered, first_count, cap);
+    }
+    return assemble(n, sel);
+  }
+
+ private:
+  // Just below the sample's (1 - density) quantile, so that that element is selected.
+  static double sample_threshold(std::vector<std::vector<float>>& samples, double density) {
+    std::vector<float> all;
+    for (auto& v : samples) all.insert(all.end(), v.begin(), v.end());
+    const auto above = std::clamp<std::int64_t>(static_cast<std::int64_t>(std::ceil(density * all.size())), 1,
+                                                static_cast<std::int64_t>(all.size()));
+    std::nth_element(all.begin(), all.begin() + (above - 1), all.end(), std::greater<float>());
+    return std::nextafter(all[above - 1], 0.f);
+  }
+
+  CompressorOptions opts_;
+  bool sampled_;
+  ThresholdMemories memories_;
+};
+
+}  // namespace
+
+std::unique_ptr<Compressor> make_threshold_k(const CompressorOptions& o, bool sampled) {
+  return std::make_unique<ThresholdK>(o, sampled);
+}
+
+}  // namespace cutlayer::kernels::detail

@@ -1,0 +1,155 @@
+// The CPU compressors' internal passes against plain scalar references.
+#include "stream_ops.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "threshold_search.h"
+
+namespace cutlayer::kernels::detail {
+namespace {
+
+struct Reference {
+  std::vector<float> x;
+  std::vector<std::int64_t> idx;
+  std::vector<float> val;
+  double sum = 0, sumsq = 0;
+  std::int64_t above = 0;
+};
+
+Reference reference_scan(std::vector<float> x, const std::vector<float>* g, float bound, std::int64_t base) {
+  Reference r;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (g) x[i] = x[i] + (*g)[i];
+    r.sum += x[i];
+    r.sumsq += static_cast<double>(x[i]) * x[i];
+    if (std::fabs(x[i]) > bound) {
+      ++r.above;
+      r.idx.push_back(base + static_cast<std::int64_t>(i));
+      r.val.push_back(x[i]);
+    }
+  }
+  r.x = std::move(x);
+  return r;
+}
+
+TEST(StreamOps, ScanAboveMatchesAScalarReference) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  // Sizes around the 256-element blocks' edges, and one of several blocks.
+  for (std::int64_t n : {1, 7, 255, 256, 257, 511, 4096 + 3, 70001}) {
+    for (bool with_g : {true, false}) {
+      std::vector<float> x(n), g(n);
+      for (auto& v : x) v = nd(rng);
+      for (auto& v : g) v = nd(rng);
+      const float bound = 2.0f;
+      const auto ref = reference_scan(x, with_g ? &g : nullptr, bound, 1000);
+      CandidateBudget budget;
+      budget.cap = n;
+      std::vector<std::int64_t> idx;
+      std::vector<float> val;
+      std::int64_t above = 0;
+      const auto before = x;
+      const Moments m = scan_above(x.data(), with_g ? g.data() : nullptr, n, bound, 1000, budget, idx, val, &above);
+      EXPECT_EQ(above, ref.above) << n;
+      EXPECT_EQ(idx, ref.idx) << n;  // same entries, same (ascending) order
+      EXPECT_EQ(val, ref.val) << n;
+      EXPECT_FALSE(budget.exceeded.load());
+      // r += g is bit-exact; without g nothing is written.
+      EXPECT_EQ(x, with_g ? ref.x : before) << n;
+      EXPECT_NEAR(m.sum, ref.sum, 1e-4 * (1 + std::sqrt(static_cast<double>(n))));
+      EXPECT_NEAR(m.sumsq, ref.sumsq, 1e-5 * ref.sumsq + 1e-6);
+    }
+  }
+}
+
+TEST(StreamOps, ScanAboveStopsCollectingAtTheCapButCountsEverything) {
+  const std::int64_t n = 10000;
+  std::vector<float> x(n);
+  for (std::int64_t i = 0; i < n; ++i) x[i] = (i % 10 == 0) ? 5.f : 0.1f;  // 1000 above 1
+  CandidateBudget budget;
+  budget.cap = 300;
+  std::vector<std::int64_t> idx;
+  std::vector<float> val;
+  std::int64_t above = 0;
+  scan_above(x.data(), nullptr, n, 1.f, 0, budget, idx, val, &above);
+  EXPECT_EQ(above, 1000);
+  EXPECT_TRUE(budget.exceeded.load());
+  EXPECT_LE(static_cast<std::int64_t>(idx.size()), 300);
+  // An infinite bound collects nothing and writes nothing.
+  CandidateBudget none;
+  none.cap = n;
+  std::vector<std::int64_t> idx2;
+  std::vector<float> val2;
+  std::int64_t above2 = 0;
+  scan_above(x.data(), nullptr, n, INFINITY, 0, none, idx2, val2, &above2);
+  EXPECT_EQ(above2, 0);
+  EXPECT_TRUE(idx2.empty());
+}
+
+TEST(StreamOps, ScanAboveReportsNonFiniteThroughItsMoments) {
+  for (float bad : {NAN, INFINITY, -INFINITY, 3e19f}) {
+    std::vector<float> x(1000, 0.5f);
+    x[777] = bad;
+    CandidateBudget budget;
+    budget.cap = 1000;
+    std::vector<std::int64_t> idx;
+    std::vector<float> val;
+    std::int64_t above = 0;
+    EXPECT_FALSE(scan_above(x.data(), nullptr, 1000, 1.f, 0, budget, idx, val, &above).finite()) << bad;
+  }
+}
+
+// The count of |x| > t for n samples of a zero-mean Gaussian of scale sigma (expected).
+std::int64_t gaussian_count(double n, double sigma, double t) {
+  return static_cast<std::int64_t>(std::llround(n * std::erfc(t / (sigma * std::sqrt(2.0)))));
+}
+
+TEST(ThresholdSearch, OneStepLandsOnGaussianTailsWhateverTheScale) {
+  const std::int64_t n = 10000000, k = 10000;
+  for (double sigma : {1e-4, 0.3, 7.0}) {
+    for (double start : {0.5, 1.0, 2.0, 3.0}) {  // first guesses in units of the true scale
+      ThresholdSearch s(n, k, sigma);
+      const double t0 = start * sigma;
+      s.observe(t0, gaussian_count(n, sigma, t0));
+      const double t1 = s.next();
+      const auto c1 = gaussian_count(n, sigma, t1);
+      if (start >= 1.0) {
+        EXPECT_TRUE(s.in_band(c1)) << "sigma " << sigma << " start " << start << " count " << c1;
+      } else {
+        EXPECT_GT(t1, t0);  // the step is capped at x4; it goes the right way
+      }
+    }
+  }
+}
+
+TEST(ThresholdSearch, BracketedStepsStayInsideAndConverge) {
+  // A heavy-tailed count function (Laplace-like): the Gaussian step alone is off.
+  const std::int64_t n = 1000000, k = 1000;
+  auto count = [&](double t) { return static_cast<std::int64_t>(n * std::exp(-t)); };
+  ThresholdSearch s(n, k, 1.0);
+  double t = 1.0;
+  int steps = 0;
+  double lo_t = 0, hi_t = 1e9;
+  for (; steps < 30; ++steps) {
+    const auto c = count(t);
+    s.observe(t, c);
+    if (s.in_band(c)) break;
+    if (c > 4 * k / 3) lo_t = std::max(lo_t, t);
+    else hi_t = std::min(hi_t, t);
+    t = s.next();
+    if (lo_t > 0 && hi_t < 1e9) {
+      EXPECT_GT(t, lo_t);
+      EXPECT_LT(t, hi_t);
+    }
+  }
+  EXPECT_LT(steps, 10);
+  EXPECT_TRUE(s.in_band(s.best_count()));
+  EXPECT_EQ(count(s.best_threshold()), s.best_count());
+}
+
+}  // namespace
+}  // namespace cutlayer::kernels::detail
