@@ -103,15 +103,22 @@ Moments scan(const Source& src, std::int64_t n, float bound, std::int64_t cap, C
   return combine(parts);
 }
 
-void ThresholdMemory::learn(double accepted, bool covered, std::int64_t count, std::int64_t cap) {
-  if (threshold > 0) {  // this call was warm: tune the margin
-    if (!covered && accepted < bound()) {
-      gap = std::min(0.6, gap * 2.0);  // the threshold fell under the margin: widen it
-    } else if (covered && count > cap / 2) {
-      gap = std::max(0.01, gap * 0.7);  // more candidates than needed: narrow it
-    }
+void ThresholdMemory::learn(double accepted, bool complete, std::int64_t count, std::int64_t k) {
+  if (!(accepted > 0)) {
+    *this = ThresholdMemory{};  // nothing to go on next time
+    return;
   }
-  threshold = accepted > 0 ? accepted : 0;
+  if (threshold > 0) {  // this call was warm: tune the margin and follow the trend
+    if (static_cast<float>(accepted) < bound()) {
+      gap = std::min(0.6, gap * 2.0);  // the threshold fell under the margin: widen it
+    } else if (!complete || count > 4 * k) {
+      gap = std::max(0.02, gap * 0.7);  // far more candidates than needed: narrow it
+    }
+    // A steady drift (a residual still filling up) is followed; a jump is not a trend.
+    const double step = std::log(accepted / threshold);
+    trend = std::fabs(step) > 0.3 ? 0.0 : 0.75 * trend + 0.25 * step;
+  }
+  threshold = accepted;
 }
 
 ThresholdMemory& ThresholdMemories::at(const void* where, std::int64_t numel, double density) {

@@ -88,12 +88,15 @@ inline std::int64_t candidate_cap(std::int64_t k) { return std::max<std::int64_t
 // A guess from a stale or foreign entry costs passes, never a wrong count.
 struct ThresholdMemory {
   double threshold = 0;  // 0: nothing remembered yet
-  double factor = 1;     // gaussiank / sampledk: accepted threshold / the model's estimate
-  double gap = 0.15;     // candidates above (1 - gap) * threshold
-  float bound() const { return threshold > 0 ? static_cast<float>((1.0 - gap) * threshold) : INFINITY; }
-  // After a call whose candidates (collected above bound(), `count` of them, `covered`
-  // when they held the accepted threshold) led to `accepted`.
-  void learn(double accepted, bool covered, std::int64_t count, std::int64_t cap);
+  double trend = 0;      // smoothed log(threshold / the one before): a residual that grows
+  double factor = 1;     // gaussiank / sampledk: where the count is k / the model's estimate
+  double gap = 0.1;      // candidates above (1 - gap) * the predicted threshold
+  float bound() const {
+    return threshold > 0 ? static_cast<float>((1.0 - gap) * threshold * std::exp(trend)) : INFINITY;
+  }
+  // After a call whose first pass collected `count` candidates above bound() (`complete`:
+  // the cap held) and accepted `accepted` (with k wanted).
+  void learn(double accepted, bool complete, std::int64_t count, std::int64_t k);
 };
 
 class ThresholdMemories {

@@ -4,6 +4,10 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #define CUTLAYER_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 namespace cutlayer::kernels::detail {
@@ -72,64 +76,170 @@ std::int64_t select_above(const float* x, std::int64_t n, float t, std::int64_t 
 
 namespace {
 
-// The candidates of one block that had any: counted always, appended while the budget
-// holds (the shared counter is touched only here, in the rare blocks with candidates).
-void take_block(const float* x, std::int64_t b, std::int64_t e, float bound, std::int64_t base,
-                CandidateBudget& budget, std::vector<std::int64_t>& idx, std::vector<float>& val,
-                std::int64_t* above) {
-  std::int64_t c = 0;
-  for (std::int64_t i = b; i < e; ++i) c += std::fabs(x[i]) > bound;
-  *above += c;
-  if (budget.exceeded.load(std::memory_order_relaxed)) return;
-  if (budget.used.fetch_add(c, std::memory_order_relaxed) + c > budget.cap) {
-    budget.exceeded.store(true, std::memory_order_relaxed);
-    return;
+// Candidate bookkeeping of one scan_above call. The shared budget is read when the call
+// starts and charged when it ends (one atomic per chunk, not per candidate); in between
+// the call keeps at most the whole cap itself, so a pass holds at most (chunks in flight
+// + 1) x cap entries before it knows the cap was exceeded.
+struct Collector {
+  CandidateBudget& budget;
+  std::vector<std::int64_t>& idx;
+  std::vector<float>& val;
+  const std::int64_t start = static_cast<std::int64_t>(idx.size());
+  bool open = !budget.exceeded.load(std::memory_order_relaxed);
+  std::int64_t above = 0;
+
+  void take(std::int64_t i, float v) {
+    if (!open) return;
+    if (static_cast<std::int64_t>(idx.size()) - start >= budget.cap) {
+      open = false;
+      budget.exceeded.store(true, std::memory_order_relaxed);
+      return;
+    }
+    idx.push_back(i);
+    val.push_back(v);
   }
+  void finish() {
+    const std::int64_t kept = static_cast<std::int64_t>(idx.size()) - start;
+    if (kept > 0 && budget.used.fetch_add(kept, std::memory_order_relaxed) + kept > budget.cap)
+      budget.exceeded.store(true, std::memory_order_relaxed);
+  }
+};
+
+// The scalar span [b, e): update, moments, candidates. Shared by both versions.
+template <bool kUpdate>
+void scan_span(float* x, const float* g, std::int64_t b, std::int64_t e, float bound, std::int64_t base,
+               Collector& col, float& s, float& ss) {
   for (std::int64_t i = b; i < e; ++i) {
-    if (std::fabs(x[i]) > bound) {
-      idx.push_back(base + i);
-      val.push_back(x[i]);
+    const float v = kUpdate ? x[i] + g[i] : x[i];
+    if (kUpdate) x[i] = v;
+    s += v;
+    ss += v * v;
+    if (std::fabs(v) > bound) {
+      ++col.above;
+      col.take(base + i, v);
     }
   }
 }
 
-}  // namespace
-
-CUTLAYER_CLONES
-Moments scan_above(float* x, const float* g, std::int64_t n, float bound, std::int64_t base,
-                   CandidateBudget& budget, std::vector<std::int64_t>& idx, std::vector<float>& val,
-                   std::int64_t* above) {
-  // Blocks of 256: the update, float partial moments and a vectorized "any above?" in one
-  // loop; the block is looked at again (from L1) only when it holds a candidate.
-  constexpr std::int64_t kBlock = 256;
+// Portable: blocks of 64 with a vectorized "any above?", looked at again only when one is.
+template <bool kUpdate>
+Moments scan_portable(float* x, const float* g, std::int64_t n, float bound, std::int64_t base, Collector& col) {
+  constexpr std::int64_t kBlock = 64;
   Moments m;
-  for (std::int64_t b = 0; b < n; b += kBlock) {
-    const std::int64_t e = std::min(n, b + kBlock);
+  std::int64_t b = 0;
+  for (; b + kBlock <= n; b += kBlock) {
     float s = 0.f, ss = 0.f;
     int any = 0;
-    if (g != nullptr) {
 #pragma omp simd reduction(+ : s, ss) reduction(| : any)
-      for (std::int64_t i = b; i < e; ++i) {
-        const float v = x[i] + g[i];
-        x[i] = v;
-        s += v;
-        ss += v * v;
-        any |= std::fabs(v) > bound;
-      }
-    } else {
-#pragma omp simd reduction(+ : s, ss) reduction(| : any)
-      for (std::int64_t i = b; i < e; ++i) {
-        const float v = x[i];
-        s += v;
-        ss += v * v;
-        any |= std::fabs(v) > bound;
-      }
+    for (std::int64_t i = b; i < b + kBlock; ++i) {
+      const float v = kUpdate ? x[i] + g[i] : x[i];
+      if (kUpdate) x[i] = v;
+      s += v;
+      ss += v * v;
+      any |= std::fabs(v) > bound;
     }
     m.sum += s;
     m.sumsq += ss;
-    if (any) take_block(x, b, e, bound, base, budget, idx, val, above);
+    if (any) {
+      for (std::int64_t i = b; i < b + kBlock; ++i) {
+        if (std::fabs(x[i]) > bound) {
+          ++col.above;
+          col.take(base + i, x[i]);
+        }
+      }
+    }
   }
+  float s = 0.f, ss = 0.f;
+  scan_span<kUpdate>(x, g, b, n, bound, base, col, s, ss);
+  m.sum += s;
+  m.sumsq += ss;
   return m;
+}
+
+#if defined(__x86_64__)
+// AVX2: one compare mask per 8 elements; set bits are appended in order (ctz), so the
+// few candidates cost a few instructions each and the stream never leaves the registers.
+// Partial moments in float per 256 elements, folded into doubles.
+template <bool kUpdate>
+__attribute__((target("avx2,fma"))) Moments scan_avx2(float* x, const float* g, std::int64_t n, float bound,
+                                                      std::int64_t base, Collector& col) {
+  constexpr std::int64_t kFold = 256;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 vb = _mm256_set1_ps(bound);
+  Moments m;
+  std::int64_t i = 0;
+  const std::int64_t n8 = n & ~std::int64_t{7};
+  while (i < n8) {
+    const std::int64_t fold_end = std::min(n8, i + kFold);
+    __m256 vs = _mm256_setzero_ps(), vss = _mm256_setzero_ps();
+    for (; i < fold_end; i += 8) {
+      __m256 v = _mm256_loadu_ps(x + i);
+      if (kUpdate) {
+        v = _mm256_add_ps(v, _mm256_loadu_ps(g + i));
+        _mm256_storeu_ps(x + i, v);
+      }
+      vs = _mm256_add_ps(vs, v);
+      vss = _mm256_fmadd_ps(v, v, vss);
+      unsigned mask = static_cast<unsigned>(
+          _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), vb, _CMP_GT_OQ)));
+      while (mask != 0) {
+        const int j = __builtin_ctz(mask);
+        mask &= mask - 1;
+        ++col.above;
+        col.take(base + i + j, x[i + j]);
+      }
+    }
+    alignas(32) float ps[8], pss[8];
+    _mm256_store_ps(ps, vs);
+    _mm256_store_ps(pss, vss);
+    float s = 0.f, ss = 0.f;
+    for (int j = 0; j < 8; ++j) {
+      s += ps[j];
+      ss += pss[j];
+    }
+    m.sum += s;
+    m.sumsq += ss;
+  }
+  float s = 0.f, ss = 0.f;
+  scan_span<kUpdate>(x, g, n8, n, bound, base, col, s, ss);
+  m.sum += s;
+  m.sumsq += ss;
+  return m;
+}
+
+bool have_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+}  // namespace
+
+Moments scan_above(float* x, const float* g, std::int64_t n, float bound, std::int64_t base,
+                   CandidateBudget& budget, std::vector<std::int64_t>& idx, std::vector<float>& val,
+                   std::int64_t* above, ScanPath path) {
+  Collector col{budget, idx, val};
+  Moments m;
+#if defined(__x86_64__)
+  const bool avx2 = path == ScanPath::kAvx2 || (path == ScanPath::kBest && have_avx2());
+  if (avx2)
+    m = g != nullptr ? scan_avx2<true>(x, g, n, bound, base, col) : scan_avx2<false>(x, nullptr, n, bound, base, col);
+  else
+#endif
+    m = g != nullptr ? scan_portable<true>(x, g, n, bound, base, col)
+                     : scan_portable<false>(x, nullptr, n, bound, base, col);
+  col.finish();
+  *above += col.above;
+  return m;
+}
+
+bool scan_path_available(ScanPath path) {
+#if defined(__x86_64__)
+  if (path == ScanPath::kAvx2) return have_avx2();
+#else
+  if (path == ScanPath::kAvx2) return false;
+#endif
+  return true;
 }
 
 void sample_abs(const float* x, std::int64_t n, std::int64_t offset, std::int64_t stride,

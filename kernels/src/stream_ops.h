@@ -27,13 +27,19 @@ struct CandidateBudget {
   std::atomic<bool> exceeded{false};
 };
 
+// Which version of scan_above runs: the best this CPU has (AVX2 when present, chosen at
+// run time), or one of them by name (tests compare them).
+enum class ScanPath { kBest, kAvx2, kPortable };
+bool scan_path_available(ScanPath path);
+
 // One streaming pass: x[i] += g[i] when g != nullptr (x is only read otherwise), the
-// moments of the result, and (i + base, x[i]) appended to idx/val for every |x[i]| > bound
-// while `budget` holds. Returns the moments; *above gets the exact number of
-// |x[i]| > bound, whether or not the budget held. A bound of +inf collects nothing.
+// moments of the result, and (i + base, x[i]) appended to idx/val, ascending, for every
+// |x[i]| > bound while `budget` holds (once it is exceeded the entries are unusable).
+// Returns the moments; adds to *above the exact number of |x[i]| > bound, whether or not
+// the budget held. A bound of +inf collects nothing.
 Moments scan_above(float* x, const float* g, std::int64_t n, float bound, std::int64_t base,
                    CandidateBudget& budget, std::vector<std::int64_t>& idx, std::vector<float>& val,
-                   std::int64_t* above);
+                   std::int64_t* above, ScanPath path = ScanPath::kBest);
 
 // Appends (i + base, x[i]) for |x[i]| > t to idx/val; returns the count.
 std::int64_t select_above(const float* x, std::int64_t n, float t, std::int64_t base,

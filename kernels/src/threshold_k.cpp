@@ -135,8 +135,7 @@ class ThresholdK final : public Compressor {
         const double landmark = search.gaussian_step(t, static_cast<double>(stats_.selected));
         mem.factor = std::clamp(landmark / estimate, 0.05, 20.0);
       }
-      const bool covered = first_complete && static_cast<float>(t) >= first_bound;
-      mem.learn(t, covered, first_count, cap);
+      mem.learn(t, first_complete, first_count, k);
     }
     return assemble(n, sel);
   }

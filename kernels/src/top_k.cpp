@@ -69,7 +69,7 @@ class TopK final : public Compressor {
 
     ChunkLists sel;
     Ranked kth{0, 0};
-    bool done = false, accumulated = false, covered = false;
+    bool done = false, accumulated = false, first_complete = false;
     std::int64_t first_count = 0;
     const float first_bound = mem.bound();
     if (mem.threshold > 0 && k < n) {
@@ -78,7 +78,7 @@ class TopK final : public Compressor {
       stats_.passes = 1;
       accumulated = true;
       if (!m.finite()) refuse_non_finite(residual, ef);
-      covered = cands.complete && first_count >= k;
+      first_complete = cands.complete;
       if (cands.complete && first_count < k) {
         // Too few above the margin: collect again under a bound meant to hold ~2k.
         const double mean = m.sum / static_cast<double>(n);
@@ -109,7 +109,7 @@ class TopK final : public Compressor {
     if (ef) zero_selected(src.r, sel);
     stats_.selected = sel.size();
     stats_.threshold = kth.mag;
-    if (opts_.reuse_threshold) mem.learn(kth.mag, covered, first_count, cap);
+    if (opts_.reuse_threshold) mem.learn(kth.mag, first_complete, first_count, k);
     return assemble(n, sel);
   }
 

@@ -36,11 +36,19 @@ Reference reference_scan(std::vector<float> x, const std::vector<float>* g, floa
   return r;
 }
 
+std::vector<ScanPath> paths() {
+  std::vector<ScanPath> p{ScanPath::kPortable};
+  if (scan_path_available(ScanPath::kAvx2)) p.push_back(ScanPath::kAvx2);
+  else std::printf("[ measure ] no AVX2 on this CPU: only the portable scan is checked\n");
+  return p;
+}
+
 TEST(StreamOps, ScanAboveMatchesAScalarReference) {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.f, 1.f);
-  // Sizes around the 256-element blocks' edges, and one of several blocks.
-  for (std::int64_t n : {1, 7, 255, 256, 257, 511, 4096 + 3, 70001}) {
+  // Sizes around the 8-, 64- and 256-element blocks' edges, and one of many blocks.
+  for (ScanPath path : paths()) {
+  for (std::int64_t n : {1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 511, 4096 + 3, 70001}) {
     for (bool with_g : {true, false}) {
       std::vector<float> x(n), g(n);
       for (auto& v : x) v = nd(rng);
@@ -53,7 +61,8 @@ TEST(StreamOps, ScanAboveMatchesAScalarReference) {
       std::vector<float> val;
       std::int64_t above = 0;
       const auto before = x;
-      const Moments m = scan_above(x.data(), with_g ? g.data() : nullptr, n, bound, 1000, budget, idx, val, &above);
+      const Moments m =
+          scan_above(x.data(), with_g ? g.data() : nullptr, n, bound, 1000, budget, idx, val, &above, path);
       EXPECT_EQ(above, ref.above) << n;
       EXPECT_EQ(idx, ref.idx) << n;  // same entries, same (ascending) order
       EXPECT_EQ(val, ref.val) << n;
@@ -64,21 +73,41 @@ TEST(StreamOps, ScanAboveMatchesAScalarReference) {
       EXPECT_NEAR(m.sumsq, ref.sumsq, 1e-5 * ref.sumsq + 1e-6);
     }
   }
+  }
 }
 
 TEST(StreamOps, ScanAboveStopsCollectingAtTheCapButCountsEverything) {
   const std::int64_t n = 10000;
   std::vector<float> x(n);
   for (std::int64_t i = 0; i < n; ++i) x[i] = (i % 10 == 0) ? 5.f : 0.1f;  // 1000 above 1
-  CandidateBudget budget;
-  budget.cap = 300;
-  std::vector<std::int64_t> idx;
-  std::vector<float> val;
-  std::int64_t above = 0;
-  scan_above(x.data(), nullptr, n, 1.f, 0, budget, idx, val, &above);
-  EXPECT_EQ(above, 1000);
-  EXPECT_TRUE(budget.exceeded.load());
-  EXPECT_LE(static_cast<std::int64_t>(idx.size()), 300);
+  for (ScanPath path : paths()) {
+    CandidateBudget budget;
+    budget.cap = 300;
+    std::vector<std::int64_t> idx;
+    std::vector<float> val;
+    std::int64_t above = 0;
+    scan_above(x.data(), nullptr, n, 1.f, 0, budget, idx, val, &above, path);
+    EXPECT_EQ(above, 1000);
+    EXPECT_TRUE(budget.exceeded.load());
+    EXPECT_LE(static_cast<std::int64_t>(idx.size()), 300);
+    // A budget another chunk already used up: nothing is kept, everything is counted.
+    std::vector<std::int64_t> idx3;
+    std::vector<float> val3;
+    std::int64_t above3 = 0;
+    scan_above(x.data(), nullptr, n, 1.f, 0, budget, idx3, val3, &above3, path);
+    EXPECT_EQ(above3, 1000);
+    EXPECT_TRUE(idx3.empty());
+    // Two chunks that each fit but together do not exceed the shared cap.
+    CandidateBudget shared;
+    shared.cap = 1500;
+    std::vector<std::int64_t> i1, i2;
+    std::vector<float> v1, v2;
+    std::int64_t a1 = 0, a2 = 0;
+    scan_above(x.data(), nullptr, n, 1.f, 0, shared, i1, v1, &a1, path);
+    EXPECT_FALSE(shared.exceeded.load());
+    scan_above(x.data(), nullptr, n, 1.f, n, shared, i2, v2, &a2, path);
+    EXPECT_TRUE(shared.exceeded.load());
+  }
   // An infinite bound collects nothing and writes nothing.
   CandidateBudget none;
   none.cap = n;
