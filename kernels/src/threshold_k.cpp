@@ -88,6 +88,10 @@ class ThresholdK final : public Compressor {
     ThresholdSearch search(n, k, sd);
     int corrections = 0;
     for (int step = 0;; ++step) {
+      // Under the candidates' bound, when they alone already fill the band, a full pass
+      // could only find more: the answer is read off them instead (see below).
+      if (searchable && opts_.max_corrections > 0 && !cands.covers(t) && held_band(cands, search))
+        t = candidate_threshold(cands, k);
       std::int64_t c;
       if (cands.covers(t)) {
         c = cands.count_above(static_cast<float>(t));
@@ -102,12 +106,8 @@ class ThresholdK final : public Compressor {
       }
       search.observe(t, c);
       if (!searchable || opts_.max_corrections <= 0 || search.in_band(c) || step + 1 >= kMaxSearchSteps) break;
-      // When the candidates hold the answer, the correction reads it off them: just under
-      // their k-th largest (or their smallest, when fewer than k but enough for the band).
-      const std::int64_t held = cands.complete ? cands.lists.size() : 0;
-      const double next = held >= search.band_low()
-                              ? std::nextafter(cands.kth_largest_abs(std::min(held, k)), 0.f)
-                              : search.next();
+      // When the candidates hold the answer, the correction reads it off them.
+      const double next = held_band(cands, search) ? candidate_threshold(cands, k) : search.next();
       if (!cands.covers(next) && corrections >= opts_.max_corrections) break;
       t = next;
     }
@@ -141,6 +141,16 @@ class ThresholdK final : public Compressor {
   }
 
  private:
+  // The candidates are complete and at least the band's lower end.
+  static bool held_band(const Candidates& cands, const ThresholdSearch& search) {
+    return cands.complete && cands.lists.size() >= search.band_low();
+  }
+  // Just under the candidates' k-th largest |x| (their smallest, when fewer than k): that
+  // many are selected, ties aside.
+  static double candidate_threshold(const Candidates& cands, std::int64_t k) {
+    return std::nextafter(cands.kth_largest_abs(std::min(cands.lists.size(), k)), 0.f);
+  }
+
   // Just below the sample's (1 - density) quantile, so that that element is selected.
   static double sample_threshold(std::vector<std::vector<float>>& samples, double density) {
     std::vector<float> all;
