@@ -21,14 +21,15 @@ void check(cudaError_t e, const char* what) {
 bool cuda_available() { return cuda::device_count() > 0 && torch::cuda::is_available(); }
 
 SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, bool ef,
-                            double density, int max_corrections, CompressStats& stats) {
+                            double density, int max_corrections, double& factor, CompressStats& stats) {
   const std::int64_t n = grad.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
   float* r = ef ? residual.data_ptr<float>() : nullptr;
   const float* g = grad.data_ptr<float>();
   cuda::ThresholdResult tr;
-  check(cuda::gaussiank_threshold(r, g, n, density, max_corrections, &tr, stream), "gaussiank");
+  check(cuda::gaussiank_threshold(r, g, n, density, max_corrections, factor, &tr, stream), "gaussiank");
   if (!tr.finite) refuse(residual, ef);
+  factor = tr.factor;
   const auto dev = torch::TensorOptions().device(grad.device());
   auto idx = torch::empty({tr.count}, dev.dtype(torch::kInt64));
   auto val = torch::empty({tr.count}, dev.dtype(torch::kFloat32));

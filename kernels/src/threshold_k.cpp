@@ -38,7 +38,13 @@ class ThresholdK final : public Compressor {
     check_inputs(grad, residual, ef, density);
     if (grad.is_cuda()) {
       if (sampled_) throw Error("sampledk runs on CPU tensors only; use gaussiank on CUDA");
-      return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, stats_);
+      // No candidates on the device (a count pass costs microseconds there); what carries
+      // over is the model's correction factor.
+      ThresholdMemory stateless;
+      ThresholdMemory& mem = opts_.reuse_threshold
+                                 ? memories_.at(ef ? residual.data_ptr() : grad.data_ptr(), grad.numel(), density)
+                                 : stateless;
+      return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, mem.factor, stats_);
     }
     const std::int64_t n = grad.numel();
     const std::int64_t k = target_k(n, density);

@@ -1,6 +1,7 @@
 // gaussiank on the GPU (Shi et al. 2019): no sort, a few streaming passes.
 //   pass 1: r += g and the moments (block reduce, double atomics)
-//   count passes: |x| > t with threshold corrections (usually one)
+//   count passes: |x| > t with threshold corrections (the CPU's search; the threshold
+//   starts from the factor the last call on this vector learned, so usually one)
 //   compaction: cub::DeviceSelect::If over the index range (stable: ascending), then a
 //   gather that also zeroes the selected residual entries (error feedback).
 #include <cub/cub.cuh>
@@ -9,7 +10,8 @@
 #include <cmath>
 
 #include "gaussiank_cuda.h"
-#include "../normal_quantile.h"  // the same quantile as the CPU side
+#include "../normal_quantile.h"    // the same quantile as the CPU side
+#include "../threshold_search.h"   // and the same corrections
 
 namespace cutlayer::kernels::cuda {
 namespace {
@@ -103,7 +105,8 @@ int device_count() {
 }
 
 cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double density,
-                                int max_corrections, ThresholdResult* out, cudaStream_t stream) {
+                                int max_corrections, double factor, ThresholdResult* out,
+                                cudaStream_t stream) {
   *out = ThresholdResult{};
   if (n <= 0) return cudaSuccess;
   const float* x = r != nullptr ? r : g;
@@ -116,6 +119,7 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
   CUTLAYER_CUDA_TRY(cudaMemcpyAsync(&hm, dm, sizeof hm, cudaMemcpyDeviceToHost, stream));
   CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
   out->passes = 1;
+  out->factor = factor;
   if (hm.nonfinite || !std::isfinite(hm.sum) || !std::isfinite(hm.sumsq)) {
     out->finite = false;
     return cudaFreeAsync(dm, stream);
@@ -124,12 +128,18 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
   const double sd = std::sqrt(std::fmax(0.0, hm.sumsq / n - mean * mean));
   long long k = static_cast<long long>(std::ceil(density * n));
   k = k < 1 ? 1 : (k > n ? n : k);
-  const double lo = 2.0 * k / 3.0, hi = 4.0 * k / 3.0;
-  double t = density >= 1.0 ? -1.0 : mean + std::fabs(kernels::normal_quantile(density / 2)) * sd;
-  if (sd == 0.0) t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // constant x
-  // As on the CPU: x0.5 / x1.5 until bracketed, then bisection; the closest attempt wins.
-  double t_few = -1, t_many = -1, best_t = t, best_miss = -1;
-  long long best_count = 0;
+  const bool searchable = density < 1.0 && sd > 0.0 && max_corrections > 0;
+  const int corrections = max_corrections > 0 ? (max_corrections > 8 ? max_corrections : 8) : 0;
+  double estimate = 0, t;
+  if (density >= 1.0) {
+    t = -1.0;
+  } else if (sd == 0.0) {
+    t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // constant x
+  } else {
+    estimate = std::fabs(mean) + std::fabs(kernels::normal_quantile(density / 2)) * sd;
+    t = estimate * factor;
+  }
+  kernels::detail::ThresholdSearch search(n, k, sd);
   for (int attempt = 0;; ++attempt) {
     CUTLAYER_CUDA_TRY(cudaMemsetAsync(&dm->count, 0, sizeof(unsigned long long), stream));
     count_above<<<grid_for(n), kThreads, 0, stream>>>(x, n, static_cast<float>(t), dm);
@@ -138,22 +148,18 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
                                       cudaMemcpyDeviceToHost, stream));
     CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
     ++out->passes;
-    const double c = static_cast<double>(hm.count);
-    const double miss = std::fabs(std::log((c + 1.0) / (k + 1.0)));
-    if (best_miss < 0 || miss < best_miss) {
-      best_miss = miss;
-      best_t = t;
-      best_count = static_cast<long long>(hm.count);
-    }
-    if ((c >= lo && c <= hi) || attempt >= max_corrections || sd == 0.0) break;
-    if (c < lo) t_few = t;
-    else t_many = t;
-    t = (t_few >= 0 && t_many >= 0) ? 0.5 * (t_few + t_many) : t * (c < lo ? 0.5 : 1.5);
+    search.observe(t, static_cast<std::int64_t>(hm.count));
+    if (!searchable || search.in_band(static_cast<std::int64_t>(hm.count)) || attempt >= corrections) break;
+    t = search.next();
   }
-  hm.count = static_cast<unsigned long long>(best_count);
-  t = best_t;
-  out->count = static_cast<long long>(hm.count);
+  t = search.best_threshold();
+  out->count = static_cast<long long>(search.best_count());
   out->threshold = t;
+  out->estimate = estimate;
+  if (searchable && estimate > 0) {
+    const double f = search.gaussian_step(t, static_cast<double>(out->count)) / estimate;
+    out->factor = f < 0.05 ? 0.05 : (f > 20.0 ? 20.0 : f);
+  }
   out->mean = mean;
   out->stddev = sd;
   return cudaFreeAsync(dm, stream);

@@ -11,6 +11,8 @@ namespace cutlayer::kernels::cuda {
 struct ThresholdResult {
   long long count = 0;   // elements with |x| > threshold
   double threshold = 0;
+  double estimate = 0;   // the model's threshold, before the factor
+  double factor = 1;     // for the next call on this vector: where the count was k / estimate
   double mean = 0;
   double stddev = 0;
   int passes = 0;        // streaming passes so far
@@ -18,10 +20,13 @@ struct ThresholdResult {
 };
 
 // Pass 1: r += g when `g` is non-null (error feedback), and the moments of x (= r, or g
-// when r is null); then t = mu + |Phi^-1(density/2)| sigma and count passes, correcting
-// t (x0.5 / x1.5) up to `max_corrections` times until the count is in [2k/3, 4k/3].
+// when r is null); then t = (|mu| + |Phi^-1(density/2)| sigma) * factor (factor: what the
+// last call on this vector learned, 1 for none) and count passes, corrected as on the CPU
+// (threshold_search.h) until the count is in [2k/3, 4k/3]: up to max(max_corrections, 8)
+// corrections, as a count pass costs microseconds here; max_corrections 0: none.
 cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double density,
-                                int max_corrections, ThresholdResult* out, cudaStream_t stream);
+                                int max_corrections, double factor, ThresholdResult* out,
+                                cudaStream_t stream);
 
 // Writes the ascending indices and values of |x| > t into out_idx/out_val (room for
 // `capacity`, which must be >= the count) and, when `zero_selected`, zeroes them in x.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gaussiank_cuda.h"
@@ -33,7 +34,7 @@ TEST(CudaGaussianK, MatchesCpuReferenceWithErrorFeedback) {
   cudaMemcpy(dg, g.data(), n * 4, cudaMemcpyHostToDevice);
   cudaMemcpy(dr, r.data(), n * 4, cudaMemcpyHostToDevice);
   cuda::ThresholdResult tr;
-  ASSERT_EQ(cuda::gaussiank_threshold(dr, dg, n, density, 3, &tr, nullptr), cudaSuccess);
+  ASSERT_EQ(cuda::gaussiank_threshold(dr, dg, n, density, 3, 1.0, &tr, nullptr), cudaSuccess);
   ASSERT_TRUE(tr.finite);
   // CPU reference: the same compensated vector and the same threshold select the same set.
   std::vector<float> comp(n);
@@ -85,9 +86,67 @@ TEST(CudaGaussianK, NonFiniteIsReported) {
   cudaMalloc(&dg, n * 4);
   cudaMemcpy(dg, g.data(), n * 4, cudaMemcpyHostToDevice);
   cuda::ThresholdResult tr;
-  ASSERT_EQ(cuda::gaussiank_threshold(nullptr, dg, n, 0.01, 3, &tr, nullptr), cudaSuccess);
+  ASSERT_EQ(cuda::gaussiank_threshold(nullptr, dg, n, 0.01, 3, 1.0, &tr, nullptr), cudaSuccess);
   EXPECT_FALSE(tr.finite);
   cudaFree(dg);
+}
+
+// Error-feedback streams on the device, as the CPU test does them: the residual keeps what
+// was not sent, the factor learned by each call starts the next. After four steps every
+// count lands in [2k/3, 4k/3], and each count equals the CPU's count at that threshold.
+TEST(CudaGaussianK, StaysInBandOnErrorFeedbackStreams) {
+  SKIP_WITHOUT_GPU();
+  const long long n = 1 << 22;
+  const double density = 0.001;
+  const double k = std::ceil(density * n);
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.f, 0.01f);
+  std::vector<std::vector<float>> cycle(4, std::vector<float>(n));
+  for (auto& c : cycle)
+    for (auto& v : c) v = nd(rng);
+  float *dg, *dr;
+  long long* didx;
+  float* dval;
+  ASSERT_EQ(cudaMalloc(&dg, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dr, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&didx, n * 8), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dval, n * 4), cudaSuccess);
+  for (const char* stream : {"fresh", "cycled"}) {
+    cudaMemset(dr, 0, n * 4);
+    double factor = 1.0;
+    int in_band = 0;
+    std::vector<float> g(n), res(n);
+    for (int step = 0; step < 30; ++step) {
+      if (std::string(stream) == "fresh") {
+        for (auto& v : g) v = nd(rng);
+      } else {
+        g = cycle[step % 4];
+      }
+      cudaMemcpy(dg, g.data(), n * 4, cudaMemcpyHostToDevice);
+      cuda::ThresholdResult tr;
+      ASSERT_EQ(cuda::gaussiank_threshold(dr, dg, n, density, 3, factor, &tr, nullptr), cudaSuccess);
+      ASSERT_TRUE(tr.finite);
+      factor = tr.factor;
+      cudaMemcpy(res.data(), dr, n * 4, cudaMemcpyDeviceToHost);
+      long long expected = 0;
+      for (long long i = 0; i < n; ++i) expected += std::fabs(res[i]) > static_cast<float>(tr.threshold);
+      ASSERT_EQ(tr.count, expected) << stream << " step " << step;
+      long long count = 0;
+      ASSERT_EQ(cuda::select_compact(dr, n, static_cast<float>(tr.threshold), true, didx, dval, n, &count, nullptr),
+                cudaSuccess);
+      ASSERT_EQ(count, expected);
+      const bool ok = count >= 2 * k / 3 && count <= 4 * k / 3;
+      in_band += ok;
+      if (step >= 4) {
+        EXPECT_TRUE(ok) << stream << " step " << step << ": " << count << " for k " << k;
+      }
+    }
+    std::printf("[ measure ] cuda gaussiank %s stream: %d/30 in band\n", stream, in_band);
+  }
+  cudaFree(dg);
+  cudaFree(dr);
+  cudaFree(didx);
+  cudaFree(dval);
 }
 
 TEST(CudaCompressor, CudaPathMatchesCpuPath) {

@@ -11,9 +11,11 @@ namespace cutlayer::kernels {
 // True when this build carries the CUDA kernels and a CUDA device is present.
 bool cuda_available();
 
-// gaussiank + error feedback + compaction on a CUDA tensor (CUB, no sort).
+// gaussiank + error feedback + compaction on a CUDA tensor (CUB, no sort). `factor`: the
+// model's correction for this vector, learned by the last call (1: none); updated.
 SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, bool ef,
-                            double density, int max_corrections, CompressStats& stats);
+                            double density, int max_corrections, double& factor,
+                            CompressStats& stats);
 // Exact top-k baseline on a CUDA tensor (torch::topk + the same error feedback).
 SparseTensor cuda_topk(const torch::Tensor& grad, torch::Tensor& residual, bool ef,
                        double density, CompressStats& stats);
