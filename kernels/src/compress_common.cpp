@@ -121,7 +121,11 @@ void ThresholdMemory::learn(double accepted, bool complete, std::int64_t count, 
   threshold = accepted;
 }
 
-ThresholdMemory& ThresholdMemories::at(const void* where, std::int64_t numel, double density) {
+ThresholdMemory& ThresholdMemories::recall(bool reuse, const void* where, std::int64_t numel, double density) {
+  if (!reuse) {
+    blank_ = ThresholdMemory{};
+    return blank_;
+  }
   constexpr std::size_t kMaxEntries = 4096;  // vectors (layers) one compressor serves
   if (entries_.size() >= kMaxEntries && entries_.find({where, numel, density}) == entries_.end())
     entries_.clear();

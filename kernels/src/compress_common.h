@@ -101,9 +101,12 @@ struct ThresholdMemory {
 
 class ThresholdMemories {
  public:
-  ThresholdMemory& at(const void* where, std::int64_t numel, double density);
+  // The memory of the vector at `where` (created blank on first use); with `reuse` off a
+  // blank one each call, so that every call stands alone.
+  ThresholdMemory& recall(bool reuse, const void* where, std::int64_t numel, double density);
 
  private:
+  ThresholdMemory blank_;
   struct Key {
     const void* where;
     std::int64_t numel;

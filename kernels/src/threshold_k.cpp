@@ -40,10 +40,8 @@ class ThresholdK final : public Compressor {
       if (sampled_) throw Error("sampledk runs on CPU tensors only; use gaussiank on CUDA");
       // No candidates on the device (a count pass costs microseconds there); what carries
       // over is the model's correction factor.
-      ThresholdMemory stateless;
-      ThresholdMemory& mem = opts_.reuse_threshold
-                                 ? memories_.at(ef ? residual.data_ptr() : grad.data_ptr(), grad.numel(), density)
-                                 : stateless;
+      ThresholdMemory& mem = memories_.recall(opts_.reuse_threshold, ef ? residual.data_ptr() : grad.data_ptr(),
+                                              grad.numel(), density);
       return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, mem.factor, stats_);
     }
     const std::int64_t n = grad.numel();
@@ -51,8 +49,7 @@ class ThresholdK final : public Compressor {
     stats_ = {k, 0, 0, 0};
     if (n == 0) return empty_sparse(n);
     const Source src = make_source(grad, residual, ef);
-    ThresholdMemory stateless;
-    ThresholdMemory& mem = opts_.reuse_threshold ? memories_.at(src.x, n, density) : stateless;
+    ThresholdMemory& mem = memories_.recall(opts_.reuse_threshold, src.x, n, density);
     const std::int64_t cap = candidate_cap(k);
 
     // Pass 1: error feedback, moments, candidates above the remembered margin and

@@ -63,8 +63,7 @@ class TopK final : public Compressor {
     stats_ = {k, 0, 0, 0};
     if (n == 0) return empty_sparse(n);
     const Source src = make_source(grad, residual, ef);
-    ThresholdMemory stateless;
-    ThresholdMemory& mem = opts_.reuse_threshold ? memories_.at(src.x, n, density) : stateless;
+    ThresholdMemory& mem = memories_.recall(opts_.reuse_threshold, src.x, n, density);
     const std::int64_t cap = candidate_cap(k);
 
     ChunkLists sel;
