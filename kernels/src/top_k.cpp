@@ -3,9 +3,9 @@
 // Warm (threshold reuse, the default, and a threshold remembered for this vector): pass 1
 // is fused with error feedback and keeps every element above a margin under last call's
 // k-th value as a candidate; when at least k are, the k-th is found among them
-// (nth_element) and the call was one streaming pass. Too few: one read-only pass collects
-// again under a lower bound, estimated as if the tail were Gaussian. Too many, or still
-// too few: the cold path over what pass 1 left.
+// (nth_element) and the call was one streaming pass. Too few, or more than the cap: one
+// read-only pass collects again above a bound estimated as if the tail were Gaussian.
+// Still not: the cold path over what pass 1 left.
 // Cold: radix select on the bits of |x| — a 2048-bin histogram of the top bits (fused with
 // error feedback on a first call), then a pass that keeps everything above the bin of the
 // k-th largest and resolves that bin exactly.
@@ -78,17 +78,21 @@ class TopK final : public Compressor {
       accumulated = true;
       if (!m.finite()) refuse_non_finite(residual, ef);
       first_complete = cands.complete;
-      if (cands.complete && first_count < k) {
-        // Too few above the margin: collect again under a bound meant to hold ~2k.
+      if (!(cands.complete && first_count >= k)) {
+        // Too few above the margin, or more than the cap: collect again above a bound
+        // meant to hold ~2k, by the Gaussian tail through what the first pass counted.
         const double mean = m.sum / static_cast<double>(n);
         const double sd = std::sqrt(std::max(0.0, m.sumsq / static_cast<double>(n) - mean * mean));
         ThresholdSearch guess(n, 2 * k, sd);
         guess.observe(first_bound, first_count);
-        const auto lower = static_cast<float>(guess.next());
+        const auto bound = static_cast<float>(guess.next());
         std::int64_t above = 0;
         Candidates again;
-        if (lower < first_bound) {
-          scan(read_only(src), n, lower, cap, again, &above);
+        // A step at its x1/4 or x4 limit is a jump this guess cannot follow: straight to
+        // the cold path then.
+        const double ratio = bound / first_bound;
+        if (ratio > 0.26 && ratio < 3.9 && bound != first_bound) {
+          scan(read_only(src), n, bound, cap, again, &above);
           ++stats_.passes;
           if (again.complete && above >= k) cands = std::move(again);
         }
