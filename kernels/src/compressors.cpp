@@ -40,6 +40,52 @@ class NoneCompressor final : public Compressor {
 
 // ---- randomk ------------------------------------------------------------------------
 // The baseline the GaussianK paper argues against: k uniformly random positions.
+
+// Sorts positions in [0, n) in O(m): a counting sort into m buckets by value (uniform
+// draws put about one in each), then an insertion sort that only meets the few
+// inversions left inside buckets.
+void sort_positions(std::vector<std::int64_t>& v, std::int64_t n) {
+  const std::size_t m = v.size();
+  if (m < 4096) {
+    std::sort(v.begin(), v.end());
+    return;
+  }
+  const double scale = static_cast<double>(m) / static_cast<double>(n);
+  auto bucket = [&](std::int64_t p) { return std::min(m - 1, static_cast<std::size_t>(p * scale)); };
+  std::vector<std::size_t> start(m + 1, 0);
+  for (auto p : v) ++start[bucket(p) + 1];
+  for (std::size_t b = 0; b < m; ++b) start[b + 1] += start[b];
+  std::vector<std::int64_t> out(m);
+  for (auto p : v) out[start[bucket(p)]++] = p;
+  for (std::size_t i = 1; i < m; ++i) {
+    const std::int64_t x = out[i];
+    std::size_t j = i;
+    for (; j > 0 && out[j - 1] > x; --j) out[j] = out[j - 1];
+    out[j] = x;
+  }
+  v.swap(out);
+}
+
+// k distinct positions of [0, n), ascending: draws, sorted, duplicates dropped, topped up.
+std::vector<std::int64_t> sample_positions(std::int64_t n, std::int64_t k, std::mt19937_64& rng) {
+  std::vector<std::int64_t> pick;
+  if (k >= n) {  // everything (drawing would be a coupon collector's wait)
+    pick.resize(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) pick[i] = i;
+    return pick;
+  }
+  pick.reserve(static_cast<std::size_t>(k));
+  std::uniform_int_distribution<std::int64_t> dist(0, n - 1);
+  while (static_cast<std::int64_t>(pick.size()) < k) {
+    while (static_cast<std::int64_t>(pick.size()) < k) pick.push_back(dist(rng));
+    sort_positions(pick, n);
+    pick.erase(std::unique(pick.begin(), pick.end()), pick.end());
+  }
+  return pick;
+}
+
+// The positions are drawn first (they do not depend on the data), so the gather and the
+// zeroing ride on the error-feedback pass, chunk by chunk, while the chunk is in cache.
 class RandomK final : public Compressor {
  public:
   explicit RandomK(const CompressorOptions& o) : opts_(o), rng_(o.seed) {}
@@ -51,31 +97,33 @@ class RandomK final : public Compressor {
     const std::int64_t n = grad.numel();
     const std::int64_t k = target_k(n, density);
     const Source src = make_source(grad, residual, ef);
-    if (ef) {
-      std::vector<Moments> parts(chunk_count(n));
-      for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
-        parts[c] = detail::accumulate_moments(src.r + b, src.g + b, e - b);
-      });
-      if (!detail::combine(parts).finite()) refuse_non_finite(residual, ef);
+    const std::vector<std::int64_t> pick = n > 0 ? sample_positions(n, k, rng_) : std::vector<std::int64_t>{};
+    const std::int64_t chunks = chunk_count(n);
+    std::vector<std::size_t> first(chunks + 1, pick.size());  // pick[first[c]..first[c+1]) in chunk c
+    for (std::int64_t c = 0, j = 0; c < chunks; ++c) {
+      while (j < static_cast<std::int64_t>(pick.size()) && pick[j] < c * kGrain) ++j;
+      first[c] = static_cast<std::size_t>(j);
     }
-    std::vector<std::int64_t> pick;
-    pick.reserve(static_cast<std::size_t>(k));
-    if (n > 0) {
-      std::uniform_int_distribution<std::int64_t> dist(0, n - 1);
-      while (static_cast<std::int64_t>(pick.size()) < k) {
-        while (static_cast<std::int64_t>(pick.size()) < k) pick.push_back(dist(rng_));
-        std::sort(pick.begin(), pick.end());
-        pick.erase(std::unique(pick.begin(), pick.end()), pick.end());
+    ChunkLists sel(chunks);
+    std::vector<Moments> parts(ef ? chunks : 0);
+    for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
+      if (ef) parts[c] = accumulate_moments(src.r + b, src.g + b, e - b);
+      auto& idx = sel.idx[c];
+      auto& val = sel.val[c];
+      idx.assign(pick.begin() + first[c], pick.begin() + first[c + 1]);
+      val.reserve(idx.size());
+      for (auto i : idx) {
+        val.push_back(src.x[i]);
+        if (ef) src.r[i] = 0.f;
       }
+    });
+    if (ef) {
+      if (!combine(parts).finite()) refuse_non_finite(residual, ef);
+    } else {
+      for (const auto& v : sel.val)
+        for (float x : v)
+          if (!std::isfinite(x)) refuse_non_finite(residual, ef);
     }
-    ChunkLists sel(1);
-    sel.idx[0] = std::move(pick);
-    sel.val[0].reserve(sel.idx[0].size());
-    for (auto i : sel.idx[0]) sel.val[0].push_back(src.x[i]);
-    if (!ef)
-      for (float v : sel.val[0])
-        if (!std::isfinite(v)) refuse_non_finite(residual, ef);
-    if (ef) zero_selected(src.r, sel);
     stats_ = {k, sel.size(), ef ? 1 : 0, 0};
     return assemble(n, sel);
   }

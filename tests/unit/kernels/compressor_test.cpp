@@ -131,6 +131,22 @@ TEST(Compressor, RandomKSelectsKDistinctPositions) {
   const auto s = c->compress(g, residual, 0.01);
   EXPECT_EQ(s.nnz(), 500);
   expect_ascending_unique(s);
+  // Many positions (the bucket sort's path): k distinct, ascending, spread evenly, and
+  // the values are the compensated gradient's at those positions.
+  const std::int64_t n = 1 << 20;
+  auto big = torch::randn({n});
+  auto r = torch::randn({n});
+  const auto compensated = r + big;
+  const auto many = c->compress(big, r, 0.05);
+  const std::int64_t k = target_k(n, 0.05);
+  EXPECT_EQ(many.nnz(), k);
+  expect_ascending_unique(many);
+  const auto idx = many.indices.to(torch::kInt64);
+  EXPECT_TRUE(torch::equal(many.values, compensated.index_select(0, idx)));
+  for (int q = 0; q < 4; ++q) {
+    const auto in_q = ((idx >= q * n / 4) & (idx < (q + 1) * n / 4)).sum().item<std::int64_t>();
+    EXPECT_NEAR(static_cast<double>(in_q), k / 4.0, 0.05 * k / 4.0) << "quarter " << q;
+  }
 }
 
 TEST(Compressor, WithoutErrorFeedbackTheGradientIsUntouched) {
