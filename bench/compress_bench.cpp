@@ -205,14 +205,15 @@ int main(int argc, char** argv) {
         std::string extra;
         if (row->passes >= 0) {
           char buf[128];
-          std::snprintf(buf, sizeof buf, ",\"passes\":%.2f,\"warm\":%.2f,\"in_band\":%.2f", row->passes, row->warm,
-                        row->in_band);
+          std::snprintf(buf, sizeof buf, ",\"passes\":%.2f,\"warm\":%.2f,\"in_band\":%.2f",
+                        row->passes, row->warm, row->in_band);
           extra = buf;
         }
-        std::printf("{\"bench\":\"compress\",\"algo\":\"%s\",\"numel\":%lld,\"density\":%g,\"ms\":%.3f,"
-                    "\"speedup_vs_torch_topk\":%.2f,\"fraction_of_stream\":%.3f,\"selected\":%.0f%s}\n",
-                    a.c_str(), static_cast<long long>(n), d, row->seconds * 1e3,
-                    base->seconds / row->seconds, op_bps / stream_bps, row->selected, extra.c_str());
+        std::printf(
+            "{\"bench\":\"compress\",\"algo\":\"%s\",\"numel\":%lld,\"density\":%g,\"ms\":%.3f,"
+            "\"speedup_vs_torch_topk\":%.2f,\"fraction_of_stream\":%.3f,\"selected\":%.0f%s}\n",
+            a.c_str(), static_cast<long long>(n), d, row->seconds * 1e3,
+            base->seconds / row->seconds, op_bps / stream_bps, row->selected, extra.c_str());
       }
     }
   }

@@ -9,7 +9,8 @@
 
 namespace cutlayer::kernels::detail {
 
-void check_inputs(const torch::Tensor& grad, const torch::Tensor& residual, bool ef, double density) {
+void check_inputs(const torch::Tensor& grad, const torch::Tensor& residual, bool ef,
+                  double density) {
   if (!grad.defined() || grad.dim() != 1 || grad.scalar_type() != torch::kFloat32 ||
       !grad.is_contiguous())
     throw Error("compress: the gradient must be a contiguous 1-D float32 tensor");
@@ -18,15 +19,17 @@ void check_inputs(const torch::Tensor& grad, const torch::Tensor& residual, bool
   if (ef && (!residual.defined() || residual.sizes() != grad.sizes() ||
              residual.scalar_type() != torch::kFloat32 || !residual.is_contiguous() ||
              residual.device() != grad.device()))
-    throw Error("compress: the error-feedback residual must be a contiguous float32 tensor "
-                "shaped like the gradient, on its device");
+    throw Error(
+        "compress: the error-feedback residual must be a contiguous float32 tensor "
+        "shaped like the gradient, on its device");
 }
 
 void refuse_non_finite(torch::Tensor& residual, bool ef) {
   if (ef) residual.zero_();
-  throw Error("compress: the gradient holds NaN or Inf (or values near 1e19 whose squares "
-              "overflow); step refused (error-feedback residual reset). Lower the learning "
-              "rate or clip gradients.");
+  throw Error(
+      "compress: the gradient holds NaN or Inf (or values near 1e19 whose squares "
+      "overflow); step refused (error-feedback residual reset). Lower the learning "
+      "rate or clip gradients.");
 }
 
 Source make_source(const torch::Tensor& grad, torch::Tensor& residual, bool ef) {
@@ -121,7 +124,8 @@ void ThresholdMemory::learn(double accepted, bool complete, std::int64_t count, 
   threshold = accepted;
 }
 
-ThresholdMemory& ThresholdMemories::recall(bool reuse, const void* where, std::int64_t numel, double density) {
+ThresholdMemory& ThresholdMemories::recall(bool reuse, const void* where, std::int64_t numel,
+                                           double density) {
   if (!reuse) {
     blank_ = ThresholdMemory{};
     return blank_;

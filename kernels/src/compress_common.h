@@ -31,7 +31,8 @@ void for_chunks(std::int64_t n, Fn&& fn) {
   });
 }
 
-void check_inputs(const torch::Tensor& grad, const torch::Tensor& residual, bool ef, double density);
+void check_inputs(const torch::Tensor& grad, const torch::Tensor& residual, bool ef,
+                  double density);
 
 // The step is refused; with error feedback the residual, which absorbed the bad gradient,
 // is reset (what it carried was unsent gradient, now dropped).

@@ -51,7 +51,9 @@ void sort_positions(std::vector<std::int64_t>& v, std::int64_t n) {
     return;
   }
   const double scale = static_cast<double>(m) / static_cast<double>(n);
-  auto bucket = [&](std::int64_t p) { return std::min(m - 1, static_cast<std::size_t>(p * scale)); };
+  auto bucket = [&](std::int64_t p) {
+    return std::min(m - 1, static_cast<std::size_t>(p * scale));
+  };
   std::vector<std::size_t> start(m + 1, 0);
   for (auto p : v) ++start[bucket(p) + 1];
   for (std::size_t b = 0; b < m; ++b) start[b + 1] += start[b];
@@ -97,9 +99,11 @@ class RandomK final : public Compressor {
     const std::int64_t n = grad.numel();
     const std::int64_t k = target_k(n, density);
     const Source src = make_source(grad, residual, ef);
-    const std::vector<std::int64_t> pick = n > 0 ? sample_positions(n, k, rng_) : std::vector<std::int64_t>{};
+    const std::vector<std::int64_t> pick =
+        n > 0 ? sample_positions(n, k, rng_) : std::vector<std::int64_t>{};
     const std::int64_t chunks = chunk_count(n);
-    std::vector<std::size_t> first(chunks + 1, pick.size());  // pick[first[c]..first[c+1]) in chunk c
+    std::vector<std::size_t> first(chunks + 1,
+                                   pick.size());  // pick[first[c]..first[c+1]) in chunk c
     for (std::int64_t c = 0, j = 0; c < chunks; ++c) {
       while (j < static_cast<std::int64_t>(pick.size()) && pick[j] < c * kGrain) ++j;
       first[c] = static_cast<std::size_t>(j);

@@ -21,13 +21,15 @@ void check(cudaError_t e, const char* what) {
 bool cuda_available() { return cuda::device_count() > 0 && torch::cuda::is_available(); }
 
 SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, bool ef,
-                            double density, int max_corrections, double& factor, CompressStats& stats) {
+                            double density, int max_corrections, double& factor,
+                            CompressStats& stats) {
   const std::int64_t n = grad.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
   float* r = ef ? residual.data_ptr<float>() : nullptr;
   const float* g = grad.data_ptr<float>();
   cuda::ThresholdResult tr;
-  check(cuda::gaussiank_threshold(r, g, n, density, max_corrections, factor, &tr, stream), "gaussiank");
+  check(cuda::gaussiank_threshold(r, g, n, density, max_corrections, factor, &tr, stream),
+        "gaussiank");
   if (!tr.finite) refuse(residual, ef);
   factor = tr.factor;
   const auto dev = torch::TensorOptions().device(grad.device());
@@ -38,8 +40,8 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   // The raw API takes long long*; int64_t is long on LP64 Linux (same width, other type).
   static_assert(sizeof(long long) == sizeof(std::int64_t));
   auto* idx_ptr = reinterpret_cast<long long*>(idx.data_ptr<std::int64_t>());
-  check(cuda::select_compact(x, n, static_cast<float>(tr.threshold), ef, idx_ptr, val.data_ptr<float>(),
-                             tr.count, &count, stream),
+  check(cuda::select_compact(x, n, static_cast<float>(tr.threshold), ef, idx_ptr,
+                             val.data_ptr<float>(), tr.count, &count, stream),
         "gaussiank compaction");
   stats = {target_k(n, density), count, tr.passes + 1, tr.threshold};
   SparseTensor out;

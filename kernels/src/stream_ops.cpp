@@ -107,8 +107,8 @@ struct Collector {
 
 // The scalar span [b, e): update, moments, candidates. Shared by both versions.
 template <bool kUpdate>
-void scan_span(float* x, const float* g, std::int64_t b, std::int64_t e, float bound, std::int64_t base,
-               Collector& col, float& s, float& ss) {
+void scan_span(float* x, const float* g, std::int64_t b, std::int64_t e, float bound,
+               std::int64_t base, Collector& col, float& s, float& ss) {
   for (std::int64_t i = b; i < e; ++i) {
     const float v = kUpdate ? x[i] + g[i] : x[i];
     if (kUpdate) x[i] = v;
@@ -123,7 +123,8 @@ void scan_span(float* x, const float* g, std::int64_t b, std::int64_t e, float b
 
 // Portable: blocks of 64 with a vectorized "any above?", looked at again only when one is.
 template <bool kUpdate>
-Moments scan_portable(float* x, const float* g, std::int64_t n, float bound, std::int64_t base, Collector& col) {
+Moments scan_portable(float* x, const float* g, std::int64_t n, float bound, std::int64_t base,
+                      Collector& col) {
   constexpr std::int64_t kBlock = 64;
   Moments m;
   std::int64_t b = 0;
@@ -161,8 +162,9 @@ Moments scan_portable(float* x, const float* g, std::int64_t n, float bound, std
 // few candidates cost a few instructions each and the stream never leaves the registers.
 // Partial moments in float per 256 elements, folded into doubles.
 template <bool kUpdate>
-__attribute__((target("avx2,fma"))) Moments scan_avx2(float* x, const float* g, std::int64_t n, float bound,
-                                                      std::int64_t base, Collector& col) {
+__attribute__((target("avx2,fma"))) Moments scan_avx2(float* x, const float* g, std::int64_t n,
+                                                      float bound, std::int64_t base,
+                                                      Collector& col) {
   constexpr std::int64_t kFold = 256;
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 vb = _mm256_set1_ps(bound);
@@ -223,7 +225,8 @@ Moments scan_above(float* x, const float* g, std::int64_t n, float bound, std::i
 #if defined(__x86_64__)
   const bool avx2 = path == ScanPath::kAvx2 || (path == ScanPath::kBest && have_avx2());
   if (avx2)
-    m = g != nullptr ? scan_avx2<true>(x, g, n, bound, base, col) : scan_avx2<false>(x, nullptr, n, bound, base, col);
+    m = g != nullptr ? scan_avx2<true>(x, g, n, bound, base, col)
+                     : scan_avx2<false>(x, nullptr, n, bound, base, col);
   else
 #endif
     m = g != nullptr ? scan_portable<true>(x, g, n, bound, base, col)

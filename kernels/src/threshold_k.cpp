@@ -33,15 +33,16 @@ class ThresholdK final : public Compressor {
   ThresholdK(const CompressorOptions& o, bool sampled) : opts_(o), sampled_(sampled) {}
   std::string name() const override { return sampled_ ? "sampledk" : "gaussiank"; }
 
-  SparseTensor compress(const torch::Tensor& grad, torch::Tensor& residual, double density) override {
+  SparseTensor compress(const torch::Tensor& grad, torch::Tensor& residual,
+                        double density) override {
     const bool ef = opts_.error_feedback;
     check_inputs(grad, residual, ef, density);
     if (grad.is_cuda()) {
       if (sampled_) throw Error("sampledk runs on CPU tensors only; use gaussiank on CUDA");
       // No candidates on the device (a count pass costs microseconds there); what carries
       // over is the model's correction factor.
-      ThresholdMemory& mem = memories_.recall(opts_.reuse_threshold, ef ? residual.data_ptr() : grad.data_ptr(),
-                                              grad.numel(), density);
+      ThresholdMemory& mem = memories_.recall(
+          opts_.reuse_threshold, ef ? residual.data_ptr() : grad.data_ptr(), grad.numel(), density);
       return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, mem.factor, stats_);
     }
     const std::int64_t n = grad.numel();
@@ -62,11 +63,12 @@ class ThresholdK final : public Compressor {
     Candidates cands;
     std::int64_t first_count = 0;
     const float first_bound = mem.bound();
-    const Moments m = scan(src, n, first_bound, cap, cands, &first_count,
-                           [&](std::int64_t c, std::int64_t b, std::int64_t e) {
-                             if (sampled_)
-                               sample_abs(src.x + b, e - b, (stride - b % stride) % stride, stride, samples[c]);
-                           });
+    const Moments m =
+        scan(src, n, first_bound, cap, cands, &first_count,
+             [&](std::int64_t c, std::int64_t b, std::int64_t e) {
+               if (sampled_)
+                 sample_abs(src.x + b, e - b, (stride - b % stride) % stride, stride, samples[c]);
+             });
     stats_.passes = 1;
     if (!m.finite()) refuse_non_finite(residual, ef);
     const bool first_complete = cands.complete;
@@ -108,7 +110,9 @@ class ThresholdK final : public Compressor {
         if (fresh.complete) cands = std::move(fresh);
       }
       search.observe(t, c);
-      if (!searchable || opts_.max_corrections <= 0 || search.in_band(c) || step + 1 >= kMaxSearchSteps) break;
+      if (!searchable || opts_.max_corrections <= 0 || search.in_band(c) ||
+          step + 1 >= kMaxSearchSteps)
+        break;
       // When the candidates hold the answer, the correction reads it off them.
       const double next = held_band(cands, search) ? candidate_threshold(cands, k) : search.next();
       if (!cands.covers(next) && corrections >= opts_.max_corrections) break;
@@ -158,8 +162,9 @@ class ThresholdK final : public Compressor {
   static double sample_threshold(std::vector<std::vector<float>>& samples, double density) {
     std::vector<float> all;
     for (auto& v : samples) all.insert(all.end(), v.begin(), v.end());
-    const auto above = std::clamp<std::int64_t>(static_cast<std::int64_t>(std::ceil(density * all.size())), 1,
-                                                static_cast<std::int64_t>(all.size()));
+    const auto above =
+        std::clamp<std::int64_t>(static_cast<std::int64_t>(std::ceil(density * all.size())), 1,
+                                 static_cast<std::int64_t>(all.size()));
     std::nth_element(all.begin(), all.begin() + (above - 1), all.end(), std::greater<float>());
     return std::nextafter(all[above - 1], 0.f);
   }

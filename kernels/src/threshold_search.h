@@ -22,8 +22,11 @@ class ThresholdSearch {
  public:
   // `scale`: a typical |x| (the standard deviation), used when a threshold is not positive.
   ThresholdSearch(std::int64_t n, std::int64_t k, double scale)
-      : n_(static_cast<double>(n)), k_(static_cast<double>(k)), lo_(2.0 * k / 3.0),
-        hi_(4.0 * k / 3.0), scale_(scale) {}
+      : n_(static_cast<double>(n)),
+        k_(static_cast<double>(k)),
+        lo_(2.0 * k / 3.0),
+        hi_(4.0 * k / 3.0),
+        scale_(scale) {}
 
   bool in_band(std::int64_t c) const { return c >= lo_ && c <= hi_; }
   // The smallest count in the band.

@@ -25,7 +25,9 @@ struct Ranked {
   std::int64_t idx;
 };
 // The order of selection: larger |x| first, then the lower index.
-bool before(const Ranked& a, const Ranked& b) { return a.mag > b.mag || (a.mag == b.mag && a.idx < b.idx); }
+bool before(const Ranked& a, const Ranked& b) {
+  return a.mag > b.mag || (a.mag == b.mag && a.idx < b.idx);
+}
 
 // The j-th entry (j >= 1) of `r` in selection order; reorders r.
 Ranked nth_ranked(std::vector<Ranked>& r, std::int64_t j) {
@@ -54,7 +56,8 @@ class TopK final : public Compressor {
   explicit TopK(const CompressorOptions& o) : opts_(o) {}
   std::string name() const override { return "topk"; }
 
-  SparseTensor compress(const torch::Tensor& grad, torch::Tensor& residual, double density) override {
+  SparseTensor compress(const torch::Tensor& grad, torch::Tensor& residual,
+                        double density) override {
     const bool ef = opts_.error_feedback;
     check_inputs(grad, residual, ef, density);
     if (grad.is_cuda()) return cuda_topk(grad, residual, ef, density, stats_);
@@ -128,7 +131,8 @@ class TopK final : public Compressor {
     const bool fuse_ef = src.r != nullptr && !accumulated;
     float* x = const_cast<float*>(src.x);  // written only when fusing error feedback
     for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
-      ok[c] = accumulate_histogram(x + b, fuse_ef ? src.g + b : nullptr, e - b, hists.data() + c * kBins);
+      ok[c] = accumulate_histogram(x + b, fuse_ef ? src.g + b : nullptr, e - b,
+                                   hists.data() + c * kBins);
     });
     ++stats_.passes;
     for (char c : ok)
@@ -169,14 +173,15 @@ class TopK final : public Compressor {
     for (std::int64_t c = 0; c < chunks; ++c)
       for (std::size_t j = 0; j < in_bin.idx[c].size(); ++j)
         ranked.push_back({std::fabs(in_bin.val[c][j]), in_bin.idx[c][j]});
-    const Ranked last = nth_ranked(ranked, std::min<std::int64_t>(need, static_cast<std::int64_t>(ranked.size())));
+    const Ranked last =
+        nth_ranked(ranked, std::min<std::int64_t>(need, static_cast<std::int64_t>(ranked.size())));
     const ChunkLists from_bin = take_until(in_bin, last);
     // Merge bin B's chosen members into the chunk lists, keeping indices ascending.
     for (std::int64_t c = 0; c < chunks; ++c) {
       if (from_bin.idx[c].empty()) continue;
       ChunkLists merged(1);
-      const auto &fi = from_bin.idx[c];
-      const auto &fv = from_bin.val[c];
+      const auto& fi = from_bin.idx[c];
+      const auto& fv = from_bin.val[c];
       auto &mi = merged.idx[0], &si = sel.idx[c];
       auto &mv = merged.val[0], &sv = sel.val[c];
       std::size_t a = 0, f = 0;
@@ -201,6 +206,8 @@ class TopK final : public Compressor {
 
 }  // namespace
 
-std::unique_ptr<Compressor> make_top_k(const CompressorOptions& o) { return std::make_unique<TopK>(o); }
+std::unique_ptr<Compressor> make_top_k(const CompressorOptions& o) {
+  return std::make_unique<TopK>(o);
+}
 
 }  // namespace cutlayer::kernels::detail

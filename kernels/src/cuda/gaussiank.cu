@@ -4,14 +4,14 @@
 //   starts from the factor the last call on this vector learned, so usually one)
 //   compaction: cub::DeviceSelect::If over the index range (stable: ascending), then a
 //   gather that also zeroes the selected residual entries (error feedback).
-#include <cub/cub.cuh>
 #include <thrust/iterator/counting_iterator.h>
 
 #include <cmath>
+#include <cub/cub.cuh>
 
+#include "../normal_quantile.h"   // the same quantile as the CPU side
+#include "../threshold_search.h"  // and the same corrections
 #include "gaussiank_cuda.h"
-#include "../normal_quantile.h"    // the same quantile as the CPU side
-#include "../threshold_search.h"   // and the same corrections
 
 namespace cutlayer::kernels::cuda {
 namespace {
@@ -149,7 +149,9 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
     CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
     ++out->passes;
     search.observe(t, static_cast<std::int64_t>(hm.count));
-    if (!searchable || search.in_band(static_cast<std::int64_t>(hm.count)) || attempt >= corrections) break;
+    if (!searchable || search.in_band(static_cast<std::int64_t>(hm.count)) ||
+        attempt >= corrections)
+      break;
     t = search.next();
   }
   t = search.best_threshold();

@@ -11,8 +11,8 @@ namespace cutlayer::kernels::cuda {
 struct ThresholdResult {
   long long count = 0;   // elements with |x| > threshold
   double threshold = 0;
-  double estimate = 0;   // the model's threshold, before the factor
-  double factor = 1;     // for the next call on this vector: where the count was k / estimate
+  double estimate = 0;  // the model's threshold, before the factor
+  double factor = 1;    // for the next call on this vector: where the count was k / estimate
   double mean = 0;
   double stddev = 0;
   int passes = 0;        // streaming passes so far

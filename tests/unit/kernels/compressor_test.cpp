@@ -232,15 +232,14 @@ TEST(Compressor, PerLayerSelectsWithinEachLayer) {
   EXPECT_THROW(compress_per_layer(*c, g, r, {10000, 10000}, 0.01), Error);
 }
 
-
 // One call of a compressor with error feedback, checked: the invariant bit for bit, and
 // the count; returns the call's passes.
 struct Checked {
   SparseTensor sent;
   int passes;
 };
-Checked compress_checked(Compressor& c, const torch::Tensor& g, torch::Tensor& residual, double density,
-                         const std::vector<std::int64_t>& layers = {}) {
+Checked compress_checked(Compressor& c, const torch::Tensor& g, torch::Tensor& residual,
+                         double density, const std::vector<std::int64_t>& layers = {}) {
   const auto old_plus_g = residual + g;
   SparseTensor s = layers.empty() ? c.compress(g, residual, density)
                                   : compress_per_layer(c, g, residual, layers, density);
@@ -251,7 +250,8 @@ Checked compress_checked(Compressor& c, const torch::Tensor& g, torch::Tensor& r
 }
 
 // The exact top-k set of x (whole or per layer).
-std::set<std::int64_t> torch_topk_set(const torch::Tensor& x, double density, const std::vector<std::int64_t>& layers) {
+std::set<std::int64_t> torch_topk_set(const torch::Tensor& x, double density,
+                                      const std::vector<std::int64_t>& layers) {
   std::set<std::int64_t> out;
   std::int64_t offset = 0;
   for (auto size : layers.empty() ? std::vector<std::int64_t>{x.numel()} : layers) {
@@ -269,7 +269,8 @@ std::set<std::int64_t> torch_topk_set(const torch::Tensor& x, double density, co
 TEST(Compressor, WarmTopKStaysExactAcrossSteps) {
   torch::manual_seed(21);
   const std::int64_t n = 1 << 20;
-  for (const std::vector<std::int64_t>& layers : {std::vector<std::int64_t>{}, {1 << 18, 1 << 19, 1 << 18}}) {
+  for (const std::vector<std::int64_t>& layers :
+       {std::vector<std::int64_t>{}, {1 << 18, 1 << 19, 1 << 18}}) {
     for (double density : {0.01, 0.001}) {
       auto c = make_compressor("topk");
       auto residual = torch::zeros({n});
@@ -277,8 +278,8 @@ TEST(Compressor, WarmTopKStaysExactAcrossSteps) {
       int warm = 0, recollect = 0;
       for (int step = 0; step < 24; ++step) {
         double scale = 1;
-        if (step >= 8) scale = 30;  // a jump up: too many candidates
-        if (step == 12) residual.mul_(0.8);  // a drift down: too few, collected again
+        if (step >= 8) scale = 30;            // a jump up: too many candidates
+        if (step == 12) residual.mul_(0.8);   // a drift down: too few, collected again
         if (step == 16) residual.mul_(0.02);  // a jump down
         if (step >= 12) scale = 24;
         if (step >= 16) scale = 0.5;
@@ -295,9 +296,10 @@ TEST(Compressor, WarmTopKStaysExactAcrossSteps) {
         }
       }
       if (layers.empty()) {
-        std::printf("[ measure ] topk density %.3f passes per step: %s\n", density, pattern.c_str());
+        std::printf("[ measure ] topk density %.3f passes per step: %s\n", density,
+                    pattern.c_str());
         EXPECT_GE(warm, 16) << pattern;
-        EXPECT_GE(recollect, 1) << pattern;  // the drift at step 12
+        EXPECT_GE(recollect, 1) << pattern;     // the drift at step 12
         EXPECT_NE(pattern[8], 'w') << pattern;  // the jump up cannot be served warm
       }
       // After warm steps a non-finite gradient is still refused and the residual reset.
@@ -334,15 +336,17 @@ TEST(Compressor, ThresholdKStaysInBandOnErrorFeedbackStreams) {
           const auto g = s == "cycled" ? cycle[step % 4] : torch::randn({n}) * 0.01 * scale;
           const auto r = compress_checked(*c, g, residual, density);
           const bool ok = r.sent.nnz() >= 2 * k / 3 && r.sent.nnz() <= 4 * k / 3;
-          const bool excuse = step < 4 || (s == "jump" && (step == 20 || step == 21 || step == 30 || step == 31));
+          const bool excuse =
+              step < 4 || (s == "jump" && (step == 20 || step == 21 || step == 30 || step == 31));
           in_band += ok;
           warm += r.passes == 1;
           pattern += r.passes == 1 ? 'w' : static_cast<char>('0' + std::min(r.passes, 9));
           excused += excuse;
-          if (!ok && !excuse) misses += " " + std::to_string(step) + ":" + std::to_string(r.sent.nnz());
+          if (!ok && !excuse)
+            misses += " " + std::to_string(step) + ":" + std::to_string(r.sent.nnz());
         }
-        std::printf("[ measure ] %s density %.3f %s stream: %d/40 in band, %d/40 one-pass (%s)\n", name,
-                    density, stream, in_band, warm, pattern.c_str());
+        std::printf("[ measure ] %s density %.3f %s stream: %d/40 in band, %d/40 one-pass (%s)\n",
+                    name, density, stream, in_band, warm, pattern.c_str());
         EXPECT_TRUE(misses.empty()) << name << " " << stream << " density " << density << " k " << k
                                     << " out of band at" << misses;
         EXPECT_GE(warm, 30) << name << " " << stream << " density " << density;

@@ -1,6 +1,8 @@
 // GPU tests (label gpu): skip without a CUDA device. The raw kernels are checked against
 // a CPU reference on the same data; with a CUDA LibTorch the compressor's CUDA path is
 // checked against its CPU path.
+#include "cutlayer/kernels/cuda.h"
+
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -9,9 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "gaussiank_cuda.h"
 #include "cutlayer/kernels/compressor.h"
-#include "cutlayer/kernels/cuda.h"
+#include "gaussiank_cuda.h"
 
 namespace cutlayer::kernels {
 namespace {
@@ -124,15 +125,18 @@ TEST(CudaGaussianK, StaysInBandOnErrorFeedbackStreams) {
       }
       cudaMemcpy(dg, g.data(), n * 4, cudaMemcpyHostToDevice);
       cuda::ThresholdResult tr;
-      ASSERT_EQ(cuda::gaussiank_threshold(dr, dg, n, density, 3, factor, &tr, nullptr), cudaSuccess);
+      ASSERT_EQ(cuda::gaussiank_threshold(dr, dg, n, density, 3, factor, &tr, nullptr),
+                cudaSuccess);
       ASSERT_TRUE(tr.finite);
       factor = tr.factor;
       cudaMemcpy(res.data(), dr, n * 4, cudaMemcpyDeviceToHost);
       long long expected = 0;
-      for (long long i = 0; i < n; ++i) expected += std::fabs(res[i]) > static_cast<float>(tr.threshold);
+      for (long long i = 0; i < n; ++i)
+        expected += std::fabs(res[i]) > static_cast<float>(tr.threshold);
       ASSERT_EQ(tr.count, expected) << stream << " step " << step;
       long long count = 0;
-      ASSERT_EQ(cuda::select_compact(dr, n, static_cast<float>(tr.threshold), true, didx, dval, n, &count, nullptr),
+      ASSERT_EQ(cuda::select_compact(dr, n, static_cast<float>(tr.threshold), true, didx, dval, n,
+                                     &count, nullptr),
                 cudaSuccess);
       ASSERT_EQ(count, expected);
       const bool ok = count >= 2 * k / 3 && count <= 4 * k / 3;

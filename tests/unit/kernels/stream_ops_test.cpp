@@ -20,7 +20,8 @@ struct Reference {
   std::int64_t above = 0;
 };
 
-Reference reference_scan(std::vector<float> x, const std::vector<float>* g, float bound, std::int64_t base) {
+Reference reference_scan(std::vector<float> x, const std::vector<float>* g, float bound,
+                         std::int64_t base) {
   Reference r;
   for (std::size_t i = 0; i < x.size(); ++i) {
     if (g) x[i] = x[i] + (*g)[i];
@@ -38,8 +39,10 @@ Reference reference_scan(std::vector<float> x, const std::vector<float>* g, floa
 
 std::vector<ScanPath> paths() {
   std::vector<ScanPath> p{ScanPath::kPortable};
-  if (scan_path_available(ScanPath::kAvx2)) p.push_back(ScanPath::kAvx2);
-  else std::printf("[ measure ] no AVX2 on this CPU: only the portable scan is checked\n");
+  if (scan_path_available(ScanPath::kAvx2))
+    p.push_back(ScanPath::kAvx2);
+  else
+    std::printf("[ measure ] no AVX2 on this CPU: only the portable scan is checked\n");
   return p;
 }
 
@@ -48,31 +51,31 @@ TEST(StreamOps, ScanAboveMatchesAScalarReference) {
   std::normal_distribution<float> nd(0.f, 1.f);
   // Sizes around the 8-, 64- and 256-element blocks' edges, and one of many blocks.
   for (ScanPath path : paths()) {
-  for (std::int64_t n : {1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 511, 4096 + 3, 70001}) {
-    for (bool with_g : {true, false}) {
-      std::vector<float> x(n), g(n);
-      for (auto& v : x) v = nd(rng);
-      for (auto& v : g) v = nd(rng);
-      const float bound = 2.0f;
-      const auto ref = reference_scan(x, with_g ? &g : nullptr, bound, 1000);
-      CandidateBudget budget;
-      budget.cap = n;
-      std::vector<std::int64_t> idx;
-      std::vector<float> val;
-      std::int64_t above = 0;
-      const auto before = x;
-      const Moments m =
-          scan_above(x.data(), with_g ? g.data() : nullptr, n, bound, 1000, budget, idx, val, &above, path);
-      EXPECT_EQ(above, ref.above) << n;
-      EXPECT_EQ(idx, ref.idx) << n;  // same entries, same (ascending) order
-      EXPECT_EQ(val, ref.val) << n;
-      EXPECT_FALSE(budget.exceeded.load());
-      // r += g is bit-exact; without g nothing is written.
-      EXPECT_EQ(x, with_g ? ref.x : before) << n;
-      EXPECT_NEAR(m.sum, ref.sum, 1e-4 * (1 + std::sqrt(static_cast<double>(n))));
-      EXPECT_NEAR(m.sumsq, ref.sumsq, 1e-5 * ref.sumsq + 1e-6);
+    for (std::int64_t n : {1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 511, 4096 + 3, 70001}) {
+      for (bool with_g : {true, false}) {
+        std::vector<float> x(n), g(n);
+        for (auto& v : x) v = nd(rng);
+        for (auto& v : g) v = nd(rng);
+        const float bound = 2.0f;
+        const auto ref = reference_scan(x, with_g ? &g : nullptr, bound, 1000);
+        CandidateBudget budget;
+        budget.cap = n;
+        std::vector<std::int64_t> idx;
+        std::vector<float> val;
+        std::int64_t above = 0;
+        const auto before = x;
+        const Moments m = scan_above(x.data(), with_g ? g.data() : nullptr, n, bound, 1000, budget,
+                                     idx, val, &above, path);
+        EXPECT_EQ(above, ref.above) << n;
+        EXPECT_EQ(idx, ref.idx) << n;  // same entries, same (ascending) order
+        EXPECT_EQ(val, ref.val) << n;
+        EXPECT_FALSE(budget.exceeded.load());
+        // r += g is bit-exact; without g nothing is written.
+        EXPECT_EQ(x, with_g ? ref.x : before) << n;
+        EXPECT_NEAR(m.sum, ref.sum, 1e-4 * (1 + std::sqrt(static_cast<double>(n))));
+        EXPECT_NEAR(m.sumsq, ref.sumsq, 1e-5 * ref.sumsq + 1e-6);
+      }
     }
-  }
   }
 }
 
@@ -128,7 +131,8 @@ TEST(StreamOps, ScanAboveReportsNonFiniteThroughItsMoments) {
     std::vector<std::int64_t> idx;
     std::vector<float> val;
     std::int64_t above = 0;
-    EXPECT_FALSE(scan_above(x.data(), nullptr, 1000, 1.f, 0, budget, idx, val, &above).finite()) << bad;
+    EXPECT_FALSE(scan_above(x.data(), nullptr, 1000, 1.f, 0, budget, idx, val, &above).finite())
+        << bad;
   }
 }
 
@@ -167,8 +171,10 @@ TEST(ThresholdSearch, BracketedStepsStayInsideAndConverge) {
     const auto c = count(t);
     s.observe(t, c);
     if (s.in_band(c)) break;
-    if (c > 4 * k / 3) lo_t = std::max(lo_t, t);
-    else hi_t = std::min(hi_t, t);
+    if (c > 4 * k / 3)
+      lo_t = std::max(lo_t, t);
+    else
+      hi_t = std::min(hi_t, t);
     t = s.next();
     if (lo_t > 0 && hi_t < 1e9) {
       EXPECT_GT(t, lo_t);
