@@ -79,27 +79,42 @@ namespace {
 // Candidate bookkeeping of one scan_above call. The shared budget is read when the call
 // starts and charged when it ends (one atomic per chunk, not per candidate); in between
 // the call keeps at most the whole cap itself, so a pass holds at most (chunks in flight
-// + 1) x cap entries before it knows the cap was exceeded.
+// + 1) x cap entries before it knows the cap was exceeded. The lists are grown ahead and
+// written through pointers (a block of 8 is stored at once), then cut to size in finish().
 struct Collector {
   CandidateBudget& budget;
   std::vector<std::int64_t>& idx;
   std::vector<float>& val;
-  const std::int64_t start = static_cast<std::int64_t>(idx.size());
+  const std::size_t start = idx.size();
+  std::size_t size = start;  // entries written
   bool open = !budget.exceeded.load(std::memory_order_relaxed);
   std::int64_t above = 0;
 
-  void take(std::int64_t i, float v) {
-    if (!open) return;
-    if (static_cast<std::int64_t>(idx.size()) - start >= budget.cap) {
+  // Room for `m` more entries; false (and closed) once the cap would be passed.
+  bool room(std::size_t m) {
+    if (!open) return false;
+    if (static_cast<std::int64_t>(size - start + m) > budget.cap) {
       open = false;
       budget.exceeded.store(true, std::memory_order_relaxed);
-      return;
+      return false;
     }
-    idx.push_back(i);
-    val.push_back(v);
+    if (size + 8 > idx.size()) {
+      const std::size_t grown = std::max<std::size_t>({2 * idx.size(), size + 8, 1024});
+      idx.resize(grown);
+      val.resize(grown);
+    }
+    return true;
+  }
+  void take(std::int64_t i, float v) {
+    if (!room(1)) return;
+    idx[size] = i;
+    val[size] = v;
+    ++size;
   }
   void finish() {
-    const std::int64_t kept = static_cast<std::int64_t>(idx.size()) - start;
+    idx.resize(size);
+    val.resize(size);
+    const auto kept = static_cast<std::int64_t>(size - start);
     if (kept > 0 && budget.used.fetch_add(kept, std::memory_order_relaxed) + kept > budget.cap)
       budget.exceeded.store(true, std::memory_order_relaxed);
   }
@@ -158,9 +173,25 @@ Moments scan_portable(float* x, const float* g, std::int64_t n, float bound, std
 }
 
 #if defined(__x86_64__)
-// AVX2: one compare mask per 8 elements; set bits are appended in order (ctz), so the
-// few candidates cost a few instructions each and the stream never leaves the registers.
-// Partial moments in float per 256 elements, folded into doubles.
+// kPack[mask]: the lanes whose bit is set in `mask`, in order, then zeros.
+struct PackTable {
+  alignas(32) std::int32_t lanes[256][8];
+  PackTable() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int j = 0; j < 8; ++j)
+        if (m & (1 << j)) lanes[m][k++] = j;
+      for (; k < 8; ++k) lanes[m][k] = 0;
+    }
+  }
+};
+const PackTable kPackTable;
+const auto& kPack = kPackTable.lanes;
+
+// AVX2: one compare mask per 8 elements; the selected lanes are left-packed with a
+// permutation and stored in one go, so candidates cost no branch each and the stream
+// never leaves the registers. Partial moments in float per 256 elements, folded into
+// doubles.
 template <bool kUpdate>
 __attribute__((target("avx2,fma"))) Moments scan_avx2(float* x, const float* g, std::int64_t n,
                                                       float bound, std::int64_t base,
@@ -182,13 +213,26 @@ __attribute__((target("avx2,fma"))) Moments scan_avx2(float* x, const float* g, 
       }
       vs = _mm256_add_ps(vs, v);
       vss = _mm256_fmadd_ps(v, v, vss);
-      unsigned mask = static_cast<unsigned>(
+      const unsigned mask = static_cast<unsigned>(
           _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), vb, _CMP_GT_OQ)));
-      while (mask != 0) {
-        const int j = __builtin_ctz(mask);
-        mask &= mask - 1;
-        ++col.above;
-        col.take(base + i + j, x[i + j]);
+      if (mask != 0) {
+        // Left-pack the selected lanes (a permutation from the table) and store all 8;
+        // the next store starts where the selected ones end.
+        const int m = __builtin_popcount(mask);
+        col.above += m;
+        if (col.room(static_cast<std::size_t>(m))) {
+          const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack[mask]));
+          _mm256_storeu_ps(col.val.data() + col.size, _mm256_permutevar8x32_ps(v, lanes));
+          const __m256i at = _mm256_set1_epi64x(base + i);
+          std::int64_t* out = col.idx.data() + col.size;
+          _mm256_storeu_si256(
+              reinterpret_cast<__m256i*>(out),
+              _mm256_add_epi64(at, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(lanes))));
+          _mm256_storeu_si256(
+              reinterpret_cast<__m256i*>(out + 4),
+              _mm256_add_epi64(at, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(lanes, 1))));
+          col.size += static_cast<std::size_t>(m);
+        }
       }
     }
     alignas(32) float ps[8], pss[8];
