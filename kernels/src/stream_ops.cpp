@@ -14,6 +14,11 @@ namespace cutlayer::kernels::detail {
 
 bool Moments::finite() const { return std::isfinite(sum) && std::isfinite(sumsq); }
 
+double Moments::stddev(std::int64_t n) const {
+  const double mu = mean(n);
+  return std::sqrt(std::max(0.0, sumsq / static_cast<double>(n) - mu * mu));
+}
+
 CUTLAYER_CLONES
 Moments accumulate_moments(float* r, const float* g, std::int64_t n) {
   // Float partial sums per 4096-element block (vectorizable), folded into doubles.

@@ -15,6 +15,9 @@ struct Moments {
   double sum = 0;
   double sumsq = 0;
   bool finite() const;
+  // Mean and standard deviation over n elements.
+  double mean(std::int64_t n) const { return sum / static_cast<double>(n); }
+  double stddev(std::int64_t n) const;
 };
 
 // r[i] += g[i] (when g != nullptr) and the moments of the result over [0, n).

@@ -72,8 +72,7 @@ class ThresholdK final : public Compressor {
     stats_.passes = 1;
     if (!m.finite()) refuse_non_finite(residual, ef);
     const bool first_complete = cands.complete;
-    const double mean = m.sum / static_cast<double>(n);
-    const double sd = std::sqrt(std::max(0.0, m.sumsq / static_cast<double>(n) - mean * mean));
+    const double mean = m.mean(n), sd = m.stddev(n);
 
     const bool searchable = density < 1.0 && sd > 0.0;
     double estimate = 0;  // the model's threshold, before the remembered factor

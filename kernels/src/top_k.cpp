@@ -84,9 +84,7 @@ class TopK final : public Compressor {
       if (!(cands.complete && first_count >= k)) {
         // Too few above the margin, or more than the cap: collect again above a bound
         // meant to hold ~2k, by the Gaussian tail through what the first pass counted.
-        const double mean = m.sum / static_cast<double>(n);
-        const double sd = std::sqrt(std::max(0.0, m.sumsq / static_cast<double>(n) - mean * mean));
-        ThresholdSearch guess(n, 2 * k, sd);
+        ThresholdSearch guess(n, 2 * k, m.stddev(n));
         guess.observe(first_bound, first_count);
         const auto bound = static_cast<float>(guess.next());
         std::int64_t above = 0;
