@@ -71,8 +71,8 @@ struct Candidates {
 
 // One pass over src (with EF: r += g; src.r null: read-only), its moments, and candidates
 // above `bound`, at most `cap` of them (more: `complete` false). Returns the moments;
-// *above gets the exact count above `bound`. `per_chunk(chunk, b, e)`, when given, runs on each
-// chunk right after it was scanned (its data still in cache).
+// *above gets the exact count above `bound`. `per_chunk(chunk, b, e)`, when given, runs
+// on each chunk right after it was scanned (its data still in cache).
 Moments scan(const Source& src, std::int64_t n, float bound, std::int64_t cap, Candidates& out,
              std::int64_t* above,
              const std::function<void(std::int64_t, std::int64_t, std::int64_t)>& per_chunk = {});
@@ -80,7 +80,8 @@ Moments scan(const Source& src, std::int64_t n, float bound, std::int64_t cap, C
 // The same source, read only (selection and counting passes after the first).
 inline Source read_only(const Source& s) { return Source{nullptr, nullptr, s.x}; }
 
-// The candidate cap for k: room for a generous margin, never more than a small share.
+// The candidate cap for k: room for a generous margin under the threshold (the margin
+// narrows once more than 4k are kept), and a floor so that small k is never starved.
 inline std::int64_t candidate_cap(std::int64_t k) { return std::max<std::int64_t>(8 * k, 65536); }
 
 // What a compressor remembers of its last call on one vector (keyed by the address it

@@ -1,5 +1,6 @@
-// Internal: the streaming inner loops of the CPU compressors, vectorized (omp simd,
-// cloned for AVX-512/AVX2/baseline) and run over chunks by at::parallel_for.
+// Internal: the streaming inner loops of the CPU compressors, run over chunks by
+// at::parallel_for: omp simd loops cloned for AVX-512/AVX2/baseline, and the first pass
+// of the threshold compressors (scan_above) with AVX2 intrinsics chosen at run time.
 #pragma once
 
 #include <atomic>
