@@ -3,6 +3,10 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+
+#include "compress_common.h"
 #include "cuda/gaussiank_cuda.h"
 #include "cutlayer/error.h"
 #include "cutlayer/kernels/cuda.h"
@@ -12,6 +16,8 @@ namespace {
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(e));
 }
+// Device scratch is carved out of one allocation at 256-byte boundaries.
+std::int64_t aligned(std::int64_t bytes) { return (bytes + 255) / 256 * 256; }
 [[noreturn]] void refuse(torch::Tensor& residual, bool ef) {
   if (ef) residual.zero_();
   throw Error("compress: the gradient holds NaN or Inf; step refused (error-feedback residual reset)");
@@ -21,33 +27,106 @@ void check(cudaError_t e, const char* what) {
 bool cuda_available() { return cuda::device_count() > 0 && torch::cuda::is_available(); }
 
 SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, bool ef,
-                            double density, int max_corrections, double& factor,
-                            CompressStats& stats) {
+                            double density, int max_corrections, bool reuse,
+                            detail::ThresholdMemory& mem, CompressStats& stats) {
   const std::int64_t n = grad.numel();
+  const std::int64_t k = target_k(n, density);
+  stats = {k, 0, 0, 0};
+  const auto dev = torch::TensorOptions().device(grad.device());
+  SparseTensor out;
+  out.numel = n;
+  if (n == 0) {
+    out.indices = torch::empty({0}, dev.dtype(index_dtype_for(n)));
+    out.values = torch::empty({0}, dev.dtype(torch::kFloat32));
+    return out;
+  }
   cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
   float* r = ef ? residual.data_ptr<float>() : nullptr;
   const float* g = grad.data_ptr<float>();
-  cuda::ThresholdResult tr;
-  check(cuda::gaussiank_threshold(r, g, n, density, max_corrections, factor, &tr, stream),
-        "gaussiank");
-  if (!tr.finite) refuse(residual, ef);
-  factor = tr.factor;
-  const auto dev = torch::TensorOptions().device(grad.device());
-  auto idx = torch::empty({tr.count}, dev.dtype(torch::kInt64));
-  auto val = torch::empty({tr.count}, dev.dtype(torch::kFloat32));
-  long long count = 0;
-  float* x = ef ? r : const_cast<float*>(g);
-  // The raw API takes long long*; int64_t is long on LP64 Linux (same width, other type).
-  static_assert(sizeof(long long) == sizeof(std::int64_t));
-  auto* idx_ptr = reinterpret_cast<long long*>(idx.data_ptr<std::int64_t>());
-  check(cuda::select_compact(x, n, static_cast<float>(tr.threshold), ef, idx_ptr,
-                             val.data_ptr<float>(), tr.count, &count, stream),
-        "gaussiank compaction");
-  stats = {target_k(n, density), count, tr.passes + 1, tr.threshold};
-  SparseTensor out;
-  out.numel = n;
-  out.indices = idx.to(index_dtype_for(n));
-  out.values = val;
+  float* x = ef ? r : const_cast<float*>(g);  // written only with error feedback
+
+  // Warm: the first pass also bins and keeps every |x| above a margin under the threshold
+  // the last call accepted (candidate indices are 32-bit, hence n <= 2^31).
+  const bool corrected = density < 1.0 && max_corrections > 0;
+  const float bound = mem.bound();
+  const bool warm =
+      reuse && corrected && n <= (std::int64_t{1} << 31) && std::isfinite(bound) && bound > 0.f;
+  const std::int64_t cap = warm ? std::min(detail::candidate_cap(k), n) : 0;
+  const std::int64_t summary_bytes = aligned(sizeof(cuda::FirstPassSummary));
+  auto work = torch::empty({summary_bytes + 2 * aligned(cap * 4)}, dev.dtype(torch::kUInt8));
+  char* base = static_cast<char*>(work.data_ptr());
+  auto* dsum = reinterpret_cast<cuda::FirstPassSummary*>(base);
+  auto* cand_idx = reinterpret_cast<unsigned int*>(base + summary_bytes);
+  auto* cand_val = reinterpret_cast<float*>(base + summary_bytes + aligned(cap * 4));
+  const cuda::ThresholdBins bins = detail::make_threshold_bins(bound);
+  cuda::FirstPassSummary sum;
+  check(cuda::first_pass(r, g, n, warm ? &bins : nullptr, cand_idx, cand_val, cap, dsum, &sum,
+                         stream),
+        "gaussiank first pass");
+  stats.passes = 1;
+  if (sum.nonfinite != 0 || !std::isfinite(sum.sum) || !std::isfinite(sum.sumsq))
+    refuse(residual, ef);
+  const double mean = sum.sum / n;
+  const double sd = std::sqrt(std::max(0.0, sum.sumsq / n - mean * mean));
+
+  const bool searchable = corrected && sd > 0.0;
+  double estimate = 0, t;
+  if (density >= 1.0) {
+    t = -1.0;  // everything
+  } else if (sd == 0.0) {
+    t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // as on the CPU
+  } else {
+    estimate = cuda::gaussiank_estimate(mean, sd, density);
+    t = estimate * mem.factor;
+  }
+  detail::ThresholdSearch search(n, k, sd);
+  const auto above = static_cast<std::int64_t>(sum.above);
+  const bool binned = warm && searchable && detail::observe_bins(bins, sum.hist, above, search);
+  if (!binned || !search.in_band(search.best_count())) {
+    const int max_passes = searchable ? cuda::device_corrections(max_corrections) + 1 : 1;
+    check(cuda::search_passes(x, n, t, max_passes, search, &dsum->above, &stats.passes, stream),
+          "gaussiank count");
+  }
+  t = search.best_threshold();
+  const std::int64_t count = search.best_count();
+  const auto tf = static_cast<float>(t);
+
+  if (binned && above <= cap && tf >= bins.edge[0]) {
+    // Every |x| > t is a candidate: select among them, no further pass.
+    auto idx = torch::empty({count}, dev.dtype(torch::kInt32));
+    auto val = torch::empty({count}, dev.dtype(torch::kFloat32));
+    const std::size_t sort_bytes = cuda::select_candidates_temp_bytes(count, n);
+    auto pick = torch::empty({2 * aligned(count * 4) + static_cast<std::int64_t>(sort_bytes)},
+                             dev.dtype(torch::kUInt8));
+    char* p = static_cast<char*>(pick.data_ptr());
+    check(cuda::select_candidates(
+              cand_idx, cand_val, above, tf, count, n, &dsum->picked,
+              reinterpret_cast<unsigned int*>(p), reinterpret_cast<float*>(p + aligned(count * 4)),
+              reinterpret_cast<unsigned int*>(idx.data_ptr<std::int32_t>()), val.data_ptr<float>(),
+              r, p + 2 * aligned(count * 4), sort_bytes, stream),
+          "gaussiank selection");
+    out.indices = idx;
+    out.values = val;
+  } else {
+    auto idx = torch::empty({count}, dev.dtype(torch::kInt64));
+    auto val = torch::empty({count}, dev.dtype(torch::kFloat32));
+    long long selected = 0;
+    // The raw API takes long long*; int64_t is long on LP64 Linux (same width, other type).
+    static_assert(sizeof(long long) == sizeof(std::int64_t));
+    auto* idx_ptr = reinterpret_cast<long long*>(idx.data_ptr<std::int64_t>());
+    check(cuda::select_compact(x, n, tf, ef, idx_ptr, val.data_ptr<float>(), count, &selected,
+                               stream),
+          "gaussiank compaction");
+    ++stats.passes;
+    out.indices = idx.to(index_dtype_for(n));
+    out.values = val;
+  }
+  stats.selected = count;
+  stats.threshold = t;
+  if (reuse) {
+    if (searchable && estimate > 0) mem.factor = cuda::learned_factor(search, t, count, estimate);
+    mem.learn(t, !warm || above <= cap, above, k);
+  }
   return out;
 }
 

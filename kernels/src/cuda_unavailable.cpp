@@ -7,8 +7,8 @@ namespace cutlayer::kernels {
 
 bool cuda_available() { return false; }
 
-SparseTensor cuda_gaussiank(const torch::Tensor&, torch::Tensor&, bool, double, int, double&,
-                            CompressStats&) {
+SparseTensor cuda_gaussiank(const torch::Tensor&, torch::Tensor&, bool, double, int, bool,
+                            detail::ThresholdMemory&, CompressStats&) {
   throw Error("this build has no CUDA kernels (configure with a CUDA LibTorch and nvcc)");
 }
 SparseTensor cuda_topk(const torch::Tensor&, torch::Tensor&, bool, double, CompressStats&) {

@@ -39,11 +39,10 @@ class ThresholdK final : public Compressor {
     check_inputs(grad, residual, ef, density);
     if (grad.is_cuda()) {
       if (sampled_) throw Error("sampledk runs on CPU tensors only; use gaussiank on CUDA");
-      // No candidates on the device (a count pass costs microseconds there); what carries
-      // over is the model's correction factor.
       ThresholdMemory& mem = memories_.recall(
           opts_.reuse_threshold, ef ? residual.data_ptr() : grad.data_ptr(), grad.numel(), density);
-      return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections, mem.factor, stats_);
+      return cuda_gaussiank(grad, residual, ef, density, opts_.max_corrections,
+                            opts_.reuse_threshold, mem, stats_);
     }
     const std::int64_t n = grad.numel();
     const std::int64_t k = target_k(n, density);

@@ -29,6 +29,8 @@ class ThresholdSearch {
         scale_(scale) {}
 
   bool in_band(std::int64_t c) const { return c >= lo_ && c <= hi_; }
+  // Whether anything was observed yet.
+  bool observed() const { return has_best_; }
   // The smallest count in the band.
   std::int64_t band_low() const { return static_cast<std::int64_t>(std::ceil(lo_)); }
 

@@ -1,22 +1,29 @@
-// gaussiank on the GPU (Shi et al. 2019): no sort, a few streaming passes.
-//   pass 1: r += g and the moments (block reduce, double atomics)
-//   count passes: |x| > t with threshold corrections (the CPU's search; the threshold
-//   starts from the factor the last call on this vector learned, so usually one)
-//   compaction: cub::DeviceSelect::If over the index range (stable: ascending), then a
-//   gather that also zeroes the selected residual entries (error feedback).
+// gaussiank on the GPU (Shi et al. 2019): no sort, few streaming passes.
+//   first pass: r += g (error feedback), the moments (block reduce, double atomics) and,
+//     on a warm call, every |x| above a margin under the last threshold: counted into a
+//     log-spaced histogram (exact counts at 128 thresholds) and kept as candidates.
+//   a warm call then reads its threshold off the histogram and selects from the
+//     candidates (a kernel over them, a radix sort of the few selected by index, a scatter
+//     that zeroes them in the residual): one streaming pass in all, one wait.
+//   otherwise (cold, a jump, too many candidates): count passes with the CPU's threshold
+//     corrections, and a compaction pass (cub::DeviceSelect::If over the index range,
+//     stable, then a gather that also zeroes the selected residual entries).
 #include <thrust/iterator/counting_iterator.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cub/cub.cuh>
 
-#include "../normal_quantile.h"   // the same quantile as the CPU side
-#include "../threshold_search.h"  // and the same corrections
+#include "../normal_quantile.h"  // the same quantile as the CPU side
 #include "gaussiank_cuda.h"
 
 namespace cutlayer::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kPerThread = 4;  // one float4 per thread per tile
+constexpr int kTile = kThreads * kPerThread;
+constexpr unsigned kFullMask = 0xffffffffu;
 
 int grid_for(long long n) {
   long long blocks = (n + kThreads - 1) / kThreads;
@@ -24,43 +31,128 @@ int grid_for(long long n) {
   return static_cast<int>(blocks < 1 ? 1 : blocks);
 }
 
-struct Moments {
-  double sum;
-  double sumsq;
-  unsigned int nonfinite;
-  unsigned long long count;
+struct FirstPassArgs {
+  float* r;        // residual (error feedback), or null
+  const float* g;  // gradient, or null (read x only)
+  const float* x;  // what is read when g is null
+  long long n;
+  bool collect;  // candidates and histogram
+  unsigned long long cap;
+  unsigned int* cand_idx;
+  float* cand_val;
+  FirstPassSummary* sum;
+  ThresholdBins bins;  // by value: 512 bytes of kernel parameters
 };
 
-__global__ void accumulate_moments(float* __restrict__ r, const float* __restrict__ g,
-                                   const float* __restrict__ x_in, long long n, Moments* m) {
+// Every thread of the block runs every tile (the loop bound is the block's), so warp-wide
+// votes and shuffles see all 32 lanes.
+template <bool kVector>
+__global__ void __launch_bounds__(kThreads) first_pass_kernel(const FirstPassArgs a) {
   using Reduce = cub::BlockReduce<double, kThreads>;
   __shared__ typename Reduce::TempStorage tmp_s;
   __shared__ typename Reduce::TempStorage tmp_ss;
+  __shared__ float edge[detail::kThresholdBins];
+  __shared__ unsigned int hist[detail::kThresholdBins];
+  for (int j = threadIdx.x; j < detail::kThresholdBins; j += kThreads) {
+    edge[j] = a.bins.edge[j];
+    hist[j] = 0;
+  }
+  __syncthreads();
+  const float bound = edge[0];
+  const unsigned lane = threadIdx.x & 31u;
   double s = 0, ss = 0;
   bool bad = false;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
-    float v;
-    if (g != nullptr) {
-      v = r[i] + g[i];
-      r[i] = v;
+  for (long long base = static_cast<long long>(blockIdx.x) * kTile; base < a.n;
+       base += static_cast<long long>(gridDim.x) * kTile) {
+    const long long i0 = base + static_cast<long long>(threadIdx.x) * kPerThread;
+    float v[kPerThread];
+    bool in[kPerThread];
+    if (kVector && i0 + kPerThread <= a.n) {
+      float4 x4;
+      if (a.g != nullptr) {
+        const float4 r4 = *reinterpret_cast<const float4*>(a.r + i0);
+        const float4 g4 = *reinterpret_cast<const float4*>(a.g + i0);
+        x4 = make_float4(r4.x + g4.x, r4.y + g4.y, r4.z + g4.z, r4.w + g4.w);
+        *reinterpret_cast<float4*>(a.r + i0) = x4;
+      } else {
+        x4 = *reinterpret_cast<const float4*>(a.x + i0);
+      }
+      v[0] = x4.x;
+      v[1] = x4.y;
+      v[2] = x4.z;
+      v[3] = x4.w;
+#pragma unroll
+      for (int q = 0; q < kPerThread; ++q) in[q] = true;
     } else {
-      v = x_in[i];
+#pragma unroll
+      for (int q = 0; q < kPerThread; ++q) {
+        const long long i = i0 + q;
+        in[q] = i < a.n;
+        v[q] = 0.f;
+        if (in[q]) {
+          if (a.g != nullptr) {
+            v[q] = a.r[i] + a.g[i];
+            a.r[i] = v[q];
+          } else {
+            v[q] = a.x[i];
+          }
+        }
+      }
     }
-    bad |= !isfinite(v);
-    s += v;
-    ss += (double)v * v;
+    unsigned mine = 0;  // bit q: element q is a candidate
+#pragma unroll
+    for (int q = 0; q < kPerThread; ++q) {
+      if (in[q]) {
+        bad |= !isfinite(v[q]);
+        s += v[q];
+        ss += static_cast<double>(v[q]) * v[q];
+        if (fabsf(v[q]) > bound) mine |= 1u << q;
+      }
+    }
+    if (a.collect && __any_sync(kFullMask, mine != 0)) {
+      // Warp-aggregated append: one atomic per warp and tile.
+      const unsigned c = __popc(mine);
+      unsigned incl = c;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const unsigned up = __shfl_up_sync(kFullMask, incl, d);
+        if (lane >= static_cast<unsigned>(d)) incl += up;
+      }
+      const unsigned total = __shfl_sync(kFullMask, incl, 31);
+      unsigned long long first = 0;
+      if (lane == 31) first = atomicAdd(&a.sum->above, static_cast<unsigned long long>(total));
+      first = __shfl_sync(kFullMask, first, 31);
+      unsigned long long pos = first + (incl - c);
+#pragma unroll
+      for (int q = 0; q < kPerThread; ++q) {
+        if (mine & (1u << q)) {
+          if (pos < a.cap) {
+            a.cand_idx[pos] = static_cast<unsigned int>(i0 + q);
+            a.cand_val[pos] = v[q];
+          }
+          ++pos;
+          const int b = detail::threshold_bin(edge, fabsf(v[q]));
+          atomicAdd(&hist[b], 1u);  // b >= 0: |v| > edge[0]
+        }
+      }
+    }
   }
   const double bs = Reduce(tmp_s).Sum(s);
   const double bss = Reduce(tmp_ss).Sum(ss);
   if (threadIdx.x == 0) {
-    atomicAdd(&m->sum, bs);
-    atomicAdd(&m->sumsq, bss);
+    atomicAdd(&a.sum->sum, bs);
+    atomicAdd(&a.sum->sumsq, bss);
   }
-  if (bad) atomicOr(&m->nonfinite, 1u);
+  if (bad) atomicOr(&a.sum->nonfinite, 1u);
+  if (a.collect) {
+    __syncthreads();
+    for (int j = threadIdx.x; j < detail::kThresholdBins; j += kThreads)
+      if (hist[j] != 0) atomicAdd(&a.sum->hist[j], hist[j]);
+  }
 }
 
-__global__ void count_above(const float* __restrict__ x, long long n, float t, Moments* m) {
+__global__ void count_above_kernel(const float* __restrict__ x, long long n, float t,
+                                   unsigned long long* count) {
   using Reduce = cub::BlockReduce<unsigned long long, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   unsigned long long c = 0;
@@ -68,7 +160,7 @@ __global__ void count_above(const float* __restrict__ x, long long n, float t, M
        i += (long long)gridDim.x * blockDim.x)
     c += fabsf(x[i]) > t;
   const unsigned long long bc = Reduce(tmp).Sum(c);
-  if (threadIdx.x == 0) atomicAdd(&m->count, bc);
+  if (threadIdx.x == 0) atomicAdd(count, bc);
 }
 
 struct AboveThreshold {
@@ -87,9 +179,67 @@ __global__ void gather_and_zero(float* __restrict__ x, const long long* __restri
   }
 }
 
-#define CUTLAYER_CUDA_TRY(expr)          \
-  do {                                   \
-    cudaError_t err_ = (expr);           \
+// The candidates above t, appended (warp-aggregated) in no particular order.
+__global__ void pick_kernel(const unsigned int* __restrict__ cand_idx,
+                            const float* __restrict__ cand_val, long long kept, float t,
+                            unsigned int* picked, long long room,
+                            unsigned int* __restrict__ pick_idx, float* __restrict__ pick_val) {
+  const unsigned lane = threadIdx.x & 31u;
+  for (long long base = static_cast<long long>(blockIdx.x) * kThreads; base < kept;
+       base += static_cast<long long>(gridDim.x) * kThreads) {
+    const long long j = base + threadIdx.x;
+    const float v = j < kept ? cand_val[j] : 0.f;
+    const bool take = j < kept && fabsf(v) > t;
+    const unsigned mask = __ballot_sync(kFullMask, take);
+    if (mask == 0) continue;
+    unsigned first = 0;
+    if (lane == 0) first = atomicAdd(picked, static_cast<unsigned>(__popc(mask)));
+    first = __shfl_sync(kFullMask, first, 0);
+    if (take) {
+      const unsigned pos = first + __popc(mask & ((1u << lane) - 1u));
+      if (pos < room) {  // never more than counted, but never past the buffers either
+        pick_idx[pos] = cand_idx[j];
+        pick_val[pos] = v;
+      }
+    }
+  }
+}
+
+__global__ void zero_at(float* __restrict__ r, const unsigned int* __restrict__ idx,
+                        long long count) {
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < count;
+       j += (long long)gridDim.x * blockDim.x)
+    r[idx[j]] = 0.f;
+}
+
+int index_bits(long long n) {
+  int bits = 1;
+  while (bits < 63 && (1LL << bits) < n) ++bits;
+  return bits;
+}
+
+// Blocks of the first pass: enough to fill every SM (queried once per process).
+int first_pass_grid(long long n) {
+  static const int resident = [] {
+    int dev = 0, sms = 0, per_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, first_pass_kernel<true>, kThreads,
+                                                      0) != cudaSuccess) {
+      cudaGetLastError();
+      return 1024;
+    }
+    return sms * (per_sm > 0 ? per_sm : 1);
+  }();
+  const long long tiles = (n + kTile - 1) / kTile;
+  return static_cast<int>(tiles < resident ? (tiles < 1 ? 1 : tiles) : resident);
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+#define CUTLAYER_CUDA_TRY(expr)           \
+  do {                                    \
+    cudaError_t err_ = (expr);            \
     if (err_ != cudaSuccess) return err_; \
   } while (0)
 
@@ -104,67 +254,117 @@ int device_count() {
   return n;
 }
 
+cudaError_t first_pass(float* r, const float* g, long long n, const ThresholdBins* bins,
+                       unsigned int* cand_idx, float* cand_val, long long cap,
+                       FirstPassSummary* dev, FirstPassSummary* out, cudaStream_t stream) {
+  *out = FirstPassSummary{};
+  CUTLAYER_CUDA_TRY(cudaMemsetAsync(dev, 0, sizeof(FirstPassSummary), stream));
+  if (n <= 0) return cudaSuccess;
+  FirstPassArgs a{};
+  a.x = r != nullptr ? r : g;
+  a.r = r != nullptr && g != nullptr ? r : nullptr;  // error feedback: r += g
+  a.g = a.r != nullptr ? g : nullptr;
+  a.n = n;
+  a.collect = bins != nullptr && n <= (1LL << 31);
+  a.cap = cap > 0 ? static_cast<unsigned long long>(cap) : 0;
+  a.cand_idx = cand_idx;
+  a.cand_val = cand_val;
+  a.sum = dev;
+  if (a.collect) {
+    a.bins = *bins;
+  } else {
+    for (float& e : a.bins.edge) e = INFINITY;
+  }
+  const bool vector = a.g != nullptr ? aligned16(a.r) && aligned16(a.g) : aligned16(a.x);
+  if (vector) {
+    first_pass_kernel<true><<<first_pass_grid(n), kThreads, 0, stream>>>(a);
+  } else {
+    first_pass_kernel<false><<<first_pass_grid(n), kThreads, 0, stream>>>(a);
+  }
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  CUTLAYER_CUDA_TRY(cudaMemcpyAsync(out, dev, sizeof *out, cudaMemcpyDeviceToHost, stream));
+  return cudaStreamSynchronize(stream);
+}
+
+cudaError_t search_passes(const float* x, long long n, double t, int max_passes,
+                          ThresholdSearch& search, unsigned long long* dev_count, int* passes,
+                          cudaStream_t stream) {
+  if (search.observed()) t = search.next();
+  for (int attempt = 0;; ++attempt) {
+    unsigned long long count = 0;
+    CUTLAYER_CUDA_TRY(cudaMemsetAsync(dev_count, 0, sizeof count, stream));
+    count_above_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, n, static_cast<float>(t),
+                                                             dev_count);
+    CUTLAYER_CUDA_TRY(cudaGetLastError());
+    CUTLAYER_CUDA_TRY(
+        cudaMemcpyAsync(&count, dev_count, sizeof count, cudaMemcpyDeviceToHost, stream));
+    CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
+    ++*passes;
+    search.observe(t, static_cast<std::int64_t>(count));
+    if (search.in_band(static_cast<std::int64_t>(count)) || attempt + 1 >= max_passes)
+      return cudaSuccess;
+    t = search.next();
+  }
+}
+
+double gaussiank_estimate(double mean, double sd, double density) {
+  return std::fabs(mean) + std::fabs(kernels::normal_quantile(density / 2)) * sd;
+}
+
+double learned_factor(const ThresholdSearch& search, double t, long long count, double estimate) {
+  const double f = search.gaussian_step(t, static_cast<double>(count)) / estimate;
+  return f < 0.05 ? 0.05 : (f > 20.0 ? 20.0 : f);
+}
+
 cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double density,
                                 int max_corrections, double factor, ThresholdResult* out,
                                 cudaStream_t stream) {
   *out = ThresholdResult{};
   if (n <= 0) return cudaSuccess;
   const float* x = r != nullptr ? r : g;
-  Moments* dm = nullptr;
-  Moments hm{};
-  CUTLAYER_CUDA_TRY(cudaMallocAsync(&dm, sizeof(Moments), stream));
-  CUTLAYER_CUDA_TRY(cudaMemsetAsync(dm, 0, sizeof(Moments), stream));
-  accumulate_moments<<<grid_for(n), kThreads, 0, stream>>>(r, r != nullptr ? g : nullptr, x, n, dm);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  CUTLAYER_CUDA_TRY(cudaMemcpyAsync(&hm, dm, sizeof hm, cudaMemcpyDeviceToHost, stream));
-  CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
+  FirstPassSummary* dev = nullptr;
+  FirstPassSummary hs;
+  CUTLAYER_CUDA_TRY(cudaMallocAsync(&dev, sizeof(FirstPassSummary), stream));
+  cudaError_t err = first_pass(r, g, n, nullptr, nullptr, nullptr, 0, dev, &hs, stream);
+  if (err != cudaSuccess) {
+    cudaFreeAsync(dev, stream);
+    return err;
+  }
   out->passes = 1;
   out->factor = factor;
-  if (hm.nonfinite || !std::isfinite(hm.sum) || !std::isfinite(hm.sumsq)) {
+  if (hs.nonfinite || !std::isfinite(hs.sum) || !std::isfinite(hs.sumsq)) {
     out->finite = false;
-    return cudaFreeAsync(dm, stream);
+    return cudaFreeAsync(dev, stream);
   }
-  const double mean = hm.sum / n;
-  const double sd = std::sqrt(std::fmax(0.0, hm.sumsq / n - mean * mean));
+  const double mean = hs.sum / n;
+  const double sd = std::sqrt(std::fmax(0.0, hs.sumsq / n - mean * mean));
   long long k = static_cast<long long>(std::ceil(density * n));
   k = k < 1 ? 1 : (k > n ? n : k);
   const bool searchable = density < 1.0 && sd > 0.0 && max_corrections > 0;
-  const int corrections = max_corrections > 0 ? (max_corrections > 8 ? max_corrections : 8) : 0;
   double estimate = 0, t;
   if (density >= 1.0) {
     t = -1.0;
   } else if (sd == 0.0) {
     t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // constant x
   } else {
-    estimate = std::fabs(mean) + std::fabs(kernels::normal_quantile(density / 2)) * sd;
+    estimate = gaussiank_estimate(mean, sd, density);
     t = estimate * factor;
   }
-  kernels::detail::ThresholdSearch search(n, k, sd);
-  for (int attempt = 0;; ++attempt) {
-    CUTLAYER_CUDA_TRY(cudaMemsetAsync(&dm->count, 0, sizeof(unsigned long long), stream));
-    count_above<<<grid_for(n), kThreads, 0, stream>>>(x, n, static_cast<float>(t), dm);
-    CUTLAYER_CUDA_TRY(cudaGetLastError());
-    CUTLAYER_CUDA_TRY(cudaMemcpyAsync(&hm.count, &dm->count, sizeof hm.count,
-                                      cudaMemcpyDeviceToHost, stream));
-    CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
-    ++out->passes;
-    search.observe(t, static_cast<std::int64_t>(hm.count));
-    if (!searchable || search.in_band(static_cast<std::int64_t>(hm.count)) ||
-        attempt >= corrections)
-      break;
-    t = search.next();
+  ThresholdSearch search(n, k, sd);
+  err = search_passes(x, n, t, searchable ? device_corrections(max_corrections) + 1 : 1, search,
+                      &dev->above, &out->passes, stream);
+  if (err != cudaSuccess) {
+    cudaFreeAsync(dev, stream);
+    return err;
   }
   t = search.best_threshold();
   out->count = static_cast<long long>(search.best_count());
   out->threshold = t;
   out->estimate = estimate;
-  if (searchable && estimate > 0) {
-    const double f = search.gaussian_step(t, static_cast<double>(out->count)) / estimate;
-    out->factor = f < 0.05 ? 0.05 : (f > 20.0 ? 20.0 : f);
-  }
+  if (searchable && estimate > 0) out->factor = learned_factor(search, t, out->count, estimate);
   out->mean = mean;
   out->stddev = sd;
-  return cudaFreeAsync(dm, stream);
+  return cudaFreeAsync(dev, stream);
 }
 
 cudaError_t select_compact(float* x, long long n, float t, bool zero_selected, long long* out_idx,
@@ -173,16 +373,21 @@ cudaError_t select_compact(float* x, long long n, float t, bool zero_selected, l
   *out_count = 0;
   if (n <= 0) return cudaSuccess;
   thrust::counting_iterator<long long> first(0);
-  long long* d_count = nullptr;
   void* temp = nullptr;
   size_t temp_bytes = 0;
   AboveThreshold pred{x, t};
-  CUTLAYER_CUDA_TRY(cub::DeviceSelect::If(nullptr, temp_bytes, first, out_idx, d_count, n, pred, stream));
-  CUTLAYER_CUDA_TRY(cudaMallocAsync(&temp, temp_bytes + sizeof(long long), stream));
-  d_count = reinterpret_cast<long long*>(static_cast<char*>(temp) + temp_bytes);
-  // A capacity too small for the count is the caller's error; DeviceSelect writes all.
-  CUTLAYER_CUDA_TRY(cub::DeviceSelect::If(temp, temp_bytes, first, out_idx, d_count, n, pred, stream));
-  CUTLAYER_CUDA_TRY(cudaMemcpyAsync(out_count, d_count, sizeof(long long), cudaMemcpyDeviceToHost, stream));
+  long long* d_count = nullptr;
+  CUTLAYER_CUDA_TRY(
+      cub::DeviceSelect::If(nullptr, temp_bytes, first, out_idx, d_count, n, pred, stream));
+  const size_t count_at = (temp_bytes + 15) / 16 * 16;  // the counter, aligned, after CUB's
+  CUTLAYER_CUDA_TRY(cudaMallocAsync(&temp, count_at + sizeof(long long), stream));
+  d_count = reinterpret_cast<long long*>(static_cast<char*>(temp) + count_at);
+  // DeviceSelect writes every selected index: `capacity` must hold the count (the caller
+  // counted at the same t over the same x).
+  CUTLAYER_CUDA_TRY(
+      cub::DeviceSelect::If(temp, temp_bytes, first, out_idx, d_count, n, pred, stream));
+  CUTLAYER_CUDA_TRY(
+      cudaMemcpyAsync(out_count, d_count, sizeof(long long), cudaMemcpyDeviceToHost, stream));
   CUTLAYER_CUDA_TRY(cudaStreamSynchronize(stream));
   if (*out_count > capacity) {
     cudaFreeAsync(temp, stream);
@@ -194,6 +399,36 @@ cudaError_t select_compact(float* x, long long n, float t, bool zero_selected, l
     CUTLAYER_CUDA_TRY(cudaGetLastError());
   }
   return cudaFreeAsync(temp, stream);
+}
+
+std::size_t select_candidates_temp_bytes(long long count, long long n) {
+  std::size_t bytes = 0;
+  if (count <= 0) return 0;
+  if (cub::DeviceRadixSort::SortPairs(
+          nullptr, bytes, static_cast<const unsigned int*>(nullptr),
+          static_cast<unsigned int*>(nullptr), static_cast<const float*>(nullptr),
+          static_cast<float*>(nullptr), count, 0, index_bits(n)) != cudaSuccess)
+    return 0;
+  return bytes;
+}
+
+cudaError_t select_candidates(const unsigned int* cand_idx, const float* cand_val, long long kept,
+                              float t, long long count, long long n, unsigned int* picked,
+                              unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
+                              float* out_val, float* r, void* temp, std::size_t temp_bytes,
+                              cudaStream_t stream) {
+  if (count <= 0 || kept <= 0) return cudaSuccess;
+  pick_kernel<<<grid_for(kept), kThreads, 0, stream>>>(cand_idx, cand_val, kept, t, picked, count,
+                                                       pick_idx, pick_val);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  std::size_t bytes = temp_bytes;
+  CUTLAYER_CUDA_TRY(cub::DeviceRadixSort::SortPairs(temp, bytes, pick_idx, out_idx, pick_val,
+                                                    out_val, count, 0, index_bits(n), stream));
+  if (r != nullptr) {
+    zero_at<<<grid_for(count), kThreads, 0, stream>>>(r, out_idx, count);
+    CUTLAYER_CUDA_TRY(cudaGetLastError());
+  }
+  return cudaSuccess;
 }
 
 }  // namespace cutlayer::kernels::cuda

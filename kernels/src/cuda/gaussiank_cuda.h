@@ -1,13 +1,53 @@
 // Raw CUDA entry points of the gaussiank compressor, on device pointers (no LibTorch
-// types, so this compiles with nvcc alone). All work is queued on `stream`.
+// types, so this compiles with nvcc alone). All work is queued on `stream`; the calls that
+// return a count wait for it.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+
+#include "../threshold_bins.h"
+#include "../threshold_search.h"
 
 namespace cutlayer::kernels::cuda {
 
+using detail::ThresholdBins;
+using detail::ThresholdSearch;
+
+// What the first pass leaves in device memory (and first_pass copies back).
+struct FirstPassSummary {
+  double sum = 0;
+  double sumsq = 0;
+  unsigned long long above = 0;  // |x| > bins.edge[0]: all of them (only `cap` are kept)
+  unsigned int nonfinite = 0;    // non-zero: NaN/Inf seen
+  unsigned int picked = 0;       // select_candidates' counter
+  unsigned int hist[detail::kThresholdBins] = {};
+};
+
+// The first pass: r += g when `g` is non-null (error feedback) and the moments of x (= r,
+// or g when r is null). With `bins`, every |x| > bins->edge[0] is also counted and binned
+// (all of them, so the counts at every edge are exact) and the first `cap` of them, in no
+// particular order, kept as candidates (index, value). `dev` is a device FirstPassSummary
+// that this zeroes; the summary comes back in *out (the call waits for it). Candidate
+// indices are 32-bit: with bins, n must be <= 2^31.
+cudaError_t first_pass(float* r, const float* g, long long n, const ThresholdBins* bins,
+                       unsigned int* cand_idx, float* cand_val, long long cap,
+                       FirstPassSummary* dev, FirstPassSummary* out, cudaStream_t stream);
+
+// The count passes of the threshold search, read-only over x: from the search's next
+// threshold when it holds observations (or from `t` when it holds none), until the count
+// is in the band or `max_passes` passes were made (at least one). `dev_count`: device
+// scratch for one counter. *passes is incremented per pass.
+cudaError_t search_passes(const float* x, long long n, double t, int max_passes,
+                          ThresholdSearch& search, unsigned long long* dev_count, int* passes,
+                          cudaStream_t stream);
+
+// Pass 1 and the search, as one call (the cold path and the tests): r += g (g non-null),
+// moments, t = (|mu| + |Phi^-1(density/2)| sigma) * factor, and count passes corrected as
+// on the CPU until the count is in [2k/3, 4k/3]: up to max(max_corrections, 8)
+// corrections, as a count pass costs microseconds here; max_corrections 0: none.
 struct ThresholdResult {
   long long count = 0;   // elements with |x| > threshold
   double threshold = 0;
@@ -18,21 +58,37 @@ struct ThresholdResult {
   int passes = 0;        // streaming passes so far
   bool finite = true;    // false: NaN/Inf seen (nothing selected)
 };
-
-// Pass 1: r += g when `g` is non-null (error feedback), and the moments of x (= r, or g
-// when r is null); then t = (|mu| + |Phi^-1(density/2)| sigma) * factor (factor: what the
-// last call on this vector learned, 1 for none) and count passes, corrected as on the CPU
-// (threshold_search.h) until the count is in [2k/3, 4k/3]: up to max(max_corrections, 8)
-// corrections, as a count pass costs microseconds here; max_corrections 0: none.
 cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double density,
                                 int max_corrections, double factor, ThresholdResult* out,
                                 cudaStream_t stream);
 
+// The gaussiank threshold model and its correction factor, shared by the one-call path and
+// the compressor's glue.
+double gaussiank_estimate(double mean, double sd, double density);
+// The factor that puts the next call's first guess where this call's count would be k.
+double learned_factor(const ThresholdSearch& search, double t, long long count, double estimate);
+// Corrections allowed on the device: a count pass costs microseconds, so at least 8.
+inline int device_corrections(int max_corrections) {
+  return max_corrections > 0 ? (max_corrections > 8 ? max_corrections : 8) : 0;
+}
+
 // Writes the ascending indices and values of |x| > t into out_idx/out_val (room for
 // `capacity`, which must be >= the count) and, when `zero_selected`, zeroes them in x.
+// One read-only pass; waits for the count.
 cudaError_t select_compact(float* x, long long n, float t, bool zero_selected,
                            long long* out_idx, float* out_val, long long capacity,
                            long long* out_count, cudaStream_t stream);
+
+// From first_pass's candidates (`kept` stored; every |x| > t is among them, `count` of
+// them): their indices (ascending) and values into out_idx/out_val and, when r is
+// non-null, zeroes them in r. Queued only, no wait. `picked` is a zeroed device counter;
+// pick_idx/pick_val room for `count`; temp: select_candidates_temp_bytes(count, n) bytes.
+std::size_t select_candidates_temp_bytes(long long count, long long n);
+cudaError_t select_candidates(const unsigned int* cand_idx, const float* cand_val, long long kept,
+                              float t, long long count, long long n, unsigned int* picked,
+                              unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
+                              float* out_val, float* r, void* temp, std::size_t temp_bytes,
+                              cudaStream_t stream);
 
 // Number of CUDA devices (0 when none or no driver).
 int device_count();

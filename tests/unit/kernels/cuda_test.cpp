@@ -6,7 +6,10 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -153,6 +156,130 @@ TEST(CudaGaussianK, StaysInBandOnErrorFeedbackStreams) {
   cudaFree(dval);
 }
 
+// The warm path's pieces against a CPU reference on the same data: the first pass (error
+// feedback, moments, the histogram and the candidates above a bound), then the selection
+// from the candidates at an edge (ascending indices, exact values, zeroed residual). Run on
+// an aligned vector (the float4 kernel) and one offset by a float (the scalar kernel), with
+// room for every candidate and with too little.
+TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const long long n = (1 << 22) + 3;
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> g(n), r(n), comp(n);
+  for (auto& v : g) v = nd(rng);
+  for (auto& v : r) v = 0.1f * nd(rng);
+  for (long long i = 0; i < n; ++i) comp[i] = r[i] + g[i];
+  const float bound = 2.8f;  // ~0.5% of the elements above
+  const cuda::ThresholdBins bins = detail::make_threshold_bins(bound);
+  std::vector<unsigned int> hist(detail::kThresholdBins, 0);
+  std::vector<long long> above_ref;
+  double sum = 0, sumsq = 0;
+  for (long long i = 0; i < n; ++i) {
+    sum += comp[i];
+    sumsq += static_cast<double>(comp[i]) * comp[i];
+    if (std::fabs(comp[i]) > bound) {
+      above_ref.push_back(i);
+      ++hist[detail::threshold_bin(bins.edge, std::fabs(comp[i]))];
+    }
+  }
+  const long long above = static_cast<long long>(above_ref.size());
+  float *dg, *dr, *dval, *pval, *oval;
+  unsigned int *didx, *pidx, *oidx;
+  cuda::FirstPassSummary* dsum;
+  ASSERT_EQ(cudaMalloc(&dg, (n + 1) * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dr, (n + 1) * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&didx, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dval, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&pidx, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&pval, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&oidx, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&oval, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dsum, sizeof(cuda::FirstPassSummary)), cudaSuccess);
+  for (int offset : {0, 1}) {
+    for (long long cap : {n, above / 2}) {
+      SCOPED_TRACE("offset " + std::to_string(offset) + " cap " + std::to_string(cap));
+      float* xr = dr + offset;
+      float* xg = dg + offset;
+      cudaMemcpy(xg, g.data(), n * 4, cudaMemcpyHostToDevice);
+      cudaMemcpy(xr, r.data(), n * 4, cudaMemcpyHostToDevice);
+      cuda::FirstPassSummary hs;
+      ASSERT_EQ(cuda::first_pass(xr, xg, n, &bins, didx, dval, cap, dsum, &hs, nullptr),
+                cudaSuccess);
+      EXPECT_EQ(hs.nonfinite, 0u);
+      EXPECT_NEAR(hs.sum, sum, 1e-9 * sumsq);
+      EXPECT_NEAR(hs.sumsq, sumsq, 1e-9 * sumsq);
+      ASSERT_EQ(static_cast<long long>(hs.above), above);
+      for (int j = 0; j < detail::kThresholdBins; ++j) ASSERT_EQ(hs.hist[j], hist[j]) << j;
+      std::vector<float> res(n);
+      cudaMemcpy(res.data(), xr, n * 4, cudaMemcpyDeviceToHost);
+      ASSERT_EQ(std::memcmp(res.data(), comp.data(), n * 4), 0);  // r += g, bit for bit
+      const long long kept = std::min(cap, above);
+      std::vector<unsigned int> ci(kept);
+      std::vector<float> cv(kept);
+      cudaMemcpy(ci.data(), didx, kept * 4, cudaMemcpyDeviceToHost);
+      cudaMemcpy(cv.data(), dval, kept * 4, cudaMemcpyDeviceToHost);
+      std::vector<char> seen(n, 0);
+      for (long long q = 0; q < kept; ++q) {
+        ASSERT_LT(ci[q], static_cast<unsigned>(n));
+        ASSERT_EQ(seen[ci[q]], 0) << "candidate twice";
+        seen[ci[q]] = 1;
+        ASSERT_EQ(cv[q], comp[ci[q]]);
+        ASSERT_GT(std::fabs(cv[q]), bound);
+      }
+      if (cap < above) continue;  // not every candidate kept: selection needs a full pass
+      // Select at an edge whose count is near a fifth of the candidates.
+      int j = 0;
+      long long count = above;
+      while (j + 1 < detail::kThresholdBins && count > above / 5) count -= hist[j++];
+      const float t = bins.edge[j];
+      std::vector<long long> want;
+      for (long long i : above_ref)
+        if (std::fabs(comp[i]) > t) want.push_back(i);
+      ASSERT_EQ(static_cast<long long>(want.size()), count);
+      const std::size_t bytes = cuda::select_candidates_temp_bytes(count, n);
+      void* temp = nullptr;
+      ASSERT_EQ(cudaMalloc(&temp, bytes + 1), cudaSuccess);
+      ASSERT_EQ(cuda::select_candidates(didx, dval, kept, t, count, n, &dsum->picked, pidx, pval,
+                                        oidx, oval, xr, temp, bytes, nullptr),
+                cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      cudaFree(temp);
+      std::vector<unsigned int> oi(count);
+      std::vector<float> ov(count);
+      cudaMemcpy(oi.data(), oidx, count * 4, cudaMemcpyDeviceToHost);
+      cudaMemcpy(ov.data(), oval, count * 4, cudaMemcpyDeviceToHost);
+      cudaMemcpy(res.data(), xr, n * 4, cudaMemcpyDeviceToHost);
+      for (long long q = 0; q < count; ++q) {
+        ASSERT_EQ(static_cast<long long>(oi[q]), want[q]);  // ascending, the same set
+        ASSERT_EQ(ov[q], comp[want[q]]);
+      }
+      long long q = 0;
+      for (long long i = 0; i < n; ++i) {
+        if (q < count && want[q] == i) {
+          ASSERT_EQ(res[i], 0.f);
+          ++q;
+        } else {
+          ASSERT_EQ(res[i], comp[i]);
+        }
+      }
+    }
+  }
+  // Read-only (no error feedback): x is the gradient, left as it was.
+  cudaMemcpy(dg, g.data(), n * 4, cudaMemcpyHostToDevice);
+  cuda::FirstPassSummary hs;
+  ASSERT_EQ(cuda::first_pass(nullptr, dg, n, &bins, didx, dval, n, dsum, &hs, nullptr),
+            cudaSuccess);
+  std::vector<float> back(n);
+  cudaMemcpy(back.data(), dg, n * 4, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(std::memcmp(back.data(), g.data(), n * 4), 0);
+  long long above_g = 0;
+  for (float v : g) above_g += std::fabs(v) > bound;
+  EXPECT_EQ(static_cast<long long>(hs.above), above_g);
+  for (void* p : std::initializer_list<void*>{dg, dr, didx, dval, pidx, pval, oidx, oval, dsum})
+    cudaFree(p);
+}
+
 TEST(CudaCompressor, CudaPathMatchesCpuPath) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA LibTorch or no device";
   torch::manual_seed(9);
@@ -185,6 +312,42 @@ TEST(CudaCompressor, CudaPathMatchesCpuPath) {
     EXPECT_GE(sg.nnz(), 2 * k / 3);
     EXPECT_LE(sg.nnz(), 4 * k / 3);
   }
+}
+
+// The compressor on the device over an error-feedback stream: after the first (cold) call
+// each call reads its threshold off the first pass's histogram and selects from its
+// candidates, one pass; every step keeps the invariant bit for bit, lands in the band and
+// sends ascending int32 indices.
+TEST(CudaCompressor, WarmGaussianKIsOnePassAndKeepsTheInvariant) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA LibTorch or no device";
+  torch::manual_seed(31);
+  const std::int64_t n = (1 << 22) + 5;
+  const double density = 0.001;
+  const double k = std::ceil(density * n);
+  auto c = make_compressor("gaussiank");
+  auto residual = torch::zeros({n}, torch::kCUDA);
+  int one_pass = 0;
+  std::string passes;
+  for (int step = 0; step < 16; ++step) {
+    // Four gradients cycled, one of them ten times the others (a jump the margin misses).
+    auto g = torch::randn({n}, torch::kCUDA) * (step % 4 == 3 ? 0.1 : 0.01);
+    const auto before = residual.cpu() + g.cpu();
+    const auto s = c->compress(g, residual, density);
+    ASSERT_EQ(s.indices.scalar_type(), torch::kInt32);
+    ASSERT_TRUE(s.indices.is_cuda());
+    const auto idx = s.indices.cpu().to(torch::kInt64);
+    if (idx.numel() > 1) {
+      ASSERT_TRUE((idx.slice(0, 1) > idx.slice(0, 0, -1)).all().item<bool>()) << "step " << step;
+    }
+    ASSERT_TRUE(torch::equal(s.to_dense().cpu() + residual.cpu(), before)) << "step " << step;
+    EXPECT_GE(s.nnz(), 2 * k / 3) << "step " << step;
+    EXPECT_LE(s.nnz(), 4 * k / 3) << "step " << step;
+    EXPECT_EQ(c->last_stats().selected, s.nnz());
+    one_pass += c->last_stats().passes == 1;
+    passes += std::to_string(c->last_stats().passes);
+  }
+  std::printf("[ measure ] cuda gaussiank passes per call: %s\n", passes.c_str());
+  EXPECT_GE(one_pass, 8) << passes;
 }
 
 }  // namespace

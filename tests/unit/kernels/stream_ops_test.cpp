@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
+#include "threshold_bins.h"
 #include "threshold_search.h"
 
 namespace cutlayer::kernels::detail {
@@ -184,6 +186,60 @@ TEST(ThresholdSearch, BracketedStepsStayInsideAndConverge) {
   EXPECT_LT(steps, 10);
   EXPECT_TRUE(s.in_band(s.best_count()));
   EXPECT_EQ(count(s.best_threshold()), s.best_count());
+}
+
+// The CUDA gaussiank's first pass bins every |x| above a bound; the counts at the edges it
+// reads off that histogram must be what a count pass at each edge gives.
+TEST(ThresholdBins, EdgeCountsEqualCountPasses) {
+  std::mt19937 rng(23);
+  std::exponential_distribution<float> ex(1.f);  // Laplace: a heavy tail
+  std::bernoulli_distribution sign(0.5);
+  const std::int64_t n = 200000, k = 400;
+  std::vector<float> x(n);
+  for (auto& v : x) v = sign(rng) ? ex(rng) : -ex(rng);
+  const float bound = 4.0f;  // ~3.7k above: the band for k lies inside the bins' x16
+  const ThresholdBins b = make_threshold_bins(bound);
+  EXPECT_EQ(b.edge[0], bound);
+  for (int j = 1; j < kThresholdBins; ++j) ASSERT_GT(b.edge[j], b.edge[j - 1]);
+  EXPECT_NEAR(b.edge[kThresholdBins - 1] / bound, std::exp2(127.0 / 32), 1e-4);
+  std::vector<unsigned int> hist(kThresholdBins, 0);
+  std::int64_t above = 0;
+  for (float v : x) {
+    const int j = threshold_bin(b.edge, std::fabs(v));
+    if (std::fabs(v) > bound) {
+      ASSERT_GE(j, 0);
+      ++hist[j];
+      ++above;
+    } else {
+      ASSERT_EQ(j, -1);
+    }
+  }
+  ASSERT_GT(above, 4 * k / 3);
+  auto count = [&](float t) {
+    std::int64_t c = 0;
+    for (float v : x) c += std::fabs(v) > t;
+    return c;
+  };
+  std::int64_t suffix = 0;
+  for (int j = kThresholdBins - 1; j >= 0; --j) {
+    suffix += hist[j];
+    ASSERT_EQ(suffix, count(b.edge[j])) << "edge " << j;
+  }
+  ThresholdSearch s(n, k, 1.0);
+  ASSERT_TRUE(observe_bins(b, hist.data(), above, s));
+  EXPECT_TRUE(s.in_band(s.best_count())) << s.best_count();
+  EXPECT_EQ(s.best_count(), count(static_cast<float>(s.best_threshold())));
+  // Bins that do not add up to the count above the bound are not used.
+  ThresholdSearch s2(n, k, 1.0);
+  EXPECT_FALSE(observe_bins(b, hist.data(), above + 1, s2));
+  EXPECT_FALSE(s2.observed());
+  // NaN is in no bin; edges that overflow to inf stay ordered, and finite values bin under them.
+  EXPECT_EQ(threshold_bin(b.edge, NAN), -1);
+  const ThresholdBins big = make_threshold_bins(std::numeric_limits<float>::max() / 4);
+  for (int j = 1; j < kThresholdBins; ++j) ASSERT_GE(big.edge[j], big.edge[j - 1]);
+  EXPECT_TRUE(std::isinf(big.edge[kThresholdBins - 1]));
+  // max/4 * 2^(j/32) is under max for j < 64; edge 64 is max itself.
+  EXPECT_EQ(threshold_bin(big.edge, std::numeric_limits<float>::max()), 63);
 }
 
 }  // namespace

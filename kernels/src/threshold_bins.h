@@ -1,0 +1,69 @@
+// Internal: a log-spaced histogram of |x| above a bound. The CUDA gaussiank fills it in its
+// first pass (error feedback, moments, candidates), so that a warm call has the exact
+// counts at 128 thresholds with the moments and picks its threshold without a counting
+// pass. Plain C++ for host and device: shared by gaussiank.cu, its glue and the CPU tests.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "threshold_search.h"
+
+#ifdef __CUDACC__
+#define CUTLAYER_HOST_DEVICE __host__ __device__
+#else
+#define CUTLAYER_HOST_DEVICE
+#endif
+
+namespace cutlayer::kernels::detail {
+
+// Edge j = bound * 2^(j/32): the bins span x16 above the bound, 2.2% apart. On a Gaussian
+// tail near 3 sigma one bin is a count step of about 8%, so the band [2k/3, 4k/3] holds
+// several edges; on heavier tails the step is smaller.
+constexpr int kThresholdBins = 128;
+constexpr int kBinsPerOctave = 32;
+
+struct ThresholdBins {
+  float edge[kThresholdBins];  // ascending (non-decreasing where they overflow to inf)
+};
+
+inline ThresholdBins make_threshold_bins(float bound) {
+  ThresholdBins b{};
+  for (int j = 0; j < kThresholdBins; ++j)
+    b.edge[j] = static_cast<float>(static_cast<double>(bound) *
+                                   std::exp2(static_cast<double>(j) / kBinsPerOctave));
+  return b;
+}
+
+// The bin of a = |x|: the largest j with a > edge[j]; -1 when a <= edge[0] (or NaN).
+// Element counts above edge[j] are then the histogram's sums over bins j and up, exactly
+// as a count pass at that threshold (the same float comparison) would give them.
+CUTLAYER_HOST_DEVICE inline int threshold_bin(const float* edge, float a) {
+  int lo = 0, hi = kThresholdBins;  // the number of edges under a
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (a > edge[mid]) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo - 1;
+}
+
+// Feeds the count above every edge into `search` (observations that cost no pass).
+// Returns false when the histogram does not add up to `above` (then it is not used).
+inline bool observe_bins(const ThresholdBins& b, const unsigned int* hist, std::int64_t above,
+                         ThresholdSearch& search) {
+  std::int64_t c = 0;
+  for (int j = kThresholdBins - 1; j >= 0; --j) c += hist[j];
+  if (c != above) return false;
+  c = 0;
+  for (int j = kThresholdBins - 1; j >= 0; --j) {
+    c += hist[j];
+    search.observe(b.edge[j], c);
+  }
+  return true;
+}
+
+}  // namespace cutlayer::kernels::detail
