@@ -46,23 +46,42 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   float* x = ef ? r : const_cast<float*>(g);  // written only with error feedback
 
   // Warm: the first pass also bins and keeps every |x| above a margin under the threshold
-  // the last call accepted (candidate indices are 32-bit, hence n <= 2^31).
+  // the last call accepted (candidate indices are 32-bit, hence n <= 2^31), and the
+  // selection is queued right behind it, decided on the device: one wait per call.
   const bool corrected = density < 1.0 && max_corrections > 0;
   const float bound = mem.bound();
   const bool warm =
       reuse && corrected && n <= (std::int64_t{1} << 31) && std::isfinite(bound) && bound > 0.f;
   const std::int64_t cap = warm ? std::min(detail::candidate_cap(k), n) : 0;
-  const std::int64_t summary_bytes = aligned(sizeof(cuda::FirstPassSummary));
-  auto work = torch::empty({summary_bytes + 2 * aligned(cap * 4)}, dev.dtype(torch::kUInt8));
+  const std::int64_t room = warm ? cuda::warm_room(k) : 0;
+  const auto sort_bytes =
+      warm ? static_cast<std::int64_t>(cuda::warm_select_temp_bytes(k, n)) : std::int64_t{0};
+  // One scratch allocation: the summary, the candidates, the picked, the sort's temp.
+  const std::int64_t at_cand = aligned(sizeof(cuda::FirstPassSummary));
+  const std::int64_t at_pick = at_cand + 2 * aligned(cap * 4);
+  const std::int64_t at_temp = at_pick + 2 * aligned(room * 4);
+  auto work = torch::empty({at_temp + sort_bytes}, dev.dtype(torch::kUInt8));
   char* base = static_cast<char*>(work.data_ptr());
   auto* dsum = reinterpret_cast<cuda::FirstPassSummary*>(base);
-  auto* cand_idx = reinterpret_cast<unsigned int*>(base + summary_bytes);
-  auto* cand_val = reinterpret_cast<float*>(base + summary_bytes + aligned(cap * 4));
+  auto* cand_idx = reinterpret_cast<unsigned int*>(base + at_cand);
+  auto* cand_val = reinterpret_cast<float*>(base + at_cand + aligned(cap * 4));
+  auto idx_out = torch::empty({room}, dev.dtype(torch::kInt32));
+  auto val_out = torch::empty({room}, dev.dtype(torch::kFloat32));
   const cuda::ThresholdBins bins = detail::make_threshold_bins(bound);
-  cuda::FirstPassSummary sum;
-  check(cuda::first_pass(r, g, n, warm ? &bins : nullptr, cand_idx, cand_val, cap, dsum, &sum,
-                         stream),
+  check(cuda::queue_first_pass(r, g, n, warm ? &bins : nullptr, cand_idx, cand_val, cap, dsum,
+                               stream),
         "gaussiank first pass");
+  if (warm) {
+    check(cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n,
+                            reinterpret_cast<unsigned int*>(base + at_pick),
+                            reinterpret_cast<float*>(base + at_pick + aligned(room * 4)),
+                            reinterpret_cast<unsigned int*>(idx_out.data_ptr<std::int32_t>()),
+                            val_out.data_ptr<float>(), r, base + at_temp,
+                            static_cast<std::size_t>(sort_bytes), stream),
+          "gaussiank selection");
+  }
+  cuda::FirstPassSummary sum;
+  check(cuda::read_summary(dsum, &sum, stream), "gaussiank first pass");
   stats.passes = 1;
   if (sum.nonfinite != 0 || !std::isfinite(sum.sum) || !std::isfinite(sum.sumsq))
     refuse(residual, ef);
@@ -81,41 +100,30 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   }
   detail::ThresholdSearch search(n, k, sd);
   const auto above = static_cast<std::int64_t>(sum.above);
-  const bool binned = warm && searchable && detail::observe_bins(bins, sum.hist, above, search);
-  if (!binned || !search.in_band(search.best_count())) {
+  std::int64_t count = 0;
+  if (warm && sum.usable != 0) {
+    // Selected on the device already, with the residual zeroed: no further pass.
+    t = sum.threshold;
+    count = sum.chosen;
+    out.indices = idx_out.narrow(0, 0, count);
+    out.values = val_out.narrow(0, 0, count);
+  } else {
+    // Cold, or the threshold moved out of the bins' reach: count passes (the bins' counts
+    // are free observations), then a compaction pass.
+    if (warm && searchable) detail::observe_bins(bins, sum.hist, above, search);
     const int max_passes = searchable ? cuda::device_corrections(max_corrections) + 1 : 1;
     check(cuda::search_passes(x, n, t, max_passes, search, &dsum->above, &stats.passes, stream),
           "gaussiank count");
-  }
-  t = search.best_threshold();
-  const std::int64_t count = search.best_count();
-  const auto tf = static_cast<float>(t);
-
-  if (binned && above <= cap && tf >= bins.edge[0]) {
-    // Every |x| > t is a candidate: select among them, no further pass.
-    auto idx = torch::empty({count}, dev.dtype(torch::kInt32));
-    auto val = torch::empty({count}, dev.dtype(torch::kFloat32));
-    const std::size_t sort_bytes = cuda::select_candidates_temp_bytes(count, n);
-    auto pick = torch::empty({2 * aligned(count * 4) + static_cast<std::int64_t>(sort_bytes)},
-                             dev.dtype(torch::kUInt8));
-    char* p = static_cast<char*>(pick.data_ptr());
-    check(cuda::select_candidates(
-              cand_idx, cand_val, above, tf, count, n, &dsum->picked,
-              reinterpret_cast<unsigned int*>(p), reinterpret_cast<float*>(p + aligned(count * 4)),
-              reinterpret_cast<unsigned int*>(idx.data_ptr<std::int32_t>()), val.data_ptr<float>(),
-              r, p + 2 * aligned(count * 4), sort_bytes, stream),
-          "gaussiank selection");
-    out.indices = idx;
-    out.values = val;
-  } else {
+    t = search.best_threshold();
+    count = search.best_count();
     auto idx = torch::empty({count}, dev.dtype(torch::kInt64));
     auto val = torch::empty({count}, dev.dtype(torch::kFloat32));
     long long selected = 0;
     // The raw API takes long long*; int64_t is long on LP64 Linux (same width, other type).
     static_assert(sizeof(long long) == sizeof(std::int64_t));
     auto* idx_ptr = reinterpret_cast<long long*>(idx.data_ptr<std::int64_t>());
-    check(cuda::select_compact(x, n, tf, ef, idx_ptr, val.data_ptr<float>(), count, &selected,
-                               stream),
+    check(cuda::select_compact(x, n, static_cast<float>(t), ef, idx_ptr, val.data_ptr<float>(),
+                               count, &selected, stream),
           "gaussiank compaction");
     ++stats.passes;
     out.indices = idx.to(index_dtype_for(n));

@@ -51,6 +51,36 @@ CUTLAYER_HOST_DEVICE inline int threshold_bin(const float* edge, float a) {
   return lo - 1;
 }
 
+// Of the edges whose count (from the histogram) lies in the band [2k/3, 4k/3], the one
+// nearest k by ratio (ties to the higher edge). `bin` -1: none is, or the histogram does not
+// add up to `above`. Runs on the device too (one thread, no logarithms).
+struct EdgePick {
+  int bin = -1;
+  std::int64_t count = 0;
+};
+CUTLAYER_HOST_DEVICE inline EdgePick pick_edge(const unsigned int* hist, std::int64_t above,
+                                               std::int64_t k) {
+  EdgePick best;
+  const double lo = 2.0 * static_cast<double>(k) / 3.0, hi = 4.0 * static_cast<double>(k) / 3.0;
+  const double kk = static_cast<double>(k) + 1.0;
+  double best_ratio = 0;
+  std::int64_t c = 0;
+  for (int j = kThresholdBins - 1; j >= 0; --j) {
+    c += hist[j];
+    const double cd = static_cast<double>(c);
+    if (cd >= lo && cd <= hi) {
+      const double ratio = cd + 1.0 > kk ? (cd + 1.0) / kk : kk / (cd + 1.0);
+      if (best.bin < 0 || ratio < best_ratio) {
+        best.bin = j;
+        best.count = c;
+        best_ratio = ratio;
+      }
+    }
+  }
+  if (c != above) return EdgePick{};
+  return best;
+}
+
 // Feeds the count above every edge into `search` (observations that cost no pass).
 // Returns false when the histogram does not add up to `above` (then it is not used).
 inline bool observe_bins(const ThresholdBins& b, const unsigned int* hist, std::int64_t above,

@@ -179,11 +179,15 @@ __global__ void gather_and_zero(float* __restrict__ x, const long long* __restri
   }
 }
 
-// The candidates above t, appended (warp-aggregated) in no particular order.
-__global__ void pick_kernel(const unsigned int* __restrict__ cand_idx,
-                            const float* __restrict__ cand_val, long long kept, float t,
-                            unsigned int* picked, long long room,
-                            unsigned int* __restrict__ pick_idx, float* __restrict__ pick_val) {
+// The candidates above the decision's threshold, appended (warp-aggregated) in no
+// particular order; nothing when the decision is not usable.
+__global__ void pick_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ cand_idx,
+                            const float* __restrict__ cand_val, unsigned int* picked,
+                            long long room, unsigned int* __restrict__ pick_idx,
+                            float* __restrict__ pick_val) {
+  if (d->usable == 0) return;
+  const float t = d->threshold;
+  const auto kept = static_cast<long long>(d->above);  // usable: all of them were kept
   const unsigned lane = threadIdx.x & 31u;
   for (long long base = static_cast<long long>(blockIdx.x) * kThreads; base < kept;
        base += static_cast<long long>(gridDim.x) * kThreads) {
@@ -205,11 +209,29 @@ __global__ void pick_kernel(const unsigned int* __restrict__ cand_idx,
   }
 }
 
-__global__ void zero_at(float* __restrict__ r, const unsigned int* __restrict__ idx,
-                        long long count) {
+// Zeroes the decision's selected entries of r (sorted into idx), when it is usable.
+__global__ void zero_at(const FirstPassSummary* d, float* __restrict__ r,
+                        const unsigned int* __restrict__ idx) {
+  if (d->usable == 0) return;
+  const long long count = d->chosen;
   for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < count;
        j += (long long)gridDim.x * blockDim.x)
     r[idx[j]] = 0.f;
+}
+
+// A warm call's decision, on the device (one thread): the histogram's edge nearest k in
+// the band, usable when every element above the bound was kept and all were finite.
+__global__ void decide_kernel(FirstPassSummary* d, long long k, unsigned long long cap,
+                              const ThresholdBins bins) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  d->usable = 0;
+  if (d->nonfinite != 0 || d->above > cap) return;
+  const detail::EdgePick pick = detail::pick_edge(d->hist, static_cast<std::int64_t>(d->above), k);
+  if (pick.bin < 0) return;
+  d->bin = pick.bin;
+  d->chosen = static_cast<unsigned int>(pick.count);
+  d->threshold = bins.edge[pick.bin];
+  d->usable = 1;
 }
 
 int index_bits(long long n) {
@@ -254,10 +276,9 @@ int device_count() {
   return n;
 }
 
-cudaError_t first_pass(float* r, const float* g, long long n, const ThresholdBins* bins,
-                       unsigned int* cand_idx, float* cand_val, long long cap,
-                       FirstPassSummary* dev, FirstPassSummary* out, cudaStream_t stream) {
-  *out = FirstPassSummary{};
+cudaError_t queue_first_pass(float* r, const float* g, long long n, const ThresholdBins* bins,
+                             unsigned int* cand_idx, float* cand_val, long long cap,
+                             FirstPassSummary* dev, cudaStream_t stream) {
   CUTLAYER_CUDA_TRY(cudaMemsetAsync(dev, 0, sizeof(FirstPassSummary), stream));
   if (n <= 0) return cudaSuccess;
   FirstPassArgs a{};
@@ -281,9 +302,20 @@ cudaError_t first_pass(float* r, const float* g, long long n, const ThresholdBin
   } else {
     first_pass_kernel<false><<<first_pass_grid(n), kThreads, 0, stream>>>(a);
   }
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  return cudaGetLastError();
+}
+
+cudaError_t read_summary(const FirstPassSummary* dev, FirstPassSummary* out, cudaStream_t stream) {
   CUTLAYER_CUDA_TRY(cudaMemcpyAsync(out, dev, sizeof *out, cudaMemcpyDeviceToHost, stream));
   return cudaStreamSynchronize(stream);
+}
+
+cudaError_t first_pass(float* r, const float* g, long long n, const ThresholdBins* bins,
+                       unsigned int* cand_idx, float* cand_val, long long cap,
+                       FirstPassSummary* dev, FirstPassSummary* out, cudaStream_t stream) {
+  *out = FirstPassSummary{};
+  CUTLAYER_CUDA_TRY(queue_first_pass(r, g, n, bins, cand_idx, cand_val, cap, dev, stream));
+  return read_summary(dev, out, stream);
 }
 
 cudaError_t search_passes(const float* x, long long n, double t, int max_passes,
@@ -401,31 +433,44 @@ cudaError_t select_compact(float* x, long long n, float t, bool zero_selected, l
   return cudaFreeAsync(temp, stream);
 }
 
-std::size_t select_candidates_temp_bytes(long long count, long long n) {
+namespace {
+std::size_t sort_temp_bytes(long long items, long long n) {
   std::size_t bytes = 0;
-  if (count <= 0) return 0;
+  if (items <= 0) return 0;
   if (cub::DeviceRadixSort::SortPairs(
           nullptr, bytes, static_cast<const unsigned int*>(nullptr),
           static_cast<unsigned int*>(nullptr), static_cast<const float*>(nullptr),
-          static_cast<float*>(nullptr), count, 0, index_bits(n)) != cudaSuccess)
+          static_cast<float*>(nullptr), items, 0, index_bits(n)) != cudaSuccess)
     return 0;
   return bytes;
 }
+}  // namespace
 
-cudaError_t select_candidates(const unsigned int* cand_idx, const float* cand_val, long long kept,
-                              float t, long long count, long long n, unsigned int* picked,
-                              unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
-                              float* out_val, float* r, void* temp, std::size_t temp_bytes,
-                              cudaStream_t stream) {
-  if (count <= 0 || kept <= 0) return cudaSuccess;
-  pick_kernel<<<grid_for(kept), kThreads, 0, stream>>>(cand_idx, cand_val, kept, t, picked, count,
-                                                       pick_idx, pick_val);
+long long warm_room(long long k) { return (4 * k) / 3; }
+
+std::size_t warm_select_temp_bytes(long long k, long long n) {
+  return sort_temp_bytes(warm_room(k), n);
+}
+
+cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long long k,
+                        long long cap, const unsigned int* cand_idx, const float* cand_val,
+                        long long n, unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
+                        float* out_val, float* r, void* temp, std::size_t temp_bytes,
+                        cudaStream_t stream) {
+  const long long room = warm_room(k);
+  if (room <= 0 || cap <= 0) return cudaSuccess;  // nothing is ever usable
+  // Unpicked slots sort last: all-ones keys (stable: after a real index of the same bits).
+  CUTLAYER_CUDA_TRY(cudaMemsetAsync(pick_idx, 0xff, room * sizeof(unsigned int), stream));
+  decide_kernel<<<1, 32, 0, stream>>>(dev, k, static_cast<unsigned long long>(cap), bins);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  pick_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_idx, cand_val, &dev->picked, room,
+                                                      pick_idx, pick_val);
   CUTLAYER_CUDA_TRY(cudaGetLastError());
   std::size_t bytes = temp_bytes;
   CUTLAYER_CUDA_TRY(cub::DeviceRadixSort::SortPairs(temp, bytes, pick_idx, out_idx, pick_val,
-                                                    out_val, count, 0, index_bits(n), stream));
+                                                    out_val, room, 0, index_bits(n), stream));
   if (r != nullptr) {
-    zero_at<<<grid_for(count), kThreads, 0, stream>>>(r, out_idx, count);
+    zero_at<<<grid_for(room), kThreads, 0, stream>>>(dev, r, out_idx);
     CUTLAYER_CUDA_TRY(cudaGetLastError());
   }
   return cudaSuccess;

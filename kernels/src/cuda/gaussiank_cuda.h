@@ -22,8 +22,14 @@ struct FirstPassSummary {
   double sumsq = 0;
   unsigned long long above = 0;  // |x| > bins.edge[0]: all of them (only `cap` are kept)
   unsigned int nonfinite = 0;    // non-zero: NaN/Inf seen
-  unsigned int picked = 0;       // select_candidates' counter
+  unsigned int picked = 0;       // the selection's counter
   unsigned int hist[detail::kThresholdBins] = {};
+  // warm_select's decision: `usable` when an edge's count is in the band and every
+  // element above the bound was kept; then `chosen` elements above `threshold` = edge `bin`.
+  unsigned int usable = 0;
+  unsigned int chosen = 0;
+  int bin = -1;
+  float threshold = 0;
 };
 
 // The first pass: r += g when `g` is non-null (error feedback) and the moments of x (= r,
@@ -35,6 +41,11 @@ struct FirstPassSummary {
 cudaError_t first_pass(float* r, const float* g, long long n, const ThresholdBins* bins,
                        unsigned int* cand_idx, float* cand_val, long long cap,
                        FirstPassSummary* dev, FirstPassSummary* out, cudaStream_t stream);
+// The same in two halves: queued only, and the wait for the summary.
+cudaError_t queue_first_pass(float* r, const float* g, long long n, const ThresholdBins* bins,
+                             unsigned int* cand_idx, float* cand_val, long long cap,
+                             FirstPassSummary* dev, cudaStream_t stream);
+cudaError_t read_summary(const FirstPassSummary* dev, FirstPassSummary* out, cudaStream_t stream);
 
 // The count passes of the threshold search, read-only over x: from the search's next
 // threshold when it holds observations (or from `t` when it holds none), until the count
@@ -79,16 +90,21 @@ cudaError_t select_compact(float* x, long long n, float t, bool zero_selected,
                            long long* out_idx, float* out_val, long long capacity,
                            long long* out_count, cudaStream_t stream);
 
-// From first_pass's candidates (`kept` stored; every |x| > t is among them, `count` of
-// them): their indices (ascending) and values into out_idx/out_val and, when r is
-// non-null, zeroes them in r. Queued only, no wait. `picked` is a zeroed device counter;
-// pick_idx/pick_val room for `count`; temp: select_candidates_temp_bytes(count, n) bytes.
-std::size_t select_candidates_temp_bytes(long long count, long long n);
-cudaError_t select_candidates(const unsigned int* cand_idx, const float* cand_val, long long kept,
-                              float t, long long count, long long n, unsigned int* picked,
-                              unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
-                              float* out_val, float* r, void* temp, std::size_t temp_bytes,
-                              cudaStream_t stream);
+// A warm call's selection, queued right behind queue_first_pass so that the device never
+// waits for the host: it decides on the device (the histogram's edge nearest k in the
+// band; usable only when every element above the bound was kept, `cap` of them at most),
+// picks the candidates above it, sorts them by index into out_idx/out_val and, when r is
+// non-null, zeroes them in r. When the decision is not usable nothing is picked or zeroed.
+// Room: pick_idx/pick_val/out_idx/out_val hold warm_room(k) entries; temp holds
+// warm_select_temp_bytes(k, n) bytes. read_summary then tells usable, chosen (how many of
+// out_idx/out_val are the selection) and threshold.
+long long warm_room(long long k);
+std::size_t warm_select_temp_bytes(long long k, long long n);
+cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long long k,
+                        long long cap, const unsigned int* cand_idx, const float* cand_val,
+                        long long n, unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
+                        float* out_val, float* r, void* temp, std::size_t temp_bytes,
+                        cudaStream_t stream);
 
 // Number of CUDA devices (0 when none or no driver).
 int device_count();

@@ -158,9 +158,9 @@ TEST(CudaGaussianK, StaysInBandOnErrorFeedbackStreams) {
 
 // The warm path's pieces against a CPU reference on the same data: the first pass (error
 // feedback, moments, the histogram and the candidates above a bound), then the selection
-// from the candidates at an edge (ascending indices, exact values, zeroed residual). Run on
-// an aligned vector (the float4 kernel) and one offset by a float (the scalar kernel), with
-// room for every candidate and with too little.
+// decided on the device (ascending indices, exact values, zeroed residual). Run on an
+// aligned vector (the float4 kernel) and one offset by a float (the scalar kernel), with
+// room for every candidate and with too little (then nothing may be selected or zeroed).
 TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
   SKIP_WITHOUT_GPU();
   const long long n = (1 << 22) + 3;
@@ -227,29 +227,39 @@ TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
         ASSERT_EQ(cv[q], comp[ci[q]]);
         ASSERT_GT(std::fabs(cv[q]), bound);
       }
-      if (cap < above) continue;  // not every candidate kept: selection needs a full pass
-      // Select at an edge whose count is near a fifth of the candidates.
+      // The selection decided on the device, for a k that an edge's count matches (an
+      // edge near a fifth of the candidates).
       int j = 0;
-      long long count = above;
-      while (j + 1 < detail::kThresholdBins && count > above / 5) count -= hist[j++];
-      const float t = bins.edge[j];
+      long long k = above;
+      while (j + 1 < detail::kThresholdBins && k > above / 5) k -= hist[j++];
+      const std::size_t bytes = cuda::warm_select_temp_bytes(k, n);
+      void* temp = nullptr;
+      ASSERT_EQ(cudaMalloc(&temp, bytes + 1), cudaSuccess);
+      ASSERT_EQ(cuda::warm_select(dsum, bins, k, cap, didx, dval, n, pidx, pval, oidx, oval, xr,
+                                  temp, bytes, nullptr),
+                cudaSuccess);
+      ASSERT_EQ(cuda::read_summary(dsum, &hs, nullptr), cudaSuccess);
+      cudaFree(temp);
+      cudaMemcpy(res.data(), xr, n * 4, cudaMemcpyDeviceToHost);
+      if (cap < above) {  // not every candidate kept: not usable, nothing selected or zeroed
+        EXPECT_EQ(hs.usable, 0u);
+        ASSERT_EQ(std::memcmp(res.data(), comp.data(), n * 4), 0);
+        continue;
+      }
+      ASSERT_EQ(hs.usable, 1u);
+      ASSERT_GE(hs.bin, 0);
+      ASSERT_EQ(hs.threshold, bins.edge[hs.bin]);
+      const float t = hs.threshold;
       std::vector<long long> want;
       for (long long i : above_ref)
         if (std::fabs(comp[i]) > t) want.push_back(i);
-      ASSERT_EQ(static_cast<long long>(want.size()), count);
-      const std::size_t bytes = cuda::select_candidates_temp_bytes(count, n);
-      void* temp = nullptr;
-      ASSERT_EQ(cudaMalloc(&temp, bytes + 1), cudaSuccess);
-      ASSERT_EQ(cuda::select_candidates(didx, dval, kept, t, count, n, &dsum->picked, pidx, pval,
-                                        oidx, oval, xr, temp, bytes, nullptr),
-                cudaSuccess);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      cudaFree(temp);
+      const long long count = static_cast<long long>(want.size());
+      ASSERT_EQ(static_cast<long long>(hs.chosen), count);
+      EXPECT_EQ(count, k);  // the edge whose count is k itself
       std::vector<unsigned int> oi(count);
       std::vector<float> ov(count);
       cudaMemcpy(oi.data(), oidx, count * 4, cudaMemcpyDeviceToHost);
       cudaMemcpy(ov.data(), oval, count * 4, cudaMemcpyDeviceToHost);
-      cudaMemcpy(res.data(), xr, n * 4, cudaMemcpyDeviceToHost);
       for (long long q = 0; q < count; ++q) {
         ASSERT_EQ(static_cast<long long>(oi[q]), want[q]);  // ascending, the same set
         ASSERT_EQ(ov[q], comp[want[q]]);
