@@ -229,6 +229,23 @@ TEST(ThresholdBins, EdgeCountsEqualCountPasses) {
   ASSERT_TRUE(observe_bins(b, hist.data(), above, s));
   EXPECT_TRUE(s.in_band(s.best_count())) << s.best_count();
   EXPECT_EQ(s.best_count(), count(static_cast<float>(s.best_threshold())));
+  // The device's decision: the in-band edge nearest k, for any k; none when no edge is in
+  // the band (k over the candidates, or under what the top edge holds).
+  for (std::int64_t want : {std::int64_t{1}, std::int64_t{30}, std::int64_t{400},
+                            std::int64_t{2000}, above, 3 * above}) {
+    const EdgePick p = pick_edge(hist.data(), above, want);
+    const double lo = 2.0 * want / 3.0, hi = 4.0 * want / 3.0;
+    auto ratio = [&](double c) { return std::max((c + 1) / (want + 1.0), (want + 1.0) / (c + 1)); };
+    int best = -1;
+    for (int j = kThresholdBins - 1; j >= 0; --j) {
+      const double c = static_cast<double>(count(b.edge[j]));
+      if (c >= lo && c <= hi && (best < 0 || ratio(c) < ratio(count(b.edge[best])))) best = j;
+    }
+    ASSERT_EQ(p.bin, best) << "k " << want;
+    if (best >= 0) EXPECT_EQ(p.count, count(b.edge[best])) << "k " << want;
+  }
+  EXPECT_GE(pick_edge(hist.data(), above, k).bin, 0);
+  EXPECT_EQ(pick_edge(hist.data(), above - 1, k).bin, -1);
   // Bins that do not add up to the count above the bound are not used.
   ThresholdSearch s2(n, k, 1.0);
   EXPECT_FALSE(observe_bins(b, hist.data(), above + 1, s2));
