@@ -57,8 +57,15 @@ std::int64_t Candidates::count_above(float t) const {
   return c;
 }
 
-ChunkLists Candidates::select_above(float t) const {
-  ChunkLists out(static_cast<std::int64_t>(lists.idx.size()));
+void ChunkLists::reset(std::int64_t chunks) {
+  idx.resize(static_cast<std::size_t>(chunks));
+  val.resize(static_cast<std::size_t>(chunks));
+  for (auto& v : idx) v.clear();
+  for (auto& v : val) v.clear();
+}
+
+void Candidates::select_above(float t, ChunkLists& out) const {
+  out.reset(static_cast<std::int64_t>(lists.idx.size()));
   for (std::size_t c = 0; c < lists.idx.size(); ++c) {
     const auto& vi = lists.idx[c];
     const auto& vv = lists.val[c];
@@ -69,11 +76,11 @@ ChunkLists Candidates::select_above(float t) const {
       }
     }
   }
-  return out;
 }
 
 float Candidates::kth_largest_abs(std::int64_t j) const {
-  std::vector<float> a;
+  thread_local std::vector<float> a;  // kept: a fresh one would fault its pages in each call
+  a.clear();
   a.reserve(static_cast<std::size_t>(lists.size()));
   for (const auto& v : lists.val)
     for (float x : v) a.push_back(std::fabs(x));
@@ -85,9 +92,9 @@ Moments scan(const Source& src, std::int64_t n, float bound, std::int64_t cap, C
              std::int64_t* above,
              const std::function<void(std::int64_t, std::int64_t, std::int64_t)>& per_chunk) {
   const std::int64_t chunks = chunk_count(n);
-  out = Candidates{};
   out.bound = bound;
-  out.lists = ChunkLists(chunks);
+  out.complete = true;
+  out.lists.reset(chunks);  // keeps the lists' room from the last pass
   CandidateBudget budget;
   budget.cap = cap;
   std::vector<Moments> parts(chunks);
@@ -100,7 +107,7 @@ Moments scan(const Source& src, std::int64_t n, float bound, std::int64_t cap, C
     if (per_chunk) per_chunk(c, b, e);
   });
   out.complete = !budget.exceeded.load();
-  if (!out.complete) out.lists = ChunkLists(chunks);  // unusable: free it now
+  if (!out.complete) out.lists.reset(chunks);  // unusable (its room is kept)
   *above = 0;
   for (auto c : counts) *above += c;
   return combine(parts);

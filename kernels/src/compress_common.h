@@ -54,6 +54,9 @@ struct ChunkLists {
   ChunkLists() = default;
   explicit ChunkLists(std::int64_t chunks) : idx(chunks), val(chunks) {}
   std::int64_t size() const;
+  // `chunks` empty lists, keeping the room the lists had (no allocation, no page faults
+  // when a compressor's scratch is reused from call to call).
+  void reset(std::int64_t chunks);
 };
 
 // The elements above `bound`. `complete` when none was left out (the budget held), so
@@ -64,13 +67,15 @@ struct Candidates {
   ChunkLists lists;
   bool covers(double t) const { return complete && static_cast<float>(t) >= bound; }
   std::int64_t count_above(float t) const;
-  ChunkLists select_above(float t) const;
+  // The candidates above t into `out` (reset first).
+  void select_above(float t, ChunkLists& out) const;
   // The value of the j-th largest |x| (j >= 1) among the candidates; j <= size.
   float kth_largest_abs(std::int64_t j) const;
 };
 
 // One pass over src (with EF: r += g; src.r null: read-only), its moments, and candidates
-// above `bound`, at most `cap` of them (more: `complete` false). Returns the moments;
+// above `bound`, at most `cap` of them (more: `complete` false). `out` is overwritten; its
+// lists' room is reused. Returns the moments;
 // *above gets the exact count above `bound`. `per_chunk(chunk, b, e)`, when given, runs
 // on each chunk right after it was scanned (its data still in cache).
 Moments scan(const Source& src, std::int64_t n, float bound, std::int64_t cap, Candidates& out,

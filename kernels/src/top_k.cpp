@@ -37,8 +37,8 @@ Ranked nth_ranked(std::vector<Ranked>& r, std::int64_t j) {
 
 // Of `lists` (ascending per chunk), those that come no later than `last` in selection
 // order: exactly the top j when `last` is the j-th.
-ChunkLists take_until(const ChunkLists& lists, const Ranked& last) {
-  ChunkLists out(static_cast<std::int64_t>(lists.idx.size()));
+void take_until(const ChunkLists& lists, const Ranked& last, ChunkLists& out) {
+  out.reset(static_cast<std::int64_t>(lists.idx.size()));
   for (std::size_t c = 0; c < lists.idx.size(); ++c) {
     for (std::size_t j = 0; j < lists.idx[c].size(); ++j) {
       const Ranked e{std::fabs(lists.val[c][j]), lists.idx[c][j]};
@@ -48,7 +48,6 @@ ChunkLists take_until(const ChunkLists& lists, const Ranked& last) {
       }
     }
   }
-  return out;
 }
 
 class TopK final : public Compressor {
@@ -69,13 +68,14 @@ class TopK final : public Compressor {
     ThresholdMemory& mem = memories_.recall(opts_.reuse_threshold, src.x, n, density);
     const std::int64_t cap = candidate_cap(k);
 
-    ChunkLists sel;
+    ChunkLists& sel = sel_;
+    sel.reset(0);
     Ranked kth{0, 0};
     bool done = false, accumulated = false, first_complete = false;
     std::int64_t first_count = 0;
     const float first_bound = mem.bound();
     if (mem.threshold > 0 && k < n) {
-      Candidates cands;
+      Candidates& cands = cands_;
       const Moments m = scan(src, n, first_bound, cap, cands, &first_count);
       stats_.passes = 1;
       accumulated = true;
@@ -88,24 +88,24 @@ class TopK final : public Compressor {
         guess.observe(first_bound, first_count);
         const auto bound = static_cast<float>(guess.next());
         std::int64_t above = 0;
-        Candidates again;
         // A step at its x1/4 or x4 limit is a jump this guess cannot follow: straight to
         // the cold path then.
         const double ratio = bound / first_bound;
         if (ratio > 0.26 && ratio < 3.9 && bound != first_bound) {
-          scan(read_only(src), n, bound, cap, again, &above);
+          scan(read_only(src), n, bound, cap, again_, &above);
           ++stats_.passes;
-          if (again.complete && above >= k) cands = std::move(again);
+          if (again_.complete && above >= k) std::swap(cands_, again_);  // `cands` names cands_
         }
       }
       if (cands.complete && cands.lists.size() >= k) {
-        std::vector<Ranked> ranked;
+        std::vector<Ranked>& ranked = ranked_;
+        ranked.clear();
         ranked.reserve(static_cast<std::size_t>(cands.lists.size()));
         for (std::size_t c = 0; c < cands.lists.idx.size(); ++c)
           for (std::size_t j = 0; j < cands.lists.idx[c].size(); ++j)
             ranked.push_back({std::fabs(cands.lists.val[c][j]), cands.lists.idx[c][j]});
         kth = nth_ranked(ranked, k);
-        sel = take_until(cands.lists, kth);
+        take_until(cands.lists, kth, sel);
         done = true;
       }
     }
@@ -150,7 +150,7 @@ class TopK final : public Compressor {
     const std::uint32_t bin_hi = bin_lo + (1u << 20);
 
     // Everything above bin B, and bin B's members as candidates.
-    sel = ChunkLists(chunks);
+    sel.reset(chunks);
     ChunkLists in_bin(chunks);
     for_chunks(n, [&](std::int64_t c, std::int64_t b, std::int64_t e) {
       for (std::int64_t i = b; i < e; ++i) {
@@ -173,7 +173,8 @@ class TopK final : public Compressor {
         ranked.push_back({std::fabs(in_bin.val[c][j]), in_bin.idx[c][j]});
     const Ranked last =
         nth_ranked(ranked, std::min<std::int64_t>(need, static_cast<std::int64_t>(ranked.size())));
-    const ChunkLists from_bin = take_until(in_bin, last);
+    ChunkLists from_bin;
+    take_until(in_bin, last, from_bin);
     // Merge bin B's chosen members into the chunk lists, keeping indices ascending.
     for (std::int64_t c = 0; c < chunks; ++c) {
       if (from_bin.idx[c].empty()) continue;
@@ -200,6 +201,10 @@ class TopK final : public Compressor {
 
   CompressorOptions opts_;
   ThresholdMemories memories_;
+  // Scratch reused from call to call, as in threshold_k.cpp (no page faults per call).
+  Candidates cands_, again_;
+  ChunkLists sel_;
+  std::vector<Ranked> ranked_;
 };
 
 }  // namespace
