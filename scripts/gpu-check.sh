@@ -2,7 +2,8 @@
 # On a GPU machine (PyTorch with CUDA, nvcc; no ZeroMQ/cereal/spdlog/GoogleTest needed):
 # builds the kernels alone against that PyTorch's LibTorch, runs the kernels' tests (the
 # gpu-labelled ones among them) and the GPU benchmark. Results go to $OUT (default
-# ./gpu-out): gpu.txt, configure.log, build.log, gpu-tests.log, compress_gpu.jsonl.
+# ./gpu-out): gpu.txt, configure.log, build.log, gpu-tests.log, compress_gpu.jsonl,
+# sanitizer.log.
 # Before the device call, run scripts/gpu-prepare.sh here and carry ".gpu-deps": the
 # lent machine has no GoogleTest, and without it no test builds there.
 set -euo pipefail
@@ -28,4 +29,12 @@ cmake --build build-gpu --parallel "$(nproc)" >"$out/build.log" 2>&1 || { tail -
 grep -E "Skipped|Failed|tests passed|measure" "$out/gpu-tests.log" | tail -20 || tail -5 "$out/gpu-tests.log"
 if [ -x build-gpu/bin/cutlayer-bench-compress-gpu ]; then
   build-gpu/bin/cutlayer-bench-compress-gpu | tee "$out/compress_gpu.jsonl"
+fi
+# Last, so that the figures above come back even if time runs short: the raw kernels'
+# tests under compute-sanitizer's memcheck (out-of-bounds and misaligned accesses).
+if command -v compute-sanitizer >/dev/null && [ -x build-gpu/bin/cutlayer_gpu_tests ]; then
+  timeout 180 compute-sanitizer --tool memcheck --error-exitcode 3 \
+    build-gpu/bin/cutlayer_gpu_tests --gtest_filter='CudaGaussianK.*' >"$out/sanitizer.log" 2>&1 &&
+    echo "gpu-check: memcheck clean" || echo "gpu-check: memcheck rc=$? (see sanitizer.log)"
+  tail -3 "$out/sanitizer.log"
 fi
