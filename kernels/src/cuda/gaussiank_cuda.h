@@ -10,27 +10,12 @@
 
 #include "../threshold_bins.h"
 #include "../threshold_search.h"
+#include "first_pass.h"
 
 namespace cutlayer::kernels::cuda {
 
 using detail::ThresholdBins;
 using detail::ThresholdSearch;
-
-// What the first pass leaves in device memory (and first_pass copies back).
-struct FirstPassSummary {
-  double sum = 0;
-  double sumsq = 0;
-  unsigned long long above = 0;  // |x| > bins.edge[0]: all of them (only `cap` are kept)
-  unsigned int nonfinite = 0;    // non-zero: NaN/Inf seen
-  unsigned int picked = 0;       // the selection's counter
-  unsigned int hist[detail::kThresholdBins] = {};
-  // warm_select's decision: `usable` when an edge's count is in the band and every
-  // element above the bound was kept; then `chosen` elements above `threshold` = edge `bin`.
-  unsigned int usable = 0;
-  unsigned int chosen = 0;
-  int bin = -1;
-  float threshold = 0;
-};
 
 // The first pass: r += g when `g` is non-null (error feedback) and the moments of x (= r,
 // or g when r is null). With `bins`, every |x| > bins->edge[0] is also counted and binned

@@ -1,0 +1,25 @@
+// What the CUDA gaussiank's first pass leaves in device memory. Plain C++ (no CUDA
+// headers): shared by the launches, the kernels and the CPU tests that emulate them.
+#pragma once
+
+#include "../threshold_bins.h"
+
+namespace cutlayer::kernels::cuda {
+
+// What the first pass leaves (first_pass copies it back), and warm_select's decision.
+struct FirstPassSummary {
+  double sum = 0;
+  double sumsq = 0;
+  unsigned long long above = 0;  // |x| > bins.edge[0]: all of them (only `cap` are kept)
+  unsigned int nonfinite = 0;    // non-zero: NaN/Inf seen
+  unsigned int picked = 0;       // the selection's counter
+  unsigned int hist[detail::kThresholdBins] = {};
+  // warm_select's decision: `usable` when an edge's count is in the band and every
+  // element above the bound was kept; then `chosen` elements above `threshold` = edge `bin`.
+  unsigned int usable = 0;
+  unsigned int chosen = 0;
+  int bin = -1;
+  float threshold = 0;
+};
+
+}  // namespace cutlayer::kernels::cuda

@@ -1,0 +1,243 @@
+// The CUDA gaussiank kernels' device code, run on the CPU under cuda_emu.h (fibers for
+// threads, real barriers for __syncthreads and the warp collectives), against scalar
+// references: the first pass (error feedback, moments, the exact histogram, the
+// warp-aggregated candidate append, the cap), the device-side decision, the pick and the
+// zeroing, and the count pass. Grids of several blocks make every block stride over more
+// than one tile. The GPU tests (cuda_test.cpp, label gpu) check the same on a device.
+#include "cuda_emu.h"  // first: the built-ins the kernels use
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/gaussiank_kernels.cuh"
+
+namespace cutlayer::kernels::cuda {
+namespace {
+
+namespace dev = device;
+using detail::ThresholdBins;
+
+struct Data {
+  std::vector<float> r, g, comp;
+};
+
+Data make_data(long long n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  Data d;
+  d.r.resize(n);
+  d.g.resize(n);
+  d.comp.resize(n);
+  for (long long i = 0; i < n; ++i) {
+    d.g[i] = nd(rng);
+    d.r[i] = 0.1f * nd(rng);
+    d.comp[i] = d.r[i] + d.g[i];
+  }
+  return d;
+}
+
+void run_first_pass(bool vector, const dev::FirstPassArgs& a, unsigned grid) {
+  cuda_emu::launch(grid, dev::kThreads, [&] {
+    if (vector) {
+      dev::first_pass_kernel<true>(a);
+    } else {
+      dev::first_pass_kernel<false>(a);
+    }
+  });
+}
+
+dev::FirstPassArgs args_for(float* r, const float* g, long long n, const ThresholdBins& bins,
+                            long long cap, std::vector<unsigned>& ci, std::vector<float>& cv,
+                            FirstPassSummary* sum) {
+  dev::FirstPassArgs a{};
+  a.x = r != nullptr ? r : g;
+  a.r = r != nullptr && g != nullptr ? r : nullptr;
+  a.g = a.r != nullptr ? g : nullptr;
+  a.n = n;
+  a.collect = true;
+  a.cap = static_cast<unsigned long long>(cap);
+  ci.assign(static_cast<std::size_t>(std::max<long long>(cap, 1)), 0xdeadbeefu);
+  cv.assign(ci.size(), NAN);
+  a.cand_idx = ci.data();
+  a.cand_val = cv.data();
+  a.sum = sum;
+  a.bins = bins;
+  return a;
+}
+
+TEST(CudaKernelsEmulated, FirstPassMatchesScalarReference) {
+  const long long n = 7 * dev::kTile + 37;  // 8 tiles, the last one partial
+  const Data d = make_data(n, 41);
+  const float bound = 1.9f;  // ~6% above: many warps append several at once
+  const ThresholdBins bins = detail::make_threshold_bins(bound);
+  std::vector<unsigned> hist(detail::kThresholdBins, 0);
+  std::vector<long long> above_ref;
+  double sum = 0, sumsq = 0;
+  for (long long i = 0; i < n; ++i) {
+    sum += d.comp[i];
+    sumsq += static_cast<double>(d.comp[i]) * d.comp[i];
+    if (std::fabs(d.comp[i]) > bound) {
+      above_ref.push_back(i);
+      ++hist[detail::threshold_bin(bins.edge, std::fabs(d.comp[i]))];
+    }
+  }
+  const auto above = static_cast<long long>(above_ref.size());
+  for (bool vector : {true, false}) {
+    for (long long cap : {n, above / 3}) {
+      for (unsigned grid : {1u, 3u}) {
+        SCOPED_TRACE(std::string(vector ? "float4" : "scalar") + " cap " + std::to_string(cap) +
+                     " grid " + std::to_string(grid));
+        std::vector<float> r = d.r;
+        std::vector<unsigned> ci;
+        std::vector<float> cv;
+        FirstPassSummary s{};
+        run_first_pass(vector, args_for(r.data(), d.g.data(), n, bins, cap, ci, cv, &s), grid);
+        ASSERT_EQ(r, d.comp);  // r += g, bit for bit
+        EXPECT_EQ(s.nonfinite, 0u);
+        EXPECT_NEAR(s.sum, sum, 1e-9 * sumsq);
+        EXPECT_NEAR(s.sumsq, sumsq, 1e-9 * sumsq);
+        ASSERT_EQ(static_cast<long long>(s.above), above);
+        for (int j = 0; j < detail::kThresholdBins; ++j) ASSERT_EQ(s.hist[j], hist[j]) << j;
+        const long long kept = std::min(cap, above);
+        std::vector<long long> got;
+        for (long long q = 0; q < kept; ++q) {
+          ASSERT_LT(ci[q], static_cast<unsigned>(n));
+          ASSERT_EQ(cv[q], d.comp[ci[q]]);
+          got.push_back(ci[q]);
+        }
+        if (kept < static_cast<long long>(ci.size())) {
+          ASSERT_EQ(ci[kept], 0xdeadbeefu);  // nothing written past the cap
+        }
+        std::sort(got.begin(), got.end());
+        ASSERT_TRUE(std::adjacent_find(got.begin(), got.end()) == got.end()) << "a candidate twice";
+        if (cap >= above) {
+          ASSERT_EQ(got, above_ref);
+        } else {
+          ASSERT_TRUE(std::includes(above_ref.begin(), above_ref.end(), got.begin(), got.end()));
+        }
+      }
+    }
+  }
+  // Read-only: x is the gradient, untouched; the moments and counts are the gradient's.
+  std::vector<float> g = d.g;
+  std::vector<unsigned> ci;
+  std::vector<float> cv;
+  FirstPassSummary s{};
+  run_first_pass(true, args_for(nullptr, g.data(), n, bins, n, ci, cv, &s), 2);
+  EXPECT_EQ(g, d.g);
+  long long above_g = 0;
+  for (float v : d.g) above_g += std::fabs(v) > bound;
+  EXPECT_EQ(static_cast<long long>(s.above), above_g);
+}
+
+TEST(CudaKernelsEmulated, NonFiniteIsFlagged) {
+  const long long n = 3000;
+  Data d = make_data(n, 43);
+  d.g[1234] = INFINITY;
+  const ThresholdBins bins = detail::make_threshold_bins(2.f);
+  for (bool vector : {true, false}) {
+    std::vector<float> r = d.r;
+    std::vector<unsigned> ci;
+    std::vector<float> cv;
+    FirstPassSummary s{};
+    run_first_pass(vector, args_for(r.data(), d.g.data(), n, bins, n, ci, cv, &s), 2);
+    EXPECT_NE(s.nonfinite, 0u);
+  }
+}
+
+// decide -> pick -> (sort by index, as cub does on the device) -> zero, as warm_select
+// queues them; and nothing picked or zeroed when the decision is not usable.
+TEST(CudaKernelsEmulated, DecisionPickAndZeroMatchTheReference) {
+  const long long n = 5 * dev::kTile + 11;
+  const Data d = make_data(n, 47);
+  const float bound = 2.2f;
+  const ThresholdBins bins = detail::make_threshold_bins(bound);
+  for (long long cap : {n, 10LL}) {
+    SCOPED_TRACE("cap " + std::to_string(cap));
+    std::vector<float> r = d.r;
+    std::vector<unsigned> ci;
+    std::vector<float> cv;
+    FirstPassSummary s{};
+    run_first_pass(true, args_for(r.data(), d.g.data(), n, bins, cap, ci, cv, &s), 2);
+    const long long above = static_cast<long long>(s.above);
+    const long long k = std::max<long long>(1, above / 4);
+    const long long room = 4 * k / 3;
+    cuda_emu::launch(
+        1, 32, [&] { dev::decide_kernel(&s, k, static_cast<unsigned long long>(cap), bins); });
+    std::vector<unsigned> pick_idx(room, 0xffffffffu);
+    std::vector<float> pick_val(room, NAN);
+    cuda_emu::launch(2, dev::kThreads, [&] {
+      dev::pick_kernel(&s, ci.data(), cv.data(), &s.picked, room, pick_idx.data(), pick_val.data());
+    });
+    if (cap < above) {
+      EXPECT_EQ(s.usable, 0u);
+      EXPECT_EQ(s.picked, 0u);
+      cuda_emu::launch(1, dev::kThreads, [&] { dev::zero_at(&s, r.data(), pick_idx.data()); });
+      EXPECT_EQ(r, d.comp);
+      continue;
+    }
+    ASSERT_EQ(s.usable, 1u);
+    const detail::EdgePick want = detail::pick_edge(s.hist, above, k);
+    ASSERT_EQ(s.bin, want.bin);
+    ASSERT_EQ(s.threshold, bins.edge[want.bin]);
+    ASSERT_EQ(static_cast<long long>(s.chosen), want.count);
+    ASSERT_EQ(s.picked, s.chosen);
+    std::vector<long long> ref;
+    for (long long i = 0; i < n; ++i)
+      if (std::fabs(d.comp[i]) > s.threshold) ref.push_back(i);
+    ASSERT_EQ(static_cast<long long>(ref.size()), want.count);
+    // Sort the picked pairs by index (the device's radix sort), padding last.
+    std::vector<std::pair<unsigned, float>> pairs;
+    for (long long q = 0; q < room; ++q) pairs.push_back({pick_idx[q], pick_val[q]});
+    std::stable_sort(pairs.begin(), pairs.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<unsigned> sorted(room);
+    for (long long q = 0; q < room; ++q) {
+      sorted[q] = pairs[q].first;
+      if (q < want.count) {
+        ASSERT_EQ(static_cast<long long>(pairs[q].first), ref[q]);
+        ASSERT_EQ(pairs[q].second, d.comp[ref[q]]);
+      } else {
+        ASSERT_EQ(pairs[q].first, 0xffffffffu);  // padding: never picked
+      }
+    }
+    cuda_emu::launch(2, dev::kThreads, [&] { dev::zero_at(&s, r.data(), sorted.data()); });
+    long long q = 0;
+    for (long long i = 0; i < n; ++i) {
+      if (q < want.count && ref[q] == i) {
+        ASSERT_EQ(r[i], 0.f);
+        ++q;
+      } else {
+        ASSERT_EQ(r[i], d.comp[i]);
+      }
+    }
+  }
+}
+
+TEST(CudaKernelsEmulated, CountAboveMatchesTheReference) {
+  const long long n = 4 * dev::kTile + 3;
+  const Data d = make_data(n, 53);
+  for (float t : {0.5f, 2.f, 10.f}) {
+    long long want = 0;
+    for (float v : d.comp) want += std::fabs(v) > t;
+    for (bool vector : {true, false}) {
+      unsigned long long count = 0;
+      cuda_emu::launch(3, dev::kThreads, [&] {
+        if (vector) {
+          dev::count_above_kernel<true>(d.comp.data(), n, t, &count);
+        } else {
+          dev::count_above_kernel<false>(d.comp.data(), n, t, &count);
+        }
+      });
+      EXPECT_EQ(static_cast<long long>(count), want) << "t " << t << (vector ? " float4" : "");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cutlayer::kernels::cuda
