@@ -35,6 +35,9 @@ struct ServerTransport::Session {
   zmq::message_t route;  // data-socket routing id, learned from the first sealed message
   bool has_route = false;
   Clock::time_point last_seen = Clock::now();
+  // A send to it failed (the peer's connection is gone). It ends once the data queue is
+  // drained: what the peer sent before it went, its Leave among them, is read first.
+  bool gone = false;
 };
 
 ServerTransport::ServerTransport(ServerTransportOptions options)
@@ -95,7 +98,8 @@ std::optional<ServerEvent> ServerTransport::poll(std::chrono::milliseconds timeo
                                {data_.handle(), 0, ZMQ_POLLIN, 0}};
     detail::poll_items(items, 2, std::max(wait, std::chrono::milliseconds(0)));
     if (items[0].revents & ZMQ_POLLIN) on_front_door();
-    if (items[1].revents & ZMQ_POLLIN) on_data();
+    const bool drained = (items[1].revents & ZMQ_POLLIN) == 0 || on_data();
+    if (drained) end_gone_sessions();
     if (timeout.count() <= 0) break;
   }
   if (events_.empty()) return std::nullopt;
@@ -150,13 +154,13 @@ void ServerTransport::on_front_door() {
   }
 }
 
-void ServerTransport::on_data() {
+bool ServerTransport::on_data() {
   auto log = log::get("transport");
   std::vector<zmq::message_t> parts;
   bool truncated = false;
   const std::size_t max_parts = 1 + 2 + options_.limits.max_tensors;
-  for (int i = 0; i < kDrainPerPoll && detail::recv_frames(data_, max_parts, parts, truncated);
-       ++i) {
+  for (int i = 0; i < kDrainPerPoll; ++i) {
+    if (!detail::recv_frames(data_, max_parts, parts, truncated)) return true;  // drained
     if (parts.size() < 3 || truncated) {
       if (should_log(++stats_.protocol_errors))
         log->warn("data channel: message with {} frames dropped", parts.size());
@@ -224,6 +228,14 @@ void ServerTransport::on_data() {
         events_.push_back(Received{env.session_id, s.client_name, std::move(msg)});
     }
   }
+  return false;  // more may be queued
+}
+
+void ServerTransport::end_gone_sessions() {
+  std::vector<std::uint64_t> gone;
+  for (const auto& [id, s] : sessions_)
+    if (s->gone) gone.push_back(id);
+  for (auto id : gone) end_session(id, "send failed: peer gone or not draining");
 }
 
 std::uint64_t ServerTransport::accept(const JoinRequest& req, std::uint64_t round) {
@@ -266,7 +278,7 @@ void ServerTransport::refuse(const JoinRequest& req, const std::string& reason) 
 
 bool ServerTransport::send(std::uint64_t session_id, const wire::Message& msg) {
   auto it = sessions_.find(session_id);
-  if (it == sessions_.end() || !it->second->has_route) return false;
+  if (it == sessions_.end() || !it->second->has_route || it->second->gone) return false;
   Session& s = *it->second;
   auto frames = s.channel.seal(msg);
   const std::size_t bytes = detail::total_bytes(frames);
@@ -280,7 +292,7 @@ bool ServerTransport::send(std::uint64_t session_id, const wire::Message& msg) {
   }
   if (!ok) {
     ++stats_.send_failures;
-    end_session(session_id, "send failed: peer gone or not draining");
+    s.gone = true;  // ended by poll() once the data queue is drained (see Session::gone)
     return false;
   }
   ++stats_.messages_out;

@@ -165,8 +165,8 @@ signal CONT "$pid_bob"
 kill9 "$pid_bob"
 wait "$pid_bob" 2>/dev/null || true
 stop_server
-# The server saw her go: usually by her Leave; a heartbeat echo racing her exit can end
-# the session a moment before the Leave is read (known transport race, harmless).
-grep -qE "alice' gone \((left: interrupted|send failed)" "$work/s5.log" || { tail "$work/s5.log"; exit 1; }
+# The server saw her go by her Leave, even when a heartbeat echo raced her exit (a failed
+# send ends a session only once what the peer sent before it has been read).
+grep -q "alice' gone (left: interrupted" "$work/s5.log" || { tail "$work/s5.log"; exit 1; }
 grep -q "'alice' left the aggregation" "$work/s5.log" || { echo "alice still holds the rounds"; exit 1; }
 echo "aggregation passed"

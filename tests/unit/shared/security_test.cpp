@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 #include <zmq.h>
 
+#include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
@@ -269,6 +272,44 @@ TEST_F(SecurityTest, LeaveEndsTheSession) {
   const auto ack = client.join(wire::Join{});
   EXPECT_NE(ack.session_id, 0u);
   expect_probe_works(client);
+}
+
+// The heartbeat-echo race: a client sends a heartbeat, then its Leave, and is gone before
+// the server reads either. The echo of that heartbeat fails (the peer's connection is
+// closed), yet the session must end as left, by the Leave already queued behind it, not
+// as "send failed" with the Leave then dropped for an unknown session. The server is
+// polled here, on this thread, so that nothing reads the two messages early.
+TEST(ServerTransportRace, LeaveBehindAHeartbeatEndsTheSessionAsLeft) {
+  Keys keys;
+  ServerTransport server(test::server_options(keys));
+  std::optional<ClientTransport> client(std::in_place,
+                                        test::client_options(keys, server.join_port()));
+  std::thread joiner([&] { client->join(wire::Join{}); });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (server.stats().messages_in < 1 && std::chrono::steady_clock::now() < deadline) {
+    auto ev = server.poll(20ms);
+    if (ev)
+      if (auto* j = std::get_if<JoinRequest>(&*ev)) server.accept(*j);
+  }
+  joiner.join();
+  ASSERT_EQ(server.stats().messages_in, 1u);  // the client's first heartbeat: its route
+  client->send(wire::make_message(wire::Heartbeat{}));
+  client->leave("done");
+  client.reset();  // its context flushes the Leave, then the connection closes
+  // Not a timing assertion: only so that the close reaches the server first and its echo
+  // fails, the case this test is about (the result must hold either way).
+  std::this_thread::sleep_for(200ms);
+  std::string ended;
+  while (ended.empty() && std::chrono::steady_clock::now() < deadline + 10s) {
+    auto ev = server.poll(20ms);
+    if (ev)
+      if (auto* e = std::get_if<SessionEnded>(&*ev)) ended = e->reason;
+  }
+  std::printf("[ measure ] echo send failures: %llu\n",
+              static_cast<unsigned long long>(server.stats().send_failures));
+  EXPECT_EQ(ended, "left: done");
+  EXPECT_EQ(server.stats().unknown_session, 0u);
+  EXPECT_EQ(server.session_count(), 0u);
 }
 
 }  // namespace

@@ -78,7 +78,9 @@ class ServerTransport {
   void refuse(const JoinRequest& req, const std::string& reason);
 
   // Sends over the session's sealed channel. False when the session is unknown or the
-  // peer did not drain its queue within the send timeout (its session then ends).
+  // peer is gone or did not drain its queue within the send timeout. Such a session ends
+  // (SessionEnded, "send failed") at the next poll() that has read everything queued, so
+  // that what the peer sent before it went, a Leave say, is still seen first.
   bool send(std::uint64_t session_id, const wire::Message& msg);
   void end_session(std::uint64_t session_id, const std::string& reason);
 
@@ -91,7 +93,8 @@ class ServerTransport {
  private:
   struct Session;
   void on_front_door();
-  void on_data();
+  bool on_data();  // true when the data queue was drained
+  void end_gone_sessions();
   void expire_sessions();
   void send_error(std::uint64_t session_id, wire::ErrorCode code, const std::string& text);
 
