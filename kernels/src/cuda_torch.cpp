@@ -95,7 +95,7 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   } else if (sd == 0.0) {
     t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // as on the CPU
   } else {
-    estimate = cuda::gaussiank_estimate(mean, sd, density);
+    estimate = detail::gaussiank_estimate(mean, sd, density);
     t = estimate * mem.factor;
   }
   detail::ThresholdSearch search(n, k, sd);
@@ -132,7 +132,7 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   stats.selected = count;
   stats.threshold = t;
   if (reuse) {
-    if (searchable && estimate > 0) mem.factor = cuda::learned_factor(search, t, count, estimate);
+    if (searchable && estimate > 0) mem.factor = detail::learned_factor(search, t, count, estimate);
     mem.learn(t, !warm || above <= cap, above, k);
   }
   return out;

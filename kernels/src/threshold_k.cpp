@@ -19,7 +19,6 @@
 #include "compress_common.h"
 #include "cutlayer/error.h"
 #include "cutlayer/kernels/cuda.h"
-#include "normal_quantile.h"
 #include "threshold_search.h"
 
 namespace cutlayer::kernels::detail {
@@ -85,8 +84,8 @@ class ThresholdK final : public Compressor {
       // whole (and an all-zero one not at all).
       t = std::nextafter(static_cast<float>(std::abs(mean)), 0.f);
     } else {
-      estimate = sampled_ ? sample_threshold(samples, density)
-                          : std::abs(mean) + std::abs(normal_quantile(density / 2.0)) * sd;
+      estimate =
+          sampled_ ? sample_threshold(samples, density) : gaussiank_estimate(mean, sd, density);
       t = estimate * mem.factor;
     }
 
@@ -138,8 +137,7 @@ class ThresholdK final : public Compressor {
       if (searchable && estimate > 0) {
         // Next time the model starts where this call's count would have been k (by the
         // Gaussian tail through the accepted point), so the first count lands mid-band.
-        const double landmark = search.gaussian_step(t, static_cast<double>(stats_.selected));
-        mem.factor = std::clamp(landmark / estimate, 0.05, 20.0);
+        mem.factor = learned_factor(search, t, stats_.selected, estimate);
       }
       mem.learn(t, first_complete, first_count, k);
     }

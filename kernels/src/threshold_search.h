@@ -94,4 +94,18 @@ class ThresholdSearch {
   double last_t_ = 0, last_c_ = 0;
 };
 
+// gaussiank's model (Shi et al. 2019): t = |mu| + |Phi^-1(rho/2)| sigma (|mu|: positive
+// even for a vector far from zero mean). Shared by the CPU and CUDA compressors.
+inline double gaussiank_estimate(double mean, double sd, double density) {
+  return std::fabs(mean) + std::fabs(normal_quantile(density / 2.0)) * sd;
+}
+
+// The correction factor for the next call on a vector: where the Gaussian tail through
+// this call's accepted (t, count) puts the count k, over the model's estimate, so that the
+// next first guess lands mid-band (clamped to x0.05 .. x20).
+inline double learned_factor(const ThresholdSearch& search, double t, std::int64_t count,
+                             double estimate) {
+  return std::clamp(search.gaussian_step(t, static_cast<double>(count)) / estimate, 0.05, 20.0);
+}
+
 }  // namespace cutlayer::kernels::detail

@@ -145,15 +145,6 @@ cudaError_t search_passes(const float* x, long long n, double t, int max_passes,
   }
 }
 
-double gaussiank_estimate(double mean, double sd, double density) {
-  return std::fabs(mean) + std::fabs(kernels::normal_quantile(density / 2)) * sd;
-}
-
-double learned_factor(const ThresholdSearch& search, double t, long long count, double estimate) {
-  const double f = search.gaussian_step(t, static_cast<double>(count)) / estimate;
-  return f < 0.05 ? 0.05 : (f > 20.0 ? 20.0 : f);
-}
-
 cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double density,
                                 int max_corrections, double factor, ThresholdResult* out,
                                 cudaStream_t stream) {
@@ -185,7 +176,7 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
   } else if (sd == 0.0) {
     t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // constant x
   } else {
-    estimate = gaussiank_estimate(mean, sd, density);
+    estimate = detail::gaussiank_estimate(mean, sd, density);
     t = estimate * factor;
   }
   ThresholdSearch search(n, k, sd);
@@ -199,7 +190,8 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
   out->count = static_cast<long long>(search.best_count());
   out->threshold = t;
   out->estimate = estimate;
-  if (searchable && estimate > 0) out->factor = learned_factor(search, t, out->count, estimate);
+  if (searchable && estimate > 0)
+    out->factor = detail::learned_factor(search, t, out->count, estimate);
   out->mean = mean;
   out->stddev = sd;
   return cudaFreeAsync(dev, stream);

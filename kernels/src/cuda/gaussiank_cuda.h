@@ -58,11 +58,6 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
                                 int max_corrections, double factor, ThresholdResult* out,
                                 cudaStream_t stream);
 
-// The gaussiank threshold model and its correction factor, shared by the one-call path and
-// the compressor's glue.
-double gaussiank_estimate(double mean, double sd, double density);
-// The factor that puts the next call's first guess where this call's count would be k.
-double learned_factor(const ThresholdSearch& search, double t, long long count, double estimate);
 // Corrections allowed on the device: a count pass costs microseconds, so at least 8.
 inline int device_corrections(int max_corrections) {
   return max_corrections > 0 ? (max_corrections > 8 ? max_corrections : 8) : 0;
