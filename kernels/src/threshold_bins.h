@@ -58,13 +58,15 @@ struct EdgePick {
   int bin = -1;
   std::int64_t count = 0;
 };
+// `base`: elements above the top bin (0 for the bins above a bound; for the sub-bins of
+// one bin, the count above that bin).
 CUTLAYER_HOST_DEVICE inline EdgePick pick_edge(const unsigned int* hist, std::int64_t above,
-                                               std::int64_t k) {
+                                               std::int64_t k, std::int64_t base = 0) {
   EdgePick best;
   const double lo = 2.0 * static_cast<double>(k) / 3.0, hi = 4.0 * static_cast<double>(k) / 3.0;
   const double kk = static_cast<double>(k) + 1.0;
   double best_ratio = 0;
-  std::int64_t c = 0;
+  std::int64_t c = base;
   for (int j = kThresholdBins - 1; j >= 0; --j) {
     c += hist[j];
     const double cd = static_cast<double>(c);
@@ -79,6 +81,32 @@ CUTLAYER_HOST_DEVICE inline EdgePick pick_edge(const unsigned int* hist, std::in
   }
   if (c != above) return EdgePick{};
   return best;
+}
+
+// When no edge is in the band because the count falls across it inside one bin (a cliff:
+// error-feedback residuals pile up right under the last threshold), that bin: the count
+// above its lower edge is over 4k/3 and above its upper edge under 2k/3. -1 otherwise (the
+// band under the bound, over the top edge, or inside the open top bin).
+CUTLAYER_HOST_DEVICE inline int band_crossing(const unsigned int* hist, std::int64_t above,
+                                              std::int64_t k) {
+  const double lo = 2.0 * static_cast<double>(k) / 3.0, hi = 4.0 * static_cast<double>(k) / 3.0;
+  std::int64_t upper = hist[kThresholdBins - 1];  // the count above edge j + 1
+  for (int j = kThresholdBins - 2; j >= 0; --j) {
+    const std::int64_t lower = upper + hist[j];
+    if (static_cast<double>(lower) > hi) {
+      return static_cast<double>(upper) < lo && lower <= above ? j : -1;
+    }
+    upper = lower;
+  }
+  return -1;
+}
+
+// The sub-edges of bin [lo, hi): lo + (hi - lo) s / 128, s = 0..127 (non-decreasing floats,
+// the same on host and device). Binned by threshold_bin like the edges; the count above
+// sub-edge s is the count above hi plus the sub-bins from s up (pick_edge with that base).
+CUTLAYER_HOST_DEVICE inline void make_sub_edges(float lo, float hi, float* sub) {
+  for (int s = 0; s < kThresholdBins; ++s)
+    sub[s] = lo + (hi - lo) * (static_cast<float>(s) / static_cast<float>(kThresholdBins));
 }
 
 // Feeds the count above every edge into `search` (observations that cost no pass).

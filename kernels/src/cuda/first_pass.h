@@ -20,6 +20,13 @@ struct FirstPassSummary {
   unsigned int chosen = 0;
   int bin = -1;
   float threshold = 0;
+  // When the band falls inside one bin (band_crossing): that bin, binned again 128 times
+  // finer over the candidates in it.
+  unsigned int refine = 0;
+  int refine_bin = -1;
+  float refine_hi = 0;  // the refined bin's upper edge
+  float sub_edge[detail::kThresholdBins] = {};
+  unsigned int sub_hist[detail::kThresholdBins] = {};
 };
 
 }  // namespace cutlayer::kernels::cuda

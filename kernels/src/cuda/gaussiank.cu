@@ -261,6 +261,13 @@ cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long l
   CUTLAYER_CUDA_TRY(cudaMemsetAsync(pick_idx, 0xff, room * sizeof(unsigned int), stream));
   decide_kernel<<<1, 32, 0, stream>>>(dev, k, static_cast<unsigned long long>(cap), bins);
   CUTLAYER_CUDA_TRY(cudaGetLastError());
+  // A cliff inside one bin: that bin again, 128 times finer (no-ops otherwise).
+  plan_refine_kernel<<<1, 32, 0, stream>>>(dev, k, static_cast<unsigned long long>(cap), bins);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  refine_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_val);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  refine_decide_kernel<<<1, 32, 0, stream>>>(dev, k);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
   pick_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_idx, cand_val, &dev->picked, room,
                                                       pick_idx, pick_val);
   CUTLAYER_CUDA_TRY(cudaGetLastError());

@@ -42,7 +42,7 @@ cudaError_t search_passes(const float* x, long long n, double t, int max_passes,
 
 // Pass 1 and the search, as one call (the cold path and the tests): r += g (g non-null),
 // moments, t = (|mu| + |Phi^-1(density/2)| sigma) * factor, and count passes corrected as
-// on the CPU until the count is in [2k/3, 4k/3]: up to max(max_corrections, 8)
+// on the CPU until the count is in [2k/3, 4k/3]: up to max(max_corrections, 16)
 // corrections, as a count pass costs microseconds here; max_corrections 0: none.
 struct ThresholdResult {
   long long count = 0;   // elements with |x| > threshold
@@ -58,9 +58,10 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
                                 int max_corrections, double factor, ThresholdResult* out,
                                 cudaStream_t stream);
 
-// Corrections allowed on the device: a count pass costs microseconds, so at least 8.
+// Corrections allowed on the device: a count pass costs microseconds, so at least 16 (after
+// a jump down the search can take a dozen: CudaWarmPathModel measures it).
 inline int device_corrections(int max_corrections) {
-  return max_corrections > 0 ? (max_corrections > 8 ? max_corrections : 8) : 0;
+  return max_corrections > 0 ? (max_corrections > 16 ? max_corrections : 16) : 0;
 }
 
 // Writes the ascending indices and values of |x| > t into out_idx/out_val (room for

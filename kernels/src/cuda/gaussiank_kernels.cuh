@@ -236,4 +236,57 @@ __global__ void decide_kernel(FirstPassSummary* d, long long k, unsigned long lo
   d->usable = 1;
 }
 
+// Right after decide_kernel: when no edge was in the band but the band falls inside one
+// bin, plans that bin's sub-edges for refine_kernel and refine_decide_kernel. One thread.
+__global__ void plan_refine_kernel(FirstPassSummary* d, long long k, unsigned long long cap,
+                                   const ThresholdBins bins) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  d->refine = 0;
+  if (d->usable != 0 || d->nonfinite != 0 || d->above > cap) return;
+  const int j = detail::band_crossing(d->hist, static_cast<std::int64_t>(d->above), k);
+  if (j < 0) return;
+  d->refine_bin = j;
+  d->refine_hi = bins.edge[j + 1];
+  detail::make_sub_edges(bins.edge[j], bins.edge[j + 1], d->sub_edge);
+  d->refine = 1;
+}
+
+// The candidates inside the refined bin, binned over its sub-edges.
+__global__ void refine_kernel(FirstPassSummary* d, const float* __restrict__ cand_val) {
+  __shared__ float sub[detail::kThresholdBins];
+  __shared__ unsigned int hist[detail::kThresholdBins];
+  if (d->refine == 0) return;  // uniform: every thread reads the same flag
+  for (int j = threadIdx.x; j < detail::kThresholdBins; j += blockDim.x) {
+    sub[j] = d->sub_edge[j];
+    hist[j] = 0;
+  }
+  __syncthreads();
+  const float lo = sub[0];
+  const float hi = d->refine_hi;
+  const auto kept = static_cast<long long>(d->above);
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < kept;
+       j += (long long)gridDim.x * blockDim.x) {
+    const float a = fabsf(cand_val[j]);
+    if (a > lo && a <= hi) atomicAdd(&hist[detail::threshold_bin(sub, a)], 1u);
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < detail::kThresholdBins; j += blockDim.x)
+    if (hist[j] != 0) atomicAdd(&d->sub_hist[j], hist[j]);
+}
+
+// The decision over the sub-edges: the one nearest k in the band, exact (the count above
+// the refined bin plus its sub-bins from there up). One thread.
+__global__ void refine_decide_kernel(FirstPassSummary* d, long long k) {
+  if (blockIdx.x != 0 || threadIdx.x != 0 || d->refine == 0) return;
+  std::int64_t upper = 0;  // the count above the refined bin's upper edge
+  for (int j = d->refine_bin + 1; j < detail::kThresholdBins; ++j) upper += d->hist[j];
+  const std::int64_t lower = upper + d->hist[d->refine_bin];
+  const detail::EdgePick pick = detail::pick_edge(d->sub_hist, lower, k, upper);
+  if (pick.bin < 0) return;
+  d->bin = d->refine_bin;
+  d->chosen = static_cast<unsigned int>(pick.count);
+  d->threshold = d->sub_edge[pick.bin];
+  d->usable = 1;
+}
+
 }  // namespace cutlayer::kernels::cuda::device

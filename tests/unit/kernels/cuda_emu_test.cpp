@@ -239,5 +239,51 @@ TEST(CudaKernelsEmulated, CountAboveMatchesTheReference) {
   }
 }
 
+// A cliff inside one bin (error-feedback residuals pile up right under the last
+// threshold): no edge is in the band, so the decision refines that bin 128 times finer over
+// the candidates and decides there, exactly.
+TEST(CudaKernelsEmulated, RefinementResolvesACliffInsideOneBin) {
+  const long long n = 5 * dev::kTile + 11;
+  const float bound = 1.0f;
+  const ThresholdBins bins = detail::make_threshold_bins(bound);
+  std::mt19937 rng(59);
+  std::uniform_real_distribution<float> cliff(1.001f, 1.02f), low(-0.9f, 0.9f);
+  std::vector<float> g(n), r(n, 0.f);
+  for (auto& v : g) v = low(rng);
+  for (long long i = 0; i < 600; ++i) g[i * 7] = (i % 2 ? -1.f : 1.f) * cliff(rng);  // all in bin 0
+  ASSERT_LT(1.02f, bins.edge[1]);
+  const long long k = 300;  // band [200, 400]: the 600 in bin 0, none above it
+  std::vector<unsigned> ci;
+  std::vector<float> cv;
+  FirstPassSummary s{};
+  run_first_pass(true, args_for(r.data(), g.data(), n, bins, n, ci, cv, &s), 2);
+  ASSERT_EQ(s.above, 600u);
+  ASSERT_EQ(detail::pick_edge(s.hist, 600, k).bin, -1);
+  const auto cap = static_cast<unsigned long long>(n);
+  cuda_emu::launch(1, 32, [&] { dev::decide_kernel(&s, k, cap, bins); });
+  EXPECT_EQ(s.usable, 0u);
+  cuda_emu::launch(1, 32, [&] { dev::plan_refine_kernel(&s, k, cap, bins); });
+  ASSERT_EQ(s.refine, 1u);
+  ASSERT_EQ(s.refine_bin, 0);
+  cuda_emu::launch(3, dev::kThreads, [&] { dev::refine_kernel(&s, cv.data()); });
+  cuda_emu::launch(1, 32, [&] { dev::refine_decide_kernel(&s, k); });
+  ASSERT_EQ(s.usable, 1u);
+  long long want = 0;
+  for (float v : r) want += std::fabs(v) > s.threshold;
+  EXPECT_EQ(static_cast<long long>(s.chosen), want);
+  EXPECT_GE(3 * want, 2 * k);
+  EXPECT_LE(3 * want, 4 * k);
+  EXPECT_GT(s.threshold, bins.edge[0]);
+  EXPECT_LT(s.threshold, bins.edge[1]);
+  // Not a cliff: no refinement planned once an edge was in the band.
+  FirstPassSummary s2{};
+  std::vector<float> r2(n, 0.f);
+  run_first_pass(true, args_for(r2.data(), g.data(), n, bins, n, ci, cv, &s2), 1);
+  cuda_emu::launch(1, 32, [&] { dev::decide_kernel(&s2, 600, cap, bins); });
+  cuda_emu::launch(1, 32, [&] { dev::plan_refine_kernel(&s2, 600, cap, bins); });
+  EXPECT_EQ(s2.usable, 1u);
+  EXPECT_EQ(s2.refine, 0u);
+}
+
 }  // namespace
 }  // namespace cutlayer::kernels::cuda
