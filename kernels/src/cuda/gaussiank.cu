@@ -1,10 +1,12 @@
-// gaussiank on the GPU (Shi et al. 2019): no sort, few streaming passes.
-//   first pass: r += g (error feedback), the moments (block reduce, double atomics) and,
+// gaussiank on the GPU (Shi et al. 2019): no sort of the vector, few streaming passes.
+// The launches; the kernels themselves are in gaussiank_kernels.cuh.
+//   first pass: r += g (error feedback), the moments (block sums, double atomics) and,
 //     on a warm call, every |x| above a margin under the last threshold: counted into a
 //     log-spaced histogram (exact counts at 128 thresholds) and kept as candidates.
-//   a warm call then reads its threshold off the histogram and selects from the
-//     candidates (a kernel over them, a radix sort of the few selected by index, a scatter
-//     that zeroes them in the residual): one streaming pass in all, one wait.
+//   a warm call then decides on the device: the histogram's edge nearest k in the band
+//     (or, when the band falls inside one bin, that bin refined 128 times finer), then
+//     selects from the candidates (a kernel over them, a radix sort of the few selected by
+//     index, a scatter that zeroes them in the residual): one streaming pass, one wait.
 //   otherwise (cold, a jump, too many candidates): count passes with the CPU's threshold
 //     corrections, and a compaction pass (cub::DeviceSelect::If over the index range,
 //     stable, then a gather that also zeroes the selected residual entries).
@@ -14,7 +16,6 @@
 #include <cstdint>
 #include <cub/cub.cuh>
 
-#include "../normal_quantile.h"  // the same quantile as the CPU side
 #include "gaussiank_cuda.h"
 #include "gaussiank_kernels.cuh"
 
