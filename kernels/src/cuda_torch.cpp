@@ -50,12 +50,12 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   // selection is queued right behind it, decided on the device: one wait per call.
   const bool corrected = density < 1.0 && max_corrections > 0;
   const float bound = mem.bound();
-  const bool warm =
-      reuse && corrected && n <= (std::int64_t{1} << 31) && std::isfinite(bound) && bound > 0.f;
-  const std::int64_t cap = warm ? std::min(detail::candidate_cap(k), n) : 0;
-  const std::int64_t room = warm ? cuda::warm_room(k) : 0;
+  const bool binnable = corrected && n <= (std::int64_t{1} << 31);
+  const bool warm = reuse && binnable && std::isfinite(bound) && bound > 0.f;
+  const std::int64_t cap = binnable ? std::min(detail::candidate_cap(k), n) : 0;
+  const std::int64_t room = binnable ? cuda::warm_room(k) : 0;
   const auto sort_bytes =
-      warm ? static_cast<std::int64_t>(cuda::warm_select_temp_bytes(k, n)) : std::int64_t{0};
+      binnable ? static_cast<std::int64_t>(cuda::warm_select_temp_bytes(k, n)) : std::int64_t{0};
   // One scratch allocation: the summary, the candidates, the picked, the sort's temp.
   const std::int64_t at_cand = aligned(sizeof(cuda::FirstPassSummary));
   const std::int64_t at_pick = at_cand + 2 * aligned(cap * 4);
@@ -67,19 +67,21 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   auto* cand_val = reinterpret_cast<float*>(base + at_cand + aligned(cap * 4));
   auto idx_out = torch::empty({room}, dev.dtype(torch::kInt32));
   auto val_out = torch::empty({room}, dev.dtype(torch::kFloat32));
-  const cuda::ThresholdBins bins = detail::make_threshold_bins(bound);
-  check(cuda::queue_first_pass(r, g, n, warm ? &bins : nullptr, cand_idx, cand_val, cap, dsum,
-                               stream),
-        "gaussiank first pass");
-  if (warm) {
-    check(cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n,
+  // The selection decided on the device, queued behind a pass that binned above `b`.
+  auto queue_selection = [&](const cuda::ThresholdBins& b) {
+    check(cuda::warm_select(dsum, b, k, cap, cand_idx, cand_val, n,
                             reinterpret_cast<unsigned int*>(base + at_pick),
                             reinterpret_cast<float*>(base + at_pick + aligned(room * 4)),
                             reinterpret_cast<unsigned int*>(idx_out.data_ptr<std::int32_t>()),
                             val_out.data_ptr<float>(), r, base + at_temp,
                             static_cast<std::size_t>(sort_bytes), stream),
           "gaussiank selection");
-  }
+  };
+  const cuda::ThresholdBins bins = detail::make_threshold_bins(bound);
+  check(cuda::queue_first_pass(r, g, n, warm ? &bins : nullptr, cand_idx, cand_val, cap, dsum,
+                               stream),
+        "gaussiank first pass");
+  if (warm) queue_selection(bins);
   cuda::FirstPassSummary sum;
   check(cuda::read_summary(dsum, &sum, stream), "gaussiank first pass");
   stats.passes = 1;
@@ -101,21 +103,57 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   detail::ThresholdSearch search(n, k, sd);
   const auto above = static_cast<std::int64_t>(sum.above);
   std::int64_t count = 0;
-  if (warm && sum.usable != 0) {
-    // Selected on the device already, with the residual zeroed: no further pass.
+  bool on_device = warm && sum.usable != 0;  // selected there, with the residual zeroed
+  if (on_device) {
     t = sum.threshold;
     count = sum.chosen;
+  } else {
+    // Not decided by the first pass (cold, a jump out of the bins' reach, too many
+    // candidates): binned passes. Each is a read-only first pass with bins at 0.9 x the
+    // search's next guess, decided on the device as a warm call is. When the band lies in
+    // the bins but the candidates overflowed, the bins' exact counts give the threshold and
+    // a compaction pass selects. The bins' counts feed the search either way.
+    if (warm && searchable) detail::observe_bins(bins, sum.hist, above, search);
+    bool decided = false;
+    const int attempts = searchable && cap > 0 ? cuda::device_corrections(max_corrections) : 0;
+    for (int attempt = 0; attempt < attempts && !decided; ++attempt) {
+      const auto b2 = static_cast<float>(0.9 * (search.observed() ? search.next() : t));
+      if (!(b2 > 0.f) || !std::isfinite(b2)) break;
+      const cuda::ThresholdBins bins2 = detail::make_threshold_bins(b2);
+      check(cuda::queue_first_pass(x, nullptr, n, &bins2, cand_idx, cand_val, cap, dsum, stream),
+            "gaussiank binned pass");
+      queue_selection(bins2);
+      cuda::FirstPassSummary s2;
+      check(cuda::read_summary(dsum, &s2, stream), "gaussiank binned pass");
+      ++stats.passes;
+      const auto a2 = static_cast<std::int64_t>(s2.above);
+      const detail::EdgePick p2 = detail::pick_edge(s2.hist, a2, k);
+      if (s2.usable != 0) {
+        t = s2.threshold;
+        count = s2.chosen;
+        on_device = decided = true;
+      } else if (p2.bin >= 0) {
+        t = bins2.edge[p2.bin];
+        count = p2.count;
+        decided = true;
+      } else {
+        detail::observe_bins(bins2, s2.hist, a2, search);
+      }
+    }
+    if (!decided) {
+      // Count passes: the last resort, and the only way for a threshold no bins can hold
+      // (everything, a constant vector, or no corrections at all).
+      const int max_passes = searchable ? cuda::device_corrections(max_corrections) + 1 : 1;
+      check(cuda::search_passes(x, n, t, max_passes, search, &dsum->above, &stats.passes, stream),
+            "gaussiank count");
+      t = search.best_threshold();
+      count = search.best_count();
+    }
+  }
+  if (on_device) {
     out.indices = idx_out.narrow(0, 0, count);
     out.values = val_out.narrow(0, 0, count);
   } else {
-    // Cold, or the threshold moved out of the bins' reach: count passes (the bins' counts
-    // are free observations), then a compaction pass.
-    if (warm && searchable) detail::observe_bins(bins, sum.hist, above, search);
-    const int max_passes = searchable ? cuda::device_corrections(max_corrections) + 1 : 1;
-    check(cuda::search_passes(x, n, t, max_passes, search, &dsum->above, &stats.passes, stream),
-          "gaussiank count");
-    t = search.best_threshold();
-    count = search.best_count();
     auto idx = torch::empty({count}, dev.dtype(torch::kInt64));
     auto val = torch::empty({count}, dev.dtype(torch::kFloat32));
     long long selected = 0;
