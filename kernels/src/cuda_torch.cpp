@@ -108,13 +108,21 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
     t = sum.threshold;
     count = sum.chosen;
   } else {
-    // Not decided by the first pass (cold, a jump out of the bins' reach, too many
-    // candidates): binned passes. Each is a read-only first pass with bins at 0.9 x the
-    // search's next guess, decided on the device as a warm call is. When the band lies in
-    // the bins but the candidates overflowed, the bins' exact counts give the threshold and
-    // a compaction pass selects. The bins' counts feed the search either way.
-    if (warm && searchable) detail::observe_bins(bins, sum.hist, above, search);
+    // Not selected by the first pass. When the band lies in its bins but the candidates
+    // overflowed, the bins' exact counts give the threshold and a compaction pass selects.
+    // Otherwise (cold, a jump out of the bins' reach): binned passes, each a read-only first
+    // pass with bins at 0.9 x the search's next guess, decided the same way. The bins'
+    // counts feed the search either way.
     bool decided = false;
+    if (warm && searchable) {
+      detail::observe_bins(bins, sum.hist, above, search);
+      const detail::EdgePick p = detail::pick_edge(sum.hist, above, k);
+      if (p.bin >= 0) {  // in the bins, but the candidates overflowed: compaction below
+        t = bins.edge[p.bin];
+        count = p.count;
+        decided = true;
+      }
+    }
     const int attempts = searchable && cap > 0 ? cuda::device_corrections(max_corrections) : 0;
     for (int attempt = 0; attempt < attempts && !decided; ++attempt) {
       const auto b2 = static_cast<float>(0.9 * (search.observed() ? search.next() : t));

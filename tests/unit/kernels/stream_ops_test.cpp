@@ -324,40 +324,41 @@ TEST(CudaWarmPathModel, OnePassAndInBandOnErrorFeedbackStreams) {
         double t;
         std::int64_t c;
         int passes = 1;
-        const EdgePick pick = pick_edge(hist.data(), above, k);
-        // Refined on the device when the band falls inside one bin: the candidates in it,
-        // binned again 128 times finer.
-        EdgePick fine;
-        float fine_t = 0;
-        const int cross = warm && above <= cap ? band_crossing(hist.data(), above, k) : -1;
-        if (cross >= 0) {
-          float sub[kThresholdBins];
-          make_sub_edges(bins.edge[cross], bins.edge[cross + 1], sub);
-          std::vector<unsigned> sub_hist(kThresholdBins, 0);
-          std::int64_t lower = 0, upper = 0;
-          for (int j = cross; j < kThresholdBins; ++j) lower += hist[j];
-          upper = lower - hist[cross];
-          for (float v : r) {
-            const float a = std::fabs(v);
-            if (a > bins.edge[cross] && a <= bins.edge[cross + 1])
-              ++sub_hist[threshold_bin(sub, a)];
+        // What the device decides after a pass that binned above `b`: 1, selected there
+        // (an edge in the band, or one inside the bin the band falls in, refined 128 times
+        // finer over its candidates); 2, the threshold off the bins alone and a compaction
+        // pass (the candidates overflowed the cap); 0, nothing.
+        auto decide = [&](const ThresholdBins& b, const std::vector<unsigned>& h, std::int64_t a,
+                          double& t_out, std::int64_t& c_out) {
+          const EdgePick p = pick_edge(h.data(), a, k);
+          if (p.bin >= 0) {
+            t_out = b.edge[p.bin];
+            c_out = p.count;
+            return a <= cap ? 1 : 2;
           }
-          fine = pick_edge(sub_hist.data(), lower, k, upper);
-          if (fine.bin >= 0) fine_t = sub[fine.bin];
-        }
-        if (warm && above <= cap && pick.bin >= 0) {
-          t = bins.edge[pick.bin];  // decided on the device: no further pass
-          c = pick.count;
-        } else if (fine.bin >= 0) {
-          t = fine_t;  // decided on the device after the refinement: no further pass
-          c = fine.count;
-        } else {
+          const int x = a <= cap ? band_crossing(h.data(), a, k) : -1;
+          if (x < 0) return 0;
+          float sub[kThresholdBins];
+          make_sub_edges(b.edge[x], b.edge[x + 1], sub);
+          std::vector<unsigned> sh(kThresholdBins, 0);
+          std::int64_t lower = 0;
+          for (int j = x; j < kThresholdBins; ++j) lower += h[j];
+          for (float v : r) {
+            const float m = std::fabs(v);
+            if (m > b.edge[x] && m <= b.edge[x + 1]) ++sh[threshold_bin(sub, m)];
+          }
+          const EdgePick f = pick_edge(sh.data(), lower, k, lower - h[x]);
+          if (f.bin < 0) return 0;
+          t_out = sub[f.bin];
+          c_out = f.count;
+          return 1;
+        };
+        int decided = warm ? decide(bins, hist, above, t, c) : 0;
+        if (decided == 0) {
           // Binned passes: each a read-only first pass with bins at 0.9 x the search's next
-          // guess, decided like a warm call (with too many candidates, off the bins alone
-          // and then a compaction pass).
+          // guess, decided the same way.
           if (warm) observe_bins(bins, hist.data(), above, search);
-          bool done = false;
-          for (int attempt = 0; attempt < 16 && !done; ++attempt) {  // device_corrections(3)
+          for (int attempt = 0; attempt < 16 && decided == 0; ++attempt) {  // device_corrections(3)
             const double target = search.observed() ? search.next() : estimate * mem.factor;
             const float b2 = static_cast<float>(0.9 * target);
             const ThresholdBins bins2 = make_threshold_bins(b2);
@@ -370,41 +371,16 @@ TEST(CudaWarmPathModel, OnePassAndInBandOnErrorFeedbackStreams) {
               }
             }
             ++passes;
-            const EdgePick p2 = pick_edge(h2.data(), a2, k);
-            const int x2 = p2.bin < 0 && a2 <= cap ? band_crossing(h2.data(), a2, k) : -1;
-            if (p2.bin >= 0) {
-              t = bins2.edge[p2.bin];
-              c = p2.count;
-              done = true;
-            } else if (x2 >= 0) {
-              float sub[kThresholdBins];
-              make_sub_edges(bins2.edge[x2], bins2.edge[x2 + 1], sub);
-              std::vector<unsigned> sh(kThresholdBins, 0);
-              std::int64_t lower = 0;
-              for (int j = x2; j < kThresholdBins; ++j) lower += h2[j];
-              for (float v : r) {
-                const float a = std::fabs(v);
-                if (a > bins2.edge[x2] && a <= bins2.edge[x2 + 1]) ++sh[threshold_bin(sub, a)];
-              }
-              const EdgePick f2 = pick_edge(sh.data(), lower, k, lower - h2[x2]);
-              if (f2.bin >= 0) {
-                t = sub[f2.bin];
-                c = f2.count;
-                done = true;
-              }
-            }
-            if (done) {
-              if (a2 > cap) ++passes;  // too many candidates: a compaction pass
-            } else {
-              observe_bins(bins2, h2.data(), a2, search);
-            }
+            decided = decide(bins2, h2, a2, t, c);
+            if (decided == 0) observe_bins(bins2, h2.data(), a2, search);
           }
-          if (!done) {
+          if (decided == 0) {
             t = search.best_threshold();
             c = search.best_count();
             ++passes;  // the compaction pass
           }
         }
+        if (decided == 2) ++passes;                  // too many candidates: a compaction pass
         ASSERT_EQ(c, count(static_cast<float>(t)));  // the decision's count is exact
         for (auto& v : r)
           if (std::fabs(v) > static_cast<float>(t)) v = 0.f;  // sent
