@@ -100,7 +100,7 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
     estimate = detail::gaussiank_estimate(mean, sd, density);
     t = estimate * mem.factor;
   }
-  detail::ThresholdSearch search(n, k, sd);
+  detail::ThresholdSearch search(n, k, sd, mean);
   const auto above = static_cast<std::int64_t>(sum.above);
   std::int64_t count = 0;
   bool on_device = warm && sum.usable != 0;  // selected there, with the residual zeroed

@@ -89,7 +89,7 @@ class ThresholdK final : public Compressor {
       t = estimate * mem.factor;
     }
 
-    ThresholdSearch search(n, k, sd);
+    ThresholdSearch search(n, k, sd, mean);
     int corrections = 0;
     for (int step = 0;; ++step) {
       // Under the candidates' bound, when they alone already fill the band, a full pass

@@ -84,7 +84,7 @@ class TopK final : public Compressor {
       if (!(cands.complete && first_count >= k)) {
         // Too few above the margin, or more than the cap: collect again above a bound
         // meant to hold ~2k, by the Gaussian tail through what the first pass counted.
-        ThresholdSearch guess(n, 2 * k, m.stddev(n));
+        ThresholdSearch guess(n, 2 * k, m.stddev(n), m.mean(n));
         guess.observe(first_bound, first_count);
         const auto bound = static_cast<float>(guess.next());
         std::int64_t above = 0;

@@ -180,7 +180,7 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
     estimate = detail::gaussiank_estimate(mean, sd, density);
     t = estimate * factor;
   }
-  ThresholdSearch search(n, k, sd);
+  ThresholdSearch search(n, k, sd, mean);
   err = search_passes(x, n, t, searchable ? device_corrections(max_corrections) + 1 : 1, search,
                       &dev->above, &out->passes, stream);
   if (err != cudaSuccess) {
