@@ -84,8 +84,8 @@ class ThresholdK final : public Compressor {
       // whole (and an all-zero one not at all).
       t = std::nextafter(static_cast<float>(std::abs(mean)), 0.f);
     } else {
-      estimate =
-          sampled_ ? sample_threshold(samples, density) : gaussiank_estimate(mean, sd, density);
+      estimate = sampled_ ? sample_threshold(samples, density, first_bound)
+                          : gaussiank_estimate(mean, sd, density);
       t = estimate * mem.factor;
     }
 
@@ -156,14 +156,29 @@ class ThresholdK final : public Compressor {
   }
 
   // Just below the sample's (1 - density) quantile, so that that element is selected.
-  static double sample_threshold(std::vector<std::vector<float>>& samples, double density) {
-    std::vector<float> all;
-    for (auto& v : samples) all.insert(all.end(), v.begin(), v.end());
-    const auto above =
-        std::clamp<std::int64_t>(static_cast<std::int64_t>(std::ceil(density * all.size())), 1,
-                                 static_cast<std::int64_t>(all.size()));
-    std::nth_element(all.begin(), all.begin() + (above - 1), all.end(), std::greater<float>());
-    return std::nextafter(all[above - 1], 0.f);
+  // When at least that many sampled |x| lie above `bound` (the candidates' margin, on a warm
+  // call), the quantile is among them: the selection runs over those few instead of the
+  // whole sample (256K at density 0.001, ~1 ms of nth_element), with the same answer.
+  double sample_threshold(const std::vector<std::vector<float>>& samples, double density,
+                          float bound) {
+    std::size_t total = 0;
+    for (const auto& v : samples) total += v.size();
+    const auto above = static_cast<std::size_t>(
+        std::clamp<double>(std::ceil(density * static_cast<double>(total)), 1.0,
+                           static_cast<double>(std::max<std::size_t>(total, 1))));
+    std::vector<float>& pool = pool_;
+    pool.clear();
+    if (bound > 0.f && std::isfinite(bound))
+      for (const auto& v : samples)
+        for (float a : v)
+          if (a > bound) pool.push_back(a);
+    if (pool.size() < above) {
+      pool.clear();
+      for (const auto& v : samples) pool.insert(pool.end(), v.begin(), v.end());
+    }
+    std::nth_element(pool.begin(), pool.begin() + static_cast<std::ptrdiff_t>(above - 1),
+                     pool.end(), std::greater<float>());
+    return std::nextafter(pool[above - 1], 0.f);
   }
 
   CompressorOptions opts_;
@@ -174,6 +189,7 @@ class ThresholdK final : public Compressor {
   Candidates cands_, fresh_;
   ChunkLists sel_;
   std::vector<std::vector<float>> samples_;
+  std::vector<float> pool_;
 };
 
 }  // namespace
