@@ -6,13 +6,18 @@
 // next t is that sigma's |Phi^-1(k / 2n)| (one step is exact on Gaussian data whatever the
 // scale; the step is kept within x1/4 .. x4). When such a step already fell short on the
 // same side (a heavier tail than Gaussian), the step is at least the log-log secant
-// through that end's last two points (exact on a power-law tail). A count of 0, or of
-// more than half the vector, says nothing of the tail's shape: then the step goes to where
-// the scale alone puts k (the Gaussian guess). Once bracketed by two non-zero counts,
-// log(count) is interpolated linearly between the bracket's ends (regula falsi), kept
-// inside the bracket's middle 80%. The paper's fixed x0.5 / x1.5 steps overshoot on
+// through that end's last two points (exact on a power-law tail); two equal counts (a
+// plateau: nothing between them) step as far as allowed; and each step that fell short
+// widens what the next may reach (x16, x256, x65536: an exponential search). A count of 0,
+// or of more than half the vector, says nothing of the tail's shape: then the step goes to
+// where the moments alone put k (|mean| + |Phi^-1(k / 2n)| sd), and a count of 0 above a
+// count over the band is approached by halves in log t. Once bracketed by two non-zero
+// counts, log(count) is interpolated linearly between the bracket's ends (regula falsi),
+// kept inside the bracket's middle 80%. The result is the best threshold seen: in the band
+// if any was, then nearest k in log. The paper's fixed x0.5 / x1.5 steps overshoot on
 // error-feedback residuals, whose tails were just sent and are far from Gaussian;
-// ThresholdSearch.ConvergesOnAnyTailFromAnyStart measures the steps.
+// ThresholdSearch.ConvergesOnAnyTailFromAnyStart and .FindsTheBandWheneverOneExists
+// measure the steps.
 #pragma once
 
 #include <algorithm>
@@ -49,7 +54,10 @@ class ThresholdSearch {
     } else if (c > hi_ && (!many_.seen || t > many_.t)) {
       many_.push(t, cd);
     }
-    const double miss = std::fabs(std::log((cd + 1.0) / (k_ + 1.0)));
+    // The best: in the band if any count was (the band is lopsided in log, so a count just
+    // over it can be nearer k than one just inside), then nearest k in log.
+    const double miss =
+        std::fabs(std::log((cd + 1.0) / (k_ + 1.0))) + (in_band(c) ? 0.0 : kOutOfBand);
     if (!has_best_ || miss < best_miss_) {
       has_best_ = true;
       best_miss_ = miss;
@@ -69,10 +77,12 @@ class ThresholdSearch {
       return many_.t + f * (few_.t - many_.t);
     }
     if (many_.seen) {  // up from counts over the band
-      double t = std::clamp(one_sided(many_), many_.t, 4.0 * many_.t);
+      double t = std::clamp(one_sided(many_), many_.t, many_.reach() * many_.t);
       if (many_.c > n_ / 2) t = std::max(t, scale_guess());
-      // A count of 0 above says only that max |x| lies under it: at most halfway there.
-      if (few_.seen) t = std::min(t, 0.5 * (many_.t + few_.t));
+      // A count of 0 above says only that max |x| lies under it: at most halfway there (in
+      // log t).
+      if (few_.seen)
+        t = std::min(t, many_.t > 0.0 ? std::sqrt(many_.t * few_.t) : 0.5 * (many_.t + few_.t));
       return t;
     }
     if (few_.seen) {  // down from counts under the band
@@ -80,7 +90,7 @@ class ThresholdSearch {
         const double guess = scale_guess();
         return guess > 0.0 && guess < 0.9 * few_.t ? guess : gaussian_step(few_.t, 0.0);
       }
-      return std::clamp(one_sided(few_), 0.25 * few_.t, few_.t);
+      return std::clamp(one_sided(few_), few_.t / few_.reach(), few_.t);
     }
     return gaussian_step(last_t_, last_c_);
   }
@@ -100,13 +110,21 @@ class ThresholdSearch {
   struct End {
     bool seen = false, has_prev = false;
     double t = 0, c = 0, prev_t = 0, prev_c = 0;
+    int moves = 0;  // steps of 5% or more that kept landing on this side
     void push(double nt, double nc) {
+      if (seen && std::fabs(std::log(nt / t)) >= std::log(1.05)) ++moves;
       has_prev = seen;
       prev_t = t;
       prev_c = c;
       seen = true;
       t = nt;
       c = nc;
+    }
+    // How far one step from here may go: x4, and x16, x256, x65536 after 1, 2, 3 moves
+    // that all fell short (an exponential search, for a gap of many orders of magnitude).
+    double reach() const {
+      constexpr double kReach[] = {4.0, 16.0, 256.0, 65536.0};
+      return kReach[std::min(moves, 3)];
     }
   };
 
@@ -116,6 +134,9 @@ class ThresholdSearch {
   // short, so the tail is heavier than it assumes).
   double one_sided(const End& e) const {
     const double step = gaussian_step(e.t, e.c);
+    // A plateau (no element between the two points): as far as the end may reach.
+    if (e.has_prev && e.c == e.prev_c && e.c > 0.0 && e.t != e.prev_t)
+      return e.c > hi_ ? e.t * e.reach() : e.t / e.reach();
     if (!e.has_prev || !(e.t > 0.0) || !(e.prev_t > 0.0) || e.prev_c > n_ / 4) return step;
     const double span = std::log(e.t / e.prev_t);
     if (std::fabs(span) < std::log(1.05) || !(e.c > 0.0) || !(e.prev_c > 0.0)) return step;
@@ -132,6 +153,7 @@ class ThresholdSearch {
     return std::max(std::fabs(normal_quantile(p / 2.0)), 1e-3);
   }
 
+  static constexpr double kOutOfBand = 1e6;  // above any log ratio of counts
   double n_, k_, lo_, hi_, scale_, center_;
   End few_, many_;
   bool has_best_ = false;

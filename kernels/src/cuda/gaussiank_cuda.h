@@ -59,8 +59,8 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
                                 cudaStream_t stream);
 
 // Corrections allowed on the device: a count pass costs microseconds, so at least 16 (the
-// step after a x0.05 jump takes 7 count passes in CudaWarmPathModel's streams, and up to 9
-// on the tails of ThresholdSearch.ConvergesOnAnyTailFromAnyStart).
+// step after a x0.05 jump takes 6-7 count passes in CudaWarmPathModel's streams, and up to
+// 8 on the tails of ThresholdSearch.ConvergesOnAnyTailFromAnyStart).
 inline int device_corrections(int max_corrections) {
   return max_corrections > 0 ? (max_corrections > 16 ? max_corrections : 16) : 0;
 }
