@@ -77,6 +77,7 @@ class ThresholdSearch {
       return many_.t + f * (few_.t - many_.t);
     }
     if (many_.seen) {  // up from counts over the band
+      if (!(many_.t > 0.0)) return gaussian_step(many_.t, many_.c);  // the moments' guess
       double t = std::clamp(one_sided(many_), many_.t, many_.reach() * many_.t);
       if (many_.c > n_ / 2) t = std::max(t, scale_guess());
       // A count of 0 above says only that max |x| lies under it: at most halfway there (in

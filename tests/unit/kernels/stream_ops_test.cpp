@@ -355,6 +355,10 @@ TEST(ThresholdSearch, FindsTheBandWheneverOneExists) {
       runs, missed, static_cast<double>(steps_total) / std::max(1, runs - missed));
   EXPECT_GT(runs, 2500);
   EXPECT_EQ(missed, 0);
+  // From t = 0 (everything non-zero counted, too many): up to the moments' guess.
+  ThresholdSearch z(1000, 10, 2.0, 0.5);
+  z.observe(0.0, 900);
+  EXPECT_NEAR(z.next(), 0.5 + std::fabs(normal_quantile(10.0 / 2000.0)) * 2.0, 1e-9);
   // A count nearer k in log but over the band loses to one inside it.
   ThresholdSearch s(1000000, 229, 1.0);
   s.observe(2.0, 320);  // over 4k/3 = 305.3; |log| 0.33
