@@ -63,6 +63,8 @@ SparseTensor unpack(const PackedSparse& p, std::int64_t max_numel) {
   auto* out = idx.data_ptr<std::int64_t>();
   std::int64_t prev = -1;
   if (p.coding == IndexCoding::kRaw) {
+    if (p.indices.scalar_type() != torch::kInt32 && p.indices.scalar_type() != torch::kInt64)
+      throw ProtocolError("sparse tensor: raw indices must be int32 or int64");
     if (p.indices.numel() != nnz) throw ProtocolError("sparse tensor: index and value counts differ");
     const auto src = p.indices.to(torch::kInt64).contiguous();
     const auto* pi = src.data_ptr<std::int64_t>();

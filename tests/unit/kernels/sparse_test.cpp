@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -70,6 +71,9 @@ TEST(SparseCodec, MalformedInputIsProtocolError) {
   bad.indices[49] = 1000;  // out of range
   EXPECT_THROW(unpack(bad, 1000), ProtocolError);
   bad = p;
+  bad.indices = p.indices.to(torch::kFloat32);  // indices that are not integers
+  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad = p;
   bad.values = p.values.narrow(0, 0, 49);  // counts differ
   EXPECT_THROW(unpack(bad, 1000), ProtocolError);
   auto v = pack(s, {ValueType::kFloat32, IndexCoding::kDeltaVarint});
@@ -82,6 +86,65 @@ TEST(SparseCodec, MalformedInputIsProtocolError) {
   bad = v;
   bad.indices = torch::cat({v.indices, torch::zeros({1}, torch::kUInt8)});  // trailing byte
   EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+}
+
+// Bytes off the network, corrupted at random (flipped bits, cut short, grown, the counts
+// changed): unpack either refuses them with a ProtocolError or returns indices that are
+// ascending and in range, one per value. Never anything else.
+TEST(SparseCodec, CorruptedBytesAreRefusedOrValid) {
+  std::mt19937 rng(11);
+  int refused = 0, accepted = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    const std::int64_t numel = 1 + static_cast<std::int64_t>(rng() % 5000);
+    const auto s = random_sparse(rng, numel, static_cast<std::int64_t>(rng() % (numel + 1) / 4));
+    const bool varint = rng() % 2 == 0;
+    auto p = pack(s, {ValueType::kFloat32, varint ? IndexCoding::kDeltaVarint : IndexCoding::kRaw});
+    auto bytes = p.indices.view(torch::kUInt8).clone();
+    switch (rng() % 4) {
+      case 0: {  // flip a few bits
+        auto* b = bytes.data_ptr<std::uint8_t>();
+        for (int f = 0; f < 1 + static_cast<int>(rng() % 3) && bytes.numel() > 0; ++f)
+          b[rng() % bytes.numel()] ^= static_cast<std::uint8_t>(1u << (rng() % 8));
+        break;
+      }
+      case 1:  // cut short
+        bytes = bytes.narrow(
+            0, 0, bytes.numel() > 0 ? static_cast<std::int64_t>(rng() % bytes.numel()) : 0);
+        break;
+      case 2:  // grown by random bytes
+        bytes =
+            torch::cat({bytes, torch::randint(0, 256, {1 + static_cast<std::int64_t>(rng() % 8)},
+                                              torch::kUInt8)});
+        break;
+      default:  // a value more or fewer
+        p.values =
+            torch::randn({std::max<std::int64_t>(0, p.values.numel() + (rng() % 2 ? 1 : -1))});
+        break;
+    }
+    if (!varint) {
+      const auto width = p.indices.element_size();
+      if (bytes.numel() % width != 0) bytes = bytes.narrow(0, 0, bytes.numel() / width * width);
+      bytes = bytes.view(p.indices.scalar_type());
+    }
+    p.indices = bytes;
+    try {
+      const auto u = unpack(p, numel);
+      ++accepted;
+      const auto idx = u.indices.to(torch::kInt64);
+      ASSERT_EQ(idx.numel(), u.values.numel());
+      const auto* pi = idx.data_ptr<std::int64_t>();
+      for (std::int64_t j = 0; j < idx.numel(); ++j) {
+        ASSERT_GE(pi[j], j > 0 ? pi[j - 1] + 1 : 0) << "trial " << trial;
+        ASSERT_LT(pi[j], numel) << "trial " << trial;
+      }
+    } catch (const ProtocolError&) {
+      ++refused;
+    }
+  }
+  std::printf("[ measure ] corrupted sparse tensors: %d refused, %d accepted (and valid)\n",
+              refused, accepted);
+  EXPECT_GT(refused, 1000);
+  EXPECT_GT(accepted, 100);  // a flipped bit can still spell valid indices
 }
 
 TEST(SparseSum, DenseAccumulatorAndMergeEqualTheDenseSum) {
