@@ -8,6 +8,7 @@
 
 #include "compress_common.h"
 #include "cuda/gaussiank_cuda.h"
+#include "cuda/gaussiank_flow.h"
 #include "cutlayer/error.h"
 #include "cutlayer/kernels/cuda.h"
 
@@ -30,12 +31,11 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
                             double density, int max_corrections, bool reuse,
                             detail::ThresholdMemory& mem, CompressStats& stats) {
   const std::int64_t n = grad.numel();
-  const std::int64_t k = target_k(n, density);
-  stats = {k, 0, 0, 0};
   const auto dev = torch::TensorOptions().device(grad.device());
   SparseTensor out;
   out.numel = n;
   if (n == 0) {
+    stats = {target_k(n, density), 0, 0, 0};
     out.indices = torch::empty({0}, dev.dtype(index_dtype_for(n)));
     out.values = torch::empty({0}, dev.dtype(torch::kFloat32));
     return out;
@@ -45,17 +45,15 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   const float* g = grad.data_ptr<float>();
   float* x = ef ? r : const_cast<float*>(g);  // written only with error feedback
 
-  // Warm: the first pass also bins and keeps every |x| above a margin under the threshold
-  // the last call accepted (candidate indices are 32-bit, hence n <= 2^31), and the
-  // selection is queued right behind it, decided on the device: one wait per call.
-  const bool corrected = density < 1.0 && max_corrections > 0;
-  const float bound = mem.bound();
-  const bool binnable = corrected && n <= (std::int64_t{1} << 31);
-  const bool warm = reuse && binnable && std::isfinite(bound) && bound > 0.f;
-  const std::int64_t cap = binnable ? std::min(detail::candidate_cap(k), n) : 0;
-  const std::int64_t room = binnable ? cuda::warm_room(k) : 0;
-  const auto sort_bytes =
-      binnable ? static_cast<std::int64_t>(cuda::warm_select_temp_bytes(k, n)) : std::int64_t{0};
+  // The passes and decisions are gaussiank_flow's (shared with CudaWarmPathModel); here,
+  // the buffers and the launches behind its ops.
+  const detail::GaussianKPlan plan =
+      detail::plan_gaussiank(n, density, max_corrections, reuse, mem);
+  const std::int64_t k = plan.k, cap = plan.cap;
+  const std::int64_t room = plan.binnable ? cuda::warm_room(k) : 0;
+  const auto sort_bytes = plan.binnable
+                              ? static_cast<std::int64_t>(cuda::warm_select_temp_bytes(k, n))
+                              : std::int64_t{0};
   // One scratch allocation: the summary, the candidates, the picked, the sort's temp.
   const std::int64_t at_cand = aligned(sizeof(cuda::FirstPassSummary));
   const std::int64_t at_pick = at_cand + 2 * aligned(cap * 4);
@@ -67,120 +65,76 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   auto* cand_val = reinterpret_cast<float*>(base + at_cand + aligned(cap * 4));
   auto idx_out = torch::empty({room}, dev.dtype(torch::kInt32));
   auto val_out = torch::empty({room}, dev.dtype(torch::kFloat32));
-  // The selection decided on the device, queued behind a pass that binned above `b`.
-  auto queue_selection = [&](const cuda::ThresholdBins& b) {
-    check(cuda::warm_select(dsum, b, k, cap, cand_idx, cand_val, n,
-                            reinterpret_cast<unsigned int*>(base + at_pick),
-                            reinterpret_cast<float*>(base + at_pick + aligned(room * 4)),
-                            reinterpret_cast<unsigned int*>(idx_out.data_ptr<std::int32_t>()),
-                            val_out.data_ptr<float>(), r, base + at_temp,
-                            static_cast<std::size_t>(sort_bytes), stream),
-          "gaussiank selection");
-  };
-  const cuda::ThresholdBins bins = detail::make_threshold_bins(bound);
-  check(cuda::queue_first_pass(r, g, n, warm ? &bins : nullptr, cand_idx, cand_val, cap, dsum,
-                               stream),
-        "gaussiank first pass");
-  if (warm) queue_selection(bins);
-  cuda::FirstPassSummary sum;
-  check(cuda::read_summary(dsum, &sum, stream), "gaussiank first pass");
-  stats.passes = 1;
-  if (sum.nonfinite != 0 || !std::isfinite(sum.sum) || !std::isfinite(sum.sumsq))
-    refuse(residual, ef);
-  const double mean = sum.sum / n;
-  const double sd = std::sqrt(std::max(0.0, sum.sumsq / n - mean * mean));
 
-  const bool searchable = corrected && sd > 0.0;
-  double estimate = 0, t;
-  if (density >= 1.0) {
-    t = -1.0;  // everything
-  } else if (sd == 0.0) {
-    t = std::nextafter(static_cast<float>(std::fabs(mean)), 0.f);  // as on the CPU
-  } else {
-    estimate = detail::gaussiank_estimate(mean, sd, density);
-    t = estimate * mem.factor;
-  }
-  detail::ThresholdSearch search(n, k, sd, mean);
-  const auto above = static_cast<std::int64_t>(sum.above);
-  std::int64_t count = 0;
-  bool on_device = warm && sum.usable != 0;  // selected there, with the residual zeroed
-  if (on_device) {
-    t = sum.threshold;
-    count = sum.chosen;
-  } else {
-    // Not selected by the first pass. When the band lies in its bins but the candidates
-    // overflowed, the bins' exact counts give the threshold and a compaction pass selects.
-    // Otherwise (cold, a jump out of the bins' reach): binned passes, each a read-only first
-    // pass with bins at 0.9 x the search's next guess, decided the same way. The bins'
-    // counts feed the search either way.
-    bool decided = false;
-    if (warm && searchable) {
-      detail::observe_bins(bins, sum.hist, above, search);
-      const detail::EdgePick p = detail::pick_edge(sum.hist, above, k);
-      if (p.bin >= 0) {  // in the bins, but the candidates overflowed: compaction below
-        t = bins.edge[p.bin];
-        count = p.count;
-        decided = true;
-      }
+  struct DeviceOps {
+    const std::int64_t n, k, cap, room, sort_bytes;
+    float *r, *x;
+    const float* g;
+    bool ef;
+    char* base;
+    std::int64_t at_pick, at_temp;
+    cuda::FirstPassSummary* dsum;
+    unsigned int* cand_idx;
+    float* cand_val;
+    torch::Tensor &idx_out, &val_out, &residual;
+    torch::TensorOptions dev;
+    cudaStream_t stream;
+    SparseTensor& out;
+
+    // The selection decided on the device, queued behind a pass that binned above `b`.
+    void queue_selection(const cuda::ThresholdBins& b) {
+      check(cuda::warm_select(dsum, b, k, cap, cand_idx, cand_val, n,
+                              reinterpret_cast<unsigned int*>(base + at_pick),
+                              reinterpret_cast<float*>(base + at_pick + aligned(room * 4)),
+                              reinterpret_cast<unsigned int*>(idx_out.data_ptr<std::int32_t>()),
+                              val_out.data_ptr<float>(), r, base + at_temp,
+                              static_cast<std::size_t>(sort_bytes), stream),
+            "gaussiank selection");
     }
-    const int attempts = searchable && cap > 0 ? cuda::device_corrections(max_corrections) : 0;
-    for (int attempt = 0; attempt < attempts && !decided; ++attempt) {
-      const auto b2 = static_cast<float>(0.9 * (search.observed() ? search.next() : t));
-      if (!(b2 > 0.f) || !std::isfinite(b2)) break;
-      const cuda::ThresholdBins bins2 = detail::make_threshold_bins(b2);
-      check(cuda::queue_first_pass(x, nullptr, n, &bins2, cand_idx, cand_val, cap, dsum, stream),
+    cuda::FirstPassSummary wait(const char* what) {
+      cuda::FirstPassSummary s;
+      check(cuda::read_summary(dsum, &s, stream), what);
+      return s;
+    }
+    cuda::FirstPassSummary first_pass(const cuda::ThresholdBins* bins) {
+      check(cuda::queue_first_pass(r, g, n, bins, cand_idx, cand_val, cap, dsum, stream),
+            "gaussiank first pass");
+      if (bins != nullptr) queue_selection(*bins);
+      return wait("gaussiank first pass");
+    }
+    cuda::FirstPassSummary binned_pass(const cuda::ThresholdBins& bins) {
+      check(cuda::queue_first_pass(x, nullptr, n, &bins, cand_idx, cand_val, cap, dsum, stream),
             "gaussiank binned pass");
-      queue_selection(bins2);
-      cuda::FirstPassSummary s2;
-      check(cuda::read_summary(dsum, &s2, stream), "gaussiank binned pass");
-      ++stats.passes;
-      const auto a2 = static_cast<std::int64_t>(s2.above);
-      const detail::EdgePick p2 = detail::pick_edge(s2.hist, a2, k);
-      if (s2.usable != 0) {
-        t = s2.threshold;
-        count = s2.chosen;
-        on_device = decided = true;
-      } else if (p2.bin >= 0) {
-        t = bins2.edge[p2.bin];
-        count = p2.count;
-        decided = true;
-      } else {
-        detail::observe_bins(bins2, s2.hist, a2, search);
-      }
+      queue_selection(bins);
+      return wait("gaussiank binned pass");
     }
-    if (!decided) {
-      // Count passes: the last resort, and the only way for a threshold no bins can hold
-      // (everything, a constant vector, or no corrections at all).
-      const int max_passes = searchable ? cuda::device_corrections(max_corrections) + 1 : 1;
-      check(cuda::search_passes(x, n, t, max_passes, search, &dsum->above, &stats.passes, stream),
+    void count_passes(double t, int max_passes, detail::ThresholdSearch& search, int& passes) {
+      check(cuda::search_passes(x, n, t, max_passes, search, &dsum->above, &passes, stream),
             "gaussiank count");
-      t = search.best_threshold();
-      count = search.best_count();
     }
-  }
-  if (on_device) {
-    out.indices = idx_out.narrow(0, 0, count);
-    out.values = val_out.narrow(0, 0, count);
-  } else {
-    auto idx = torch::empty({count}, dev.dtype(torch::kInt64));
-    auto val = torch::empty({count}, dev.dtype(torch::kFloat32));
-    long long selected = 0;
-    // The raw API takes long long*; int64_t is long on LP64 Linux (same width, other type).
-    static_assert(sizeof(long long) == sizeof(std::int64_t));
-    auto* idx_ptr = reinterpret_cast<long long*>(idx.data_ptr<std::int64_t>());
-    check(cuda::select_compact(x, n, static_cast<float>(t), ef, idx_ptr, val.data_ptr<float>(),
-                               count, &selected, stream),
-          "gaussiank compaction");
-    ++stats.passes;
-    out.indices = idx.to(index_dtype_for(n));
-    out.values = val;
-  }
-  stats.selected = count;
-  stats.threshold = t;
-  if (reuse) {
-    if (searchable && estimate > 0) mem.factor = detail::learned_factor(search, t, count, estimate);
-    mem.learn(t, !warm || above <= cap, above, k);
-  }
+    void take_selection(std::int64_t count) {
+      out.indices = idx_out.narrow(0, 0, count);
+      out.values = val_out.narrow(0, 0, count);
+    }
+    void compact(float t, std::int64_t count) {
+      auto idx = torch::empty({count}, dev.dtype(torch::kInt64));
+      auto val = torch::empty({count}, dev.dtype(torch::kFloat32));
+      long long selected = 0;
+      // The raw API takes long long*; int64_t is long on LP64 Linux (same width, other type).
+      static_assert(sizeof(long long) == sizeof(std::int64_t));
+      auto* idx_ptr = reinterpret_cast<long long*>(idx.data_ptr<std::int64_t>());
+      check(cuda::select_compact(x, n, t, ef, idx_ptr, val.data_ptr<float>(), count, &selected,
+                                 stream),
+            "gaussiank compaction");
+      out.indices = idx.to(index_dtype_for(n));
+      out.values = val;
+    }
+    [[noreturn]] void refuse() { cutlayer::kernels::refuse(residual, ef); }
+  };
+  DeviceOps ops{n,        k,       cap,     room,     sort_bytes, r,      x,
+                g,        ef,      base,    at_pick,  at_temp,    dsum,   cand_idx,
+                cand_val, idx_out, val_out, residual, dev,        stream, out};
+  detail::gaussiank_flow(ops, plan, n, density, max_corrections, reuse, mem, stats);
   return out;
 }
 

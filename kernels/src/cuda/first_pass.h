@@ -1,5 +1,6 @@
-// What the CUDA gaussiank's first pass leaves in device memory. Plain C++ (no CUDA
-// headers): shared by the launches, the kernels and the CPU tests that emulate them.
+// What the CUDA gaussiank's first pass leaves in device memory, and how many corrections
+// the device may spend. Plain C++ (no CUDA headers): shared by the launches, the kernels,
+// the host flow (gaussiank_flow.h) and the CPU tests that emulate them.
 #pragma once
 
 #include "../threshold_bins.h"
@@ -28,5 +29,12 @@ struct FirstPassSummary {
   float sub_edge[detail::kThresholdBins] = {};
   unsigned int sub_hist[detail::kThresholdBins] = {};
 };
+
+// Corrections allowed on the device: a count pass costs microseconds, so at least 16 (the
+// step after a x0.05 jump takes 6-7 count passes in CudaWarmPathModel's streams, and up to
+// 8 on the tails of ThresholdSearch.ConvergesOnAnyTailFromAnyStart).
+inline int device_corrections(int max_corrections) {
+  return max_corrections > 0 ? (max_corrections > 16 ? max_corrections : 16) : 0;
+}
 
 }  // namespace cutlayer::kernels::cuda

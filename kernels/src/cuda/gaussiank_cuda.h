@@ -58,13 +58,6 @@ cudaError_t gaussiank_threshold(float* r, const float* g, long long n, double de
                                 int max_corrections, double factor, ThresholdResult* out,
                                 cudaStream_t stream);
 
-// Corrections allowed on the device: a count pass costs microseconds, so at least 16 (the
-// step after a x0.05 jump takes 6-7 count passes in CudaWarmPathModel's streams, and up to
-// 8 on the tails of ThresholdSearch.ConvergesOnAnyTailFromAnyStart).
-inline int device_corrections(int max_corrections) {
-  return max_corrections > 0 ? (max_corrections > 16 ? max_corrections : 16) : 0;
-}
-
 // Writes the ascending indices and values of |x| > t into out_idx/out_val (room for
 // `capacity`, which must be >= the count) and, when `zero_selected`, zeroes them in x.
 // One read-only pass; waits for the count.

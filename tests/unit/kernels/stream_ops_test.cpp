@@ -8,10 +8,12 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "compress_common.h"
+#include "cuda/gaussiank_flow.h"
 #include "threshold_bins.h"
 #include "threshold_search.h"
 
@@ -439,16 +441,100 @@ TEST(ThresholdBins, EdgeCountsEqualCountPasses) {
   EXPECT_EQ(threshold_bin(big.edge, std::numeric_limits<float>::max()), 63);
 }
 
-// The CUDA gaussiank's warm path, modelled on the CPU with the same pieces its glue
-// (cuda_torch.cpp) and kernels use: the remembered bound, the bins' exact counts,
-// pick_edge's decision (usable only when every element above the bound fits the cap), the
-// refinement of a bin the band falls inside (band_crossing, make_sub_edges), the binned
-// passes when the first pass decides nothing, and ThresholdMemory::learn. Without the
-// refinement the cycled stream at 0.001 took one pass on only 28 of 40 steps (its residual
-// piles up in a cliff right under the last threshold, inside one 2.2% bin); with count
-// passes instead of binned ones, the step after a x0.05 jump took 9 to 11 passes (6-7 since the
-// search's one-sided steps improved). On the CPU test's error-feedback streams it must land
-// in band on every step and take one pass on most: what the GPU tests expect of the device
+// gaussiank_flow's ops on the CPU: what the CUDA kernels do (the first pass, the device's
+// decision and the refinement of a bin the band falls inside, the selection, the count
+// passes, the compaction), so that CudaWarmPathModel runs the glue's own flow.
+struct CpuDeviceOps {
+  std::vector<float>& r;
+  const std::vector<float>& g;
+  std::int64_t k, cap;
+  float decided_t = 0;  // the threshold of the last pass the device decided
+  bool on_device = false;
+  std::int64_t selected = -1;
+
+  std::int64_t count(float t) const {
+    std::int64_t c = 0;
+    for (float v : r) c += std::fabs(v) > t;
+    return c;
+  }
+  // decide_kernel, plan_refine_kernel, refine_kernel, refine_decide_kernel: usable only when
+  // every element above the bound was kept.
+  void decide(const ThresholdBins& b, cuda::FirstPassSummary& s) const {
+    const auto a = static_cast<std::int64_t>(s.above);
+    if (a > cap) return;
+    const EdgePick p = pick_edge(s.hist, a, k);
+    if (p.bin >= 0) {
+      s.usable = 1;
+      s.threshold = b.edge[p.bin];
+      s.chosen = static_cast<unsigned>(p.count);
+      return;
+    }
+    const int x = band_crossing(s.hist, a, k);
+    if (x < 0) return;
+    float sub[kThresholdBins];
+    make_sub_edges(b.edge[x], b.edge[x + 1], sub);
+    unsigned sh[kThresholdBins] = {};
+    std::int64_t lower = 0;
+    for (int j = x; j < kThresholdBins; ++j) lower += s.hist[j];
+    for (float v : r) {
+      const float m = std::fabs(v);
+      if (m > b.edge[x] && m <= b.edge[x + 1]) ++sh[threshold_bin(sub, m)];
+    }
+    const EdgePick f = pick_edge(sh, lower, k, lower - s.hist[x]);
+    if (f.bin < 0) return;
+    s.usable = 1;
+    s.threshold = sub[f.bin];
+    s.chosen = static_cast<unsigned>(f.count);
+  }
+  cuda::FirstPassSummary pass(const ThresholdBins* b, bool accumulate) {
+    cuda::FirstPassSummary s;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (accumulate) r[i] += g[i];
+      s.sum += r[i];
+      s.sumsq += static_cast<double>(r[i]) * r[i];
+      if (!std::isfinite(r[i])) s.nonfinite = 1;
+      if (b != nullptr && std::fabs(r[i]) > b->edge[0]) {
+        ++s.hist[threshold_bin(b->edge, std::fabs(r[i]))];
+        ++s.above;
+      }
+    }
+    if (b != nullptr) decide(*b, s);
+    if (s.usable != 0) decided_t = s.threshold;
+    return s;
+  }
+  cuda::FirstPassSummary first_pass(const ThresholdBins* b) { return pass(b, true); }
+  cuda::FirstPassSummary binned_pass(const ThresholdBins& b) { return pass(&b, false); }
+  void count_passes(double t, int max_passes, ThresholdSearch& search, int& passes) {
+    if (search.observed()) t = search.next();
+    for (int attempt = 0;; ++attempt) {
+      const std::int64_t c = count(static_cast<float>(t));
+      ++passes;
+      search.observe(t, c);
+      if (search.in_band(c) || attempt + 1 >= max_passes) return;
+      t = search.next();
+    }
+  }
+  void send_above(float t, std::int64_t want) {
+    ASSERT_EQ(count(t), want) << "the flow's count is exact";
+    for (auto& v : r)
+      if (std::fabs(v) > t) v = 0.f;
+    selected = want;
+  }
+  void take_selection(std::int64_t c) {
+    on_device = true;
+    send_above(decided_t, c);
+  }
+  void compact(float t, std::int64_t c) { send_above(t, c); }
+  [[noreturn]] void refuse() { throw std::runtime_error("non-finite"); }
+};
+
+// The CUDA gaussiank's warm path on the CPU: gaussiank_flow (the glue's own passes and
+// decisions) over CpuDeviceOps. Without the refinement the cycled stream at 0.001 took one
+// pass on only 28 of 40 steps (its residual piles up in a cliff right under the last
+// threshold, inside one 2.2% bin); with count passes instead of binned ones, the step after
+// a x0.05 jump took 9 to 11 passes (6-7 since the search's one-sided steps improved). On the
+// CPU test's error-feedback streams it must land in band on every step and take one pass on
+// most: what the GPU tests expect of the device
 // (CudaCompressor.WarmGaussianKIsOnePassAndKeepsTheInvariant).
 TEST(CudaWarmPathModel, OnePassAndInBandOnErrorFeedbackStreams) {
   const std::int64_t n = 1 << 20;
@@ -460,10 +546,9 @@ TEST(CudaWarmPathModel, OnePassAndInBandOnErrorFeedbackStreams) {
       for (auto& c : cycle)
         for (auto& v : c) v = nd(rng);
       const std::int64_t k = static_cast<std::int64_t>(std::ceil(density * n));
-      const std::int64_t cap = std::min(candidate_cap(k), n);
       std::vector<float> r(n, 0.f), g(n);
       ThresholdMemory mem;
-      int in_band = 0, one_pass = 0, worst = 0;
+      int in_band = 0, one_pass = 0, worst = 0, on_device = 0;
       std::string pattern, misses;
       for (int step = 0; step < 40; ++step) {
         float scale = 1;
@@ -474,106 +559,25 @@ TEST(CudaWarmPathModel, OnePassAndInBandOnErrorFeedbackStreams) {
         } else {
           for (auto& v : g) v = scale * nd(rng);
         }
-        // The first pass: r += g, moments, and (warm) the bins above the bound.
-        const float bound = mem.bound();
-        const bool warm = std::isfinite(bound) && bound > 0.f;
-        const ThresholdBins bins = make_threshold_bins(bound);
-        std::vector<unsigned> hist(kThresholdBins, 0);
-        std::int64_t above = 0;
-        double sum = 0, sumsq = 0;
-        for (std::int64_t i = 0; i < n; ++i) {
-          r[i] += g[i];
-          sum += r[i];
-          sumsq += static_cast<double>(r[i]) * r[i];
-          if (warm && std::fabs(r[i]) > bound) {
-            ++hist[threshold_bin(bins.edge, std::fabs(r[i]))];
-            ++above;
-          }
-        }
-        const double mean = sum / n, sd = std::sqrt(std::max(0.0, sumsq / n - mean * mean));
-        auto count = [&](float t) {
-          std::int64_t c = 0;
-          for (float v : r) c += std::fabs(v) > t;
-          return c;
-        };
-        const double estimate = gaussiank_estimate(mean, sd, density);
-        ThresholdSearch search(n, k, sd);
-        double t;
-        std::int64_t c;
-        int passes = 1;
-        // What the device decides after a pass that binned above `b`: 1, selected there
-        // (an edge in the band, or one inside the bin the band falls in, refined 128 times
-        // finer over its candidates); 2, the threshold off the bins alone and a compaction
-        // pass (the candidates overflowed the cap); 0, nothing.
-        auto decide = [&](const ThresholdBins& b, const std::vector<unsigned>& h, std::int64_t a,
-                          double& t_out, std::int64_t& c_out) {
-          const EdgePick p = pick_edge(h.data(), a, k);
-          if (p.bin >= 0) {
-            t_out = b.edge[p.bin];
-            c_out = p.count;
-            return a <= cap ? 1 : 2;
-          }
-          const int x = a <= cap ? band_crossing(h.data(), a, k) : -1;
-          if (x < 0) return 0;
-          float sub[kThresholdBins];
-          make_sub_edges(b.edge[x], b.edge[x + 1], sub);
-          std::vector<unsigned> sh(kThresholdBins, 0);
-          std::int64_t lower = 0;
-          for (int j = x; j < kThresholdBins; ++j) lower += h[j];
-          for (float v : r) {
-            const float m = std::fabs(v);
-            if (m > b.edge[x] && m <= b.edge[x + 1]) ++sh[threshold_bin(sub, m)];
-          }
-          const EdgePick f = pick_edge(sh.data(), lower, k, lower - h[x]);
-          if (f.bin < 0) return 0;
-          t_out = sub[f.bin];
-          c_out = f.count;
-          return 1;
-        };
-        int decided = warm ? decide(bins, hist, above, t, c) : 0;
-        if (decided == 0) {
-          // Binned passes: each a read-only first pass with bins at 0.9 x the search's next
-          // guess, decided the same way.
-          if (warm) observe_bins(bins, hist.data(), above, search);
-          for (int attempt = 0; attempt < 16 && decided == 0; ++attempt) {  // device_corrections(3)
-            const double target = search.observed() ? search.next() : estimate * mem.factor;
-            const float b2 = static_cast<float>(0.9 * target);
-            const ThresholdBins bins2 = make_threshold_bins(b2);
-            std::vector<unsigned> h2(kThresholdBins, 0);
-            std::int64_t a2 = 0;
-            for (float v : r) {
-              if (std::fabs(v) > b2) {
-                ++h2[threshold_bin(bins2.edge, std::fabs(v))];
-                ++a2;
-              }
-            }
-            ++passes;
-            decided = decide(bins2, h2, a2, t, c);
-            if (decided == 0) observe_bins(bins2, h2.data(), a2, search);
-          }
-          if (decided == 0) {
-            t = search.best_threshold();
-            c = search.best_count();
-            ++passes;  // the compaction pass
-          }
-        }
-        if (decided == 2) ++passes;                  // too many candidates: a compaction pass
-        ASSERT_EQ(c, count(static_cast<float>(t)));  // the decision's count is exact
-        for (auto& v : r)
-          if (std::fabs(v) > static_cast<float>(t)) v = 0.f;  // sent
-        mem.factor = learned_factor(search, t, c, estimate);
-        mem.learn(t, !warm || above <= cap, above, k);
+        const GaussianKPlan plan = plan_gaussiank(n, density, 3, true, mem);
+        CpuDeviceOps ops{r, g, plan.k, plan.cap};
+        CompressStats st;
+        gaussiank_flow(ops, plan, n, density, 3, true, mem, st);
+        ASSERT_EQ(st.selected, ops.selected);
+        const std::int64_t c = st.selected;
+        const int passes = st.passes;
         const bool ok = 3 * c >= 2 * k && 3 * c <= 4 * k;
         in_band += ok;
         one_pass += passes == 1;
+        on_device += ops.on_device;
         worst = std::max(worst, passes);
         pattern += passes == 1 ? 'w' : static_cast<char>('0' + std::min(passes, 9));
         if (!ok) misses += " " + std::to_string(step) + ":" + std::to_string(c);
       }
       std::printf(
           "[ measure ] cuda warm path model, density %.3f %s: %d/40 in band, %d/40 "
-          "one-pass (%s)\n",
-          density, stream.c_str(), in_band, one_pass, pattern.c_str());
+          "one-pass, %d/40 selected on the device (%s)\n",
+          density, stream.c_str(), in_band, one_pass, on_device, pattern.c_str());
       EXPECT_TRUE(misses.empty()) << stream << " density " << density << ": out of band at"
                                   << misses;
       EXPECT_GE(one_pass, 30) << stream << " density " << density << ": " << pattern;
