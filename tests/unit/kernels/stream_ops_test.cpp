@@ -528,6 +528,84 @@ struct CpuDeviceOps {
   [[noreturn]] void refuse() { throw std::runtime_error("non-finite"); }
 };
 
+// gaussiank_flow's other branches, over the CPU ops: each call's passes and selection are
+// what the device would do.
+TEST(GaussianKFlow, ColdCallsAndEdgeCasesOnTheCpu) {
+  const std::int64_t n = 1 << 16;
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> g(n);
+  for (auto& v : g) v = nd(rng);
+  struct Call {
+    CompressStats st;
+    bool on_device = false;
+    std::int64_t selected = -1;  // what the ops sent (-1: nothing)
+  };
+  auto run = [&](std::vector<float>& r, double density, int max_corrections, bool reuse,
+                 ThresholdMemory& mem, Call& call) {
+    const GaussianKPlan plan = plan_gaussiank(n, density, max_corrections, reuse, mem);
+    CpuDeviceOps ops{r, g, plan.k, plan.cap};
+    try {
+      gaussiank_flow(ops, plan, n, density, max_corrections, reuse, mem, call.st);
+    } catch (...) {
+      call.selected = ops.selected;
+      throw;
+    }
+    call.on_device = ops.on_device;
+    call.selected = ops.selected;
+    return call.st;
+  };
+  Call call;
+  {  // Reuse off: every call cold. On Gaussian data a first pass and one binned pass
+     // decided on the device; on the error-feedback residual after it, one more at most.
+    std::vector<float> r(n, 0.f);
+    for (int step = 0; step < 8; ++step) {
+      ThresholdMemory mem;
+      const CompressStats st = run(r, 0.01, 3, false, mem, call);
+      if (step == 0) {
+        EXPECT_EQ(st.passes, 2);
+      }
+      EXPECT_LE(st.passes, 3) << "step " << step;
+      EXPECT_TRUE(call.on_device) << "step " << step;
+      EXPECT_GE(3 * st.selected, 2 * st.target_k);
+      EXPECT_LE(3 * st.selected, 4 * st.target_k);
+    }
+  }
+  {  // No corrections: the raw threshold, counted once, then compacted.
+    std::vector<float> r(n, 0.f);
+    ThresholdMemory mem;
+    const CompressStats st = run(r, 0.01, 0, true, mem, call);
+    EXPECT_EQ(st.passes, 3);
+    EXPECT_FALSE(call.on_device);
+    const double t = gaussiank_estimate(0.0, 1.0, 0.01);
+    EXPECT_NEAR(st.threshold, t, 0.05 * t);  // the moments of 65K draws
+  }
+  {  // Density 1: everything, by a count pass and a compaction.
+    std::vector<float> r(n, 0.f);
+    ThresholdMemory mem;
+    const CompressStats st = run(r, 1.0, 3, true, mem, call);
+    EXPECT_EQ(st.selected, n);
+    for (float v : r) ASSERT_EQ(v, 0.f);
+  }
+  {  // A constant vector: all of it (nothing tells its elements apart).
+    std::vector<float> r(n, 0.f);
+    std::vector<float> saved = g;
+    std::fill(g.begin(), g.end(), 0.25f);
+    ThresholdMemory mem;
+    const CompressStats st = run(r, 0.01, 3, true, mem, call);
+    EXPECT_EQ(st.selected, n);
+    g = saved;
+  }
+  {  // NaN: refused before anything is selected.
+    std::vector<float> r(n, 0.f);
+    g[7] = NAN;
+    ThresholdMemory mem;
+    call = Call{};
+    EXPECT_THROW(run(r, 0.01, 3, true, mem, call), std::runtime_error);
+    EXPECT_EQ(call.selected, -1);
+  }
+}
+
 // The CUDA gaussiank's warm path on the CPU: gaussiank_flow (the glue's own passes and
 // decisions) over CpuDeviceOps. Without the refinement the cycled stream at 0.001 took one
 // pass on only 28 of 40 steps (its residual piles up in a cliff right under the last
