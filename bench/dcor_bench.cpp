@@ -5,8 +5,7 @@
 // dcor_share_of_step = dCor forward+backward alone / the plain step (interleaved medians).
 #include <torch/torch.h>
 
-#include "cutlayer/process_tuning.h"
-
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +14,7 @@
 
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/privacy/dcor.h"
+#include "cutlayer/process_tuning.h"
 
 using namespace cutlayer;
 using Clock = std::chrono::steady_clock;
@@ -42,10 +42,29 @@ std::vector<double> interleaved_ms(const std::vector<std::function<void()>>& fns
 }
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  CLI::App app{
+      "cutlayer-bench-dcor: the NoPeek term's cost (dCor forward + backward at fmnist-cnn's cut)\n"
+      "beside one monolithic training step of the same batch, interleaved in one run"};
+  std::vector<std::int64_t> batches{32, 64, 128};
+  int reps = 61;
+  int threads = 2;
+  app.add_option("--batch", batches, "batch sizes, e.g. --batch 32,64,128")
+      ->delimiter(',')
+      ->check(CLI::Range(std::int64_t{2}, std::int64_t{4096}));
+  app.add_option("--reps", reps, "timed repeats per contender (the median is reported)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--threads", threads, "intra-op threads for every contender")
+      ->check(CLI::Range(1, 256));
+  app.footer(
+      "One JSON line per batch size on stdout:\n"
+      "  {\"bench\":\"dcor\",\"batch\":..,\"dcor_ms\":..,\"step_ms\":..,\"step_with_dcor_ms\":..,"
+      "\"dcor_share_of_step\":..}\n"
+      "dcor_share_of_step = dCor forward+backward alone / the plain step (medians).");
+  CLI11_PARSE(app, argc, argv);
   cutlayer::tune_threads();
-  torch::set_num_threads(2);
-  for (std::int64_t batch : {32, 64, 128}) {
+  torch::set_num_threads(threads);
+  for (std::int64_t batch : batches) {
     auto m = model::build_split(model::preset("fmnist-cnn", false), 1);
     std::vector<torch::Tensor> params = m.front->parameters();
     for (auto& p : m.back->parameters()) params.push_back(p);
@@ -55,25 +74,29 @@ int main() {
     const auto x = torch::randn({batch, 1, 28, 28});
     const auto y = torch::randint(0, 10, {batch}, torch::kInt64);
     auto zd = m.front->forward(x).detach().requires_grad_(true);
-    const auto t = interleaved_ms({
-        [&] {
-          auto loss = torch::nn::functional::cross_entropy(m.back->forward(m.front->forward(x)), y);
-          opt.zero_grad();
-          loss.backward();
-          opt.step();
+    const auto t = interleaved_ms(
+        {
+            [&] {
+              auto loss =
+                  torch::nn::functional::cross_entropy(m.back->forward(m.front->forward(x)), y);
+              opt.zero_grad();
+              loss.backward();
+              opt.step();
+            },
+            [&] {
+              auto z = m.front->forward(x);
+              auto loss = torch::nn::functional::cross_entropy(m.back->forward(z), y) +
+                          0.5 * privacy::dcor(x, z);
+              opt.zero_grad();
+              loss.backward();
+              opt.step();
+            },
+            [&] {
+              auto d = privacy::dcor(x, zd);
+              d.backward();
+            },
         },
-        [&] {
-          auto z = m.front->forward(x);
-          auto loss = torch::nn::functional::cross_entropy(m.back->forward(z), y) + 0.5 * privacy::dcor(x, z);
-          opt.zero_grad();
-          loss.backward();
-          opt.step();
-        },
-        [&] {
-          auto d = privacy::dcor(x, zd);
-          d.backward();
-        },
-    });
+        reps);
     const double step = t[0], with_dcor = t[1], dcor_only = t[2];
     std::printf("{\"bench\":\"dcor\",\"batch\":%lld,\"dcor_ms\":%.3f,\"step_ms\":%.3f,\"step_with_dcor_ms\":%.3f,"
                 "\"dcor_share_of_step\":%.3f}\n",

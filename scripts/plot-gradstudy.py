@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""PNG of a cutlayer-gradstudy run: usage scripts/plot-gradstudy.py PREFIX (reads PREFIX.csv,
-PREFIX-hist.csv; writes PREFIX.png). Panels: kurtosis per step (3 = Gaussian), selected/k
-of the gaussiank threshold (raw and with corrections; the band [2/3, 4/3] shaded), and
-histograms of x/sigma at a few steps against the standard normal density."""
+"""PNG of a cutlayer-gradstudy run: reads PREFIX.csv and PREFIX-hist.csv, writes PREFIX.png.
+Panels: kurtosis per step (3 = Gaussian), selected/k of the gaussiank threshold (raw and
+with corrections; the band [2/3, 4/3] shaded), and histograms of x/sigma at a few steps
+against the standard normal density."""
+import argparse
 import csv
 import math
 import sys
@@ -12,9 +13,25 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-prefix = sys.argv[1] if len(sys.argv) > 1 else sys.exit(__doc__)
-rows = list(csv.DictReader(open(prefix + ".csv")))
-hist = list(csv.DictReader(open(prefix + "-hist.csv")))
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("prefix", help="the -o PREFIX given to cutlayer-gradstudy, e.g. run/study/fmnist")
+prefix = parser.parse_args().prefix
+
+
+def read_csv(path, columns):
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        sys.exit(f"plot-gradstudy: cannot read {path}: {e.strerror} (run cutlayer-gradstudy -o {prefix} first)")
+    missing = [c for c in columns if rows and c not in rows[0]]
+    if not rows or missing:
+        sys.exit(f"plot-gradstudy: {path} has no rows or lacks the columns {missing}: not a cutlayer-gradstudy CSV")
+    return rows
+
+
+rows = read_csv(prefix + ".csv", ["view", "step", "kurtosis", "selected_over_k_raw", "selected_over_k"])
+hist = read_csv(prefix + "-hist.csv", ["view", "step", "bin_center_sigma", "fraction"])
 fig, ax = plt.subplots(1, 3, figsize=(16, 4.2))
 for view in ["gradient", "gradient+residual"]:
     r = [x for x in rows if x["view"] == view]

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Image grid of a cutlayer-leakage run: originals (top) and the decoder's reconstructions
-(bottom) for the first 16 evaluation examples. usage: scripts/plot-leakage.py DIR"""
+(bottom) for the first 16 evaluation examples, written to DIR/reconstructions.png."""
+import argparse
 import sys
 
 import matplotlib
@@ -9,8 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-d = sys.argv[1] if len(sys.argv) > 1 else sys.exit(__doc__)
-x, r = np.load(f"{d}/x.npy"), np.load(f"{d}/recon.npy")
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("dir", help="the -o DIR given to cutlayer-leakage (holds x.npy and recon.npy)")
+d = parser.parse_args().dir
+try:
+    x, r = np.load(f"{d}/x.npy"), np.load(f"{d}/recon.npy")
+except (OSError, ValueError) as e:
+    sys.exit(f"plot-leakage: cannot load {d}/x.npy and {d}/recon.npy ({e}); run cutlayer-leakage -o {d} first")
+if x.ndim != 4 or x.shape != r.shape:
+    sys.exit(f"plot-leakage: {d}/x.npy {x.shape} and recon.npy {r.shape} are not matching N x C x H x W images")
 n = min(16, len(x))
 fig, ax = plt.subplots(2, n, figsize=(n * 0.9, 2.2))
 for i in range(n):
