@@ -149,12 +149,19 @@ int main(int argc, char** argv) {
       if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
         const auto [acc, tl] = evaluate(m, data.test, nopeek);
         log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
+        metrics_file.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f}}})",
+                                       b.step + 1, acc, tl));
       }
     }
     if (!save_front.empty()) torch::save(m.front, save_front);
     const double seconds = progress.seconds();
     double test_acc = -1, test_loss = -1;
-    if (data.test.size() > 0) std::tie(test_acc, test_loss) = evaluate(m, data.test, nopeek);
+    if (data.test.size() > 0) {
+      std::tie(test_acc, test_loss) = evaluate(m, data.test, nopeek);
+      metrics_file.write(
+          fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"final":true}})",
+                      samples > 0 ? b.step + 1 : 0, test_acc, test_loss));
+    }
     std::cout << fmt::format(
                      R"({{"tool":"cutlayer-train","steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f}}})",
                      b.step + 1, samples, seconds, samples / seconds, last_loss, test_acc, test_loss)

@@ -265,9 +265,16 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   }
   const double seconds = progress.seconds();
   const auto e = stop ? EvalResult{} : evaluate();
-  if (!stop)
+  if (!stop) {
     log->info("{}: final test accuracy {:.4f} over {} examples; dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
               options_.name, e.accuracy, data_.test.size(), e.dcor, e.dcor2_u);
+    // The metrics file ends with the same figures as the summary: a plot or a script
+    // reading only the file sees where the run ended.
+    metrics.write(fmt::format(
+        R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}{},"final":true}})",
+        steps, e.accuracy, e.loss, e.dcor, e.dcor2_u,
+        sync_ ? fmt::format(R"(,"round":{})", sync_->version()) : std::string()));
+  }
   link_.leave(stop ? "interrupted" : "training done");
   if (!options_.save_front.empty()) {
     torch::save(model_.front, options_.save_front);
