@@ -2,9 +2,10 @@
 # scripts/bench.sh NAME [ARGS...]: builds what NAME needs and runs it; prints one JSON
 # object per result line. Names: transport, compress, e2e, dcor, aggregation, leakage
 set -euo pipefail
+[[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 name=${1:-}
-[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor|aggregation|leakage)" >&2; exit 2; }
+[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor|aggregation|leakage; --help: more)" >&2; exit 2; }
 shift
 bash scripts/build.sh >&2
 case "$name" in

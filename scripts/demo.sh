@@ -9,6 +9,7 @@
 # Options: EPOCHS=1 (per client) MODE=vanilla|u-shaped SYNC=1|0 (0: fmnist-cnn, each
 # client's front its own; U-shaped runs use SYNC=0)
 set -euo pipefail
+[[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 bin=build/bin run=run/demo epochs=${EPOCHS:-1} mode=${MODE:-vanilla}

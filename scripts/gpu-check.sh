@@ -7,6 +7,7 @@
 # Before the device call, run scripts/gpu-prepare.sh here and carry ".gpu-deps": the
 # lent machine has no GoogleTest, and without it no test builds there.
 set -euo pipefail
+[[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-out}
 mkdir -p "$out"

@@ -5,6 +5,7 @@
 #   gpu-labelled tests build there (scripts/gpu-check.sh finds them).
 # Then on the device: carry [".gpu-deps"], command "bash scripts/gpu-check.sh".
 set -euo pipefail
+[[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/src/googletest/CMakeLists.txt ]; then
   bash scripts/install-deps.sh >/dev/null

@@ -3,6 +3,7 @@
 # Idempotent: packages already present are skipped; `apt-get update` runs only when the
 # package lists are missing or a package cannot be found. Run as root (or via sudo).
 set -euo pipefail
+[[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 
 PACKAGES=(
   # toolchain
