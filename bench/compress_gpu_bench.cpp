@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -17,6 +18,8 @@
 
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/kernels/cuda.h"
+#include "compress_common.h"     // kernels/src: candidate_cap, for --breakdown
+#include "cuda/gaussiank_cuda.h"  // kernels/src: the raw entry points, for --breakdown
 
 using namespace cutlayer::kernels;
 
@@ -49,12 +52,153 @@ constexpr const char* kUsage =
     "same error feedback and vs torch.topk alone, with a device-to-device copy as the streaming\n"
     "ceiling, all in one run (CUDA events, median of 21 after a warm-up). Sizes 1M, 10M, 25M\n"
     "fp32 at density 0.01 and 0.001.\n"
-    "Usage: cutlayer-bench-compress-gpu [--help]\n"
+    "Usage: cutlayer-bench-compress-gpu [--help] [--breakdown]\n"
+    "  --breakdown: where a warm call's time goes at 25M / 0.001 (one JSON line), instead\n"
+    "  of the sizes.\n"
     "One JSON line per algorithm, size and density on stdout:\n"
     "  {\"bench\":\"compress_gpu\",\"algo\":..,\"numel\":..,\"density\":..,\"ms\":..,\n"
     "   \"speedup_vs_torch_topk\":..,\"speedup_vs_topk_alone\":..,\"fraction_of_stream\":..,\n"
     "   \"selected\":..,\"passes\":..,\"warm\":..,\"in_band\":..}\n"
     "Without a CUDA device (or with a CPU-only LibTorch) it says so and measures nothing.\n";
+
+// Where a warm gaussiank call's time goes at 25M / 0.001: the raw device work in steps
+// (the wait alone, the first pass without and with bins, the pass plus the on-device
+// selection) beside the whole call and the streaming floors. The gradient alternates
+// sign so that r += g keeps the residual's scale (and the bins' candidates) steady.
+void breakdown() {
+  const std::int64_t n = 25000000;
+  const double density = 0.001;
+  const auto dev = torch::TensorOptions().device(torch::kCUDA);
+  const std::int64_t k = target_k(n, density);
+  auto g = torch::randn({n}, dev) * 0.01, neg = -g;
+  auto r = torch::zeros({n}, dev), src = torch::randn({n}, dev), dst = torch::empty({n}, dev);
+  auto c = make_compressor("gaussiank");
+  std::size_t step = 0;
+  for (int i = 0; i < 8; ++i) c->compress(step++ % 2 ? neg : g, r, density);
+  const double t = c->last_stats().threshold;
+  auto stream = at::cuda::getCurrentCUDAStream().stream();
+  const std::int64_t cap = cutlayer::kernels::detail::candidate_cap(k), room = cuda::warm_room(k);
+  const std::size_t temp_bytes = cuda::warm_select_temp_bytes(k, n);
+  auto work = torch::empty({static_cast<std::int64_t>(sizeof(cuda::FirstPassSummary)) + 16 * cap +
+                                16 * room + static_cast<std::int64_t>(temp_bytes) + 4096},
+                           dev.dtype(torch::kUInt8));
+  char* base = static_cast<char*>(work.data_ptr());
+  auto* dsum = reinterpret_cast<cuda::FirstPassSummary*>(base);
+  char* p = base + 2048;
+  auto take = [&](std::int64_t bytes) { char* q = p; p += (bytes + 255) / 256 * 256; return q; };
+  auto* cand_idx = reinterpret_cast<unsigned int*>(take(4 * cap));
+  auto* cand_val = reinterpret_cast<float*>(take(4 * cap));
+  auto* pick_idx = reinterpret_cast<unsigned int*>(take(4 * room));
+  auto* pick_val = reinterpret_cast<float*>(take(4 * room));
+  auto* out_idx = reinterpret_cast<unsigned int*>(take(4 * room));
+  auto* out_val = reinterpret_cast<float*>(take(4 * room));
+  void* temp = take(static_cast<std::int64_t>(temp_bytes));
+  const auto bins = cutlayer::kernels::detail::make_threshold_bins(static_cast<float>(0.9 * t));
+  cuda::FirstPassSummary hs;
+  float* rp = r.data_ptr<float>();
+  auto gp = [&] { return (step++ % 2 ? neg : g).data_ptr<float>(); };
+  const double wait_ms = median_ms([&] { cuda::read_summary(dsum, &hs, stream); });
+  const double copy_ms = median_ms([&] { dst.copy_(src); });
+  const double add_ms = median_ms([&] { r.add_(step++ % 2 ? neg : g); });
+  const double plain_ms = median_ms([&] {
+    cuda::first_pass(rp, gp(), n, nullptr, nullptr, nullptr, 0, dsum, &hs, stream);
+  });
+  const double binned_ms = median_ms([&] {
+    cuda::first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, &hs, stream);
+  });
+  const double select_ms = median_ms([&] {
+    cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, stream);
+    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
+                      out_val, rp, temp, temp_bytes, stream);
+    cuda::read_summary(dsum, &hs, stream);
+  });
+  const unsigned usable = hs.usable;
+  // The same on a side stream, by the host's clock: launched one by one, and with the
+  // selection (or the whole call) replayed as a CUDA graph captured once.
+  cudaStream_t cs;
+  cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking);
+  auto host_ms = [&](const std::function<void()>& fn) {
+    std::vector<double> t;
+    for (int i = 0; i < 24; ++i) {
+      const auto a = std::chrono::steady_clock::now();
+      fn();
+      t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  std::vector<double> enqueue;
+  const double side_ms = host_ms([&] {
+    cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
+    const auto a = std::chrono::steady_clock::now();
+    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
+                      out_val, rp, temp, temp_bytes, cs);
+    enqueue.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
+    cuda::read_summary(dsum, &hs, cs);
+  });
+  std::sort(enqueue.begin(), enqueue.end());
+  auto capture = [&](const std::function<void()>& fn) {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec = nullptr;
+    cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal);
+    fn();
+    if (cudaStreamEndCapture(cs, &graph) != cudaSuccess ||
+        cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+      std::fprintf(stderr, "breakdown: graph capture failed: %s\n", cudaGetErrorString(cudaGetLastError()));
+      return exec;
+    }
+    return exec;
+  };
+  auto select_graph = capture([&] {
+    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
+                      out_val, rp, temp, temp_bytes, cs);
+  });
+  double graph_select_ms = -1, graph_all_ms = -1;
+  unsigned graph_usable = 0;
+  if (select_graph != nullptr) {
+    graph_select_ms = host_ms([&] {
+      cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
+      cudaGraphLaunch(select_graph, cs);
+      cuda::read_summary(dsum, &hs, cs);
+    });
+    graph_usable = hs.usable;
+  }
+  cudaGraphExec_t all[2];
+  for (int i = 0; i < 2; ++i) {
+    float* gi = (i ? neg : g).data_ptr<float>();
+    all[i] = capture([&] {
+      cuda::queue_first_pass(rp, gi, n, &bins, cand_idx, cand_val, cap, dsum, cs);
+      cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
+                        out_val, rp, temp, temp_bytes, cs);
+    });
+  }
+  if (all[0] != nullptr && all[1] != nullptr) {
+    graph_all_ms = host_ms([&] {
+      cudaGraphLaunch(all[step++ % 2], cs);
+      cuda::read_summary(dsum, &hs, cs);
+    });
+  }
+  // The selection's sort alone (room items), and the decision + pick + zeroing without it.
+  const double sort_ms = median_ms([&] {
+    cuda::sort_by_index(pick_idx, pick_val, out_idx, out_val, room, n, temp, temp_bytes, stream);
+    cuda::read_summary(dsum, &hs, stream);
+  }) - wait_ms;
+  std::printf("{\"bench\":\"compress_gpu_sort\",\"items\":%lld,\"sort_ms\":%.4f}\n",
+              static_cast<long long>(room), sort_ms);
+  std::printf("{\"bench\":\"compress_gpu_graphs\",\"side_stream_ms\":%.4f,\"select_enqueue_us\":%.1f,"
+              "\"graph_select_ms\":%.4f,\"graph_select_usable\":%u,\"graph_all_ms\":%.4f,"
+              "\"graph_all_usable\":%u}\n",
+              side_ms, enqueue[enqueue.size() / 2], graph_select_ms, graph_usable, graph_all_ms,
+              hs.usable);
+  const double call_ms = median_ms([&] { c->compress(step++ % 2 ? neg : g, r, density); });
+  std::printf("{\"bench\":\"compress_gpu_breakdown\",\"numel\":%lld,\"density\":%g,"
+              "\"wait_ms\":%.4f,\"copy_ms\":%.4f,\"ef_add_ms\":%.4f,\"first_pass_ms\":%.4f,"
+              "\"binned_pass_ms\":%.4f,\"pass_and_select_ms\":%.4f,\"select_usable\":%u,"
+              "\"call_ms\":%.4f,\"call_passes\":%d,\"above\":%llu}\n",
+              static_cast<long long>(n), density, wait_ms, copy_ms, add_ms, plain_ms, binned_ms,
+              select_ms, usable, call_ms, c->last_stats().passes,
+              static_cast<unsigned long long>(hs.above));
+}
 
 }  // namespace
 
@@ -62,6 +206,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (std::strcmp(argv[i], "--breakdown") == 0) {
+      if (!cuda_available()) return 0;
+      breakdown();
       return 0;
     }
     std::fprintf(stderr,

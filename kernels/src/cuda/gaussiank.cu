@@ -245,6 +245,14 @@ std::size_t sort_temp_bytes(long long items, long long n) {
 }
 }  // namespace
 
+cudaError_t sort_by_index(const unsigned int* idx, const float* val, unsigned int* out_idx,
+                          float* out_val, long long items, long long n, void* temp,
+                          std::size_t temp_bytes, cudaStream_t stream) {
+  std::size_t bytes = temp_bytes;
+  return cub::DeviceRadixSort::SortPairs(temp, bytes, idx, out_idx, val, out_val, items, 0,
+                                         index_bits(n), stream);
+}
+
 long long warm_room(long long k) { return (4 * k) / 3; }
 
 std::size_t warm_select_temp_bytes(long long k, long long n) {
@@ -272,9 +280,8 @@ cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long l
   pick_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_idx, cand_val, &dev->picked, room,
                                                       pick_idx, pick_val);
   CUTLAYER_CUDA_TRY(cudaGetLastError());
-  std::size_t bytes = temp_bytes;
-  CUTLAYER_CUDA_TRY(cub::DeviceRadixSort::SortPairs(temp, bytes, pick_idx, out_idx, pick_val,
-                                                    out_val, room, 0, index_bits(n), stream));
+  CUTLAYER_CUDA_TRY(sort_by_index(pick_idx, pick_val, out_idx, out_val, room, n, temp, temp_bytes,
+                                  stream));
   if (r != nullptr) {
     zero_at<<<grid_for(room), kThreads, 0, stream>>>(dev, r, out_idx);
     CUTLAYER_CUDA_TRY(cudaGetLastError());

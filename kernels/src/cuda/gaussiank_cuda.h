@@ -81,6 +81,13 @@ cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long l
                         float* out_val, float* r, void* temp, std::size_t temp_bytes,
                         cudaStream_t stream);
 
+// The selection's sort: `items` (index, value) pairs by index (indices < n), CUB's radix
+// sort over index_bits(n) bits; temp holds warm_select_temp_bytes(k, n) bytes for up to
+// warm_room(k) items. Queued only.
+cudaError_t sort_by_index(const unsigned int* idx, const float* val, unsigned int* out_idx,
+                          float* out_val, long long items, long long n, void* temp,
+                          std::size_t temp_bytes, cudaStream_t stream);
+
 // Number of CUDA devices (0 when none or no driver).
 int device_count();
 
