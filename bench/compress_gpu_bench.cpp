@@ -63,8 +63,9 @@ constexpr const char* kUsage =
 
 // Where a warm gaussiank call's time goes at 25M / 0.001: the raw device work in steps
 // (the wait alone, the first pass without and with bins, the pass plus the on-device
-// selection) beside the whole call and the streaming floors. The gradient alternates
-// sign so that r += g keeps the residual's scale (and the bins' candidates) steady.
+// selection, and the same replayed as CUDA graphs) beside the whole call and the
+// streaming floors. The gradient alternates sign so that r += g keeps the residual's
+// scale (and the bins' candidates) steady.
 void breakdown() {
   const std::int64_t n = 25000000;
   const double density = 0.001;
@@ -78,9 +79,9 @@ void breakdown() {
   const double t = c->last_stats().threshold;
   auto stream = at::cuda::getCurrentCUDAStream().stream();
   const std::int64_t cap = cutlayer::kernels::detail::candidate_cap(k), room = cuda::warm_room(k);
-  const std::size_t temp_bytes = cuda::warm_select_temp_bytes(k, n);
+  const std::size_t scratch_bytes = cuda::warm_select_scratch_bytes(n);
   auto work = torch::empty({static_cast<std::int64_t>(sizeof(cuda::FirstPassSummary)) + 16 * cap +
-                                16 * room + static_cast<std::int64_t>(temp_bytes) + 4096},
+                                16 * room + static_cast<std::int64_t>(scratch_bytes) + 4096},
                            dev.dtype(torch::kUInt8));
   char* base = static_cast<char*>(work.data_ptr());
   auto* dsum = reinterpret_cast<cuda::FirstPassSummary*>(base);
@@ -88,11 +89,9 @@ void breakdown() {
   auto take = [&](std::int64_t bytes) { char* q = p; p += (bytes + 255) / 256 * 256; return q; };
   auto* cand_idx = reinterpret_cast<unsigned int*>(take(4 * cap));
   auto* cand_val = reinterpret_cast<float*>(take(4 * cap));
-  auto* pick_idx = reinterpret_cast<unsigned int*>(take(4 * room));
-  auto* pick_val = reinterpret_cast<float*>(take(4 * room));
   auto* out_idx = reinterpret_cast<unsigned int*>(take(4 * room));
   auto* out_val = reinterpret_cast<float*>(take(4 * room));
-  void* temp = take(static_cast<std::int64_t>(temp_bytes));
+  void* scratch = take(static_cast<std::int64_t>(scratch_bytes));
   const auto bins = cutlayer::kernels::detail::make_threshold_bins(static_cast<float>(0.9 * t));
   cuda::FirstPassSummary hs;
   float* rp = r.data_ptr<float>();
@@ -108,8 +107,8 @@ void breakdown() {
   });
   const double select_ms = median_ms([&] {
     cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, stream);
-    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
-                      out_val, rp, temp, temp_bytes, stream);
+    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
+                      scratch, scratch_bytes, stream);
     cuda::read_summary(dsum, &hs, stream);
   });
   const unsigned usable = hs.usable;
@@ -131,8 +130,8 @@ void breakdown() {
   const double side_ms = host_ms([&] {
     cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
     const auto a = std::chrono::steady_clock::now();
-    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
-                      out_val, rp, temp, temp_bytes, cs);
+    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
+                      scratch, scratch_bytes, cs);
     enqueue.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
     cuda::read_summary(dsum, &hs, cs);
   });
@@ -150,8 +149,8 @@ void breakdown() {
     return exec;
   };
   auto select_graph = capture([&] {
-    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
-                      out_val, rp, temp, temp_bytes, cs);
+    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
+                      scratch, scratch_bytes, cs);
   });
   double graph_select_ms = -1, graph_all_ms = -1;
   unsigned graph_usable = 0;
@@ -168,8 +167,8 @@ void breakdown() {
     float* gi = (i ? neg : g).data_ptr<float>();
     all[i] = capture([&] {
       cuda::queue_first_pass(rp, gi, n, &bins, cand_idx, cand_val, cap, dsum, cs);
-      cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, pick_idx, pick_val, out_idx,
-                        out_val, rp, temp, temp_bytes, cs);
+      cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
+                      scratch, scratch_bytes, cs);
     });
   }
   if (all[0] != nullptr && all[1] != nullptr) {
@@ -178,13 +177,6 @@ void breakdown() {
       cuda::read_summary(dsum, &hs, cs);
     });
   }
-  // The selection's sort alone (room items), and the decision + pick + zeroing without it.
-  const double sort_ms = median_ms([&] {
-    cuda::sort_by_index(pick_idx, pick_val, out_idx, out_val, room, n, temp, temp_bytes, stream);
-    cuda::read_summary(dsum, &hs, stream);
-  }) - wait_ms;
-  std::printf("{\"bench\":\"compress_gpu_sort\",\"items\":%lld,\"sort_ms\":%.4f}\n",
-              static_cast<long long>(room), sort_ms);
   std::printf("{\"bench\":\"compress_gpu_graphs\",\"side_stream_ms\":%.4f,\"select_enqueue_us\":%.1f,"
               "\"graph_select_ms\":%.4f,\"graph_select_usable\":%u,\"graph_all_ms\":%.4f,"
               "\"graph_all_usable\":%u}\n",

@@ -51,14 +51,13 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
       detail::plan_gaussiank(n, density, max_corrections, reuse, mem);
   const std::int64_t k = plan.k, cap = plan.cap;
   const std::int64_t room = plan.binnable ? cuda::warm_room(k) : 0;
-  const auto sort_bytes = plan.binnable
-                              ? static_cast<std::int64_t>(cuda::warm_select_temp_bytes(k, n))
-                              : std::int64_t{0};
-  // One scratch allocation: the summary, the candidates, the picked, the sort's temp.
+  const auto scratch_bytes = plan.binnable
+                                 ? static_cast<std::int64_t>(cuda::warm_select_scratch_bytes(n))
+                                 : std::int64_t{0};
+  // One scratch allocation: the summary, the candidates, the selection's bitmap.
   const std::int64_t at_cand = aligned(sizeof(cuda::FirstPassSummary));
-  const std::int64_t at_pick = at_cand + 2 * aligned(cap * 4);
-  const std::int64_t at_temp = at_pick + 2 * aligned(room * 4);
-  auto work = torch::empty({at_temp + sort_bytes}, dev.dtype(torch::kUInt8));
+  const std::int64_t at_scratch = at_cand + 2 * aligned(cap * 4);
+  auto work = torch::empty({at_scratch + scratch_bytes}, dev.dtype(torch::kUInt8));
   char* base = static_cast<char*>(work.data_ptr());
   auto* dsum = reinterpret_cast<cuda::FirstPassSummary*>(base);
   auto* cand_idx = reinterpret_cast<unsigned int*>(base + at_cand);
@@ -67,12 +66,12 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
   auto val_out = torch::empty({room}, dev.dtype(torch::kFloat32));
 
   struct DeviceOps {
-    const std::int64_t n, k, cap, room, sort_bytes;
+    const std::int64_t n, k, cap, room, scratch_bytes;
     float *r, *x;
     const float* g;
     bool ef;
     char* base;
-    std::int64_t at_pick, at_temp;
+    std::int64_t at_scratch;
     cuda::FirstPassSummary* dsum;
     unsigned int* cand_idx;
     float* cand_val;
@@ -83,12 +82,10 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
 
     // The selection decided on the device, queued behind a pass that binned above `b`.
     void queue_selection(const cuda::ThresholdBins& b) {
-      check(cuda::warm_select(dsum, b, k, cap, cand_idx, cand_val, n,
-                              reinterpret_cast<unsigned int*>(base + at_pick),
-                              reinterpret_cast<float*>(base + at_pick + aligned(room * 4)),
+      check(cuda::warm_select(dsum, b, k, cap, cand_idx, cand_val, n, x, r,
                               reinterpret_cast<unsigned int*>(idx_out.data_ptr<std::int32_t>()),
-                              val_out.data_ptr<float>(), r, base + at_temp,
-                              static_cast<std::size_t>(sort_bytes), stream),
+                              val_out.data_ptr<float>(), base + at_scratch,
+                              static_cast<std::size_t>(scratch_bytes), stream),
             "gaussiank selection");
     }
     cuda::FirstPassSummary wait(const char* what) {
@@ -131,9 +128,9 @@ SparseTensor cuda_gaussiank(const torch::Tensor& grad, torch::Tensor& residual, 
     }
     [[noreturn]] void refuse() { cutlayer::kernels::refuse(residual, ef); }
   };
-  DeviceOps ops{n,        k,       cap,     room,     sort_bytes, r,      x,
-                g,        ef,      base,    at_pick,  at_temp,    dsum,   cand_idx,
-                cand_val, idx_out, val_out, residual, dev,        stream, out};
+  DeviceOps ops{n,        k,       cap,     room,     scratch_bytes, r,   x,      g,
+                ef,       base,    at_scratch, dsum, cand_idx,  cand_val, idx_out, val_out,
+                residual, dev,     stream,  out};
   detail::gaussiank_flow(ops, plan, n, density, max_corrections, reuse, mem, stats);
   return out;
 }

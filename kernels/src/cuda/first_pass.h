@@ -13,7 +13,6 @@ struct FirstPassSummary {
   double sumsq = 0;
   unsigned long long above = 0;  // |x| > bins.edge[0]: all of them (only `cap` are kept)
   unsigned int nonfinite = 0;    // non-zero: NaN/Inf seen
-  unsigned int picked = 0;       // the selection's counter
   unsigned int hist[detail::kThresholdBins] = {};
   // warm_select's decision: `usable` when an edge's count is in the band and every
   // element above the bound was kept; then `chosen` elements above `threshold` = edge `bin`.

@@ -5,8 +5,9 @@
 //     log-spaced histogram (exact counts at 128 thresholds) and kept as candidates.
 //   a warm call then decides on the device: the histogram's edge nearest k in the band
 //     (or, when the band falls inside one bin, that bin refined 128 times finer), then
-//     selects from the candidates (a kernel over them, a radix sort of the few selected by
-//     index, a scatter that zeroes them in the residual): one streaming pass, one wait.
+//     selects from the candidates in index order without a sort (marked in a bitmap of n
+//     bits, counted per block, written out with the values and zeroed in the residual):
+//     one streaming pass, one wait.
 //   otherwise (cold, a jump, too many candidates): count passes with the CPU's threshold
 //     corrections, and a compaction pass (cub::DeviceSelect::If over the index range,
 //     stable, then a gather that also zeroes the selected residual entries).
@@ -35,12 +36,6 @@ struct AboveThreshold {
   float t;
   __host__ __device__ bool operator()(long long i) const { return fabsf(x[i]) > t; }
 };
-
-int index_bits(long long n) {
-  int bits = 1;
-  while (bits < 63 && (1LL << bits) < n) ++bits;
-  return bits;
-}
 
 // Blocks of the first pass: enough to fill every SM (queried once per process).
 int first_pass_grid(long long n) {
@@ -232,42 +227,31 @@ cudaError_t select_compact(float* x, long long n, float t, bool zero_selected, l
   return cudaFreeAsync(temp, stream);
 }
 
+long long warm_room(long long k) { return (4 * k) / 3; }
+
 namespace {
-std::size_t sort_temp_bytes(long long items, long long n) {
-  std::size_t bytes = 0;
-  if (items <= 0) return 0;
-  if (cub::DeviceRadixSort::SortPairs(
-          nullptr, bytes, static_cast<const unsigned int*>(nullptr),
-          static_cast<unsigned int*>(nullptr), static_cast<const float*>(nullptr),
-          static_cast<float*>(nullptr), items, 0, index_bits(n)) != cudaSuccess)
-    return 0;
-  return bytes;
+long long bitmap_words(long long n) { return (n + 31) / 32; }
+long long mark_blocks(long long n) {
+  return (bitmap_words(n) + kWordsPerBlock - 1) / kWordsPerBlock;
 }
 }  // namespace
 
-cudaError_t sort_by_index(const unsigned int* idx, const float* val, unsigned int* out_idx,
-                          float* out_val, long long items, long long n, void* temp,
-                          std::size_t temp_bytes, cudaStream_t stream) {
-  std::size_t bytes = temp_bytes;
-  return cub::DeviceRadixSort::SortPairs(temp, bytes, idx, out_idx, val, out_val, items, 0,
-                                         index_bits(n), stream);
-}
-
-long long warm_room(long long k) { return (4 * k) / 3; }
-
-std::size_t warm_select_temp_bytes(long long k, long long n) {
-  return sort_temp_bytes(warm_room(k), n);
+std::size_t warm_select_scratch_bytes(long long n) {
+  return static_cast<std::size_t>(4 * (bitmap_words(n) + mark_blocks(n)));
 }
 
 cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long long k,
                         long long cap, const unsigned int* cand_idx, const float* cand_val,
-                        long long n, unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
-                        float* out_val, float* r, void* temp, std::size_t temp_bytes,
+                        long long n, const float* x, float* r, unsigned int* out_idx,
+                        float* out_val, void* scratch, std::size_t scratch_bytes,
                         cudaStream_t stream) {
   const long long room = warm_room(k);
-  if (room <= 0 || cap <= 0) return cudaSuccess;  // nothing is ever usable
-  // Unpicked slots sort last: all-ones keys (stable: after a real index of the same bits).
-  CUTLAYER_CUDA_TRY(cudaMemsetAsync(pick_idx, 0xff, room * sizeof(unsigned int), stream));
+  if (room <= 0 || cap <= 0 || n <= 0) return cudaSuccess;  // nothing is ever usable
+  if (scratch_bytes < warm_select_scratch_bytes(n)) return cudaErrorInvalidValue;
+  const long long words = bitmap_words(n), blocks = mark_blocks(n);
+  auto* bitmap = static_cast<unsigned int*>(scratch);
+  unsigned int* block_counts = bitmap + words;
+  CUTLAYER_CUDA_TRY(cudaMemsetAsync(bitmap, 0, words * sizeof(unsigned int), stream));
   decide_kernel<<<1, 32, 0, stream>>>(dev, k, static_cast<unsigned long long>(cap), bins);
   CUTLAYER_CUDA_TRY(cudaGetLastError());
   // A cliff inside one bin: that bin again, 128 times finer (no-ops otherwise).
@@ -277,16 +261,15 @@ cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long l
   CUTLAYER_CUDA_TRY(cudaGetLastError());
   refine_decide_kernel<<<1, 32, 0, stream>>>(dev, k);
   CUTLAYER_CUDA_TRY(cudaGetLastError());
-  pick_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_idx, cand_val, &dev->picked, room,
-                                                      pick_idx, pick_val);
+  // The picks in index order without a sort: marked in a bitmap, counted per block, written.
+  mark_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_idx, cand_val, bitmap);
   CUTLAYER_CUDA_TRY(cudaGetLastError());
-  CUTLAYER_CUDA_TRY(sort_by_index(pick_idx, pick_val, out_idx, out_val, room, n, temp, temp_bytes,
-                                  stream));
-  if (r != nullptr) {
-    zero_at<<<grid_for(room), kThreads, 0, stream>>>(dev, r, out_idx);
-    CUTLAYER_CUDA_TRY(cudaGetLastError());
-  }
-  return cudaSuccess;
+  count_marks_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(dev, bitmap, words,
+                                                                                 block_counts);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  extract_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
+      dev, bitmap, words, block_counts, room, x, r, out_idx, out_val);
+  return cudaGetLastError();
 }
 
 }  // namespace cutlayer::kernels::cuda

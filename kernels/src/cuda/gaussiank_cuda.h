@@ -68,25 +68,19 @@ cudaError_t select_compact(float* x, long long n, float t, bool zero_selected,
 // A warm call's selection, queued right behind queue_first_pass so that the device never
 // waits for the host: it decides on the device (the histogram's edge nearest k in the
 // band; usable only when every element above the bound was kept, `cap` of them at most),
-// picks the candidates above it, sorts them by index into out_idx/out_val and, when r is
-// non-null, zeroes them in r. When the decision is not usable nothing is picked or zeroed.
-// Room: pick_idx/pick_val/out_idx/out_val hold warm_room(k) entries; temp holds
-// warm_select_temp_bytes(k, n) bytes. read_summary then tells usable, chosen (how many of
-// out_idx/out_val are the selection) and threshold.
+// marks the candidates above it in a bitmap of n bits and writes them out in index order
+// (no sort): indices to out_idx, values read from x to out_val, and, when r is non-null,
+// zeroes them in r (x and r may be the same vector). When the decision is not usable
+// nothing is selected or zeroed. Room: out_idx/out_val hold warm_room(k) entries; scratch
+// holds warm_select_scratch_bytes(n) bytes. read_summary then tells usable, chosen (how
+// many of out_idx/out_val are the selection) and threshold.
 long long warm_room(long long k);
-std::size_t warm_select_temp_bytes(long long k, long long n);
+std::size_t warm_select_scratch_bytes(long long n);
 cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long long k,
                         long long cap, const unsigned int* cand_idx, const float* cand_val,
-                        long long n, unsigned int* pick_idx, float* pick_val, unsigned int* out_idx,
-                        float* out_val, float* r, void* temp, std::size_t temp_bytes,
+                        long long n, const float* x, float* r, unsigned int* out_idx,
+                        float* out_val, void* scratch, std::size_t scratch_bytes,
                         cudaStream_t stream);
-
-// The selection's sort: `items` (index, value) pairs by index (indices < n), CUB's radix
-// sort over index_bits(n) bits; temp holds warm_select_temp_bytes(k, n) bytes for up to
-// warm_room(k) items. Queued only.
-cudaError_t sort_by_index(const unsigned int* idx, const float* val, unsigned int* out_idx,
-                          float* out_val, long long items, long long n, void* temp,
-                          std::size_t temp_bytes, cudaStream_t stream);
 
 // Number of CUDA devices (0 when none or no driver).
 int device_count();

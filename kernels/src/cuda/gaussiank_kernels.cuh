@@ -181,44 +181,91 @@ __global__ void gather_and_zero(float* __restrict__ x, const long long* __restri
   }
 }
 
-// The candidates above the decision's threshold, appended (warp-aggregated) in no
-// particular order; nothing when the decision is not usable.
-__global__ void pick_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ cand_idx,
-                            const float* __restrict__ cand_val, unsigned int* picked,
-                            long long room, unsigned int* __restrict__ pick_idx,
-                            float* __restrict__ pick_val) {
+// The selection in index order without a sort: the picks are marked in a bitmap of x's
+// elements, counted per block of kWordsPerBlock words, and written out block by block.
+constexpr int kWordsPerThread = 16;
+constexpr long long kWordsPerBlock = static_cast<long long>(kThreads) * kWordsPerThread;
+
+// Marks the decision's picks (the candidates above its threshold) in `bitmap`, zeroed
+// before; nothing when the decision is not usable.
+__global__ void mark_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ cand_idx,
+                            const float* __restrict__ cand_val, unsigned int* bitmap) {
   if (d->usable == 0) return;
   const float t = d->threshold;
   const auto kept = static_cast<long long>(d->above);  // usable: all of them were kept
-  const unsigned lane = threadIdx.x & 31u;
-  for (long long base = static_cast<long long>(blockIdx.x) * kThreads; base < kept;
-       base += static_cast<long long>(gridDim.x) * kThreads) {
-    const long long j = base + threadIdx.x;
-    const float v = j < kept ? cand_val[j] : 0.f;
-    const bool take = j < kept && fabsf(v) > t;
-    const unsigned mask = __ballot_sync(kFullMask, take);
-    if (mask == 0) continue;
-    unsigned first = 0;
-    if (lane == 0) first = atomicAdd(picked, static_cast<unsigned>(__popc(mask)));
-    first = __shfl_sync(kFullMask, first, 0);
-    if (take) {
-      const unsigned pos = first + __popc(mask & ((1u << lane) - 1u));
-      if (pos < room) {  // never more than counted, but never past the buffers either
-        pick_idx[pos] = cand_idx[j];
-        pick_val[pos] = v;
-      }
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < kept;
+       j += (long long)gridDim.x * blockDim.x) {
+    if (fabsf(cand_val[j]) > t) {
+      const unsigned int i = cand_idx[j];
+      atomicOr(&bitmap[i >> 5], 1u << (i & 31u));
     }
   }
 }
 
-// Zeroes the decision's selected entries of r (sorted into idx), when it is usable.
-__global__ void zero_at(const FirstPassSummary* d, float* __restrict__ r,
-                        const unsigned int* __restrict__ idx) {
-  if (d->usable == 0) return;
-  const long long count = d->chosen;
-  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < count;
-       j += (long long)gridDim.x * blockDim.x)
-    r[idx[j]] = 0.f;
+// The marks in each block's kWordsPerBlock words (read coalesced), for the offsets of
+// extract_kernel.
+__global__ void __launch_bounds__(kThreads)
+    count_marks_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ bitmap,
+                       long long words, unsigned int* __restrict__ block_counts) {
+  __shared__ unsigned int warp_sums[kThreads / 32];
+  if (d->usable == 0) return;  // uniform over the block
+  const long long base = blockIdx.x * kWordsPerBlock;
+  unsigned int c = 0;
+  for (int q = 0; q < kWordsPerThread; ++q) {
+    const long long w = base + static_cast<long long>(q) * kThreads + threadIdx.x;
+    if (w < words) c += __popc(bitmap[w]);
+  }
+  const unsigned int total = block_sum(c, warp_sums);
+  if (threadIdx.x == 0) block_counts[blockIdx.x] = total;
+}
+
+// The marked elements in ascending order: a block starts after the marks of the blocks
+// before it, each thread takes kWordsPerThread consecutive words and a scan over the
+// block's threads orders them. Values are read from x; r (when not null) is zeroed there.
+__global__ void __launch_bounds__(kThreads)
+    extract_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ bitmap,
+                   long long words, const unsigned int* __restrict__ block_counts, long long room,
+                   const float* x, float* r, unsigned int* __restrict__ out_idx,
+                   float* __restrict__ out_val) {
+  __shared__ unsigned int warp_sums[kThreads / 32];
+  __shared__ unsigned int block_offset;
+  if (d->usable == 0) return;  // uniform over the block
+  unsigned int before = 0;
+  for (unsigned int j = threadIdx.x; j < blockIdx.x; j += kThreads) before += block_counts[j];
+  before = block_sum(before, warp_sums);
+  if (threadIdx.x == 0) block_offset = before;
+  __syncthreads();
+  const long long first =
+      blockIdx.x * kWordsPerBlock + static_cast<long long>(threadIdx.x) * kWordsPerThread;
+  unsigned int mine = 0;
+  for (int q = 0; q < kWordsPerThread; ++q)
+    if (first + q < words) mine += __popc(bitmap[first + q]);
+  const unsigned int lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+  unsigned int incl = mine;
+#pragma unroll
+  for (int s = 1; s < 32; s <<= 1) {
+    const unsigned int up = __shfl_up_sync(kFullMask, incl, s);
+    if (lane >= static_cast<unsigned int>(s)) incl += up;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  unsigned int warp_before = 0;
+  for (unsigned int w = 0; w < warp; ++w) warp_before += warp_sums[w];
+  long long pos = static_cast<long long>(block_offset) + warp_before + (incl - mine);
+  for (int q = 0; q < kWordsPerThread && first + q < words; ++q) {
+    unsigned int bits = bitmap[first + q];
+    while (bits != 0) {
+      const unsigned int low = bits & (0u - bits);
+      bits ^= low;
+      const long long i = (first + q) * 32 + __popc(low - 1u);
+      if (pos < room) {  // never more than decided, but never past the buffers either
+        out_idx[pos] = static_cast<unsigned int>(i);
+        out_val[pos] = x[i];
+      }
+      if (r != nullptr) r[i] = 0.f;
+      ++pos;
+    }
+  }
 }
 
 // A warm call's decision, on the device (one thread): the histogram's edge nearest k in

@@ -150,35 +150,50 @@ TEST(CudaKernelsEmulated, NonFiniteIsFlagged) {
   }
 }
 
-// decide -> pick -> (sort by index, as cub does on the device) -> zero, as warm_select
-// queues them; and nothing picked or zeroed when the decision is not usable.
-TEST(CudaKernelsEmulated, DecisionPickAndZeroMatchTheReference) {
-  const long long n = 5 * dev::kTile + 11;
+// decide -> mark -> count -> extract, as warm_select queues them: the selection in index
+// order with its values, zeroed in r; and nothing selected or zeroed when the decision is
+// not usable. Blocks of fewer words than the device's (kWordsPerBlock) are not possible,
+// so the vector spans several of them.
+TEST(CudaKernelsEmulated, DecisionMarkAndExtractMatchTheReference) {
+  const long long n = 2 * dev::kWordsPerBlock * 32 + 5 * dev::kTile + 11;
   const Data d = make_data(n, 47);
   const float bound = 2.2f;
   const ThresholdBins bins = detail::make_threshold_bins(bound);
+  const long long words = (n + 31) / 32;
+  const long long blocks = (words + dev::kWordsPerBlock - 1) / dev::kWordsPerBlock;
+  ASSERT_EQ(blocks, 3);
   for (long long cap : {n, 10LL}) {
     SCOPED_TRACE("cap " + std::to_string(cap));
     std::vector<float> r = d.r;
     std::vector<unsigned> ci;
     std::vector<float> cv;
     FirstPassSummary s{};
-    run_first_pass(true, args_for(r.data(), d.g.data(), n, bins, cap, ci, cv, &s), 2);
+    run_first_pass(true, args_for(r.data(), d.g.data(), n, bins, cap, ci, cv, &s), 8);
     const long long above = static_cast<long long>(s.above);
     const long long k = std::max<long long>(1, above / 4);
     const long long room = 4 * k / 3;
     cuda_emu::launch(
         1, 32, [&] { dev::decide_kernel(&s, k, static_cast<unsigned long long>(cap), bins); });
-    std::vector<unsigned> pick_idx(room, 0xffffffffu);
-    std::vector<float> pick_val(room, NAN);
-    cuda_emu::launch(2, dev::kThreads, [&] {
-      dev::pick_kernel(&s, ci.data(), cv.data(), &s.picked, room, pick_idx.data(), pick_val.data());
-    });
+    std::vector<unsigned> bitmap(words, 0), counts(blocks, 0xdeadu);
+    std::vector<unsigned> out_idx(room, 0xffffffffu);
+    std::vector<float> out_val(room, NAN);
+    auto select = [&] {
+      cuda_emu::launch(2, dev::kThreads,
+                       [&] { dev::mark_kernel(&s, ci.data(), cv.data(), bitmap.data()); });
+      cuda_emu::launch(static_cast<unsigned>(blocks), dev::kThreads, [&] {
+        dev::count_marks_kernel(&s, bitmap.data(), words, counts.data());
+      });
+      cuda_emu::launch(static_cast<unsigned>(blocks), dev::kThreads, [&] {
+        dev::extract_kernel(&s, bitmap.data(), words, counts.data(), room, r.data(), r.data(),
+                            out_idx.data(), out_val.data());
+      });
+    };
     if (cap < above) {
       EXPECT_EQ(s.usable, 0u);
-      EXPECT_EQ(s.picked, 0u);
-      cuda_emu::launch(1, dev::kThreads, [&] { dev::zero_at(&s, r.data(), pick_idx.data()); });
+      select();
       EXPECT_EQ(r, d.comp);
+      for (unsigned w : bitmap) ASSERT_EQ(w, 0u);
+      for (unsigned i : out_idx) ASSERT_EQ(i, 0xffffffffu);
       continue;
     }
     ASSERT_EQ(s.usable, 1u);
@@ -186,27 +201,24 @@ TEST(CudaKernelsEmulated, DecisionPickAndZeroMatchTheReference) {
     ASSERT_EQ(s.bin, want.bin);
     ASSERT_EQ(s.threshold, bins.edge[want.bin]);
     ASSERT_EQ(static_cast<long long>(s.chosen), want.count);
-    ASSERT_EQ(s.picked, s.chosen);
+    select();
     std::vector<long long> ref;
     for (long long i = 0; i < n; ++i)
       if (std::fabs(d.comp[i]) > s.threshold) ref.push_back(i);
     ASSERT_EQ(static_cast<long long>(ref.size()), want.count);
-    // Sort the picked pairs by index (the device's radix sort), padding last.
-    std::vector<std::pair<unsigned, float>> pairs;
-    for (long long q = 0; q < room; ++q) pairs.push_back({pick_idx[q], pick_val[q]});
-    std::stable_sort(pairs.begin(), pairs.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    std::vector<unsigned> sorted(room);
+    long long total = 0;
+    for (unsigned c : counts) total += c;
+    ASSERT_EQ(total, want.count);
+    ASSERT_GT(counts[0], 0u);  // every block holds some: the offsets are exercised
+    ASSERT_GT(counts[2], 0u);
     for (long long q = 0; q < room; ++q) {
-      sorted[q] = pairs[q].first;
       if (q < want.count) {
-        ASSERT_EQ(static_cast<long long>(pairs[q].first), ref[q]);
-        ASSERT_EQ(pairs[q].second, d.comp[ref[q]]);
+        ASSERT_EQ(static_cast<long long>(out_idx[q]), ref[q]) << q;  // ascending, the same set
+        ASSERT_EQ(out_val[q], d.comp[ref[q]]);
       } else {
-        ASSERT_EQ(pairs[q].first, 0xffffffffu);  // padding: never picked
+        ASSERT_EQ(out_idx[q], 0xffffffffu);  // past the selection: untouched
       }
     }
-    cuda_emu::launch(2, dev::kThreads, [&] { dev::zero_at(&s, r.data(), sorted.data()); });
     long long q = 0;
     for (long long i = 0; i < n; ++i) {
       if (q < want.count && ref[q] == i) {

@@ -184,15 +184,13 @@ TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
     }
   }
   const long long above = static_cast<long long>(above_ref.size());
-  float *dg, *dr, *dval, *pval, *oval;
-  unsigned int *didx, *pidx, *oidx;
+  float *dg, *dr, *dval, *oval;
+  unsigned int *didx, *oidx;
   cuda::FirstPassSummary* dsum;
   ASSERT_EQ(cudaMalloc(&dg, (n + 1) * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&dr, (n + 1) * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&didx, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&dval, n * 4), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&pidx, n * 4), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&pval, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&oidx, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&oval, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&dsum, sizeof(cuda::FirstPassSummary)), cudaSuccess);
@@ -232,11 +230,11 @@ TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
       int j = 0;
       long long k = above;
       while (j + 1 < detail::kThresholdBins && k > above / 5) k -= hist[j++];
-      const std::size_t bytes = cuda::warm_select_temp_bytes(k, n);
+      const std::size_t bytes = cuda::warm_select_scratch_bytes(n);
       void* temp = nullptr;
-      ASSERT_EQ(cudaMalloc(&temp, bytes + 1), cudaSuccess);
-      ASSERT_EQ(cuda::warm_select(dsum, bins, k, cap, didx, dval, n, pidx, pval, oidx, oval, xr,
-                                  temp, bytes, nullptr),
+      ASSERT_EQ(cudaMalloc(&temp, bytes), cudaSuccess);
+      ASSERT_EQ(cuda::warm_select(dsum, bins, k, cap, didx, dval, n, xr, xr, oidx, oval, temp,
+                                  bytes, nullptr),
                 cudaSuccess);
       ASSERT_EQ(cuda::read_summary(dsum, &hs, nullptr), cudaSuccess);
       cudaFree(temp);
@@ -286,7 +284,7 @@ TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
   long long above_g = 0;
   for (float v : g) above_g += std::fabs(v) > bound;
   EXPECT_EQ(static_cast<long long>(hs.above), above_g);
-  for (void* p : std::initializer_list<void*>{dg, dr, didx, dval, pidx, pval, oidx, oval, dsum})
+  for (void* p : std::initializer_list<void*>{dg, dr, didx, dval, oidx, oval, dsum})
     cudaFree(p);
 }
 
