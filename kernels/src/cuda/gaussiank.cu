@@ -6,11 +6,13 @@
 //   a warm call then decides on the device: the histogram's edge nearest k in the band
 //     (or, when the band falls inside one bin, that bin refined 128 times finer), then
 //     selects from the candidates in index order without a sort (marked in a bitmap of n
-//     bits, counted per block, written out with the values and zeroed in the residual):
-//     one streaming pass, one wait.
+//     bits, counted per chunk, written out with the values and zeroed in the residual),
+//     all in one cooperative kernel with grid barriers between its phases: one streaming
+//     pass, one wait.
 //   otherwise (cold, a jump, too many candidates): count passes with the CPU's threshold
 //     corrections, and a compaction pass (cub::DeviceSelect::If over the index range,
 //     stable, then a gather that also zeroes the selected residual entries).
+#include <cooperative_groups.h>
 #include <thrust/iterator/counting_iterator.h>
 
 #include <cmath>
@@ -231,45 +233,109 @@ long long warm_room(long long k) { return (4 * k) / 3; }
 
 namespace {
 long long bitmap_words(long long n) { return (n + 31) / 32; }
-long long mark_blocks(long long n) {
-  return (bitmap_words(n) + kWordsPerBlock - 1) / kWordsPerBlock;
+long long mark_chunks(long long n) {
+  return (bitmap_words(n) + kWordsPerChunk - 1) / kWordsPerChunk;
+}
+
+struct SelectArgs {
+  FirstPassSummary* d;
+  long long k;
+  unsigned long long cap;
+  const unsigned int* cand_idx;
+  const float* cand_val;
+  unsigned int* bitmap;
+  long long words;
+  unsigned int* chunk_counts;
+  long long room;
+  const float* x;
+  float* r;
+  unsigned int* out_idx;
+  float* out_val;
+  ThresholdBins bins;  // by value: 512 bytes of kernel parameters
+};
+
+// The selection's six phases in one cooperative launch, a grid-wide barrier between them
+// (gaussiank_kernels.cuh says what each does).
+__global__ void __launch_bounds__(kThreads) select_kernel(const SelectArgs a) {
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  decide_phase(a.d, a.k, a.cap, a.bins);
+  grid.sync();
+  refine_phase(a.d, a.cand_val);
+  grid.sync();
+  refine_decide_phase(a.d, a.k);
+  grid.sync();
+  mark_phase(a.d, a.cand_idx, a.cand_val, a.bitmap);
+  grid.sync();
+  count_phase(a.d, a.bitmap, a.words, a.chunk_counts);
+  grid.sync();
+  extract_phase(a.d, a.bitmap, a.words, a.chunk_counts, a.room, a.x, a.r, a.out_idx, a.out_val);
+}
+
+// Blocks of the cooperative selection: all resident at once (a grid barrier needs that),
+// two per SM at most; 0 when the device refuses cooperative launches. Queried once.
+int select_grid() {
+  static const int blocks = [] {
+    int dev = 0, sms = 0, coop = 0, per_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, select_kernel, kThreads, 0) !=
+            cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return coop != 0 ? sms * (per_sm < 2 ? per_sm : 2) : 0;
+  }();
+  return blocks;
+}
+
+// The same phases as one launch each.
+cudaError_t select_by_launches(const SelectArgs& a, long long chunks, cudaStream_t stream) {
+  decide_kernel<<<1, 32, 0, stream>>>(a.d, a.k, a.cap, a.bins);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  refine_kernel<<<grid_for(static_cast<long long>(a.cap)), kThreads, 0, stream>>>(a.d, a.cand_val);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  refine_decide_kernel<<<1, 32, 0, stream>>>(a.d, a.k);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  mark_kernel<<<grid_for(static_cast<long long>(a.cap)), kThreads, 0, stream>>>(
+      a.d, a.cand_idx, a.cand_val, a.bitmap);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  const auto grid = static_cast<unsigned int>(chunks);
+  count_marks_kernel<<<grid, kThreads, 0, stream>>>(a.d, a.bitmap, a.words, a.chunk_counts);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  extract_kernel<<<grid, kThreads, 0, stream>>>(a.d, a.bitmap, a.words, a.chunk_counts, a.room,
+                                                a.x, a.r, a.out_idx, a.out_val);
+  return cudaGetLastError();
 }
 }  // namespace
 
 std::size_t warm_select_scratch_bytes(long long n) {
-  return static_cast<std::size_t>(4 * (bitmap_words(n) + mark_blocks(n)));
+  return static_cast<std::size_t>(4 * (bitmap_words(n) + mark_chunks(n)));
 }
 
 cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long long k,
                         long long cap, const unsigned int* cand_idx, const float* cand_val,
                         long long n, const float* x, float* r, unsigned int* out_idx,
                         float* out_val, void* scratch, std::size_t scratch_bytes,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, SelectLaunch launch) {
   const long long room = warm_room(k);
   if (room <= 0 || cap <= 0 || n <= 0) return cudaSuccess;  // nothing is ever usable
   if (scratch_bytes < warm_select_scratch_bytes(n)) return cudaErrorInvalidValue;
-  const long long words = bitmap_words(n), blocks = mark_blocks(n);
-  auto* bitmap = static_cast<unsigned int*>(scratch);
-  unsigned int* block_counts = bitmap + words;
-  CUTLAYER_CUDA_TRY(cudaMemsetAsync(bitmap, 0, words * sizeof(unsigned int), stream));
-  decide_kernel<<<1, 32, 0, stream>>>(dev, k, static_cast<unsigned long long>(cap), bins);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  // A cliff inside one bin: that bin again, 128 times finer (no-ops otherwise).
-  plan_refine_kernel<<<1, 32, 0, stream>>>(dev, k, static_cast<unsigned long long>(cap), bins);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  refine_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_val);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  refine_decide_kernel<<<1, 32, 0, stream>>>(dev, k);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  // The picks in index order without a sort: marked in a bitmap, counted per block, written.
-  mark_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_idx, cand_val, bitmap);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  count_marks_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(dev, bitmap, words,
-                                                                                 block_counts);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  extract_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
-      dev, bitmap, words, block_counts, room, x, r, out_idx, out_val);
-  return cudaGetLastError();
+  const long long words = bitmap_words(n), chunks = mark_chunks(n);
+  SelectArgs a{dev, k, static_cast<unsigned long long>(cap), cand_idx, cand_val,
+               static_cast<unsigned int*>(scratch), words, nullptr, room, x, r, out_idx,
+               out_val, bins};
+  a.chunk_counts = a.bitmap + words;
+  CUTLAYER_CUDA_TRY(cudaMemsetAsync(a.bitmap, 0, words * sizeof(unsigned int), stream));
+  const int grid = launch == SelectLaunch::kSeparate ? 0 : select_grid();
+  if (grid > 0) {
+    void* params[] = {&a};
+    const cudaError_t err = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(select_kernel),
+                                                        grid, kThreads, params, 0, stream);
+    if (err == cudaSuccess) return cudaSuccess;
+    cudaGetLastError();  // refused (e.g. under a debugger or MPS limits): the launches below
+  }
+  return select_by_launches(a, chunks, stream);
 }
 
 }  // namespace cutlayer::kernels::cuda

@@ -181,115 +181,42 @@ __global__ void gather_and_zero(float* __restrict__ x, const long long* __restri
   }
 }
 
-// The selection in index order without a sort: the picks are marked in a bitmap of x's
-// elements, counted per block of kWordsPerBlock words, and written out block by block.
+// ---- A warm call's selection, after the first pass --------------------------------------
+// Six phases; between two of them every block's writes must be visible to every block.
+// gaussiank.cu runs them as one cooperative kernel with a grid-wide barrier between phases
+// (or, where cooperative launches are refused, as one launch each: the kernels at the end
+// of this file, which the emulated tests run too). Each phase works for any grid size.
+//   1. decide_phase: the histogram's edge nearest k in the band and, when no edge is in
+//      the band but it falls inside one bin, that bin's sub-edges (one thread).
+//   2. refine_phase: the candidates inside that bin binned over its sub-edges.
+//   3. refine_decide_phase: the decision over the sub-edges (one thread).
+//   4. mark_phase: the candidates above the decision's threshold marked in a bitmap of
+//      x's elements (zeroed before).
+//   5. count_phase: the marks in each chunk of kWordsPerChunk words.
+//   6. extract_phase: the marked elements in ascending order, with their values; zeroed
+//      in r.
+// Nothing is selected, marked or zeroed when the decision is not usable.
+
 constexpr int kWordsPerThread = 16;
-constexpr long long kWordsPerBlock = static_cast<long long>(kThreads) * kWordsPerThread;
+constexpr long long kWordsPerChunk = static_cast<long long>(kThreads) * kWordsPerThread;
 
-// Marks the decision's picks (the candidates above its threshold) in `bitmap`, zeroed
-// before; nothing when the decision is not usable.
-__global__ void mark_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ cand_idx,
-                            const float* __restrict__ cand_val, unsigned int* bitmap) {
-  if (d->usable == 0) return;
-  const float t = d->threshold;
-  const auto kept = static_cast<long long>(d->above);  // usable: all of them were kept
-  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < kept;
-       j += (long long)gridDim.x * blockDim.x) {
-    if (fabsf(cand_val[j]) > t) {
-      const unsigned int i = cand_idx[j];
-      atomicOr(&bitmap[i >> 5], 1u << (i & 31u));
-    }
-  }
-}
-
-// The marks in each block's kWordsPerBlock words (read coalesced), for the offsets of
-// extract_kernel.
-__global__ void __launch_bounds__(kThreads)
-    count_marks_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ bitmap,
-                       long long words, unsigned int* __restrict__ block_counts) {
-  __shared__ unsigned int warp_sums[kThreads / 32];
-  if (d->usable == 0) return;  // uniform over the block
-  const long long base = blockIdx.x * kWordsPerBlock;
-  unsigned int c = 0;
-  for (int q = 0; q < kWordsPerThread; ++q) {
-    const long long w = base + static_cast<long long>(q) * kThreads + threadIdx.x;
-    if (w < words) c += __popc(bitmap[w]);
-  }
-  const unsigned int total = block_sum(c, warp_sums);
-  if (threadIdx.x == 0) block_counts[blockIdx.x] = total;
-}
-
-// The marked elements in ascending order: a block starts after the marks of the blocks
-// before it, each thread takes kWordsPerThread consecutive words and a scan over the
-// block's threads orders them. Values are read from x; r (when not null) is zeroed there.
-__global__ void __launch_bounds__(kThreads)
-    extract_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ bitmap,
-                   long long words, const unsigned int* __restrict__ block_counts, long long room,
-                   const float* x, float* r, unsigned int* __restrict__ out_idx,
-                   float* __restrict__ out_val) {
-  __shared__ unsigned int warp_sums[kThreads / 32];
-  __shared__ unsigned int block_offset;
-  if (d->usable == 0) return;  // uniform over the block
-  unsigned int before = 0;
-  for (unsigned int j = threadIdx.x; j < blockIdx.x; j += kThreads) before += block_counts[j];
-  before = block_sum(before, warp_sums);
-  if (threadIdx.x == 0) block_offset = before;
-  __syncthreads();
-  const long long first =
-      blockIdx.x * kWordsPerBlock + static_cast<long long>(threadIdx.x) * kWordsPerThread;
-  unsigned int mine = 0;
-  for (int q = 0; q < kWordsPerThread; ++q)
-    if (first + q < words) mine += __popc(bitmap[first + q]);
-  const unsigned int lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
-  unsigned int incl = mine;
-#pragma unroll
-  for (int s = 1; s < 32; s <<= 1) {
-    const unsigned int up = __shfl_up_sync(kFullMask, incl, s);
-    if (lane >= static_cast<unsigned int>(s)) incl += up;
-  }
-  if (lane == 31) warp_sums[warp] = incl;
-  __syncthreads();
-  unsigned int warp_before = 0;
-  for (unsigned int w = 0; w < warp; ++w) warp_before += warp_sums[w];
-  long long pos = static_cast<long long>(block_offset) + warp_before + (incl - mine);
-  for (int q = 0; q < kWordsPerThread && first + q < words; ++q) {
-    unsigned int bits = bitmap[first + q];
-    while (bits != 0) {
-      const unsigned int low = bits & (0u - bits);
-      bits ^= low;
-      const long long i = (first + q) * 32 + __popc(low - 1u);
-      if (pos < room) {  // never more than decided, but never past the buffers either
-        out_idx[pos] = static_cast<unsigned int>(i);
-        out_val[pos] = x[i];
-      }
-      if (r != nullptr) r[i] = 0.f;
-      ++pos;
-    }
-  }
-}
-
-// A warm call's decision, on the device (one thread): the histogram's edge nearest k in
-// the band, usable when every element above the bound was kept and all were finite.
-__global__ void decide_kernel(FirstPassSummary* d, long long k, unsigned long long cap,
-                              const ThresholdBins bins) {
+// Phase 1 (one thread): usable when every element above the bound was kept, all were
+// finite and an edge's count is in the band; else, when the band falls inside one bin,
+// that bin's sub-edges are planned for phases 2 and 3.
+__device__ inline void decide_phase(FirstPassSummary* d, long long k, unsigned long long cap,
+                                    const ThresholdBins& bins) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
   d->usable = 0;
+  d->refine = 0;
   if (d->nonfinite != 0 || d->above > cap) return;
   const detail::EdgePick pick = detail::pick_edge(d->hist, static_cast<std::int64_t>(d->above), k);
-  if (pick.bin < 0) return;
-  d->bin = pick.bin;
-  d->chosen = static_cast<unsigned int>(pick.count);
-  d->threshold = bins.edge[pick.bin];
-  d->usable = 1;
-}
-
-// Right after decide_kernel: when no edge was in the band but the band falls inside one
-// bin, plans that bin's sub-edges for refine_kernel and refine_decide_kernel. One thread.
-__global__ void plan_refine_kernel(FirstPassSummary* d, long long k, unsigned long long cap,
-                                   const ThresholdBins bins) {
-  if (blockIdx.x != 0 || threadIdx.x != 0) return;
-  d->refine = 0;
-  if (d->usable != 0 || d->nonfinite != 0 || d->above > cap) return;
+  if (pick.bin >= 0) {
+    d->bin = pick.bin;
+    d->chosen = static_cast<unsigned int>(pick.count);
+    d->threshold = bins.edge[pick.bin];
+    d->usable = 1;
+    return;
+  }
   const int j = detail::band_crossing(d->hist, static_cast<std::int64_t>(d->above), k);
   if (j < 0) return;
   d->refine_bin = j;
@@ -298,8 +225,8 @@ __global__ void plan_refine_kernel(FirstPassSummary* d, long long k, unsigned lo
   d->refine = 1;
 }
 
-// The candidates inside the refined bin, binned over its sub-edges.
-__global__ void refine_kernel(FirstPassSummary* d, const float* __restrict__ cand_val) {
+// Phase 2: the candidates inside the refined bin, binned over its sub-edges.
+__device__ inline void refine_phase(FirstPassSummary* d, const float* __restrict__ cand_val) {
   __shared__ float sub[detail::kThresholdBins];
   __shared__ unsigned int hist[detail::kThresholdBins];
   if (d->refine == 0) return;  // uniform: every thread reads the same flag
@@ -321,9 +248,9 @@ __global__ void refine_kernel(FirstPassSummary* d, const float* __restrict__ can
     if (hist[j] != 0) atomicAdd(&d->sub_hist[j], hist[j]);
 }
 
-// The decision over the sub-edges: the one nearest k in the band, exact (the count above
-// the refined bin plus its sub-bins from there up). One thread.
-__global__ void refine_decide_kernel(FirstPassSummary* d, long long k) {
+// Phase 3 (one thread): the decision over the sub-edges, the one nearest k in the band,
+// exact (the count above the refined bin plus its sub-bins from there up).
+__device__ inline void refine_decide_phase(FirstPassSummary* d, long long k) {
   if (blockIdx.x != 0 || threadIdx.x != 0 || d->refine == 0) return;
   std::int64_t upper = 0;  // the count above the refined bin's upper edge
   for (int j = d->refine_bin + 1; j < detail::kThresholdBins; ++j) upper += d->hist[j];
@@ -334,6 +261,124 @@ __global__ void refine_decide_kernel(FirstPassSummary* d, long long k) {
   d->chosen = static_cast<unsigned int>(pick.count);
   d->threshold = d->sub_edge[pick.bin];
   d->usable = 1;
+}
+
+// Phase 4: the candidates above the decision's threshold marked in `bitmap`.
+__device__ inline void mark_phase(const FirstPassSummary* d,
+                                  const unsigned int* __restrict__ cand_idx,
+                                  const float* __restrict__ cand_val, unsigned int* bitmap) {
+  if (d->usable == 0) return;
+  const float t = d->threshold;
+  const auto kept = static_cast<long long>(d->above);  // usable: all of them were kept
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < kept;
+       j += (long long)gridDim.x * blockDim.x) {
+    if (fabsf(cand_val[j]) > t) {
+      const unsigned int i = cand_idx[j];
+      atomicOr(&bitmap[i >> 5], 1u << (i & 31u));
+    }
+  }
+}
+
+// Phase 5: the marks in each chunk of kWordsPerChunk words (read coalesced), for the
+// offsets of phase 6. A block takes chunks blockIdx.x, + gridDim.x, ...
+__device__ inline void count_phase(const FirstPassSummary* d,
+                                   const unsigned int* __restrict__ bitmap, long long words,
+                                   unsigned int* __restrict__ chunk_counts) {
+  __shared__ unsigned int warp_sums[kThreads / 32];
+  if (d->usable == 0) return;  // uniform over the grid
+  const long long chunks = (words + kWordsPerChunk - 1) / kWordsPerChunk;
+  for (long long chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const long long base = chunk * kWordsPerChunk;
+    unsigned int c = 0;
+    for (int q = 0; q < kWordsPerThread; ++q) {
+      const long long w = base + static_cast<long long>(q) * kThreads + threadIdx.x;
+      if (w < words) c += __popc(bitmap[w]);
+    }
+    const unsigned int total = block_sum(c, warp_sums);
+    if (threadIdx.x == 0) chunk_counts[chunk] = total;
+  }
+}
+
+// Phase 6: the marked elements in ascending order. A chunk starts after the marks of the
+// chunks before it, each thread takes kWordsPerThread consecutive words of it and a scan
+// over the block's threads orders them. Values are read from x; r (when not null) is
+// zeroed there.
+__device__ inline void extract_phase(const FirstPassSummary* d,
+                                     const unsigned int* __restrict__ bitmap, long long words,
+                                     const unsigned int* __restrict__ chunk_counts,
+                                     long long room, const float* x, float* r,
+                                     unsigned int* __restrict__ out_idx,
+                                     float* __restrict__ out_val) {
+  __shared__ unsigned int warp_sums[kThreads / 32];
+  __shared__ unsigned int chunk_offset;
+  if (d->usable == 0) return;  // uniform over the grid
+  const long long chunks = (words + kWordsPerChunk - 1) / kWordsPerChunk;
+  const unsigned int lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+  for (long long chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    unsigned int before = 0;
+    for (long long j = threadIdx.x; j < chunk; j += kThreads) before += chunk_counts[j];
+    before = block_sum(before, warp_sums);
+    if (threadIdx.x == 0) chunk_offset = before;
+    __syncthreads();
+    const long long first = chunk * kWordsPerChunk + static_cast<long long>(threadIdx.x) * kWordsPerThread;
+    unsigned int mine = 0;
+    for (int q = 0; q < kWordsPerThread; ++q)
+      if (first + q < words) mine += __popc(bitmap[first + q]);
+    unsigned int incl = mine;
+#pragma unroll
+    for (int s = 1; s < 32; s <<= 1) {
+      const unsigned int up = __shfl_up_sync(kFullMask, incl, s);
+      if (lane >= static_cast<unsigned int>(s)) incl += up;
+    }
+    if (lane == 31) warp_sums[warp] = incl;
+    __syncthreads();
+    unsigned int warp_before = 0;
+    for (unsigned int w = 0; w < warp; ++w) warp_before += warp_sums[w];
+    long long pos = static_cast<long long>(chunk_offset) + warp_before + (incl - mine);
+    __syncthreads();  // warp_sums and chunk_offset are rewritten by the next chunk
+    for (int q = 0; q < kWordsPerThread && first + q < words; ++q) {
+      unsigned int bits = bitmap[first + q];
+      while (bits != 0) {
+        const unsigned int low = bits & (0u - bits);
+        bits ^= low;
+        const long long i = (first + q) * 32 + __popc(low - 1u);
+        if (pos < room) {  // never more than decided, but never past the buffers either
+          out_idx[pos] = static_cast<unsigned int>(i);
+          out_val[pos] = x[i];
+        }
+        if (r != nullptr) r[i] = 0.f;
+        ++pos;
+      }
+    }
+  }
+}
+
+// The phases as one launch each (the fallback, and the emulated tests).
+__global__ void decide_kernel(FirstPassSummary* d, long long k, unsigned long long cap,
+                              const ThresholdBins bins) {
+  decide_phase(d, k, cap, bins);
+}
+__global__ void refine_kernel(FirstPassSummary* d, const float* __restrict__ cand_val) {
+  refine_phase(d, cand_val);
+}
+__global__ void refine_decide_kernel(FirstPassSummary* d, long long k) {
+  refine_decide_phase(d, k);
+}
+__global__ void mark_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ cand_idx,
+                            const float* __restrict__ cand_val, unsigned int* bitmap) {
+  mark_phase(d, cand_idx, cand_val, bitmap);
+}
+__global__ void __launch_bounds__(kThreads)
+    count_marks_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ bitmap,
+                       long long words, unsigned int* __restrict__ chunk_counts) {
+  count_phase(d, bitmap, words, chunk_counts);
+}
+__global__ void __launch_bounds__(kThreads)
+    extract_kernel(const FirstPassSummary* d, const unsigned int* __restrict__ bitmap,
+                   long long words, const unsigned int* __restrict__ chunk_counts, long long room,
+                   const float* x, float* r, unsigned int* __restrict__ out_idx,
+                   float* __restrict__ out_val) {
+  extract_phase(d, bitmap, words, chunk_counts, room, x, r, out_idx, out_val);
 }
 
 }  // namespace cutlayer::kernels::cuda::device

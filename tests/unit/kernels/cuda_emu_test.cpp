@@ -150,20 +150,21 @@ TEST(CudaKernelsEmulated, NonFiniteIsFlagged) {
   }
 }
 
-// decide -> mark -> count -> extract, as warm_select queues them: the selection in index
+// decide -> mark -> count -> extract, the phases of warm_select: the selection in index
 // order with its values, zeroed in r; and nothing selected or zeroed when the decision is
-// not usable. Blocks of fewer words than the device's (kWordsPerBlock) are not possible,
-// so the vector spans several of them.
+// not usable. The vector spans three chunks of kWordsPerChunk words; the count and the
+// extraction run on a grid of one block per chunk (the launches of the fallback) and on
+// a smaller one (the cooperative kernel's grid-stride over chunks), with the same result.
 TEST(CudaKernelsEmulated, DecisionMarkAndExtractMatchTheReference) {
-  const long long n = 2 * dev::kWordsPerBlock * 32 + 5 * dev::kTile + 11;
+  const long long n = 2 * dev::kWordsPerChunk * 32 + 5 * dev::kTile + 11;
   const Data d = make_data(n, 47);
   const float bound = 2.2f;
   const ThresholdBins bins = detail::make_threshold_bins(bound);
   const long long words = (n + 31) / 32;
-  const long long blocks = (words + dev::kWordsPerBlock - 1) / dev::kWordsPerBlock;
+  const long long blocks = (words + dev::kWordsPerChunk - 1) / dev::kWordsPerChunk;
   ASSERT_EQ(blocks, 3);
-  for (long long cap : {n, 10LL}) {
-    SCOPED_TRACE("cap " + std::to_string(cap));
+  for (const auto& [cap, grid] : {std::pair{n, 3LL}, std::pair{n, 2LL}, std::pair{10LL, 3LL}}) {
+    SCOPED_TRACE("cap " + std::to_string(cap) + " grid " + std::to_string(grid));
     std::vector<float> r = d.r;
     std::vector<unsigned> ci;
     std::vector<float> cv;
@@ -180,10 +181,10 @@ TEST(CudaKernelsEmulated, DecisionMarkAndExtractMatchTheReference) {
     auto select = [&] {
       cuda_emu::launch(2, dev::kThreads,
                        [&] { dev::mark_kernel(&s, ci.data(), cv.data(), bitmap.data()); });
-      cuda_emu::launch(static_cast<unsigned>(blocks), dev::kThreads, [&] {
+      cuda_emu::launch(static_cast<unsigned>(grid), dev::kThreads, [&] {
         dev::count_marks_kernel(&s, bitmap.data(), words, counts.data());
       });
-      cuda_emu::launch(static_cast<unsigned>(blocks), dev::kThreads, [&] {
+      cuda_emu::launch(static_cast<unsigned>(grid), dev::kThreads, [&] {
         dev::extract_kernel(&s, bitmap.data(), words, counts.data(), room, r.data(), r.data(),
                             out_idx.data(), out_val.data());
       });
@@ -274,7 +275,6 @@ TEST(CudaKernelsEmulated, RefinementResolvesACliffInsideOneBin) {
   const auto cap = static_cast<unsigned long long>(n);
   cuda_emu::launch(1, 32, [&] { dev::decide_kernel(&s, k, cap, bins); });
   EXPECT_EQ(s.usable, 0u);
-  cuda_emu::launch(1, 32, [&] { dev::plan_refine_kernel(&s, k, cap, bins); });
   ASSERT_EQ(s.refine, 1u);
   ASSERT_EQ(s.refine_bin, 0);
   cuda_emu::launch(3, dev::kThreads, [&] { dev::refine_kernel(&s, cv.data()); });
@@ -292,7 +292,6 @@ TEST(CudaKernelsEmulated, RefinementResolvesACliffInsideOneBin) {
   std::vector<float> r2(n, 0.f);
   run_first_pass(true, args_for(r2.data(), g.data(), n, bins, n, ci, cv, &s2), 1);
   cuda_emu::launch(1, 32, [&] { dev::decide_kernel(&s2, 600, cap, bins); });
-  cuda_emu::launch(1, 32, [&] { dev::plan_refine_kernel(&s2, 600, cap, bins); });
   EXPECT_EQ(s2.usable, 1u);
   EXPECT_EQ(s2.refine, 0u);
 }

@@ -457,7 +457,7 @@ struct CpuDeviceOps {
     for (float v : r) c += std::fabs(v) > t;
     return c;
   }
-  // decide_kernel, plan_refine_kernel, refine_kernel, refine_decide_kernel: usable only when
+  // decide_phase, refine_phase, refine_decide_phase: usable only when
   // every element above the bound was kept.
   void decide(const ThresholdBins& b, cuda::FirstPassSummary& s) const {
     const auto a = static_cast<std::int64_t>(s.above);
