@@ -112,13 +112,6 @@ void breakdown() {
     cuda::read_summary(dsum, &hs, stream);
   });
   const unsigned usable = hs.usable;
-  const double separate_ms = median_ms([&] {
-    cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, stream);
-    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
-                      scratch, scratch_bytes, stream, cuda::SelectLaunch::kSeparate);
-    cuda::read_summary(dsum, &hs, stream);
-  });
-  const unsigned separate_usable = hs.usable;
   // The same on a side stream, by the host's clock: launched one by one, and with the
   // selection (or the whole call) replayed as a CUDA graph captured once.
   cudaStream_t cs;
@@ -193,10 +186,9 @@ void breakdown() {
   std::printf("{\"bench\":\"compress_gpu_breakdown\",\"numel\":%lld,\"density\":%g,"
               "\"wait_ms\":%.4f,\"copy_ms\":%.4f,\"ef_add_ms\":%.4f,\"first_pass_ms\":%.4f,"
               "\"binned_pass_ms\":%.4f,\"pass_and_select_ms\":%.4f,\"select_usable\":%u,"
-              "\"pass_and_select_separate_ms\":%.4f,\"separate_usable\":%u,"
               "\"call_ms\":%.4f,\"call_passes\":%d,\"above\":%llu}\n",
               static_cast<long long>(n), density, wait_ms, copy_ms, add_ms, plain_ms, binned_ms,
-              select_ms, usable, separate_ms, separate_usable, call_ms, c->last_stats().passes,
+              select_ms, usable, call_ms, c->last_stats().passes,
               static_cast<unsigned long long>(hs.above));
 }
 

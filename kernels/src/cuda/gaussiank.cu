@@ -6,13 +6,11 @@
 //   a warm call then decides on the device: the histogram's edge nearest k in the band
 //     (or, when the band falls inside one bin, that bin refined 128 times finer), then
 //     selects from the candidates in index order without a sort (marked in a bitmap of n
-//     bits, counted per chunk, written out with the values and zeroed in the residual),
-//     all in one cooperative kernel with grid barriers between its phases: one streaming
-//     pass, one wait.
+//     bits, counted per chunk, written out with the values and zeroed in the residual):
+//     one streaming pass, one wait.
 //   otherwise (cold, a jump, too many candidates): count passes with the CPU's threshold
 //     corrections, and a compaction pass (cub::DeviceSelect::If over the index range,
 //     stable, then a gather that also zeroes the selected residual entries).
-#include <cooperative_groups.h>
 #include <thrust/iterator/counting_iterator.h>
 
 #include <cmath>
@@ -251,45 +249,12 @@ struct SelectArgs {
   float* r;
   unsigned int* out_idx;
   float* out_val;
-  ThresholdBins bins;  // by value: 512 bytes of kernel parameters
+  ThresholdBins bins;
 };
 
-// The selection's six phases in one cooperative launch, a grid-wide barrier between them
-// (gaussiank_kernels.cuh says what each does).
-__global__ void __launch_bounds__(kThreads) select_kernel(const SelectArgs a) {
-  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-  decide_phase(a.d, a.k, a.cap, a.bins);
-  grid.sync();
-  refine_phase(a.d, a.cand_val);
-  grid.sync();
-  refine_decide_phase(a.d, a.k);
-  grid.sync();
-  mark_phase(a.d, a.cand_idx, a.cand_val, a.bitmap);
-  grid.sync();
-  count_phase(a.d, a.bitmap, a.words, a.chunk_counts);
-  grid.sync();
-  extract_phase(a.d, a.bitmap, a.words, a.chunk_counts, a.room, a.x, a.r, a.out_idx, a.out_val);
-}
-
-// Blocks of the cooperative selection: all resident at once (a grid barrier needs that),
-// two per SM at most; 0 when the device refuses cooperative launches. Queried once.
-int select_grid() {
-  static const int blocks = [] {
-    int dev = 0, sms = 0, coop = 0, per_sm = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, select_kernel, kThreads, 0) !=
-            cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return coop != 0 ? sms * (per_sm < 2 ? per_sm : 2) : 0;
-  }();
-  return blocks;
-}
-
-// The same phases as one launch each.
+// The selection's phases, one launch each. (As one cooperative kernel with a grid barrier
+// between phases it was slower on an H200: 0.164 against 0.158 ms for the first pass and
+// the selection at 25M / 0.001; the barriers cost more than the launches.)
 cudaError_t select_by_launches(const SelectArgs& a, long long chunks, cudaStream_t stream) {
   decide_kernel<<<1, 32, 0, stream>>>(a.d, a.k, a.cap, a.bins);
   CUTLAYER_CUDA_TRY(cudaGetLastError());
@@ -317,7 +282,7 @@ cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long l
                         long long cap, const unsigned int* cand_idx, const float* cand_val,
                         long long n, const float* x, float* r, unsigned int* out_idx,
                         float* out_val, void* scratch, std::size_t scratch_bytes,
-                        cudaStream_t stream, SelectLaunch launch) {
+                        cudaStream_t stream) {
   const long long room = warm_room(k);
   if (room <= 0 || cap <= 0 || n <= 0) return cudaSuccess;  // nothing is ever usable
   if (scratch_bytes < warm_select_scratch_bytes(n)) return cudaErrorInvalidValue;
@@ -327,14 +292,6 @@ cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long l
                out_val, bins};
   a.chunk_counts = a.bitmap + words;
   CUTLAYER_CUDA_TRY(cudaMemsetAsync(a.bitmap, 0, words * sizeof(unsigned int), stream));
-  const int grid = launch == SelectLaunch::kSeparate ? 0 : select_grid();
-  if (grid > 0) {
-    void* params[] = {&a};
-    const cudaError_t err = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(select_kernel),
-                                                        grid, kThreads, params, 0, stream);
-    if (err == cudaSuccess) return cudaSuccess;
-    cudaGetLastError();  // refused (e.g. under a debugger or MPS limits): the launches below
-  }
   return select_by_launches(a, chunks, stream);
 }
 

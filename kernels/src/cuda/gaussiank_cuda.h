@@ -74,17 +74,13 @@ cudaError_t select_compact(float* x, long long n, float t, bool zero_selected,
 // nothing is selected or zeroed. Room: out_idx/out_val hold warm_room(k) entries; scratch
 // holds warm_select_scratch_bytes(n) bytes. read_summary then tells usable, chosen (how
 // many of out_idx/out_val are the selection) and threshold.
-// `launch`: kCooperative runs the decision and the selection as one cooperative kernel
-// (falling back to one launch per phase where the device refuses it); kSeparate always
-// launches each phase (for comparison: same results).
-enum class SelectLaunch { kCooperative, kSeparate };
 long long warm_room(long long k);
 std::size_t warm_select_scratch_bytes(long long n);
 cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long long k,
                         long long cap, const unsigned int* cand_idx, const float* cand_val,
                         long long n, const float* x, float* r, unsigned int* out_idx,
                         float* out_val, void* scratch, std::size_t scratch_bytes,
-                        cudaStream_t stream, SelectLaunch launch = SelectLaunch::kCooperative);
+                        cudaStream_t stream);
 
 // Number of CUDA devices (0 when none or no driver).
 int device_count();

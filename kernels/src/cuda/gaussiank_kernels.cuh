@@ -182,10 +182,9 @@ __global__ void gather_and_zero(float* __restrict__ x, const long long* __restri
 }
 
 // ---- A warm call's selection, after the first pass --------------------------------------
-// Six phases; between two of them every block's writes must be visible to every block.
-// gaussiank.cu runs them as one cooperative kernel with a grid-wide barrier between phases
-// (or, where cooperative launches are refused, as one launch each: the kernels at the end
-// of this file, which the emulated tests run too). Each phase works for any grid size.
+// Six phases; between two of them every block's writes must be visible to every block,
+// so gaussiank.cu launches each on its own (the kernels at the end of this file, which the
+// emulated tests run too). Each phase works for any grid size.
 //   1. decide_phase: the histogram's edge nearest k in the band and, when no edge is in
 //      the band but it falls inside one bin, that bin's sub-edges (one thread).
 //   2. refine_phase: the candidates inside that bin binned over its sub-edges.

@@ -153,8 +153,9 @@ TEST(CudaKernelsEmulated, NonFiniteIsFlagged) {
 // decide -> mark -> count -> extract, the phases of warm_select: the selection in index
 // order with its values, zeroed in r; and nothing selected or zeroed when the decision is
 // not usable. The vector spans three chunks of kWordsPerChunk words; the count and the
-// extraction run on a grid of one block per chunk (the launches of the fallback) and on
-// a smaller one (the cooperative kernel's grid-stride over chunks), with the same result.
+// extraction run on a grid of one block per chunk (as warm_select launches them) and on
+// a smaller one (each block then takes chunks blockIdx.x, + gridDim.x, ...), with the
+// same result.
 TEST(CudaKernelsEmulated, DecisionMarkAndExtractMatchTheReference) {
   const long long n = 2 * dev::kWordsPerChunk * 32 + 5 * dev::kTile + 11;
   const Data d = make_data(n, 47);

@@ -160,8 +160,7 @@ TEST(CudaGaussianK, StaysInBandOnErrorFeedbackStreams) {
 // feedback, moments, the histogram and the candidates above a bound), then the selection
 // decided on the device (ascending indices, exact values, zeroed residual). Run on an
 // aligned vector (the float4 kernel) and one offset by a float (the scalar kernel), with
-// room for every candidate (the selection as one cooperative kernel and as one launch per
-// phase) and with too little (then nothing may be selected or zeroed).
+// room for every candidate and with too little (then nothing may be selected or zeroed).
 TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
   SKIP_WITHOUT_GPU();
   const long long n = (1 << 22) + 3;
@@ -195,13 +194,9 @@ TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
   ASSERT_EQ(cudaMalloc(&oidx, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&oval, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&dsum, sizeof(cuda::FirstPassSummary)), cudaSuccess);
-  using cuda::SelectLaunch;
   for (int offset : {0, 1}) {
-    for (const auto& [cap, launch] :
-         {std::pair{n, SelectLaunch::kCooperative}, std::pair{n, SelectLaunch::kSeparate},
-          std::pair{above / 2, SelectLaunch::kCooperative}}) {
-      SCOPED_TRACE("offset " + std::to_string(offset) + " cap " + std::to_string(cap) +
-                   (launch == SelectLaunch::kSeparate ? " separate launches" : " cooperative"));
+    for (long long cap : {n, above / 2}) {
+      SCOPED_TRACE("offset " + std::to_string(offset) + " cap " + std::to_string(cap));
       float* xr = dr + offset;
       float* xg = dg + offset;
       cudaMemcpy(xg, g.data(), n * 4, cudaMemcpyHostToDevice);
@@ -239,7 +234,7 @@ TEST(CudaGaussianK, WarmPassMatchesCpuReference) {
       void* temp = nullptr;
       ASSERT_EQ(cudaMalloc(&temp, bytes), cudaSuccess);
       ASSERT_EQ(cuda::warm_select(dsum, bins, k, cap, didx, dval, n, xr, xr, oidx, oval, temp,
-                                  bytes, nullptr, launch),
+                                  bytes, nullptr),
                 cudaSuccess);
       ASSERT_EQ(cuda::read_summary(dsum, &hs, nullptr), cudaSuccess);
       cudaFree(temp);
