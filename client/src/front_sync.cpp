@@ -110,7 +110,7 @@ void FrontSync::wait_until(transport::ClientTransport& link, std::size_t max_out
 
 void FrontSync::contribute(transport::ClientTransport& link, std::uint64_t samples, int epoch,
                            std::chrono::milliseconds timeout) {
-  if (!started_) throw Error("FrontSync::contribute before start()");
+  if (!started_) throw InternalError("FrontSync::contribute before start()");
   flat_.gather_grads(grad_);
   const double density = schedule_.at_epoch(epoch);
   auto s = options_.per_layer

@@ -13,7 +13,7 @@ void check_inputs(const torch::Tensor& grad, const torch::Tensor& residual, bool
                   double density) {
   if (!grad.defined() || grad.dim() != 1 || grad.scalar_type() != torch::kFloat32 ||
       !grad.is_contiguous())
-    throw Error("compress: the gradient must be a contiguous 1-D float32 tensor");
+    throw InternalError("compress: the gradient must be a contiguous 1-D float32 tensor");
   if (!(density > 0.0 && density <= 1.0))
     throw Error("compress: density must be in (0, 1], got " + std::to_string(density));
   if (ef && (!residual.defined() || residual.sizes() != grad.sizes() ||

@@ -165,7 +165,7 @@ SparseTensor compress_per_layer(Compressor& c, const torch::Tensor& grad, torch:
   std::int64_t total = 0;
   for (auto s : layer_sizes) total += s;
   if (total != grad.numel())
-    throw Error("compress_per_layer: layer sizes sum to " + std::to_string(total) +
+    throw InternalError("compress_per_layer: layer sizes sum to " + std::to_string(total) +
                 ", the gradient has " + std::to_string(grad.numel()) + " elements");
   std::vector<torch::Tensor> idx, val;
   std::int64_t offset = 0;

@@ -29,7 +29,7 @@ DenseAccumulator::DenseAccumulator(std::int64_t numel)
 
 void DenseAccumulator::add(const SparseTensor& s, float w) {
   if (s.numel != numel_)
-    throw Error("DenseAccumulator: contribution has " + std::to_string(s.numel) +
+    throw InternalError("DenseAccumulator: contribution has " + std::to_string(s.numel) +
                 " elements, the accumulator " + std::to_string(numel_));
   const auto values = s.values.to(torch::kFloat32).contiguous();
   const float* v = values.data_ptr<float>();
@@ -78,15 +78,15 @@ SparseTensor DenseAccumulator::take() {
 }
 
 SparseTensor merge_sum(const std::vector<SparseTensor>& parts, const std::vector<float>& weights) {
-  if (parts.size() != weights.size()) throw Error("merge_sum: one weight per contribution");
-  if (parts.empty()) throw Error("merge_sum: nothing to sum");
+  if (parts.size() != weights.size()) throw InternalError("merge_sum: one weight per contribution");
+  if (parts.empty()) throw InternalError("merge_sum: nothing to sum");
   const std::int64_t numel = parts[0].numel;
   std::vector<torch::Tensor> idx_t, val_t;
   std::vector<Indices> idx;
   std::vector<const float*> val;
   std::int64_t upper = 0;
   for (const auto& p : parts) {
-    if (p.numel != numel || p.dense()) throw Error("merge_sum: contributions must be sparse, same numel");
+    if (p.numel != numel || p.dense()) throw InternalError("merge_sum: contributions must be sparse, same numel");
     idx_t.push_back(p.indices.contiguous());
     val_t.push_back(p.values.to(torch::kFloat32).contiguous());
     idx.emplace_back(idx_t.back());

@@ -17,9 +17,6 @@ using Clock = std::chrono::steady_clock;
 
 std::atomic<std::uint64_t> g_monitor_counter{0};
 
-// One join attempt's outcome.
-enum class Attempt { kAcked, kNoAnswer };
-
 }  // namespace
 
 ClientTransport::ClientTransport(ClientTransportOptions options)
@@ -137,7 +134,7 @@ wire::JoinAck ClientTransport::join(const wire::Join& join) {
 }
 
 void ClientTransport::send(const wire::Message& msg) {
-  if (!channel_) throw Error("not joined: call join() first");
+  if (!channel_) throw InternalError("not joined: call join() first");
   auto frames = channel_->seal(msg);
   const std::size_t bytes = detail::total_bytes(frames);
   if (!detail::send_frames(*data_, nullptr, frames)) {
@@ -155,7 +152,7 @@ void ClientTransport::send_heartbeat_if_due() {
 }
 
 std::optional<wire::Message> ClientTransport::recv(std::chrono::milliseconds timeout) {
-  if (!channel_) throw Error("not joined: call join() first");
+  if (!channel_) throw InternalError("not joined: call join() first");
   auto log = log::get("transport");
   const auto deadline = Clock::now() + timeout;
   const std::size_t max_parts = 2 + options_.limits.max_tensors;

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "cutlayer/error.h"  // Interrupted
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/kernels/density_schedule.h"
 #include "cutlayer/sync/sync.h"
@@ -22,7 +23,6 @@
 namespace cutlayer::client {
 
 // Thrown out of a wait when the stop flag is set (SIGINT/SIGTERM): not an error.
-struct Interrupted {};
 
 struct SyncStats {
   std::uint64_t contributions = 0, updates = 0, rejected = 0;
@@ -53,8 +53,6 @@ class FrontSync {
   // Waits end with Interrupted once *stop is set.
   void set_stop(const std::atomic<bool>* stop) { stop_ = stop; }
   std::uint64_t version() const { return version_; }
-  std::uint32_t staleness() const { return staleness_; }
-  std::size_t outstanding() const { return outstanding_.size(); }
   std::string hash() const { return flat_.hash(); }
   std::int64_t numel() const { return flat_.numel(); }
   const SyncStats& stats() const { return stats_; }

@@ -1,7 +1,7 @@
-// Cross-client aggregation of the clients' front-model gradients (DESIGN.md, Compression
-// and aggregation). Clients send compressed contributions (SparseGrad), each computed on
-// some model version; the aggregator sums a round's contributions weighted by samples
-// (and down-weighted by staleness: 1/(1+tau) by default), broadcasts the sum (Update) to every member, and
+// Cross-client aggregation of the clients' front-model gradients (docs/aggregation.md).
+// Clients send compressed contributions (SparseGrad), each computed on some model version;
+// the aggregator sums a round's contributions weighted by samples (and down-weighted by
+// staleness: 1/(1+tau) by default), broadcasts the sum (Update) to every member, and
 // applies it to its own replica of the front with the same optimizer, so that it can
 // hand a joiner a dense snapshot of the current front.
 //
@@ -77,7 +77,6 @@ class Aggregator {
   // Unset, round r uses position r-1.
   void set_schedule_steps(std::int64_t back_steps) { schedule_steps_ = back_steps; }
 
-  bool is_member(std::uint64_t session) const { return members_.count(session) != 0; }
   std::size_t members() const { return members_.size(); }
   std::uint64_t version() const { return version_; }
   std::int64_t numel() const { return flat_.numel(); }

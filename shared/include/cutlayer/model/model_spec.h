@@ -24,7 +24,7 @@ struct SplitSpec {
   std::vector<std::int64_t> input_shape;  // per sample, e.g. {1, 28, 28}
 };
 
-// Known presets: fmnist-cnn (DESIGN.md defaults).
+// Known presets: fmnist-cnn and fmnist-deep-front (docs/split-training.md).
 std::vector<std::string> preset_names();
 SplitSpec preset(const std::string& name, bool u_shaped);
 

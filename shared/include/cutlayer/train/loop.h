@@ -42,7 +42,6 @@ class MetricsFile {
  public:
   explicit MetricsFile(const std::string& path);  // "" writes nothing
   void write(const std::string& json_object);
-  bool enabled() const { return out_ != nullptr; }
 
  private:
   std::unique_ptr<std::ofstream> out_;

@@ -69,8 +69,6 @@ struct Heartbeat {
 enum class ErrorCode : std::uint16_t {
   kProtocol = 1,      // the peer's message broke the wire protocol
   kRefused = 2,       // join refused (shape, model, version, capacity)
-  kUnknownSession = 3,
-  kInternal = 4,
 };
 
 struct ErrorMsg {
@@ -209,15 +207,6 @@ struct SnapshotRequest {
   static constexpr MsgType kType = MsgType::kSnapshotRequest;
   template <class A>
   void serialize(A&) {}
-};
-
-struct EvalRequest {
-  static constexpr MsgType kType = MsgType::kEvalRequest;
-  std::uint64_t id = 0;
-  template <class A>
-  void serialize(A& ar) {
-    ar(id);
-  }
 };
 
 struct EvalResult {

@@ -17,7 +17,7 @@ enum class MsgType : std::uint16_t {
   kSparseGrad = 8,
   kUpdate = 9,
   kModelSnapshot = 10,
-  kEvalRequest = 11,
+  kEvalRequest = 11,  // reserved, never sent: evaluation travels as Activations{train=false}
   kEvalResult = 12,
   kProbe = 13,       // a client's link self-check: tensors the server echoes back
   kProbeReply = 14,

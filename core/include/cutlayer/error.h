@@ -41,4 +41,18 @@ class CryptoError : public Error {
   using Error::Error;
 };
 
+// A bug in cutlayer itself, not a user's mistake: an API called out of order or with
+// arguments its caller should have checked. The text names the function.
+class InternalError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A wait ended because shutdown was asked for (SIGINT/SIGTERM): not a failure, and the
+// caller winds down (the client still writes its summary).
+class Interrupted : public Error {
+ public:
+  Interrupted() : Error("interrupted: shutdown requested") {}
+};
+
 }  // namespace cutlayer
