@@ -85,6 +85,7 @@ void breakdown() {
                            dev.dtype(torch::kUInt8));
   char* base = static_cast<char*>(work.data_ptr());
   auto* dsum = reinterpret_cast<cuda::FirstPassSummary*>(base);
+  static_assert(sizeof(cuda::FirstPassSummary) <= 2048, "the summary's slot below");
   char* p = base + 2048;
   auto take = [&](std::int64_t bytes) { char* q = p; p += (bytes + 255) / 256 * 256; return q; };
   auto* cand_idx = reinterpret_cast<unsigned int*>(take(4 * cap));
@@ -153,7 +154,7 @@ void breakdown() {
                       scratch, scratch_bytes, cs);
   });
   double graph_select_ms = -1, graph_all_ms = -1;
-  unsigned graph_usable = 0;
+  unsigned graph_usable = 0, graph_all_usable = 0;
   if (select_graph != nullptr) {
     graph_select_ms = host_ms([&] {
       cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
@@ -176,12 +177,16 @@ void breakdown() {
       cudaGraphLaunch(all[step++ % 2], cs);
       cuda::read_summary(dsum, &hs, cs);
     });
+    graph_all_usable = hs.usable;
   }
   std::printf("{\"bench\":\"compress_gpu_graphs\",\"side_stream_ms\":%.4f,\"select_enqueue_us\":%.1f,"
               "\"graph_select_ms\":%.4f,\"graph_select_usable\":%u,\"graph_all_ms\":%.4f,"
               "\"graph_all_usable\":%u}\n",
               side_ms, enqueue[enqueue.size() / 2], graph_select_ms, graph_usable, graph_all_ms,
-              hs.usable);
+              graph_all_usable);
+  if (select_graph != nullptr) cudaGraphExecDestroy(select_graph);
+  for (auto* exec : all)
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
   const double call_ms = median_ms([&] { c->compress(step++ % 2 ? neg : g, r, density); });
   std::printf("{\"bench\":\"compress_gpu_breakdown\",\"numel\":%lld,\"density\":%g,"
               "\"wait_ms\":%.4f,\"copy_ms\":%.4f,\"ef_add_ms\":%.4f,\"first_pass_ms\":%.4f,"

@@ -233,6 +233,44 @@ TEST(CudaKernelsEmulated, DecisionMarkAndExtractMatchTheReference) {
   }
 }
 
+// Without error feedback the selection reads x (the gradient) and zeroes nothing.
+TEST(CudaKernelsEmulated, ExtractWithoutErrorFeedbackLeavesXAlone) {
+  const long long n = dev::kWordsPerChunk * 32 + 77;
+  const Data d = make_data(n, 5);
+  const std::vector<float> g = d.g;
+  const ThresholdBins bins = detail::make_threshold_bins(2.2f);
+  std::vector<unsigned> ci;
+  std::vector<float> cv;
+  FirstPassSummary s{};
+  run_first_pass(true, args_for(nullptr, g.data(), n, bins, n, ci, cv, &s), 4);
+  const long long k = std::max<long long>(1, static_cast<long long>(s.above) / 4);
+  const long long room = 4 * k / 3;
+  cuda_emu::launch(
+      1, 32, [&] { dev::decide_kernel(&s, k, static_cast<unsigned long long>(n), bins); });
+  ASSERT_EQ(s.usable, 1u);
+  const long long words = (n + 31) / 32;
+  std::vector<unsigned> bitmap(words, 0), counts(2, 0);
+  std::vector<unsigned> out_idx(room, 0xffffffffu);
+  std::vector<float> out_val(room, NAN);
+  cuda_emu::launch(2, dev::kThreads,
+                   [&] { dev::mark_kernel(&s, ci.data(), cv.data(), bitmap.data()); });
+  cuda_emu::launch(2, dev::kThreads,
+                   [&] { dev::count_marks_kernel(&s, bitmap.data(), words, counts.data()); });
+  cuda_emu::launch(2, dev::kThreads, [&] {
+    dev::extract_kernel(&s, bitmap.data(), words, counts.data(), room, g.data(), nullptr,
+                        out_idx.data(), out_val.data());
+  });
+  std::vector<long long> ref;
+  for (long long i = 0; i < n; ++i)
+    if (std::fabs(g[i]) > s.threshold) ref.push_back(i);
+  ASSERT_EQ(static_cast<long long>(ref.size()), static_cast<long long>(s.chosen));
+  for (std::size_t q = 0; q < ref.size(); ++q) {
+    ASSERT_EQ(static_cast<long long>(out_idx[q]), ref[q]) << q;
+    ASSERT_EQ(out_val[q], g[ref[q]]);
+  }
+  EXPECT_EQ(g, d.g);  // read only
+}
+
 TEST(CudaKernelsEmulated, CountAboveMatchesTheReference) {
   const long long n = 4 * dev::kTile + 3;
   const Data d = make_data(n, 53);
