@@ -53,18 +53,104 @@ constexpr const char* kUsage =
     "ceiling, all in one run (CUDA events, median of 21 after a warm-up). Sizes 1M, 10M, 25M\n"
     "fp32 at density 0.01 and 0.001.\n"
     "Usage: cutlayer-bench-compress-gpu [--help] [--breakdown]\n"
-    "  --breakdown: where a warm call's time goes at 25M / 0.001 (one JSON line), instead\n"
-    "  of the sizes.\n"
+    "  --breakdown: where a warm call's time goes at 25M / 0.001 (two JSON lines,\n"
+    "  compress_gpu_graphs and compress_gpu_breakdown), instead of the sizes.\n"
     "One JSON line per algorithm, size and density on stdout:\n"
     "  {\"bench\":\"compress_gpu\",\"algo\":..,\"numel\":..,\"density\":..,\"ms\":..,\n"
     "   \"speedup_vs_torch_topk\":..,\"speedup_vs_topk_alone\":..,\"fraction_of_stream\":..,\n"
     "   \"selected\":..,\"passes\":..,\"warm\":..,\"in_band\":..}\n"
     "Without a CUDA device (or with a CPU-only LibTorch) it says so and measures nothing.\n";
 
+// The breakdown's warm call on a side stream, by the host's clock: launched one by one,
+// and with the selection (or the whole call) replayed as a CUDA graph captured once. One
+// JSON line, compress_gpu_graphs.
+void graph_breakdown(std::int64_t n, std::int64_t k, std::int64_t cap,
+                     const cuda::ThresholdBins& bins, float* rp, float* g, float* neg,
+                     cuda::FirstPassSummary* dsum, unsigned int* cand_idx, float* cand_val,
+                     unsigned int* out_idx, float* out_val, void* scratch,
+                     std::size_t scratch_bytes) {
+  cudaStream_t cs;
+  cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking);
+  cuda::FirstPassSummary hs;
+  std::size_t step = 0;
+  auto gp = [&] { return step++ % 2 ? neg : g; };
+  auto select = [&] {
+    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
+                      scratch, scratch_bytes, cs);
+  };
+  auto host_ms = [](const std::function<void()>& fn) {
+    std::vector<double> t;
+    for (int i = 0; i < 24; ++i) {
+      const auto a = std::chrono::steady_clock::now();
+      fn();
+      t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  std::vector<double> enqueue;
+  const double side_ms = host_ms([&] {
+    cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
+    const auto a = std::chrono::steady_clock::now();
+    select();
+    enqueue.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
+    cuda::read_summary(dsum, &hs, cs);
+  });
+  std::sort(enqueue.begin(), enqueue.end());
+  auto capture = [&](const std::function<void()>& fn) {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal);
+    fn();
+    if (cudaStreamEndCapture(cs, &graph) != cudaSuccess ||
+        cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+      std::fprintf(stderr, "breakdown: graph capture failed: %s\n", cudaGetErrorString(cudaGetLastError()));
+      exec = nullptr;
+    }
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    return exec;
+  };
+  double graph_select_ms = -1, graph_all_ms = -1;
+  unsigned graph_usable = 0, graph_all_usable = 0;
+  cudaGraphExec_t select_graph = capture(select);
+  if (select_graph != nullptr) {
+    graph_select_ms = host_ms([&] {
+      cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
+      cudaGraphLaunch(select_graph, cs);
+      cuda::read_summary(dsum, &hs, cs);
+    });
+    graph_usable = hs.usable;
+    cudaGraphExecDestroy(select_graph);
+  }
+  cudaGraphExec_t all[2];
+  for (int i = 0; i < 2; ++i) {
+    float* gi = i ? neg : g;
+    all[i] = capture([&] {
+      cuda::queue_first_pass(rp, gi, n, &bins, cand_idx, cand_val, cap, dsum, cs);
+      select();
+    });
+  }
+  if (all[0] != nullptr && all[1] != nullptr) {
+    graph_all_ms = host_ms([&] {
+      cudaGraphLaunch(all[step++ % 2], cs);
+      cuda::read_summary(dsum, &hs, cs);
+    });
+    graph_all_usable = hs.usable;
+  }
+  for (auto* exec : all)
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+  cudaStreamDestroy(cs);
+  std::printf("{\"bench\":\"compress_gpu_graphs\",\"side_stream_ms\":%.4f,\"select_enqueue_us\":%.1f,"
+              "\"graph_select_ms\":%.4f,\"graph_select_usable\":%u,\"graph_all_ms\":%.4f,"
+              "\"graph_all_usable\":%u}\n",
+              side_ms, enqueue[enqueue.size() / 2], graph_select_ms, graph_usable, graph_all_ms,
+              graph_all_usable);
+}
+
 // Where a warm gaussiank call's time goes at 25M / 0.001: the raw device work in steps
 // (the wait alone, the first pass without and with bins, the pass plus the on-device
-// selection, and the same replayed as CUDA graphs) beside the whole call and the
-// streaming floors. The gradient alternates sign so that r += g keeps the residual's
+// selection; graph_breakdown for the same replayed as CUDA graphs) beside the whole call
+// and the streaming floors. The gradient alternates sign so that r += g keeps the residual's
 // scale (and the bins' candidates) steady.
 void breakdown() {
   const std::int64_t n = 25000000;
@@ -113,80 +199,8 @@ void breakdown() {
     cuda::read_summary(dsum, &hs, stream);
   });
   const unsigned usable = hs.usable;
-  // The same on a side stream, by the host's clock: launched one by one, and with the
-  // selection (or the whole call) replayed as a CUDA graph captured once.
-  cudaStream_t cs;
-  cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking);
-  auto host_ms = [&](const std::function<void()>& fn) {
-    std::vector<double> t;
-    for (int i = 0; i < 24; ++i) {
-      const auto a = std::chrono::steady_clock::now();
-      fn();
-      t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
-    }
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  };
-  std::vector<double> enqueue;
-  const double side_ms = host_ms([&] {
-    cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
-    const auto a = std::chrono::steady_clock::now();
-    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
-                      scratch, scratch_bytes, cs);
-    enqueue.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
-    cuda::read_summary(dsum, &hs, cs);
-  });
-  std::sort(enqueue.begin(), enqueue.end());
-  auto capture = [&](const std::function<void()>& fn) {
-    cudaGraph_t graph;
-    cudaGraphExec_t exec = nullptr;
-    cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal);
-    fn();
-    if (cudaStreamEndCapture(cs, &graph) != cudaSuccess ||
-        cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
-      std::fprintf(stderr, "breakdown: graph capture failed: %s\n", cudaGetErrorString(cudaGetLastError()));
-      return exec;
-    }
-    return exec;
-  };
-  auto select_graph = capture([&] {
-    cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
-                      scratch, scratch_bytes, cs);
-  });
-  double graph_select_ms = -1, graph_all_ms = -1;
-  unsigned graph_usable = 0, graph_all_usable = 0;
-  if (select_graph != nullptr) {
-    graph_select_ms = host_ms([&] {
-      cuda::queue_first_pass(rp, gp(), n, &bins, cand_idx, cand_val, cap, dsum, cs);
-      cudaGraphLaunch(select_graph, cs);
-      cuda::read_summary(dsum, &hs, cs);
-    });
-    graph_usable = hs.usable;
-  }
-  cudaGraphExec_t all[2];
-  for (int i = 0; i < 2; ++i) {
-    float* gi = (i ? neg : g).data_ptr<float>();
-    all[i] = capture([&] {
-      cuda::queue_first_pass(rp, gi, n, &bins, cand_idx, cand_val, cap, dsum, cs);
-      cuda::warm_select(dsum, bins, k, cap, cand_idx, cand_val, n, rp, rp, out_idx, out_val,
-                      scratch, scratch_bytes, cs);
-    });
-  }
-  if (all[0] != nullptr && all[1] != nullptr) {
-    graph_all_ms = host_ms([&] {
-      cudaGraphLaunch(all[step++ % 2], cs);
-      cuda::read_summary(dsum, &hs, cs);
-    });
-    graph_all_usable = hs.usable;
-  }
-  std::printf("{\"bench\":\"compress_gpu_graphs\",\"side_stream_ms\":%.4f,\"select_enqueue_us\":%.1f,"
-              "\"graph_select_ms\":%.4f,\"graph_select_usable\":%u,\"graph_all_ms\":%.4f,"
-              "\"graph_all_usable\":%u}\n",
-              side_ms, enqueue[enqueue.size() / 2], graph_select_ms, graph_usable, graph_all_ms,
-              graph_all_usable);
-  if (select_graph != nullptr) cudaGraphExecDestroy(select_graph);
-  for (auto* exec : all)
-    if (exec != nullptr) cudaGraphExecDestroy(exec);
+  graph_breakdown(n, k, cap, bins, rp, g.data_ptr<float>(), neg.data_ptr<float>(), dsum, cand_idx,
+                  cand_val, out_idx, out_val, scratch, scratch_bytes);
   const double call_ms = median_ms([&] { c->compress(step++ % 2 ? neg : g, r, density); });
   std::printf("{\"bench\":\"compress_gpu_breakdown\",\"numel\":%lld,\"density\":%g,"
               "\"wait_ms\":%.4f,\"copy_ms\":%.4f,\"ef_add_ms\":%.4f,\"first_pass_ms\":%.4f,"
@@ -211,7 +225,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::fprintf(stderr,
-                 "cutlayer-bench-compress-gpu: unknown argument '%s' (it takes none; see --help)\n",
+                 "cutlayer-bench-compress-gpu: unknown argument '%s' (see --help)\n",
                  argv[i]);
     return 2;
   }

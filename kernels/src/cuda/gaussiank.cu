@@ -234,44 +234,6 @@ long long bitmap_words(long long n) { return (n + 31) / 32; }
 long long mark_chunks(long long n) {
   return (bitmap_words(n) + kWordsPerChunk - 1) / kWordsPerChunk;
 }
-
-struct SelectArgs {
-  FirstPassSummary* d;
-  long long k;
-  unsigned long long cap;
-  const unsigned int* cand_idx;
-  const float* cand_val;
-  unsigned int* bitmap;
-  long long words;
-  unsigned int* chunk_counts;
-  long long room;
-  const float* x;
-  float* r;
-  unsigned int* out_idx;
-  float* out_val;
-  ThresholdBins bins;
-};
-
-// The selection's phases, one launch each. (As one cooperative kernel with a grid barrier
-// between phases it was slower on an H200: 0.164 against 0.158 ms for the first pass and
-// the selection at 25M / 0.001; the barriers cost more than the launches.)
-cudaError_t select_by_launches(const SelectArgs& a, long long chunks, cudaStream_t stream) {
-  decide_kernel<<<1, 32, 0, stream>>>(a.d, a.k, a.cap, a.bins);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  refine_kernel<<<grid_for(static_cast<long long>(a.cap)), kThreads, 0, stream>>>(a.d, a.cand_val);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  refine_decide_kernel<<<1, 32, 0, stream>>>(a.d, a.k);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  mark_kernel<<<grid_for(static_cast<long long>(a.cap)), kThreads, 0, stream>>>(
-      a.d, a.cand_idx, a.cand_val, a.bitmap);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  const auto grid = static_cast<unsigned int>(chunks);
-  count_marks_kernel<<<grid, kThreads, 0, stream>>>(a.d, a.bitmap, a.words, a.chunk_counts);
-  CUTLAYER_CUDA_TRY(cudaGetLastError());
-  extract_kernel<<<grid, kThreads, 0, stream>>>(a.d, a.bitmap, a.words, a.chunk_counts, a.room,
-                                                a.x, a.r, a.out_idx, a.out_val);
-  return cudaGetLastError();
-}
 }  // namespace
 
 std::size_t warm_select_scratch_bytes(long long n) {
@@ -287,12 +249,27 @@ cudaError_t warm_select(FirstPassSummary* dev, const ThresholdBins& bins, long l
   if (room <= 0 || cap <= 0 || n <= 0) return cudaSuccess;  // nothing is ever usable
   if (scratch_bytes < warm_select_scratch_bytes(n)) return cudaErrorInvalidValue;
   const long long words = bitmap_words(n), chunks = mark_chunks(n);
-  SelectArgs a{dev, k, static_cast<unsigned long long>(cap), cand_idx, cand_val,
-               static_cast<unsigned int*>(scratch), words, nullptr, room, x, r, out_idx,
-               out_val, bins};
-  a.chunk_counts = a.bitmap + words;
-  CUTLAYER_CUDA_TRY(cudaMemsetAsync(a.bitmap, 0, words * sizeof(unsigned int), stream));
-  return select_by_launches(a, chunks, stream);
+  auto* bitmap = static_cast<unsigned int*>(scratch);
+  unsigned int* chunk_counts = bitmap + words;
+  const auto ucap = static_cast<unsigned long long>(cap);
+  CUTLAYER_CUDA_TRY(cudaMemsetAsync(bitmap, 0, words * sizeof(unsigned int), stream));
+  // The phases, one launch each. (As one cooperative kernel with a grid barrier between
+  // phases they were slower on an H200: 0.164 against 0.158 ms for the first pass and the
+  // selection at 25M / 0.001; the barriers cost more than the launches.)
+  decide_kernel<<<1, 32, 0, stream>>>(dev, k, ucap, bins);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  refine_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_val);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  refine_decide_kernel<<<1, 32, 0, stream>>>(dev, k);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  mark_kernel<<<grid_for(cap), kThreads, 0, stream>>>(dev, cand_idx, cand_val, bitmap);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  const auto grid = static_cast<unsigned int>(chunks);
+  count_marks_kernel<<<grid, kThreads, 0, stream>>>(dev, bitmap, words, chunk_counts);
+  CUTLAYER_CUDA_TRY(cudaGetLastError());
+  extract_kernel<<<grid, kThreads, 0, stream>>>(dev, bitmap, words, chunk_counts, room, x, r,
+                                                out_idx, out_val);
+  return cudaGetLastError();
 }
 
 }  // namespace cutlayer::kernels::cuda
