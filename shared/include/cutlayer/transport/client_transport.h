@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cutlayer/transport/keys.h"
+#include "cutlayer/transport/link.h"
 #include "cutlayer/transport/sealed_channel.h"
 #include "cutlayer/transport/socket_options.h"
 #include "cutlayer/transport/stats.h"
@@ -33,10 +34,10 @@ struct ClientTransportOptions {
   wire::Limits limits;
 };
 
-class ClientTransport {
+class ClientTransport final : public MessageLink {
  public:
   explicit ClientTransport(ClientTransportOptions options);
-  ~ClientTransport();
+  ~ClientTransport() override;
   ClientTransport(const ClientTransport&) = delete;
   ClientTransport& operator=(const ClientTransport&) = delete;
 
@@ -44,12 +45,12 @@ class ClientTransport {
   // key or the join, IoError when no answer came after all attempts.
   wire::JoinAck join(const wire::Join& join);
 
-  void send(const wire::Message& msg);
+  void send(const wire::Message& msg) override;
 
   // The next message from the server, or nullopt after `timeout`. Heartbeats are
   // answered here; bad frames are dropped and counted. Throws IoError when the server
   // has been silent past the session timeout (re-join then).
-  std::optional<wire::Message> recv(std::chrono::milliseconds timeout);
+  std::optional<wire::Message> recv(std::chrono::milliseconds timeout) override;
 
   // Tells the server we leave and closes the session (best effort, never blocks long).
   void leave(const std::string& reason);
