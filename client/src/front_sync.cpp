@@ -25,92 +25,67 @@ void FrontSync::reset() {
   started_ = false;
 }
 
-void FrontSync::start(transport::ClientTransport& link, std::chrono::milliseconds timeout) {
-  link.send(wire::make_message(wire::SnapshotRequest{}));
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (stop_ && *stop_) throw Interrupted{};
-    auto msg = link.recv(std::chrono::milliseconds(500));
-    if (!msg) continue;
-    if (msg->type == wire::MsgType::kError)
-      throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*msg).message);
-    if (msg->type != wire::MsgType::kModelSnapshot) continue;  // from before a re-join
-    version_ = sync::load_snapshot(*msg, flat_, opt_);
-    staleness_ = wire::meta_as<wire::ModelSnapshot>(*msg).staleness;
-    stats_.snapshot_round = version_;
-    started_ = true;
-    log::get("client")->info("front synced from the server's snapshot at round {} ({} parameters, staleness bound {})",
-                             version_, flat_.numel(), staleness_);
-    return;
-  }
-  throw IoError("no model snapshot from the server within " + std::to_string(timeout.count() / 1000) + " s");
+wire::Message FrontSync::snapshot_request() { return wire::make_message(wire::SnapshotRequest{}); }
+
+void FrontSync::load_snapshot(const wire::Message& snapshot) {
+  version_ = sync::load_snapshot(snapshot, flat_, opt_);
+  staleness_ = wire::meta_as<wire::ModelSnapshot>(snapshot).staleness;
+  stats_.snapshot_round = version_;
+  started_ = true;
+  log::get("client")->info("front synced from the server's snapshot at round {} ({} parameters, staleness bound {})",
+                           version_, flat_.numel(), staleness_);
 }
 
 bool FrontSync::offer(wire::Message& msg) {
   if (msg.type != wire::MsgType::kUpdate && msg.type != wire::MsgType::kSyncReject) return false;
-  pending_.push_back(std::move(msg));
+  if (started_) pending_.push_back(std::move(msg));  // else from before this session's snapshot
   return true;
 }
 
-void FrontSync::apply_pending() {
+bool FrontSync::settle(std::size_t max_outstanding) {
   while (!pending_.empty()) {
     auto msg = std::move(pending_.front());
     pending_.pop_front();
-    if (msg.type == wire::MsgType::kSyncReject) {
-      const auto r = wire::meta_as<wire::SyncReject>(msg);
-      auto it = outstanding_.find(r.seq);
-      if (it == outstanding_.end()) continue;  // from before a re-join
-      // Not used by the server: with error feedback it goes back where it came from.
-      if (residual_.defined()) {
-        const auto& s = it->second;
-        if (s.dense()) residual_.add_(s.values);
-        else residual_.index_add_(0, s.indices.to(torch::kInt64), s.values.to(torch::kFloat32));
-      }
-      outstanding_.erase(it);
-      ++stats_.rejected;
-      log::get("client")->debug("contribution {} refused: {}", r.seq, r.reason);
-      continue;
-    }
-    const auto u = wire::meta_as<wire::Update>(msg);
-    if (u.round <= version_) continue;  // already in the snapshot this client started from
-    if (u.round != version_ + 1)
-      throw ProtocolError("server: Update for round " + std::to_string(u.round) + " while this client is at round " +
-                          std::to_string(version_));
-    if (!std::isfinite(u.lr) || u.lr < 0 || u.lr > 1e3) throw ProtocolError("server: Update with an impossible learning rate");
-    const auto update = sync::from_tensors(u.layout, msg.tensors, flat_.numel());
-    flat_.set_grads(update);
-    train::set_lr(opt_, u.lr);
-    opt_.step();
-    version_ = u.round;
-    if (u.mine) outstanding_.erase(u.mine);
-    ++stats_.updates;
-    stats_.bytes_down += sync::payload_bytes(msg.tensors);
-    stats_.nnz_down += static_cast<std::uint64_t>(update.nnz());
+    if (msg.type == wire::MsgType::kSyncReject) take_back(wire::meta_as<wire::SyncReject>(msg));
+    else apply(msg);
   }
+  return outstanding_.size() <= max_outstanding;
 }
 
-void FrontSync::wait_until(transport::ClientTransport& link, std::size_t max_outstanding,
-                           std::chrono::milliseconds timeout) {
-  apply_pending();
-  if (outstanding_.size() <= max_outstanding) return;
-  ++stats_.waits;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (outstanding_.size() > max_outstanding) {
-    if (stop_ && *stop_) throw Interrupted{};
-    if (std::chrono::steady_clock::now() >= deadline)
-      throw IoError("no Update for contribution " + std::to_string(outstanding_.begin()->first) + " within " +
-                    std::to_string(timeout.count() / 1000) + " s");
-    auto msg = link.recv(std::chrono::milliseconds(500));
-    if (!msg) continue;
-    if (msg->type == wire::MsgType::kError)
-      throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*msg).message);
-    if (offer(*msg)) apply_pending();
+// A contribution the server did not use: with error feedback it goes back where it came from.
+void FrontSync::take_back(const wire::SyncReject& r) {
+  auto it = outstanding_.find(r.seq);
+  if (it == outstanding_.end()) return;  // from before a re-join
+  if (residual_.defined()) {
+    const auto& s = it->second;
+    if (s.dense()) residual_.add_(s.values);
+    else residual_.index_add_(0, s.indices.to(torch::kInt64), s.values.to(torch::kFloat32));
   }
+  outstanding_.erase(it);
+  ++stats_.rejected;
+  log::get("client")->debug("contribution {} refused: {}", r.seq, r.reason);
 }
 
-void FrontSync::contribute(transport::ClientTransport& link, std::uint64_t samples, int epoch,
-                           std::chrono::milliseconds timeout) {
-  if (!started_) throw InternalError("FrontSync::contribute before start()");
+void FrontSync::apply(const wire::Message& msg) {
+  const auto u = wire::meta_as<wire::Update>(msg);
+  if (u.round <= version_) return;  // already in the snapshot this client started from
+  if (u.round != version_ + 1)
+    throw ProtocolError("server: Update for round " + std::to_string(u.round) + " while this client is at round " +
+                        std::to_string(version_));
+  if (!std::isfinite(u.lr) || u.lr < 0 || u.lr > 1e3) throw ProtocolError("server: Update with an impossible learning rate");
+  const auto update = sync::from_tensors(u.layout, msg.tensors, flat_.numel());
+  flat_.set_grads(update);
+  train::set_lr(opt_, u.lr);
+  opt_.step();
+  version_ = u.round;
+  if (u.mine) outstanding_.erase(u.mine);
+  ++stats_.updates;
+  stats_.bytes_down += sync::payload_bytes(msg.tensors);
+  stats_.nnz_down += static_cast<std::uint64_t>(update.nnz());
+}
+
+wire::Message FrontSync::contribute(std::uint64_t samples, int epoch) {
+  if (!started_) throw InternalError("FrontSync::contribute before the snapshot was loaded");
   flat_.gather_grads(grad_);
   const double density = schedule_.at_epoch(epoch);
   auto s = options_.per_layer
@@ -130,16 +105,11 @@ void FrontSync::contribute(transport::ClientTransport& link, std::uint64_t sampl
     else residual_.index_add_(0, s.indices.to(torch::kInt64), err);
     s = std::move(sent);
   }
-  link.send(wire::make_message(g, tensors));
   stats_.bytes_up += sync::payload_bytes(tensors);
   stats_.nnz_up += static_cast<std::uint64_t>(s.nnz());
   ++stats_.contributions;
   outstanding_.emplace(g.seq, std::move(s));
-  wait_until(link, staleness_, timeout);
-}
-
-void FrontSync::drain(transport::ClientTransport& link, std::chrono::milliseconds timeout) {
-  wait_until(link, 0, timeout);
+  return wire::make_message(g, std::move(tensors));
 }
 
 }  // namespace cutlayer::client

@@ -12,7 +12,7 @@
 namespace cutlayer::client {
 
 SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions options)
-    : link_(link), options_(std::move(options)) {
+    : link_(link), options_(std::move(options)), dispatch_(link, DispatcherOptions{options_.reply_timeout}) {
   const auto& o = options_.train;
   data_ = train::load_data(o);
   spec_ = train::split_spec(o);
@@ -22,8 +22,10 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
     for (auto& p : model_.head->parameters()) params.push_back(p);
   opt_ = train::make_optimizer(params, o);
   cut_shape_ = model::output_shape(model_.front, spec_.input_shape);
-  if (options_.sync.enabled)
+  if (options_.sync.enabled) {
     sync_ = std::make_unique<FrontSync>(options_.sync, sync::flat_params(model_.front, &model_.head), *opt_);
+    dispatch_.set_stray_handler([this](wire::Message& m) { return sync_->offer(m); });
+  }
 }
 
 void SplitClient::join() {
@@ -37,7 +39,8 @@ void SplitClient::join() {
   link_.join(j);
   if (sync_) {
     sync_->reset();
-    sync_->start(link_, options_.reply_timeout);
+    dispatch_.send(FrontSync::snapshot_request());
+    sync_->load_snapshot(dispatch_.await_first<wire::ModelSnapshot>().msg);
   }
 }
 
@@ -56,29 +59,18 @@ auto SplitClient::with_rejoin(Fn&& fn) -> decltype(fn()) {
   }
 }
 
-wire::Message SplitClient::await(wire::MsgType type, std::uint64_t step) {
-  const auto deadline = std::chrono::steady_clock::now() + options_.reply_timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (stop_ && *stop_) throw Interrupted{};
-    auto msg = link_.recv(std::chrono::milliseconds(500));
-    if (!msg) continue;
-    if (msg->type == wire::MsgType::kError)
-      throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*msg).message);
-    if (msg->type != type) {
-      if (sync_) sync_->offer(*msg);  // an Update between the step's messages
-      continue;                       // else a stale answer from before a re-join
-    }
-    std::uint64_t got = 0;
-    switch (type) {
-      case wire::MsgType::kCutGrad: got = wire::meta_as<wire::CutGrad>(*msg).step; break;
-      case wire::MsgType::kServerActivations: got = wire::meta_as<wire::ServerActivations>(*msg).step; break;
-      case wire::MsgType::kEvalResult: got = wire::meta_as<wire::EvalResult>(*msg).id; break;
-      default: break;
-    }
-    if (got == step) return std::move(*msg);
-  }
-  throw IoError("no " + std::string(wire::msg_type_name(type)) + " for step " + std::to_string(step) +
-                " within " + std::to_string(options_.reply_timeout.count() / 1000) + " s");
+// After the step's backward pass: the gradient goes to the aggregation instead of the
+// optimizer; at most `staleness` contributions stay unanswered.
+void SplitClient::contribute(const train::Batch& b) {
+  dispatch_.send(sync_->contribute(static_cast<std::uint64_t>(b.x.size(0)), b.epoch));
+  settle_sync(sync_->staleness());
+}
+
+void SplitClient::settle_sync(std::size_t max_outstanding) {
+  if (sync_->settle(max_outstanding)) return;
+  sync_->count_wait();
+  dispatch_.wait_for([&] { return sync_->settle(max_outstanding); },
+                     [&] { return "Update for contribution " + std::to_string(sync_->oldest_outstanding()); });
 }
 
 SplitClient::StepResult SplitClient::step(const train::Batch& b) {
@@ -103,21 +95,20 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   };
   if (!u) {
     auto reply = with_rejoin([&] {
-      link_.send(wire::make_message(wire::Activations{s, true, true}, {sent, b.y}));
-      return await(wire::MsgType::kCutGrad, s);
+      dispatch_.send(wire::make_message(wire::Activations{s, true, true}, {sent, b.y}));
+      return dispatch_.await<wire::CutGrad>(s);
     });
-    const auto cg = wire::meta_as<wire::CutGrad>(reply);
-    if (reply.tensors.size() != 1 || reply.tensors[0].sizes() != z.sizes())
-      throw ProtocolError("server: CutGrad of the wrong shape");
-    backprop_front(reply.tensors[0]);
-    r.loss = cg.loss;
-    r.correct = cg.correct;
+    const auto& dz = reply.msg.tensors;
+    if (dz.size() != 1 || dz[0].sizes() != z.sizes()) throw ProtocolError("server: CutGrad of the wrong shape");
+    backprop_front(dz[0]);
+    r.loss = reply.meta.loss;
+    r.correct = reply.meta.correct;
   } else {
     // Round trip 1: cut activations out, the server's output back; the head computes the
     // loss here, so labels never leave this process.
-    auto fwd = with_rejoin([&] {
-      link_.send(wire::make_message(wire::Activations{s, false, true}, {sent}));
-      return await(wire::MsgType::kServerActivations, s);
+    const auto fwd = with_rejoin([&] {
+      dispatch_.send(wire::make_message(wire::Activations{s, false, true}, {sent}));
+      return dispatch_.await<wire::ServerActivations>(s).msg;
     });
     if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
       throw ProtocolError("server: ServerActivations of the wrong shape");
@@ -128,16 +119,16 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     r.loss = loss.item<double>();
     r.correct = train::count_correct(logits.detach(), b.y);
     // Round trip 2: dL/dh back, dL/dz out of the server.
-    auto bwd = with_rejoin([&] {
-      link_.send(wire::make_message(wire::HeadGrad{s}, {h.grad()}));
-      return await(wire::MsgType::kCutGrad, s);
+    const auto bwd = with_rejoin([&] {
+      dispatch_.send(wire::make_message(wire::HeadGrad{s}, {h.grad()}));
+      return dispatch_.await<wire::CutGrad>(s).msg;
     });
     if (bwd.tensors.size() != 1 || bwd.tensors[0].sizes() != z.sizes())
       throw ProtocolError("server: CutGrad of the wrong shape");
     backprop_front(bwd.tensors[0]);
   }
   if (sync_)
-    with_rejoin([&] { sync_->contribute(link_, static_cast<std::uint64_t>(b.x.size(0)), b.epoch, options_.reply_timeout); });
+    with_rejoin([&] { contribute(b); });
   else
     opt_->step();
   return r;
@@ -163,17 +154,16 @@ SplitClient::EvalResult SplitClient::evaluate() {
     }
     const auto id = eval_id_++;
     if (!options_.train.u_shaped) {
-      auto reply = with_rejoin([&] {
-        link_.send(wire::make_message(wire::Activations{id, true, false}, {sent, y.contiguous()}));
-        return await(wire::MsgType::kEvalResult, id);
+      const auto er = with_rejoin([&] {
+        dispatch_.send(wire::make_message(wire::Activations{id, true, false}, {sent, y.contiguous()}));
+        return dispatch_.await<wire::EvalResult>(id).meta;
       });
-      const auto er = wire::meta_as<wire::EvalResult>(reply);
       correct += er.accuracy * n;
       loss += er.loss * n;
     } else {
-      auto reply = with_rejoin([&] {
-        link_.send(wire::make_message(wire::Activations{id, false, false}, {sent}));
-        return await(wire::MsgType::kServerActivations, id);
+      const auto reply = with_rejoin([&] {
+        dispatch_.send(wire::make_message(wire::Activations{id, false, false}, {sent}));
+        return dispatch_.await<wire::ServerActivations>(id).msg;
       });
       auto logits = model_.head->forward(reply.tensors.at(0));
       correct += train::count_correct(logits, y);
@@ -194,8 +184,7 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
             o.u_shaped ? "U-shaped" : "vanilla", o.model,
             o.u_shaped ? "labels stay here" : "labels go to the server", data_.train.size(),
             model::shape_string(cut_shape_));
-  stop_ = &stop;
-  if (sync_) sync_->set_stop(&stop);
+  dispatch_.set_stop(&stop);
   try {
     join();
   } catch (const Interrupted&) {
@@ -259,7 +248,7 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
       }
     }
     // Every contribution answered, so the final front holds them all.
-    if (sync_ && !stop) with_rejoin([&] { sync_->drain(link_, options_.reply_timeout); });
+    if (sync_ && !stop) with_rejoin([&] { settle_sync(0); });
   } catch (const Interrupted&) {
     log->info("{}: interrupted while waiting for the server", options_.name);
   }

@@ -4,25 +4,23 @@
 // with the same optimizer, by every member, so all fronts stay identical. A client may run
 // at most `staleness` contributions ahead of the updates it has applied (the server's
 // bound, learnt from the snapshot it starts from).
+//
+// Pure logic over wire::Message, like the server's Aggregator: messages in, messages out,
+// no sockets and no clock (the client's Dispatcher owns the waiting and its deadline).
 #pragma once
 
-#include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <string>
 
-#include "cutlayer/error.h"  // Interrupted
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/kernels/density_schedule.h"
 #include "cutlayer/sync/sync.h"
-#include "cutlayer/transport/client_transport.h"
+#include "cutlayer/wire/message.h"
 
 namespace cutlayer::client {
-
-// Thrown out of a wait when the stop flag is set (SIGINT/SIGTERM): not an error.
 
 struct SyncStats {
   std::uint64_t contributions = 0, updates = 0, rejected = 0;
@@ -36,22 +34,28 @@ class FrontSync {
  public:
   FrontSync(sync::SyncOptions options, sync::FlatParams params, torch::optim::Optimizer& opt);
 
-  // Once joined: asks for the snapshot and loads it (nothing else is consumed meanwhile).
-  void start(transport::ClientTransport& link, std::chrono::milliseconds timeout);
-  // After a re-join: contributions in flight in the old session are given up.
+  // A (re-)join: contributions in flight in the old session are given up, and nothing is
+  // taken until the new session's snapshot is loaded.
   void reset();
-  // A message that came while the client waited for another: Updates and SyncRejects are
-  // kept for the next safe point. Returns false for messages that are not ours.
-  bool offer(wire::Message& msg);
-  // After the step's backward pass: sends the gradient (compressed) and applies what the
-  // server sent, waiting while more than `staleness` contributions are unanswered.
-  void contribute(transport::ClientTransport& link, std::uint64_t samples, int epoch,
-                  std::chrono::milliseconds timeout);
-  // Waits until every contribution is answered (the end of training).
-  void drain(transport::ClientTransport& link, std::chrono::milliseconds timeout);
+  // What to send for the snapshot, and loading the snapshot that answers it (checked
+  // against this model: ProtocolError when it does not fit).
+  static wire::Message snapshot_request();
+  void load_snapshot(const wire::Message& snapshot);
+  bool started() const { return started_; }
 
-  // Waits end with Interrupted once *stop is set.
-  void set_stop(const std::atomic<bool>* stop) { stop_ = stop; }
+  // An Update or a SyncReject: kept until the next safe point (settle), or dropped when
+  // it came before this session's snapshot. Returns false for any other message.
+  bool offer(wire::Message& msg);
+  // After the step's backward pass: the gradient, compressed, as the SparseGrad to send.
+  wire::Message contribute(std::uint64_t samples, int epoch);
+  // A safe point (no gradient in use): applies what was offered, in order. True when at
+  // most `max_outstanding` contributions are still unanswered.
+  bool settle(std::size_t max_outstanding);
+  void count_wait() { ++stats_.waits; }
+
+  std::uint32_t staleness() const { return staleness_; }  // the server's bound
+  std::size_t outstanding() const { return outstanding_.size(); }
+  std::uint64_t oldest_outstanding() const { return outstanding_.empty() ? 0 : outstanding_.begin()->first; }
   std::uint64_t version() const { return version_; }
   std::string hash() const { return flat_.hash(); }
   std::int64_t numel() const { return flat_.numel(); }
@@ -59,9 +63,8 @@ class FrontSync {
   const sync::SyncOptions& options() const { return options_; }
 
  private:
-  void apply_pending();
-  void wait_until(transport::ClientTransport& link, std::size_t max_outstanding,
-                  std::chrono::milliseconds timeout);
+  void apply(const wire::Message& msg);
+  void take_back(const wire::SyncReject& r);
 
   sync::SyncOptions options_;
   sync::FlatParams flat_;
@@ -74,7 +77,6 @@ class FrontSync {
   std::uint64_t seq_ = 0, version_ = 0;
   std::uint32_t staleness_ = 0;
   bool started_ = false;
-  const std::atomic<bool>* stop_ = nullptr;
   SyncStats stats_;
 };
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/client/dispatcher.h"
 #include "cutlayer/client/front_sync.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/train/loop.h"
@@ -44,7 +45,8 @@ class SplitClient {
   };
   StepResult step(const train::Batch& b);
   EvalResult evaluate();
-  wire::Message await(wire::MsgType type, std::uint64_t step);
+  void contribute(const train::Batch& b);
+  void settle_sync(std::size_t max_outstanding);
   void join();
   double sync_ratio() const;
   std::string sync_progress() const;
@@ -60,8 +62,8 @@ class SplitClient {
   std::unique_ptr<torch::optim::Optimizer> opt_;
   std::vector<std::int64_t> cut_shape_;
   std::uint64_t eval_id_ = 1ull << 62;
+  Dispatcher dispatch_;  // every wait for the server (deadline, stop flag, strays)
   std::unique_ptr<FrontSync> sync_;
-  const std::atomic<bool>* stop_ = nullptr;  // run()'s flag: waits end with Interrupted
 };
 
 }  // namespace cutlayer::client

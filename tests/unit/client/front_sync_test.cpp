@@ -1,0 +1,218 @@
+// FrontSync without sockets: the snapshot, contributions, Updates applied in round order
+// at safe points, rejected contributions back into the residual, the fp16 rounding error
+// kept, and what a re-join gives up.
+#include "cutlayer/client/front_sync.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "cutlayer/error.h"
+
+namespace cutlayer::client {
+namespace {
+
+constexpr std::int64_t kNumel = 4 * 3 + 3;
+
+// One member's front: a seeded linear layer, plain SGD at lr 0.1.
+struct Member {
+  torch::nn::Sequential front;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  std::unique_ptr<FrontSync> sync;
+
+  explicit Member(std::uint64_t seed, sync::SyncOptions o = dense()) {
+    torch::manual_seed(seed);
+    front = torch::nn::Sequential(torch::nn::Linear(4, 3));
+    opt = std::make_unique<torch::optim::SGD>(front->parameters(), torch::optim::SGDOptions(0.1));
+    sync = std::make_unique<FrontSync>(o, sync::flat_params(front, nullptr), *opt);
+  }
+  static sync::SyncOptions dense() {
+    sync::SyncOptions o;
+    o.enabled = true;
+    o.compressor = "none";
+    o.density = 1.0;
+    return o;
+  }
+  torch::Tensor flat() const {
+    std::vector<torch::Tensor> v;
+    for (auto& p : front->parameters()) v.push_back(p.detach().flatten());
+    return torch::cat(v);
+  }
+  torch::Tensor flat_grad() const {
+    std::vector<torch::Tensor> v;
+    for (auto& p : front->parameters()) v.push_back(p.grad().flatten());
+    return torch::cat(v);
+  }
+  void backward(std::uint64_t seed) {
+    torch::manual_seed(seed);
+    opt->zero_grad();
+    front->forward(torch::randn({8, 4})).pow(2).sum().backward();
+  }
+  void start(std::uint64_t round, std::uint32_t staleness) {
+    Member server(99);
+    sync->load_snapshot(sync::make_snapshot(round, staleness, sync::flat_params(server.front, nullptr), *server.opt));
+  }
+};
+
+wire::Message update(std::uint64_t round, std::uint64_t mine, const torch::Tensor& dense, double lr = 0.5) {
+  wire::Update u;
+  u.round = round;
+  u.mine = mine;
+  u.lr = lr;
+  auto tensors = sync::to_tensors(kernels::SparseTensor{torch::Tensor(), dense, dense.numel()}, false, true, u.layout);
+  return wire::make_message(u, tensors);
+}
+
+wire::Message reject(std::uint64_t seq) {
+  wire::SyncReject r;
+  r.seq = seq;
+  r.reason = "too stale";
+  return wire::make_message(r);
+}
+
+torch::Tensor sent_values(const wire::Message& m) {
+  const auto g = wire::meta_as<wire::SparseGrad>(m);
+  return sync::from_tensors(g.layout, m.tensors, kNumel).to_dense();
+}
+
+TEST(FrontSync, TheSnapshotSetsTheFrontTheRoundAndTheBound) {
+  Member server(99), m(1);
+  ASSERT_NE(m.sync->hash(), server.sync->hash());
+  EXPECT_EQ(FrontSync::snapshot_request().type, wire::MsgType::kSnapshotRequest);
+  m.start(4, 2);
+  EXPECT_TRUE(m.sync->started());
+  EXPECT_EQ(m.sync->hash(), server.sync->hash());
+  EXPECT_EQ(m.sync->version(), 4u);
+  EXPECT_EQ(m.sync->staleness(), 2u);
+  EXPECT_EQ(m.sync->stats().snapshot_round, 4u);
+}
+
+TEST(FrontSync, ASnapshotOfAnotherModelIsRefused) {
+  Member m(1);
+  torch::nn::Sequential other(torch::nn::Linear(5, 3));
+  torch::optim::SGD opt(other->parameters(), torch::optim::SGDOptions(0.1));
+  EXPECT_THROW(m.sync->load_snapshot(sync::make_snapshot(1, 0, sync::flat_params(other, nullptr), opt)), ProtocolError);
+  EXPECT_FALSE(m.sync->started());
+}
+
+TEST(FrontSync, ContributingBeforeTheSnapshotIsACallerBug) {
+  Member m(1);
+  m.backward(5);
+  EXPECT_THROW(m.sync->contribute(8, 0), InternalError);
+}
+
+TEST(FrontSync, AContributionCarriesItsSeqBaseSamplesAndTheGradient) {
+  Member m(1);
+  m.start(4, 0);
+  m.backward(5);
+  const auto before = m.flat();
+  const auto msg = m.sync->contribute(8, 0);
+  ASSERT_EQ(msg.type, wire::MsgType::kSparseGrad);
+  const auto g = wire::meta_as<wire::SparseGrad>(msg);
+  EXPECT_EQ(g.seq, 1u);
+  EXPECT_EQ(g.base, 4u);
+  EXPECT_EQ(g.samples, 8u);
+  EXPECT_TRUE(torch::equal(sent_values(msg), m.flat_grad()));
+  EXPECT_TRUE(torch::equal(m.flat(), before));  // the front does not step on its own gradient
+  EXPECT_EQ(m.sync->outstanding(), 1u);
+  EXPECT_FALSE(m.sync->settle(0));
+  EXPECT_TRUE(m.sync->settle(1));
+  EXPECT_EQ(wire::meta_as<wire::SparseGrad>(m.sync->contribute(8, 0)).seq, 2u);
+  EXPECT_EQ(m.sync->stats().contributions, 2u);
+  EXPECT_EQ(m.sync->stats().nnz_up, 2u * kNumel);
+}
+
+TEST(FrontSync, UpdatesApplyOnlyAtTheSafePointInRoundOrder) {
+  Member m(1);
+  m.start(4, 0);
+  m.backward(5);
+  auto msg = m.sync->contribute(8, 0);
+  const auto before = m.flat();
+  const auto u5 = torch::linspace(-1, 1, kNumel);
+  auto up = update(5, 1, u5);
+  ASSERT_TRUE(m.sync->offer(up));
+  EXPECT_TRUE(torch::equal(m.flat(), before));  // taken, not applied
+  EXPECT_TRUE(m.sync->settle(0));
+  EXPECT_TRUE(torch::allclose(m.flat(), before - 0.5 * u5));
+  EXPECT_EQ(m.sync->version(), 5u);
+  EXPECT_EQ(m.sync->outstanding(), 0u);
+  EXPECT_EQ(m.sync->stats().updates, 1u);
+
+  auto old = update(5, 0, torch::ones({kNumel}));  // a round this front already holds
+  m.sync->offer(old);
+  const auto at5 = m.flat();
+  m.sync->settle(0);
+  EXPECT_TRUE(torch::equal(m.flat(), at5));
+
+  auto gap = update(7, 0, torch::ones({kNumel}));
+  m.sync->offer(gap);
+  EXPECT_THROW(m.sync->settle(0), ProtocolError);
+}
+
+TEST(FrontSync, AnImpossibleLearningRateIsRefused) {
+  Member m(1);
+  m.start(0, 0);
+  auto u = update(1, 0, torch::ones({kNumel}), std::nan(""));
+  m.sync->offer(u);
+  EXPECT_THROW(m.sync->settle(0), ProtocolError);
+}
+
+TEST(FrontSync, ARejectedContributionGoesBackIntoTheResidual) {
+  Member m(1);
+  m.start(0, 1);
+  m.backward(5);
+  const auto first = sent_values(m.sync->contribute(8, 0));
+  auto r = reject(1);
+  m.sync->offer(r);
+  EXPECT_TRUE(m.sync->settle(0));
+  EXPECT_EQ(m.sync->stats().rejected, 1u);
+  // Next step's gradient is zero: what goes out is what the server refused.
+  m.opt->zero_grad();
+  for (auto& p : m.front->parameters()) p.mutable_grad() = torch::zeros_like(p);
+  EXPECT_TRUE(torch::equal(sent_values(m.sync->contribute(8, 0)), first));
+}
+
+TEST(FrontSync, Fp16ValuesKeepTheirRoundingErrorInTheResidual) {
+  auto o = Member::dense();
+  o.fp16_values = true;
+  Member m(1, o);
+  m.start(0, 4);
+  m.backward(5);
+  const auto g = m.flat_grad();
+  const auto s1 = sent_values(m.sync->contribute(8, 0));
+  const auto err1 = (g - s1).abs().max().item<double>();
+  ASSERT_GT(err1, 0);  // fp16 did round
+  for (auto& p : m.front->parameters()) p.mutable_grad() = torch::zeros_like(p);
+  const auto s2 = sent_values(m.sync->contribute(8, 0));
+  // The second contribution carries the first one's rounding error.
+  EXPECT_LT((g - s1 - s2).abs().max().item<double>(), err1 / 100);
+}
+
+TEST(FrontSync, ARejoinGivesUpWhatWasInFlightAndIgnoresTheOldSession) {
+  Member m(1);
+  auto early = update(1, 0, torch::ones({kNumel}));
+  EXPECT_TRUE(m.sync->offer(early));  // before the snapshot: not this session's
+  m.start(0, 0);
+  const auto at0 = m.flat();
+  EXPECT_TRUE(m.sync->settle(0));
+  EXPECT_TRUE(torch::equal(m.flat(), at0));
+
+  m.backward(5);
+  m.sync->contribute(8, 0);
+  m.sync->reset();
+  EXPECT_FALSE(m.sync->started());
+  EXPECT_EQ(m.sync->outstanding(), 0u);
+  auto stale = update(1, 1, torch::ones({kNumel}));
+  m.sync->offer(stale);
+  m.start(0, 0);
+  EXPECT_TRUE(m.sync->settle(0));
+  EXPECT_EQ(m.sync->version(), 0u);
+}
+
+TEST(FrontSync, OtherMessagesAreNotItsOwn) {
+  Member m(1);
+  auto cg = wire::make_message(wire::CutGrad{});
+  EXPECT_FALSE(m.sync->offer(cg));
+}
+
+}  // namespace
+}  // namespace cutlayer::client
