@@ -1,6 +1,7 @@
 #include "cutlayer/crypto/aead.h"
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <climits>
@@ -15,6 +16,8 @@ namespace {
 constexpr std::size_t kChunk = std::size_t{1} << 30;
 
 }  // namespace
+
+void Aead::CtxFree::operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
 
 Aead::Aead(const Key& key) : enc_(EVP_CIPHER_CTX_new()), dec_(EVP_CIPHER_CTX_new()) {
   if (!enc_ || !dec_) throw CryptoError(openssl_error("EVP_CIPHER_CTX_new failed"));

@@ -1,12 +1,12 @@
 // AES-256-GCM with a fixed key: one EVP context, the key schedule computed once.
 #pragma once
 
-#include <openssl/evp.h>
-
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+
+struct evp_cipher_ctx_st;  // OpenSSL's EVP_CIPHER_CTX, used only in aead.cpp
 
 namespace cutlayer::crypto {
 
@@ -34,10 +34,10 @@ class Aead {
 
  private:
   struct CtxFree {
-    void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
+    void operator()(evp_cipher_ctx_st* c) const;
   };
-  std::unique_ptr<EVP_CIPHER_CTX, CtxFree> enc_;
-  std::unique_ptr<EVP_CIPHER_CTX, CtxFree> dec_;
+  std::unique_ptr<evp_cipher_ctx_st, CtxFree> enc_;
+  std::unique_ptr<evp_cipher_ctx_st, CtxFree> dec_;
 };
 
 }  // namespace cutlayer::crypto
