@@ -2,6 +2,7 @@
 // (c) cutlayer's sealed channel (the real ServerTransport/ClientTransport), in one run.
 // Prints one JSON object per mode; ratios compare modes measured in this same run.
 #include <CLI/CLI.hpp>
+#include <zmq.hpp>
 
 #include <chrono>
 #include <cstdlib>
@@ -12,7 +13,8 @@
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/transport/client_transport.h"
 #include "cutlayer/transport/server_transport.h"
-#include "cutlayer/wire/codec.h"
+#include "frame_codec.h"  // shared/src: the baselines send raw frames
+#include "socket_setup.h"
 
 using namespace cutlayer;
 using Clock = std::chrono::steady_clock;

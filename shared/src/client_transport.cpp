@@ -8,7 +8,10 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "frame_codec.h"
 #include "frames_io.h"
+#include "sealed_channel.h"
+#include "socket_setup.h"
 
 namespace cutlayer::transport {
 namespace {
@@ -19,7 +22,52 @@ std::atomic<std::uint64_t> g_monitor_counter{0};
 
 }  // namespace
 
+struct ClientTransport::Impl {
+  explicit Impl(ClientTransportOptions options);
+  ~Impl();
+
+  wire::JoinAck join(const wire::Join& join);
+  void send(const wire::Message& msg);
+  std::optional<wire::Message> recv(std::chrono::milliseconds timeout);
+  void leave(const std::string& reason);
+  void send_heartbeat_if_due();
+  void close_data();
+
+  ClientTransportOptions options_;
+  zmq::context_t ctx_;
+  std::unique_ptr<zmq::socket_t> data_;
+  std::unique_ptr<SealedChannel> channel_;
+  std::chrono::milliseconds heartbeat_{1000};
+  std::chrono::milliseconds session_timeout_{30000};
+  std::chrono::steady_clock::time_point last_tx_;
+  std::chrono::steady_clock::time_point last_rx_;
+  TransportStats stats_;
+};
+
 ClientTransport::ClientTransport(ClientTransportOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+ClientTransport::~ClientTransport() = default;
+
+wire::JoinAck ClientTransport::join(const wire::Join& join) { return impl_->join(join); }
+
+void ClientTransport::send(const wire::Message& msg) { impl_->send(msg); }
+
+std::optional<wire::Message> ClientTransport::recv(std::chrono::milliseconds timeout) {
+  return impl_->recv(timeout);
+}
+
+void ClientTransport::leave(const std::string& reason) { impl_->leave(reason); }
+
+bool ClientTransport::joined() const { return impl_->channel_ != nullptr; }
+
+std::uint64_t ClientTransport::session_id() const {
+  return impl_->channel_ ? impl_->channel_->session_id() : 0;
+}
+
+const TransportStats& ClientTransport::stats() const { return impl_->stats_; }
+
+ClientTransport::Impl::Impl(ClientTransportOptions options)
     : options_(std::move(options)), ctx_(1) {
   if (!is_z85_key(options_.server_public_key))
     throw ConfigError("server public key is missing or not Z85 (it comes from the server's "
@@ -28,18 +76,14 @@ ClientTransport::ClientTransport(ClientTransportOptions options)
     throw ConfigError("client key pair is missing or not Z85; make one with cutlayer-keygen");
 }
 
-ClientTransport::~ClientTransport() { close_data(); }
+ClientTransport::Impl::~Impl() { close_data(); }
 
-std::uint64_t ClientTransport::session_id() const {
-  return channel_ ? channel_->session_id() : 0;
-}
-
-void ClientTransport::close_data() {
+void ClientTransport::Impl::close_data() {
   channel_.reset();
   data_.reset();
 }
 
-wire::JoinAck ClientTransport::join(const wire::Join& join) {
+wire::JoinAck ClientTransport::Impl::join(const wire::Join& join) {
   auto log = log::get("transport");
   close_data();
   const std::string server = "tcp://" + options_.server_host + ":" + std::to_string(options_.join_port);
@@ -133,7 +177,7 @@ wire::JoinAck ClientTransport::join(const wire::Join& join) {
                 "): is cutlayer-server running there, and is server_public_key its key?");
 }
 
-void ClientTransport::send(const wire::Message& msg) {
+void ClientTransport::Impl::send(const wire::Message& msg) {
   if (!channel_) throw InternalError("not joined: call join() first");
   auto frames = channel_->seal(msg);
   const std::size_t bytes = detail::total_bytes(frames);
@@ -147,11 +191,11 @@ void ClientTransport::send(const wire::Message& msg) {
   stats_.bytes_out += bytes;
 }
 
-void ClientTransport::send_heartbeat_if_due() {
+void ClientTransport::Impl::send_heartbeat_if_due() {
   if (channel_ && Clock::now() - last_tx_ >= heartbeat_) send(wire::make_message(wire::Heartbeat{}));
 }
 
-std::optional<wire::Message> ClientTransport::recv(std::chrono::milliseconds timeout) {
+std::optional<wire::Message> ClientTransport::Impl::recv(std::chrono::milliseconds timeout) {
   if (!channel_) throw InternalError("not joined: call join() first");
   auto log = log::get("transport");
   const auto deadline = Clock::now() + timeout;
@@ -204,7 +248,7 @@ std::optional<wire::Message> ClientTransport::recv(std::chrono::milliseconds tim
   }
 }
 
-void ClientTransport::leave(const std::string& reason) {
+void ClientTransport::Impl::leave(const std::string& reason) {
   if (!channel_) return;
   try {
     send(wire::make_message(wire::Leave{reason}));

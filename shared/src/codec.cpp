@@ -1,4 +1,4 @@
-#include "cutlayer/wire/codec.h"
+#include "frame_codec.h"
 
 #include <cstring>
 #include <limits>

@@ -1,7 +1,7 @@
 // One session's sealed channel, from one side: AES-256-GCM under per-direction keys
 // derived with HKDF-SHA256 from the session secret. Nonce = frame index (u32 LE) ‖
 // sequence (u64 LE); the envelope is the associated data; a receiver accepts only
-// strictly increasing sequence numbers.
+// strictly increasing sequence numbers. Internal to the transport (ZeroMQ frames).
 #pragma once
 
 #include <array>
@@ -10,7 +10,7 @@
 
 #include "cutlayer/crypto/aead.h"
 #include "cutlayer/error.h"
-#include "cutlayer/wire/codec.h"
+#include "frame_codec.h"
 
 namespace cutlayer::transport {
 

@@ -1,11 +1,17 @@
 #include "cutlayer/transport/server_transport.h"
 
 #include <algorithm>
+#include <deque>
+#include <unordered_map>
 
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "frame_codec.h"
 #include "frames_io.h"
+#include "sealed_channel.h"
+#include "socket_setup.h"
+#include "zap_handler.h"
 
 namespace cutlayer::transport {
 namespace {
@@ -27,20 +33,83 @@ bool should_log(std::uint64_t count) { return count <= 8 || count % 1024 == 0; }
 
 }  // namespace
 
-struct ServerTransport::Session {
-  Session(std::uint64_t id, const SessionSecret& secret, std::string name)
-      : channel(id, secret, Side::kServer), client_name(std::move(name)) {}
-  SealedChannel channel;
-  std::string client_name;
-  zmq::message_t route;  // data-socket routing id, learned from the first sealed message
-  bool has_route = false;
-  Clock::time_point last_seen = Clock::now();
-  // A send to it failed (the peer's connection is gone). It ends once the data queue is
-  // drained: what the peer sent before it went, its Leave among them, is read first.
-  bool gone = false;
+struct ServerTransport::Impl {
+  struct Session {
+    Session(std::uint64_t id, const SessionSecret& secret, std::string name)
+        : channel(id, secret, Side::kServer), client_name(std::move(name)) {}
+    SealedChannel channel;
+    std::string client_name;
+    zmq::message_t route;  // data-socket routing id, learned from the first sealed message
+    bool has_route = false;
+    Clock::time_point last_seen = Clock::now();
+    // A send to it failed (the peer's connection is gone). It ends once the data queue is
+    // drained: what the peer sent before it went, its Leave among them, is read first.
+    bool gone = false;
+  };
+
+  explicit Impl(ServerTransportOptions options);
+
+  std::optional<ServerEvent> poll(std::chrono::milliseconds timeout);
+  std::uint64_t accept(const JoinRequest& req, std::uint64_t round);
+  void refuse(const JoinRequest& req, const std::string& reason);
+  bool send(std::uint64_t session_id, const wire::Message& msg);
+  void end_session(std::uint64_t session_id, const std::string& reason);
+  void on_front_door();
+  bool on_data();  // true when the data queue was drained
+  void end_gone_sessions();
+  void expire_sessions();
+  void send_error(std::uint64_t session_id, wire::ErrorCode code, const std::string& text);
+
+  ServerTransportOptions options_;
+  zmq::context_t ctx_;
+  ZapHandler zap_;
+  zmq::socket_t front_;
+  zmq::socket_t data_;
+  std::uint16_t join_port_ = 0;
+  std::uint16_t data_port_ = 0;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Session>> sessions_;
+  std::deque<ServerEvent> events_;
+  TransportStats stats_;
+  std::chrono::steady_clock::time_point last_expiry_check_;
 };
 
 ServerTransport::ServerTransport(ServerTransportOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+ServerTransport::~ServerTransport() = default;
+
+std::uint16_t ServerTransport::join_port() const { return impl_->join_port_; }
+std::uint16_t ServerTransport::data_port() const { return impl_->data_port_; }
+
+std::optional<ServerEvent> ServerTransport::poll(std::chrono::milliseconds timeout) {
+  return impl_->poll(timeout);
+}
+
+std::uint64_t ServerTransport::accept(const JoinRequest& req, std::uint64_t round) {
+  return impl_->accept(req, round);
+}
+
+void ServerTransport::refuse(const JoinRequest& req, const std::string& reason) {
+  impl_->refuse(req, reason);
+}
+
+bool ServerTransport::send(std::uint64_t session_id, const wire::Message& msg) {
+  return impl_->send(session_id, msg);
+}
+
+void ServerTransport::end_session(std::uint64_t session_id, const std::string& reason) {
+  impl_->end_session(session_id, reason);
+}
+
+bool ServerTransport::has_session(std::uint64_t session_id) const {
+  return impl_->sessions_.count(session_id) != 0;
+}
+std::size_t ServerTransport::session_count() const { return impl_->sessions_.size(); }
+const TransportStats& ServerTransport::stats() const { return impl_->stats_; }
+std::uint64_t ServerTransport::zap_accepted() const { return impl_->zap_.accepted(); }
+std::uint64_t ServerTransport::zap_rejected() const { return impl_->zap_.rejected(); }
+
+ServerTransport::Impl::Impl(ServerTransportOptions options)
     : options_(std::move(options)),
       ctx_(1),
       zap_(ctx_, options_.allow_list, options_.zap_domain),
@@ -83,9 +152,7 @@ ServerTransport::ServerTransport(ServerTransportOptions options)
              data_port_);
 }
 
-ServerTransport::~ServerTransport() = default;
-
-std::optional<ServerEvent> ServerTransport::poll(std::chrono::milliseconds timeout) {
+std::optional<ServerEvent> ServerTransport::Impl::poll(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (events_.empty()) {
     expire_sessions();
@@ -108,7 +175,7 @@ std::optional<ServerEvent> ServerTransport::poll(std::chrono::milliseconds timeo
   return ev;
 }
 
-void ServerTransport::on_front_door() {
+void ServerTransport::Impl::on_front_door() {
   auto log = log::get("transport");
   std::vector<zmq::message_t> parts;
   bool truncated = false;
@@ -154,7 +221,7 @@ void ServerTransport::on_front_door() {
   }
 }
 
-bool ServerTransport::on_data() {
+bool ServerTransport::Impl::on_data() {
   auto log = log::get("transport");
   std::vector<zmq::message_t> parts;
   bool truncated = false;
@@ -231,14 +298,14 @@ bool ServerTransport::on_data() {
   return false;  // more may be queued
 }
 
-void ServerTransport::end_gone_sessions() {
+void ServerTransport::Impl::end_gone_sessions() {
   std::vector<std::uint64_t> gone;
   for (const auto& [id, s] : sessions_)
     if (s->gone) gone.push_back(id);
   for (auto id : gone) end_session(id, "send failed: peer gone or not draining");
 }
 
-std::uint64_t ServerTransport::accept(const JoinRequest& req, std::uint64_t round) {
+std::uint64_t ServerTransport::Impl::accept(const JoinRequest& req, std::uint64_t round) {
   // One session per client: a re-join replaces the old session (fresh keys).
   for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
     if (it->second->client_name == req.client_name) {
@@ -266,7 +333,7 @@ std::uint64_t ServerTransport::accept(const JoinRequest& req, std::uint64_t roun
   return id;
 }
 
-void ServerTransport::refuse(const JoinRequest& req, const std::string& reason) {
+void ServerTransport::Impl::refuse(const JoinRequest& req, const std::string& reason) {
   wire::ErrorMsg err{static_cast<std::uint16_t>(wire::ErrorCode::kRefused), reason};
   wire::PlainCodec plain;
   auto frames = wire::encode(wire::make_message(err), 0, 0, plain);
@@ -276,7 +343,7 @@ void ServerTransport::refuse(const JoinRequest& req, const std::string& reason) 
   log::get("transport")->warn("refused join from '{}': {}", req.client_name, reason);
 }
 
-bool ServerTransport::send(std::uint64_t session_id, const wire::Message& msg) {
+bool ServerTransport::Impl::send(std::uint64_t session_id, const wire::Message& msg) {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end() || !it->second->has_route || it->second->gone) return false;
   Session& s = *it->second;
@@ -300,12 +367,12 @@ bool ServerTransport::send(std::uint64_t session_id, const wire::Message& msg) {
   return true;
 }
 
-void ServerTransport::send_error(std::uint64_t session_id, wire::ErrorCode code,
-                                 const std::string& text) {
+void ServerTransport::Impl::send_error(std::uint64_t session_id, wire::ErrorCode code,
+                                       const std::string& text) {
   send(session_id, wire::make_message(wire::ErrorMsg{static_cast<std::uint16_t>(code), text}));
 }
 
-void ServerTransport::end_session(std::uint64_t session_id, const std::string& reason) {
+void ServerTransport::Impl::end_session(std::uint64_t session_id, const std::string& reason) {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return;
   log::get("transport")
@@ -314,7 +381,7 @@ void ServerTransport::end_session(std::uint64_t session_id, const std::string& r
   sessions_.erase(it);
 }
 
-void ServerTransport::expire_sessions() {
+void ServerTransport::Impl::expire_sessions() {
   const auto now = Clock::now();
   if (now - last_expiry_check_ < std::chrono::milliseconds(100)) return;
   last_expiry_check_ = now;

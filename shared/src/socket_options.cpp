@@ -1,4 +1,4 @@
-#include "cutlayer/transport/socket_options.h"
+#include "socket_setup.h"
 
 namespace cutlayer::transport {
 

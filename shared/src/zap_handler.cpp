@@ -1,4 +1,4 @@
-#include "cutlayer/transport/zap_handler.h"
+#include "zap_handler.h"
 
 #include <vector>
 

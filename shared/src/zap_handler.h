@@ -1,6 +1,7 @@
 // ZAP (RFC 27) handler: decides which CURVE clients may connect to the front door.
 // libzmq's CURVE server accepts any client unless a ZAP handler answers for its domain;
 // this one answers 200 only for keys on the allow-list and only for its own domain.
+// Internal to the server transport.
 #pragma once
 
 #include <zmq.hpp>

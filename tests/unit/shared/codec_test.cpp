@@ -1,6 +1,6 @@
 // Codec: randomized round trips and corrupted input, each corruption a ProtocolError
 // that allocates nothing large.
-#include "cutlayer/wire/codec.h"
+#include "frame_codec.h"  // shared/src: the codec works on ZeroMQ frames
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "cutlayer/transport/sealed_channel.h"
+#include "sealed_channel.h"  // shared/src
 
 #include <gtest/gtest.h>
 

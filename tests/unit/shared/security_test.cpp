@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <zmq.h>
 
+#include <zmq.hpp>
+
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -11,6 +13,8 @@
 
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
+#include "frame_codec.h"  // shared/src: raw frames
+#include "sealed_channel.h"
 #include "test_support.h"
 
 namespace cutlayer::transport {

@@ -1,9 +1,7 @@
 // The client side: joins through the server's CURVE front door (server key pinned),
 // then talks over its session's sealed channel. Join retries with backoff; every wait
-// has a timeout.
+// has a timeout. ZeroMQ and the sealed channel (OpenSSL) stay in client_transport.cpp.
 #pragma once
-
-#include <zmq.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -13,10 +11,10 @@
 
 #include "cutlayer/transport/keys.h"
 #include "cutlayer/transport/link.h"
-#include "cutlayer/transport/sealed_channel.h"
 #include "cutlayer/transport/socket_options.h"
 #include "cutlayer/transport/stats.h"
 #include "cutlayer/wire/codec.h"
+#include "cutlayer/wire/message.h"
 #include "cutlayer/wire/messages.h"
 
 namespace cutlayer::transport {
@@ -55,23 +53,13 @@ class ClientTransport final : public MessageLink {
   // Tells the server we leave and closes the session (best effort, never blocks long).
   void leave(const std::string& reason);
 
-  bool joined() const { return channel_ != nullptr; }
+  bool joined() const;
   std::uint64_t session_id() const;
-  const TransportStats& stats() const { return stats_; }
+  const TransportStats& stats() const;
 
  private:
-  void send_heartbeat_if_due();
-  void close_data();
-
-  ClientTransportOptions options_;
-  zmq::context_t ctx_;
-  std::unique_ptr<zmq::socket_t> data_;
-  std::unique_ptr<SealedChannel> channel_;
-  std::chrono::milliseconds heartbeat_{1000};
-  std::chrono::milliseconds session_timeout_{30000};
-  std::chrono::steady_clock::time_point last_tx_;
-  std::chrono::steady_clock::time_point last_rx_;
-  TransportStats stats_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace cutlayer::transport

@@ -1,26 +1,23 @@
 // The server side: a CURVE front door (ZAP allow-list enforced) that hands out sessions,
 // and a data socket carrying every session's sealed channel. Single-threaded: the
-// owner calls poll() in its loop and send() between polls.
+// owner calls poll() in its loop and send() between polls. ZeroMQ, the ZAP handler and the
+// sealed channels (OpenSSL) stay in server_transport.cpp.
 #pragma once
 
-#include <zmq.hpp>
-
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <variant>
 
 #include "cutlayer/transport/allow_list.h"
 #include "cutlayer/transport/keys.h"
-#include "cutlayer/transport/sealed_channel.h"
 #include "cutlayer/transport/socket_options.h"
 #include "cutlayer/transport/stats.h"
-#include "cutlayer/transport/zap_handler.h"
 #include "cutlayer/wire/codec.h"
+#include "cutlayer/wire/message.h"
 #include "cutlayer/wire/messages.h"
 
 namespace cutlayer::transport {
@@ -66,8 +63,8 @@ class ServerTransport {
   ServerTransport(const ServerTransport&) = delete;
   ServerTransport& operator=(const ServerTransport&) = delete;
 
-  std::uint16_t join_port() const { return join_port_; }
-  std::uint16_t data_port() const { return data_port_; }
+  std::uint16_t join_port() const;
+  std::uint16_t data_port() const;
 
   // Waits up to `timeout` for the next event. Bad input is dropped and counted here.
   std::optional<ServerEvent> poll(std::chrono::milliseconds timeout);
@@ -84,31 +81,15 @@ class ServerTransport {
   bool send(std::uint64_t session_id, const wire::Message& msg);
   void end_session(std::uint64_t session_id, const std::string& reason);
 
-  bool has_session(std::uint64_t session_id) const { return sessions_.count(session_id) != 0; }
-  std::size_t session_count() const { return sessions_.size(); }
-  const TransportStats& stats() const { return stats_; }
-  std::uint64_t zap_accepted() const { return zap_.accepted(); }
-  std::uint64_t zap_rejected() const { return zap_.rejected(); }
+  bool has_session(std::uint64_t session_id) const;
+  std::size_t session_count() const;
+  const TransportStats& stats() const;
+  std::uint64_t zap_accepted() const;
+  std::uint64_t zap_rejected() const;
 
  private:
-  struct Session;
-  void on_front_door();
-  bool on_data();  // true when the data queue was drained
-  void end_gone_sessions();
-  void expire_sessions();
-  void send_error(std::uint64_t session_id, wire::ErrorCode code, const std::string& text);
-
-  ServerTransportOptions options_;
-  zmq::context_t ctx_;
-  ZapHandler zap_;
-  zmq::socket_t front_;
-  zmq::socket_t data_;
-  std::uint16_t join_port_ = 0;
-  std::uint16_t data_port_ = 0;
-  std::unordered_map<std::uint64_t, std::unique_ptr<Session>> sessions_;
-  std::deque<ServerEvent> events_;
-  TransportStats stats_;
-  std::chrono::steady_clock::time_point last_expiry_check_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace cutlayer::transport

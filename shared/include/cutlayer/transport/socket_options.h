@@ -1,7 +1,6 @@
-// Settings every cutlayer socket gets: size cap, heartbeats, handshake timeout, linger 0.
+// Settings every cutlayer socket gets: size cap, heartbeats, handshake timeout, linger 0
+// (applied in shared/src/socket_setup.h).
 #pragma once
-
-#include <zmq.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -19,7 +18,5 @@ struct SocketOptions {
   int hwm = 8;
   int send_timeout_ms = 10000;      // a blocked send gives up (slow or gone peer)
 };
-
-void apply_socket_options(zmq::socket_t& s, const SocketOptions& o);
 
 }  // namespace cutlayer::transport
