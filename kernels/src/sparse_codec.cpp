@@ -8,20 +8,10 @@
 
 namespace cutlayer::kernels {
 
-std::size_t PackedSparse::bytes() const {
-  return (indices.defined() ? indices.nbytes() : 0) + (values.defined() ? values.nbytes() : 0);
-}
-
-PackedSparse pack(const SparseTensor& s, const PackOptions& o) {
-  PackedSparse p;
-  p.numel = s.numel;
-  p.values = o.values == ValueType::kFloat16 ? s.values.to(torch::kFloat16) : s.values;
-  if (s.dense()) return p;
-  if (o.index == IndexCoding::kRaw) {
-    p.indices = s.indices.to(index_dtype_for(s.numel));
-    return p;
-  }
-  p.coding = IndexCoding::kDeltaVarint;
+std::vector<torch::Tensor> pack(const SparseTensor& s, const PackOptions& o) {
+  auto values = o.values == ValueType::kFloat16 ? s.values.to(torch::kFloat16) : s.values;
+  if (s.dense()) return {values};
+  if (o.index == IndexCoding::kRaw) return {s.indices.to(index_dtype_for(s.numel)), values};
   const auto idx = s.indices.to(torch::kInt64).contiguous();
   const auto* pi = idx.data_ptr<std::int64_t>();
   std::vector<std::uint8_t> out;
@@ -37,47 +27,62 @@ PackedSparse pack(const SparseTensor& s, const PackOptions& o) {
       out.push_back(byte);
     } while (gap);
   }
-  p.indices = torch::empty({static_cast<std::int64_t>(out.size())}, torch::kUInt8);
-  std::memcpy(p.indices.data_ptr(), out.data(), out.size());
-  return p;
+  auto bytes = torch::empty({static_cast<std::int64_t>(out.size())}, torch::kUInt8);
+  std::memcpy(bytes.data_ptr(), out.data(), out.size());
+  return {bytes, values};
 }
 
-SparseTensor unpack(const PackedSparse& p, std::int64_t max_numel) {
-  if (p.numel < 0 || p.numel > max_numel)
-    throw ProtocolError("sparse tensor: numel " + std::to_string(p.numel) + " outside [0, " +
+SparseTensor as_unpacked(const SparseTensor& s, const std::vector<torch::Tensor>& packed) {
+  SparseTensor u;
+  u.numel = s.numel;
+  u.values = packed.back().to(torch::kFloat32).contiguous();  // as unpack() converts them
+  if (!s.dense()) u.indices = s.indices.to(index_dtype_for(s.numel)).contiguous();
+  return u;
+}
+
+SparseTensor unpack(const std::vector<torch::Tensor>& packed, IndexCoding coding,
+                    std::int64_t numel, std::int64_t max_numel) {
+  if (numel < 0 || numel > max_numel)
+    throw ProtocolError("sparse tensor: numel " + std::to_string(numel) + " outside [0, " +
                         std::to_string(max_numel) + "]");
-  if (!p.values.defined() || p.values.dim() != 1 ||
-      (p.values.scalar_type() != torch::kFloat32 && p.values.scalar_type() != torch::kFloat16))
+  if (packed.size() != 1 && packed.size() != 2)
+    throw ProtocolError("sparse tensor: " + std::to_string(packed.size()) +
+                        " tensors, expected [indices, values] or [values]");
+  const auto& values = packed.back();
+  if (!values.defined() || values.dim() != 1 ||
+      (values.scalar_type() != torch::kFloat32 && values.scalar_type() != torch::kFloat16))
     throw ProtocolError("sparse tensor: values must be 1-D float32 or float16");
   SparseTensor s;
-  s.numel = p.numel;
-  s.values = p.values.to(torch::kFloat32).contiguous();
+  s.numel = numel;
+  s.values = values.to(torch::kFloat32).contiguous();
   const std::int64_t nnz = s.values.numel();
-  if (!p.indices.defined()) {
-    if (nnz != p.numel) throw ProtocolError("dense tensor: values count differs from numel");
+  if (packed.size() == 1) {
+    if (nnz != numel) throw ProtocolError("dense tensor: values count differs from numel");
     return s;
   }
-  if (nnz > p.numel) throw ProtocolError("sparse tensor: more values than elements");
-  if (p.indices.dim() != 1) throw ProtocolError("sparse tensor: indices must be 1-D");
+  const auto& indices = packed.front();
+  if (nnz > numel) throw ProtocolError("sparse tensor: more values than elements");
+  if (!indices.defined() || indices.dim() != 1)
+    throw ProtocolError("sparse tensor: indices must be 1-D");
   auto idx = torch::empty({nnz}, torch::kInt64);
   auto* out = idx.data_ptr<std::int64_t>();
   std::int64_t prev = -1;
-  if (p.coding == IndexCoding::kRaw) {
-    if (p.indices.scalar_type() != torch::kInt32 && p.indices.scalar_type() != torch::kInt64)
+  if (coding == IndexCoding::kRaw) {
+    if (indices.scalar_type() != torch::kInt32 && indices.scalar_type() != torch::kInt64)
       throw ProtocolError("sparse tensor: raw indices must be int32 or int64");
-    if (p.indices.numel() != nnz) throw ProtocolError("sparse tensor: index and value counts differ");
-    const auto src = p.indices.to(torch::kInt64).contiguous();
+    if (indices.numel() != nnz) throw ProtocolError("sparse tensor: index and value counts differ");
+    const auto src = indices.to(torch::kInt64).contiguous();
     const auto* pi = src.data_ptr<std::int64_t>();
     for (std::int64_t j = 0; j < nnz; ++j) {
-      if (pi[j] <= prev || pi[j] >= p.numel)
+      if (pi[j] <= prev || pi[j] >= numel)
         throw ProtocolError("sparse tensor: index " + std::to_string(pi[j]) + " at position " +
                             std::to_string(j) + " is out of range or not ascending");
       out[j] = prev = pi[j];
     }
-  } else if (p.coding == IndexCoding::kDeltaVarint) {
-    if (p.indices.scalar_type() != torch::kUInt8)
+  } else if (coding == IndexCoding::kDeltaVarint) {
+    if (indices.scalar_type() != torch::kUInt8)
       throw ProtocolError("sparse tensor: varint indices must be uint8 bytes");
-    const auto bytes = p.indices.contiguous();
+    const auto bytes = indices.contiguous();
     const auto* b = bytes.data_ptr<std::uint8_t>();
     const std::int64_t nb = bytes.numel();
     std::int64_t at = 0;
@@ -92,7 +97,7 @@ SparseTensor unpack(const PackedSparse& p, std::int64_t max_numel) {
         shift += 7;
         if (!(byte & 0x80)) break;
       }
-      if (gap >= static_cast<std::uint64_t>(p.numel - prev - 1))
+      if (gap >= static_cast<std::uint64_t>(numel - prev - 1))
         throw ProtocolError("sparse tensor: index past the end at position " + std::to_string(j));
       out[j] = prev = prev + 1 + static_cast<std::int64_t>(gap);
     }
@@ -100,7 +105,7 @@ SparseTensor unpack(const PackedSparse& p, std::int64_t max_numel) {
   } else {
     throw ProtocolError("sparse tensor: unknown index coding");
   }
-  s.indices = idx.to(index_dtype_for(p.numel));
+  s.indices = idx.to(index_dtype_for(numel));
   return s;
 }
 

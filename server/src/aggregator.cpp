@@ -4,6 +4,8 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/sync/snapshot.h"
+#include "cutlayer/sync/sparse_wire.h"
 
 namespace cutlayer::server {
 

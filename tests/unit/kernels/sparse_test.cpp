@@ -32,10 +32,10 @@ TEST(SparseCodec, RoundTripsAllCodings) {
     const std::int64_t nnz = rng() % std::min<std::int64_t>(numel, 3000);
     const auto s = random_sparse(rng, numel, nnz);
     for (auto coding : {IndexCoding::kRaw, IndexCoding::kDeltaVarint}) {
-      const auto back = unpack(pack(s, {ValueType::kFloat32, coding}), numel);
+      const auto back = unpack(pack(s, {ValueType::kFloat32, coding}), coding, numel, numel);
       EXPECT_TRUE(torch::equal(back.indices.to(torch::kInt64), s.indices.to(torch::kInt64)));
       EXPECT_TRUE(torch::equal(back.values, s.values));
-      const auto half = unpack(pack(s, {ValueType::kFloat16, coding}), numel);
+      const auto half = unpack(pack(s, {ValueType::kFloat16, coding}), coding, numel, numel);
       EXPECT_TRUE(torch::allclose(half.values, s.values, 1e-3, 1e-3));
     }
   }
@@ -44,48 +44,81 @@ TEST(SparseCodec, RoundTripsAllCodings) {
 TEST(SparseCodec, Int32BelowTwoToThe31AndVarintPays) {
   std::mt19937 rng(2);
   const auto s = random_sparse(rng, 1000000, 10000);  // density 0.01: gaps ~100
-  const auto raw = pack(s);
-  EXPECT_EQ(raw.indices.scalar_type(), torch::kInt32);
-  const auto varint = pack(s, {ValueType::kFloat32, IndexCoding::kDeltaVarint});
-  std::printf("[ measure ] density 0.01 index bytes: raw %zu, delta-varint %zu (%.2f bytes/index)\n",
-              static_cast<std::size_t>(raw.indices.nbytes()),
-              static_cast<std::size_t>(varint.indices.nbytes()),
-              double(varint.indices.nbytes()) / 10000);
-  EXPECT_LT(varint.indices.nbytes(), raw.indices.nbytes() / 2);
+  const auto raw = pack(s)[0];                        // [indices, values]
+  EXPECT_EQ(raw.scalar_type(), torch::kInt32);
+  const auto varint = pack(s, {ValueType::kFloat32, IndexCoding::kDeltaVarint})[0];
+  std::printf(
+      "[ measure ] density 0.01 index bytes: raw %zu, delta-varint %zu (%.2f bytes/index)\n",
+      static_cast<std::size_t>(raw.nbytes()), static_cast<std::size_t>(varint.nbytes()),
+      double(varint.nbytes()) / 10000);
+  EXPECT_LT(varint.nbytes(), raw.nbytes() / 2);
   EXPECT_EQ(index_dtype_for((std::int64_t{1} << 31) + 1), torch::kInt64);
 }
 
 TEST(SparseCodec, MalformedInputIsProtocolError) {
   std::mt19937 rng(3);
   const auto s = random_sparse(rng, 1000, 50);
-  auto p = pack(s);
+  constexpr auto kRaw = IndexCoding::kRaw, kVarint = IndexCoding::kDeltaVarint;
+  const auto p = pack(s);                                    // [indices, values]
+  EXPECT_THROW(unpack(p, kRaw, 2000, 1000), ProtocolError);  // numel over the cap
   auto bad = p;
-  bad.numel = 2000;  // over the cap
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad[0] = p[0].clone();
+  bad[0][3] = bad[0][2];  // not ascending
+  EXPECT_THROW(unpack(bad, kRaw, 1000, 1000), ProtocolError);
   bad = p;
-  bad.indices = p.indices.clone();
-  bad.indices[3] = bad.indices[2];  // not ascending
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad[0] = p[0].clone();
+  bad[0][49] = 1000;  // out of range
+  EXPECT_THROW(unpack(bad, kRaw, 1000, 1000), ProtocolError);
   bad = p;
-  bad.indices = p.indices.clone();
-  bad.indices[49] = 1000;  // out of range
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad[0] = p[0].to(torch::kFloat32);  // indices that are not integers
+  EXPECT_THROW(unpack(bad, kRaw, 1000, 1000), ProtocolError);
   bad = p;
-  bad.indices = p.indices.to(torch::kFloat32);  // indices that are not integers
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
-  bad = p;
-  bad.values = p.values.narrow(0, 0, 49);  // counts differ
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
-  auto v = pack(s, {ValueType::kFloat32, IndexCoding::kDeltaVarint});
+  bad[1] = p[1].narrow(0, 0, 49);  // counts differ
+  EXPECT_THROW(unpack(bad, kRaw, 1000, 1000), ProtocolError);
+  const auto v = pack(s, {ValueType::kFloat32, kVarint});
   bad = v;
-  bad.indices = v.indices.narrow(0, 0, v.indices.numel() - 1);  // truncated varint
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad[0] = v[0].narrow(0, 0, v[0].numel() - 1);  // truncated varint
+  EXPECT_THROW(unpack(bad, kVarint, 1000, 1000), ProtocolError);
   bad = v;
-  bad.indices = torch::full({60}, 0xff, torch::kUInt8);  // endless varint
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad[0] = torch::full({60}, 0xff, torch::kUInt8);  // endless varint
+  EXPECT_THROW(unpack(bad, kVarint, 1000, 1000), ProtocolError);
   bad = v;
-  bad.indices = torch::cat({v.indices, torch::zeros({1}, torch::kUInt8)});  // trailing byte
-  EXPECT_THROW(unpack(bad, 1000), ProtocolError);
+  bad[0] = torch::cat({v[0], torch::zeros({1}, torch::kUInt8)});  // trailing byte
+  EXPECT_THROW(unpack(bad, kVarint, 1000, 1000), ProtocolError);
+  EXPECT_THROW(unpack({}, kRaw, 1000, 1000), ProtocolError);                  // no tensors
+  EXPECT_THROW(unpack({p[0], p[0], p[1]}, kRaw, 1000, 1000), ProtocolError);  // three
+  EXPECT_THROW(unpack({p[1]}, kRaw, 1000, 1000), ProtocolError);  // dense, 50 of 1000 values
+}
+
+// What the receiver decodes, known to the sender without parsing its own bytes: values
+// rounded as they travel, indices in the receiver's dtype. Bit for bit, dense and sparse.
+TEST(SparseCodec, AsUnpackedEqualsUnpackBitForBit) {
+  std::mt19937 rng(5);
+  for (int round = 0; round < 20; ++round) {
+    const std::int64_t numel = 1 + rng() % 20000;
+    auto s = random_sparse(rng, numel, rng() % std::min<std::int64_t>(numel, 500));
+    s.values = s.values * 1000;  // some past fp16's precision
+    if (round % 4 == 0) s = SparseTensor{torch::Tensor(), torch::randn({numel}) * 1000, numel};
+    if (round % 4 == 1) s.indices = s.indices.to(torch::kInt64);  // the receiver's are int32
+    for (auto values : {ValueType::kFloat32, ValueType::kFloat16})
+      for (auto index : {IndexCoding::kRaw, IndexCoding::kDeltaVarint}) {
+        const PackOptions o{values, index};
+        const auto packed = pack(s, o);
+        const auto sent = as_unpacked(s, packed);
+        const auto back = unpack(packed, packed_coding(s, o), numel, numel);
+        ASSERT_EQ(sent.numel, back.numel);
+        ASSERT_EQ(sent.dense(), back.dense());
+        ASSERT_EQ(sent.values.scalar_type(), torch::kFloat32);
+        EXPECT_TRUE(torch::equal(sent.values, back.values)) << "round " << round;
+        if (!s.dense()) {
+          ASSERT_EQ(sent.indices.scalar_type(), back.indices.scalar_type());
+          EXPECT_TRUE(torch::equal(sent.indices, back.indices)) << "round " << round;
+        }
+        if (values == ValueType::kFloat16 && s.nnz() > 0) {
+          EXPECT_FALSE(torch::equal(sent.values, s.values)) << "fp16 rounds some values";
+        }
+      }
+  }
 }
 
 // Bytes off the network, corrupted at random (flipped bits, cut short, grown, the counts
@@ -98,8 +131,9 @@ TEST(SparseCodec, CorruptedBytesAreRefusedOrValid) {
     const std::int64_t numel = 1 + static_cast<std::int64_t>(rng() % 5000);
     const auto s = random_sparse(rng, numel, static_cast<std::int64_t>(rng() % (numel + 1) / 4));
     const bool varint = rng() % 2 == 0;
-    auto p = pack(s, {ValueType::kFloat32, varint ? IndexCoding::kDeltaVarint : IndexCoding::kRaw});
-    auto bytes = p.indices.view(torch::kUInt8).clone();
+    const auto coding = varint ? IndexCoding::kDeltaVarint : IndexCoding::kRaw;
+    auto p = pack(s, {ValueType::kFloat32, coding});  // [indices, values]
+    auto bytes = p[0].view(torch::kUInt8).clone();
     switch (rng() % 4) {
       case 0: {  // flip a few bits
         auto* b = bytes.data_ptr<std::uint8_t>();
@@ -117,18 +151,17 @@ TEST(SparseCodec, CorruptedBytesAreRefusedOrValid) {
                                               torch::kUInt8)});
         break;
       default:  // a value more or fewer
-        p.values =
-            torch::randn({std::max<std::int64_t>(0, p.values.numel() + (rng() % 2 ? 1 : -1))});
+        p[1] = torch::randn({std::max<std::int64_t>(0, p[1].numel() + (rng() % 2 ? 1 : -1))});
         break;
     }
     if (!varint) {
-      const auto width = p.indices.element_size();
+      const auto width = p[0].element_size();
       if (bytes.numel() % width != 0) bytes = bytes.narrow(0, 0, bytes.numel() / width * width);
-      bytes = bytes.view(p.indices.scalar_type());
+      bytes = bytes.view(p[0].scalar_type());
     }
-    p.indices = bytes;
+    p[0] = bytes;
     try {
-      const auto u = unpack(p, numel);
+      const auto u = unpack(p, coding, numel, numel);
       ++accepted;
       const auto idx = u.indices.to(torch::kInt64);
       ASSERT_EQ(idx.numel(), u.values.numel());

@@ -7,6 +7,8 @@
 #include "cutlayer/error.h"
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/server/aggregator.h"
+#include "cutlayer/sync/snapshot.h"
+#include "cutlayer/sync/sparse_wire.h"
 
 namespace cutlayer::server {
 namespace {

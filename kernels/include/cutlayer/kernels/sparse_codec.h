@@ -2,11 +2,16 @@
 // values, and optionally delta + LEB128-varint coded indices (gaps are small at the
 // densities used, so most take one byte instead of four). unpack() treats its input as
 // untrusted: every count, index and byte is checked before it is used.
+//
+// The packed form is the tensors a message carries, [indices, values], or [values] alone
+// for a dense vector; numel and the index coding travel beside them (the sync layer puts
+// them in the message meta's wire::SparseLayout, which kernels/ cannot see).
 #pragma once
 
 #include <torch/types.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "cutlayer/kernels/sparse_tensor.h"
 
@@ -20,19 +25,26 @@ struct PackOptions {
   IndexCoding index = IndexCoding::kRaw;
 };
 
-struct PackedSparse {
-  std::int64_t numel = 0;
-  IndexCoding coding = IndexCoding::kRaw;
-  torch::Tensor indices;  // int32/int64 (raw), uint8 bytes (delta-varint), undefined (dense)
-  torch::Tensor values;   // float32 or float16
+// [indices, values] (indices int32/int64 raw, or uint8 delta-varint bytes), or [values]
+// when `s` is dense; values float32 or float16. `s` must be valid (indices ascending,
+// unique, in range); float32 values may be returned without a copy.
+std::vector<torch::Tensor> pack(const SparseTensor& s, const PackOptions& options = {});
 
-  std::size_t bytes() const;  // what travels: index and value bytes
-};
+// The coding pack(s, options) used: a dense vector has no indices, so kRaw.
+inline IndexCoding packed_coding(const SparseTensor& s, const PackOptions& options) {
+  return s.dense() ? IndexCoding::kRaw : options.index;
+}
 
-PackedSparse pack(const SparseTensor& s, const PackOptions& options = {});
+// What unpack() returns for `packed` = pack(s, ...), bit for bit, without parsing it: the
+// packed values back in float32 (fp16-rounded if they travel as fp16), s's indices in
+// index_dtype_for(s.numel). May share storage with `s` and `packed`.
+SparseTensor as_unpacked(const SparseTensor& s, const std::vector<torch::Tensor>& packed);
 
-// Throws cutlayer::ProtocolError for anything malformed: numel over `max_numel`, counts
-// that differ, indices out of range or not strictly ascending, truncated varints.
-SparseTensor unpack(const PackedSparse& p, std::int64_t max_numel);
+// The vector `packed` stands for: dense when it holds one tensor, sparse with two.
+// Throws cutlayer::ProtocolError for anything malformed: numel over `max_numel`, a tensor
+// count other than 1 or 2, counts that differ, indices out of range or not strictly
+// ascending, truncated varints.
+SparseTensor unpack(const std::vector<torch::Tensor>& packed, IndexCoding coding,
+                    std::int64_t numel, std::int64_t max_numel);
 
 }  // namespace cutlayer::kernels

@@ -12,7 +12,7 @@ struct SparseTensor {
   // 1-D int32 or int64, ascending, unique. Undefined means dense: `values` then holds
   // all `numel` elements (the "none" compressor), so a dense baseline pays no indices.
   torch::Tensor indices;
-  torch::Tensor values;   // 1-D float32 (or float16 once packed), same length
+  torch::Tensor values;   // 1-D float32, same length (sparse_codec.h packs them for the wire)
   std::int64_t numel = 0;
 
   bool dense() const { return !indices.defined(); }

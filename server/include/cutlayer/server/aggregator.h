@@ -25,7 +25,7 @@
 
 #include "cutlayer/kernels/sparse_sum.h"
 #include "cutlayer/model/model_spec.h"
-#include "cutlayer/sync/sync.h"
+#include "cutlayer/sync/flat_params.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/wire/message.h"
 

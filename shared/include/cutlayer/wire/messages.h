@@ -129,10 +129,13 @@ struct HeadGrad {
 
 // How a sparse vector travels: tensors [indices, values], or [values] alone when dense.
 // Indices are int32/int64 (raw) or uint8 delta+varint bytes; values float32 or float16.
+// The header beside kernels' packed tensors (kernels/sparse_codec.h), kept here because
+// it is part of the meta's bytes and wire/ cannot see kernels/ (nor kernels/ wire/);
+// sync/sparse_wire.h joins the two.
 struct SparseLayout {
   std::uint64_t numel = 0;
-  bool dense = false;
-  std::uint8_t index_coding = 0;  // kernels::IndexCoding
+  bool dense = false;             // one tensor, [values]; index_coding is then 0
+  std::uint8_t index_coding = 0;  // kernels::IndexCoding: 0 raw, 1 delta+varint
   template <class A>
   void serialize(A& ar) {
     ar(numel, dense, index_coding);
