@@ -20,7 +20,8 @@
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/train/loop.h"
-#include "cutlayer/train/train_options.h"
+#include "client_train_config.h"
+#include "cutlayer/train/optimizer.h"
 
 using namespace cutlayer;
 
@@ -58,11 +59,11 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "LibTorch threads");
   CLI11_PARSE(app, argc, argv);
   try {
-    auto opts = train::load_client_train_config(config_path).train;
+    auto opts = tools::load_client_train_config(config_path).train;
     opts.max_steps = steps;
     torch::set_num_threads(threads);
     auto log = log::get("gradstudy");
-    const auto data = train::load_data(opts);
+    const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
     auto m = model::build_split(train::split_spec(opts), opts.seed);
     std::vector<torch::Tensor> params = m.front->parameters();
     for (auto& p : m.back->parameters()) params.push_back(p);

@@ -31,7 +31,8 @@
 #include "cutlayer/privacy/dcor.h"
 #include "cutlayer/privacy/metrics.h"
 #include "cutlayer/train/loop.h"
-#include "cutlayer/train/train_options.h"
+#include "client_train_config.h"
+#include "cutlayer/train/optimizer.h"
 
 using namespace cutlayer;
 
@@ -183,12 +184,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
   CLI11_PARSE(app, argc, argv);
   try {
-    const auto client_cfg = train::load_client_train_config(config_path);
+    const auto client_cfg = tools::load_client_train_config(config_path);
     auto opts = client_cfg.train;
     opts.eval_samples = eval_n + aux_n;
     torch::set_num_threads(threads);
     auto log = log::get("leakage");
-    const auto data = train::load_data(opts);
+    const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
     if (data.test.size() < eval_n + aux_n)
       throw ConfigError("the test split has " + std::to_string(data.test.size()) + " examples; --eval + --aux need " +
                         std::to_string(eval_n + aux_n));
@@ -209,8 +210,8 @@ int main(int argc, char** argv) {
     auto nopeek = client_cfg.nopeek;
     if (noise >= 0) nopeek.noise_std = noise;
     torch::manual_seed(seed + 1);
-    const auto z_eval = train::cut_to_send(m.front->forward(x_eval), nopeek);
-    const auto z_aux = train::cut_to_send(m.front->forward(x_aux), nopeek);
+    const auto z_eval = privacy::cut_to_send(m.front->forward(x_eval), nopeek);
+    const auto z_aux = privacy::cut_to_send(m.front->forward(x_aux), nopeek);
 
     // a. distance correlation on the evaluation set
     const double dc = privacy::dcor(x_eval, z_eval).item<double>();
@@ -240,7 +241,7 @@ int main(int argc, char** argv) {
       log->info("decoder epoch {}/{}: train MSE (normalized) {:.4f}", e + 1, epochs, total / aux_n);
     }
     dec->eval();
-    const auto& nrm = opts.normalization;
+    const auto& nrm = opts.data.normalization;
     auto to_pixels = [&](const torch::Tensor& t) {
       return ((t * nrm.std + nrm.mean) / (nrm.scale * 255.0)).clamp(0, 1);
     };

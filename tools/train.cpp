@@ -14,19 +14,20 @@
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/stop_signal.h"
 #include "cutlayer/train/loop.h"
-#include "cutlayer/train/train_options.h"
+#include "client_train_config.h"
+#include "cutlayer/train/optimizer.h"
 
 using namespace cutlayer;
 
 namespace {
 
-torch::Tensor forward_all(model::SplitModel& m, const torch::Tensor& x, const train::NoPeekOptions& p) {
-  auto h = m.back->forward(train::cut_to_send(m.front->forward(x), p));
+torch::Tensor forward_all(model::SplitModel& m, const torch::Tensor& x, const privacy::NoPeekOptions& p) {
+  auto h = m.back->forward(privacy::cut_to_send(m.front->forward(x), p));
   return m.has_head() ? m.head->forward(h) : h;
 }
 
 // Test accuracy and mean loss over `d`.
-std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d, const train::NoPeekOptions& p) {
+std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d, const privacy::NoPeekOptions& p) {
   torch::NoGradGuard no_grad;
   m.front->eval();
   m.back->eval();
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   CLI11_PARSE(app, argc, argv);
   try {
-    auto cfg = train::load_client_train_config(config_path);
+    auto cfg = tools::load_client_train_config(config_path);
     std::string level = cfg.log_level;
     int cfg_threads = cfg.threads;
     auto& opts = cfg.train;
@@ -98,7 +99,7 @@ int main(int argc, char** argv) {
     install_stop_handlers();
     auto log = log::get("train");
 
-    const auto data = train::load_data(opts);
+    const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
     const auto spec = train::split_spec(opts);
     auto m = model::build_split(spec, opts.seed);
     std::vector<torch::Tensor> params = m.front->parameters();
@@ -118,11 +119,11 @@ int main(int argc, char** argv) {
     while (!stop_flag() && batches.next(b)) {
       train::set_lr(*opt, train::lr_at(opts, b.step));
       auto z = m.front->forward(b.x);
-      auto h = m.back->forward(train::cut_to_send(z, nopeek));
+      auto h = m.back->forward(privacy::cut_to_send(z, nopeek));
       auto logits = m.has_head() ? m.head->forward(h) : h;
       auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
       opt->zero_grad();
-      const double alpha_now = train::alpha_at(nopeek, b.step);
+      const double alpha_now = privacy::alpha_at(nopeek, b.step);
       if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, z)).backward();
       else loss.backward();
       opt->step();

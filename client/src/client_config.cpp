@@ -23,7 +23,7 @@ ClientConfig load_client_config(const std::string& path) {
   t.get("max_message_mb", c.max_message_mb, 1, 4096);
   t.finish();
   auto privacy = root.child("privacy");
-  c.nopeek = train::read_nopeek_options(privacy);
+  c.nopeek = read_nopeek_options(privacy);
   if (root.has("sync")) {
     auto sy = root.child("sync");
     c.sync = sync::read_sync_options(sy);
@@ -37,6 +37,15 @@ ClientConfig load_client_config(const std::string& path) {
   c.server_public_key = doc->resolve(c.server_public_key);
   c.client_key = doc->resolve(c.client_key);
   return c;
+}
+
+privacy::NoPeekOptions read_nopeek_options(config::Object& p) {
+  privacy::NoPeekOptions o;
+  p.get("alpha", o.alpha, 0.0, 1e6);
+  p.get("noise_std", o.noise_std, 0.0, 1e3);
+  p.get("alpha_warmup_steps", o.alpha_warmup_steps, 0, std::int64_t{1} << 40);
+  p.finish();
+  return o;
 }
 
 }  // namespace cutlayer::client

@@ -4,7 +4,9 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
-#include "cutlayer/train/train_options.h"
+#include "cutlayer/sync/snapshot.h"
+#include "cutlayer/sync/sparse_wire.h"
+#include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::client {
 
@@ -96,14 +98,15 @@ wire::Message FrontSync::contribute(std::uint64_t samples, int epoch) {
   g.seq = ++seq_;
   g.base = version_;
   g.samples = samples;
-  auto tensors = sync::to_tensors(s, options_.fp16_values, options_.varint_indices, g.layout);
+  auto e = sync::encode(s, options_.fp16_values, options_.varint_indices);
+  g.layout = e.layout;
+  auto& tensors = e.tensors;
   if (options_.fp16_values && residual_.defined()) {
     // What the server gets is the fp16 value; the rounding error stays in the residual.
-    auto sent = sync::from_tensors(g.layout, tensors, flat_.numel());
-    auto err = s.values - sent.values;
+    auto err = s.values - e.sent.values;
     if (s.dense()) residual_.add_(err);
     else residual_.index_add_(0, s.indices.to(torch::kInt64), err);
-    s = std::move(sent);
+    s = std::move(e.sent);
   }
   stats_.bytes_up += sync::payload_bytes(tensors);
   stats_.nnz_up += static_cast<std::uint64_t>(s.nnz());

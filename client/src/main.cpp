@@ -155,8 +155,8 @@ int main(int argc, char** argv) {
       }
       if (slash == std::string::npos || n < 1 || i < 0 || i >= n)
         throw ConfigError("--shard must be I/N with 0 <= I < N, got '" + shard + "'");
-      cfg.train.client_index = i;
-      cfg.train.clients = n;
+      cfg.train.data.client_index = i;
+      cfg.train.data.clients = n;
     }
     log::set_level(cfg.log_level);
     torch::set_num_threads(cfg.threads);

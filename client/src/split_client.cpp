@@ -8,13 +8,14 @@
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/privacy/dcor.h"
+#include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::client {
 
 SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions options)
     : link_(link), options_(std::move(options)), dispatch_(link, DispatcherOptions{options_.reply_timeout}) {
   const auto& o = options_.train;
-  data_ = train::load_data(o);
+  data_ = data::load_split(o.data, o.eval_samples, o.seed);
   spec_ = train::split_spec(o);
   model_ = model::build_split(spec_, o.seed);
   std::vector<torch::Tensor> params = model_.front->parameters();
@@ -82,13 +83,13 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   StepResult r;
   // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
   // beside the server's dL/dz.
-  const double alpha = train::alpha_at(options_.nopeek, b.step);
+  const double alpha = privacy::alpha_at(options_.nopeek, b.step);
   torch::Tensor dcor_term;
   if (alpha > 0) {
     dcor_term = privacy::dcor(b.x, z);
     r.dcor = dcor_term.item<double>();
   }
-  const auto sent = train::cut_to_send(z.detach(), options_.nopeek);
+  const auto sent = privacy::cut_to_send(z.detach(), options_.nopeek);
   auto backprop_front = [&](const torch::Tensor& dz) {
     if (alpha > 0) torch::autograd::backward({z, alpha * dcor_term}, {dz, torch::Tensor()});
     else z.backward(dz);
@@ -147,7 +148,7 @@ SplitClient::EvalResult SplitClient::evaluate() {
     auto x = d.x.narrow(0, b, n);
     auto y = d.y.narrow(0, b, n);
     auto z = model_.front->forward(x);
-    const auto sent = train::cut_to_send(z, options_.nopeek);
+    const auto sent = privacy::cut_to_send(z, options_.nopeek);
     if (b == 0 && n >= 4) {  // what a curious server could measure on what it sees
       out.dcor = privacy::dcor(x, sent).item<double>();
       out.dcor2_u = privacy::dcor2_unbiased(x, sent).item<double>();

@@ -6,6 +6,7 @@
 #include "cutlayer/log.h"
 #include "cutlayer/sync/snapshot.h"
 #include "cutlayer/sync/sparse_wire.h"
+#include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::server {
 

@@ -1,6 +1,7 @@
 #include "cutlayer/server/back_trainer.h"
 
 #include "cutlayer/error.h"
+#include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::server {
 

@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include "cutlayer/error.h"
+#include "cutlayer/sync/snapshot.h"
+#include "cutlayer/sync/sparse_wire.h"
 
 namespace cutlayer::client {
 namespace {

@@ -9,6 +9,7 @@
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/sync/snapshot.h"
 #include "cutlayer/sync/sparse_wire.h"
+#include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::server {
 namespace {

@@ -4,8 +4,13 @@
 #include <cstdint>
 #include <string>
 
-#include "cutlayer/sync/sync.h"
+#include "cutlayer/privacy/nopeek.h"
+#include "cutlayer/sync/options.h"
 #include "cutlayer/train/train_options.h"
+
+namespace cutlayer::config {
+class Object;
+}
 
 namespace cutlayer::client {
 
@@ -24,11 +29,14 @@ struct ClientConfig {
   // training; absent: only the link self-check (--probes) can run
   bool has_train = false;
   train::TrainOptions train;
-  train::NoPeekOptions nopeek;  // the "privacy" object
+  privacy::NoPeekOptions nopeek;  // the "privacy" object
   sync::SyncOptions sync;       // the "sync" object: aggregation of the fronts across clients
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.
 ClientConfig load_client_config(const std::string& path);
+
+// The "privacy" object: NoPeek's weight, its warm-up and the cut's noise.
+privacy::NoPeekOptions read_nopeek_options(config::Object& privacy);
 
 }  // namespace cutlayer::client

@@ -17,7 +17,8 @@
 
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/kernels/density_schedule.h"
-#include "cutlayer/sync/sync.h"
+#include "cutlayer/sync/flat_params.h"
+#include "cutlayer/sync/options.h"
 #include "cutlayer/wire/message.h"
 
 namespace cutlayer::client {

@@ -9,7 +9,9 @@
 
 #include "cutlayer/client/dispatcher.h"
 #include "cutlayer/client/front_sync.h"
+#include "cutlayer/data/source.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/transport/client_transport.h"
@@ -19,7 +21,7 @@ namespace cutlayer::client {
 struct SplitClientOptions {
   std::string name = "client";
   train::TrainOptions train;
-  train::NoPeekOptions nopeek;
+  privacy::NoPeekOptions nopeek;
   std::chrono::milliseconds reply_timeout{120000};  // one step's answer
   int rejoins = 5;                                   // after the server went away
   std::string save_front;                            // torch::save the trained front here
@@ -56,7 +58,7 @@ class SplitClient {
 
   transport::ClientTransport& link_;
   SplitClientOptions options_;
-  train::Data data_;
+  data::Split data_;
   model::SplitSpec spec_;
   model::SplitModel model_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
