@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "cutlayer/error.h"
+#include "cutlayer/report/json.h"
 
 namespace cutlayer::train {
 
@@ -43,6 +44,10 @@ void MetricsFile::write(const std::string& json_object) {
   if (!out_) return;
   *out_ << json_object << '\n';
   out_->flush();
+}
+
+void MetricsFile::write(const report::Json& object) {
+  if (out_) write(object.str());
 }
 
 Progress::Progress(std::string who, std::int64_t total_steps)

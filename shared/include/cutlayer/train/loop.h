@@ -13,6 +13,10 @@
 
 #include "cutlayer/data/dataset.h"
 
+namespace cutlayer::report {
+class Json;
+}
+
 namespace cutlayer::train {
 
 struct Batch {
@@ -42,6 +46,7 @@ class MetricsFile {
  public:
   explicit MetricsFile(const std::string& path);  // "" writes nothing
   void write(const std::string& json_object);
+  void write(const report::Json& object);
 
  private:
   std::unique_ptr<std::ofstream> out_;
