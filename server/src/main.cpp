@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
     }
     server::Service service(transport, trainer.get(), metrics.get(), aggregator.get());
     service.run(stop_flag());
-    std::cout << service.summary_json() << std::endl;
+    std::cout << service.summary().json().str() << std::endl;
     const auto& s = transport.stats();
     log->info("stopping: {} sessions open, {} probes served, in {} msgs/{} B, out {} msgs/{} B, "
               "dropped {} (protocol {}, bad tag {}, replay {}, unknown session {}), ZAP rejected {}",

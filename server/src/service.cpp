@@ -1,7 +1,5 @@
 #include "cutlayer/server/service.h"
 
-#include <fmt/format.h>
-
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 
@@ -134,23 +132,16 @@ void Service::on_message(transport::Received& rx) {
   }
 }
 
+// The back model's progress every log_every steps.
 void Service::report() {
   auto& st = trainer_->stats();
-  const auto every = trainer_->options().log_every;
-  if (st.steps - last_report_step_ < every) return;
+  if (st.steps - last_report_step_ < trainer_->options().log_every) return;
   const auto now = std::chrono::steady_clock::now();
-  const double dt = std::chrono::duration<double>(now - last_report_).count();
-  const double rate = (st.samples - samples_at_report_) / std::max(dt, 1e-9);
-  const double loss = st.loss_samples ? st.loss_sum / st.loss_samples : 0.0;
-  const double acc = st.loss_samples ? static_cast<double>(st.correct) / st.loss_samples : 0.0;
-  const auto& ts = transport_.stats();
-  log::get("server")->info("step {}  loss {:.4f}  acc {:.3f}  {:.0f} samples/s  clients {}  in {:.1f} MB  out {:.1f} MB",
-                           st.steps, loss, acc, rate, transport_.session_count(), ts.bytes_in / 1e6,
-                           ts.bytes_out / 1e6);
-  if (metrics_)
-    metrics_->write(fmt::format(
-        R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"samples_per_s":{:.1f},"clients":{},"bytes_in":{},"bytes_out":{},"labels_received":{}}})",
-        st.steps, loss, acc, rate, transport_.session_count(), ts.bytes_in, ts.bytes_out, st.labels_received));
+  const double seconds = std::chrono::duration<double>(now - last_report_).count();
+  const auto r = StepReport::since(st, samples_at_report_, seconds, transport_.session_count(),
+                                   transport_.stats());
+  log::get("server")->info("{}", r.line());
+  if (metrics_) metrics_->write(r.json());
   last_report_step_ = st.steps;
   samples_at_report_ = st.samples;
   last_report_ = now;
@@ -159,68 +150,38 @@ void Service::report() {
   st.correct = 0;
 }
 
-namespace {
-// "n0,n1,..": contributions per staleness since `before` (empty: since the start).
-std::string staleness_list(const std::vector<std::uint64_t>& now, const std::vector<std::uint64_t>& before) {
-  std::string out;
-  for (std::size_t t = 0; t < now.size(); ++t)
-    out += fmt::format("{}{}", t ? "," : "", now[t] - (t < before.size() ? before[t] : 0));
-  return out;
-}
-}  // namespace
-
 // The aggregation's accounting every log_every rounds: traffic, density, staleness.
 void Service::report_round() {
   const auto& a = aggregator_->stats();
   const auto every = static_cast<std::uint64_t>(trainer_->options().log_every);
   if (a.rounds < last_report_round_ + every) return;
-  const auto& p = stats_at_report_;
-  const double rounds = static_cast<double>(a.rounds - p.rounds);
-  const double numel = static_cast<double>(aggregator_->numel());
-  const double contrib = static_cast<double>(a.contributions - p.contributions);
-  const double dense_bytes = 4.0 * numel;
-  const double up = static_cast<double>(a.bytes_up - p.bytes_up);
-  const double down = static_cast<double>(a.bytes_down - p.bytes_down);
-  const double updates = static_cast<double>(a.updates_sent - p.updates_sent);
-  const double density = contrib > 0 ? (a.nnz_up - p.nnz_up) / (contrib * numel) : 0.0;
-  const double down_density = rounds > 0 ? (a.nnz_down - p.nnz_down) / (rounds * numel) : 0.0;
-  // up + down per client per round, against the dense float32 vectors both ways
-  const double ratio = (contrib > 0 && updates > 0) ? (up / contrib + down / updates) / (2 * dense_bytes) : 0.0;
-  const auto hist = staleness_list(a.staleness, p.staleness);
-  log::get("aggregator")
-      ->info("round {}  members {}  up {:.1f} KB/contribution (density {:.4f})  down {:.1f} KB/client (density {:.4f})  "
-             "{:.3f} of dense  staleness [{}]  closed all/samples/deadline {}/{}/{}  rejected {}",
-             a.rounds, aggregator_->members(), contrib ? up / contrib / 1e3 : 0.0, density,
-             updates ? down / updates / 1e3 : 0.0, down_density, ratio, hist, a.closed_all, a.closed_samples,
-             a.closed_deadline, a.rejected);
-  if (metrics_)
-    metrics_->write(fmt::format(
-        R"({{"round":{},"members":{},"contributions":{},"bytes_up":{},"bytes_down":{},"density_up":{:.6f},"density_down":{:.6f},"bytes_ratio_to_dense":{:.6f},"staleness_hist":[{}],"closed_all":{},"closed_samples":{},"closed_deadline":{},"rejected":{},"front_hash":"{}"}})",
-        a.rounds, aggregator_->members(), a.contributions, a.bytes_up, a.bytes_down, density, down_density,
-        ratio, hist, a.closed_all, a.closed_samples, a.closed_deadline, a.rejected, aggregator_->hash()));
+  const auto r = RoundReport::since(*aggregator_, stats_at_report_);
+  log::get("aggregator")->info("{}", r.line());
+  if (metrics_) metrics_->write(r.json());
   last_report_round_ = a.rounds;
   stats_at_report_ = a;
 }
 
-std::string Service::summary_json() const {
+ServerSummary Service::summary() const {
+  ServerSummary s;
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (trainer_) {
+    const auto& st = trainer_->stats();
+    s.steps = st.steps;
+    s.samples = st.samples;
+    s.labels_received = st.labels_received;
+    s.eval_batches = st.eval_batches;
+  }
+  s.probes = probes_served_;
+  s.sessions_open = transport_.session_count();
   const auto& ts = transport_.stats();
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  return fmt::format(
-      R"({{"server":"summary","seconds":{:.3f},"steps":{},"samples":{},"labels_received":{},"eval_batches":{},"probes":{},"sessions_open":{},"messages_in":{},"messages_out":{},"bytes_in":{},"bytes_out":{},"dropped":{}{}}})",
-      s, trainer_ ? trainer_->stats().steps : 0, trainer_ ? trainer_->stats().samples : 0,
-      trainer_ ? trainer_->stats().labels_received : 0, trainer_ ? trainer_->stats().eval_batches : 0,
-      probes_served_, transport_.session_count(), ts.messages_in, ts.messages_out, ts.bytes_in,
-      ts.bytes_out, ts.dropped(), aggregation_json());
-}
-
-std::string Service::aggregation_json() const {
-  if (!aggregator_) return "";
-  const auto& a = aggregator_->stats();
-  const auto hist = staleness_list(a.staleness, {});
-  return fmt::format(
-      R"(,"aggregation":{{"rounds":{},"staleness_bound":{},"max_staleness":{},"staleness_hist":[{}],"contributions":{},"rejected":{},"closed_all":{},"closed_samples":{},"closed_deadline":{},"bytes_up":{},"bytes_down":{},"front_hash":"{}"}})",
-      a.rounds, aggregator_->options().staleness, a.max_staleness, hist, a.contributions, a.rejected, a.closed_all,
-      a.closed_samples, a.closed_deadline, a.bytes_up, a.bytes_down, aggregator_->hash());
+  s.messages_in = ts.messages_in;
+  s.messages_out = ts.messages_out;
+  s.bytes_in = ts.bytes_in;
+  s.bytes_out = ts.bytes_out;
+  s.dropped = ts.dropped();
+  if (aggregator_) s.aggregation = AggregationSummary::of(*aggregator_);
+  return s;
 }
 
 }  // namespace cutlayer::server

@@ -9,6 +9,7 @@
 
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/server/back_trainer.h"
+#include "cutlayer/server/report.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/transport/server_transport.h"
 
@@ -27,8 +28,8 @@ class Service {
   void handle(transport::ServerEvent& event);
 
   std::uint64_t probes_served() const { return probes_served_; }
-  std::string summary_json() const;
-  std::string aggregation_json() const;
+  // What it served, for the summary line printed on exit.
+  ServerSummary summary() const;
 
  private:
   void on_join(const transport::JoinRequest& req);
