@@ -30,6 +30,7 @@
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/privacy/dcor.h"
 #include "cutlayer/privacy/metrics.h"
+#include "cutlayer/report/json.h"
 #include "cutlayer/train/loop.h"
 #include "client_train_config.h"
 #include "cutlayer/train/optimizer.h"
@@ -257,7 +258,8 @@ int main(int argc, char** argv) {
               "MSE {:.4f}, PSNR {:.2f} dB, SSIM {:.4f})", eval_n, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim);
 
     // c. label leakage from the gradients the server sees in U-shaped mode
-    std::string label_json, label_md;
+    report::Json label_json;
+    std::string label_md;
     if (label_steps > 0) {
       torch::AutoGradMode grad(true);
       auto lopts = client_cfg.train;
@@ -266,9 +268,12 @@ int main(int argc, char** argv) {
       log->info("label leakage (U-shaped, {} gradients the server saw after {} steps): norm attack AUC {:.4f} "
                 "(max over classes {:.4f}); cosine attack AUC {:.4f} (min over classes {:.4f})",
                 L.examples, L.steps, L.norm_auc_mean, L.norm_auc_max, L.cosine_auc_mean, L.cosine_auc_min);
-      label_json = fmt::format(
-          R"(,"label_leakage":{{"steps":{},"examples":{},"norm_auc_mean":{:.6f},"norm_auc_max":{:.6f},"cosine_auc_mean":{:.6f},"cosine_auc_min":{:.6f}}})",
-          L.steps, L.examples, L.norm_auc_mean, L.norm_auc_max, L.cosine_auc_mean, L.cosine_auc_min);
+      label_json.add("steps", L.steps)
+          .add("examples", L.examples)
+          .add("norm_auc_mean", L.norm_auc_mean, 6)
+          .add("norm_auc_max", L.norm_auc_max, 6)
+          .add("cosine_auc_mean", L.cosine_auc_mean, 6)
+          .add("cosine_auc_min", L.cosine_auc_min, 6);
       label_md = fmt::format(
           "## Label leakage in U-shaped mode (Li et al. 2021)\n\n"
           "The server never receives labels, but it receives dL/dh, the gradient of the client's loss with "
@@ -287,12 +292,24 @@ int main(int argc, char** argv) {
     write_npy(out_dir + "/z.npy", z_eval);
     write_npy(out_dir + "/y.npy", y_eval);
     write_npy(out_dir + "/recon.npy", rec_pix);
-    const auto json = fmt::format(
-        R"({{"model":"{}","front":"{}","noise_std":{},"n":{},"dcor":{:.6f},"dcor2_u":{:.6f},"perm_floor":{:.6f},)"
-        R"("decoder":{{"aux":{},"epochs":{},"mse":{:.6f},"psnr":{:.4f},"ssim":{:.6f}}},)"
-        R"("mean_image_baseline":{{"mse":{:.6f},"psnr":{:.4f},"ssim":{:.6f}}}{}}})",
-        opts.model, front_path, nopeek.noise_std, eval_n, dc, dc2u, floor, aux_n, epochs, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim,
-        label_json);
+    report::Json decoder, baseline, summary;
+    decoder.add("aux", aux_n)
+        .add("epochs", epochs)
+        .add("mse", r_mse, 6)
+        .add("psnr", r_psnr, 4)
+        .add("ssim", r_ssim, 6);
+    baseline.add("mse", b_mse, 6).add("psnr", b_psnr, 4).add("ssim", b_ssim, 6);
+    summary.add("model", opts.model)
+        .add("front", front_path)
+        .add("noise_std", nopeek.noise_std)
+        .add("n", eval_n)
+        .add("dcor", dc, 6)
+        .add("dcor2_u", dc2u, 6)
+        .add("perm_floor", floor, 6)
+        .add("decoder", decoder)
+        .add("mean_image_baseline", baseline);
+    if (!label_json.empty()) summary.add("label_leakage", label_json);
+    const auto json = summary.str();
     std::ofstream(out_dir + "/report.json") << json << "\n";
     std::ofstream md(out_dir + "/report.md");
     md << "# Leakage report: " << opts.model << "\n\n"

@@ -2,7 +2,6 @@
 // with the same config, seed and data order as a split run: the yardstick for parity
 // and for speed.
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <iostream>
@@ -12,6 +11,7 @@
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/privacy/dcor.h"
 #include "cutlayer/process_tuning.h"
+#include "cutlayer/report/json.h"
 #include "cutlayer/stop_signal.h"
 #include "cutlayer/train/loop.h"
 #include "client_train_config.h"
@@ -134,24 +134,26 @@ int main(int argc, char** argv) {
       correct_window += train::count_correct(logits.detach(), b.y);
       seen_window += n;
       if (opts.metrics_every_step)
-        metrics_file.write(fmt::format(R"({{"step":{},"loss":{:.9g}}})", b.step, last_loss));
+        metrics_file.write(
+            report::Json().add("step", b.step).add_significant("loss", last_loss, 9));
       const bool last = b.step + 1 == batches.total_steps();
       if ((b.step + 1) % opts.log_every == 0 || last) {
         log->info("{}", progress.line(b.step + 1, loss_window / seen_window,
                                       static_cast<double>(correct_window) / seen_window, samples, 0, 0));
         if (!opts.metrics_every_step)
-          metrics_file.write(fmt::format(R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"samples_per_s":{:.1f}}})",
-                                         b.step + 1, loss_window / seen_window,
-                                         static_cast<double>(correct_window) / seen_window,
-                                         samples / progress.seconds()));
+          metrics_file.write(report::Json()
+                                 .add("step", b.step + 1)
+                                 .add("loss", loss_window / seen_window, 6)
+                                 .add("acc", static_cast<double>(correct_window) / seen_window, 4)
+                                 .add("samples_per_s", samples / progress.seconds(), 1));
         loss_window = 0;
         correct_window = seen_window = 0;
       }
       if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
         const auto [acc, tl] = evaluate(m, data.test, nopeek);
         log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
-        metrics_file.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f}}})",
-                                       b.step + 1, acc, tl));
+        metrics_file.write(
+            report::Json().add("step", b.step + 1).add("test_acc", acc, 4).add("test_loss", tl, 4));
       }
     }
     if (!save_front.empty()) torch::save(m.front, save_front);
@@ -159,14 +161,22 @@ int main(int argc, char** argv) {
     double test_acc = -1, test_loss = -1;
     if (data.test.size() > 0) {
       std::tie(test_acc, test_loss) = evaluate(m, data.test, nopeek);
-      metrics_file.write(
-          fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"final":true}})",
-                      samples > 0 ? b.step + 1 : 0, test_acc, test_loss));
+      metrics_file.write(report::Json()
+                             .add("step", samples > 0 ? b.step + 1 : 0)
+                             .add("test_acc", test_acc, 4)
+                             .add("test_loss", test_loss, 4)
+                             .add("final", true));
     }
-    std::cout << fmt::format(
-                     R"({{"tool":"cutlayer-train","steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f}}})",
-                     b.step + 1, samples, seconds, samples / seconds, last_loss, test_acc, test_loss)
-              << std::endl;
+    report::Json summary;
+    summary.add("tool", "cutlayer-train")
+        .add("steps", b.step + 1)
+        .add("samples", samples)
+        .add("seconds", seconds, 3)
+        .add("samples_per_s", samples / seconds, 1)
+        .add("final_loss", last_loss, 6)
+        .add("test_acc", test_acc, 4)
+        .add("test_loss", test_loss, 4);
+    std::cout << summary.str() << std::endl;
   } catch (const Error& e) {
     std::cerr << "cutlayer-train: " << e.what() << "\n";
     return 2;
