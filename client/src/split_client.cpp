@@ -135,10 +135,10 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   return r;
 }
 
-SplitClient::EvalResult SplitClient::evaluate() {
+Evaluation SplitClient::evaluate() {
   torch::NoGradGuard no_grad;
   const auto& d = data_.test;
-  EvalResult out;
+  Evaluation out;
   if (d.size() == 0) return out;
   model_.front->eval();
   if (model_.has_head()) model_.head->eval();
@@ -179,132 +179,134 @@ SplitClient::EvalResult SplitClient::evaluate() {
 }
 
 std::string SplitClient::run(const std::atomic<bool>& stop) {
+  announce();
+  dispatch_.set_stop(&stop);
+  try {
+    join();
+  } catch (const Interrupted&) {
+    return ClientSummary::interrupted(options_.name).str();
+  }
+  const auto& o = options_.train;
+  train::Batches batches(data_.train, o.batch_size, o.epochs, o.max_steps, o.seed);
+  train::MetricsFile metrics(o.metrics_file);
+  train::Progress progress(options_.name, batches.total_steps());
+  Totals totals;
+  // A SIGINT/SIGTERM during a wait for the server ends the wait (Interrupted); the
+  // client then leaves cleanly as it would between steps.
+  try {
+    train_steps(stop, batches, metrics, progress, totals);
+    // Every contribution answered, so the final front holds them all.
+    if (sync_ && !stop) with_rejoin([&] { settle_sync(0); });
+  } catch (const Interrupted&) {
+    log::get("client")->info("{}: interrupted while waiting for the server", options_.name);
+  }
+  return finish(stop, metrics, progress, totals);
+}
+
+void SplitClient::announce() const {
   auto log = log::get("client");
   const auto& o = options_.train;
   log->info("{}: {} split learning of {} ({}), {} training examples, cut layer {}", options_.name,
             o.u_shaped ? "U-shaped" : "vanilla", o.model,
             o.u_shaped ? "labels stay here" : "labels go to the server", data_.train.size(),
             model::shape_string(cut_shape_));
-  dispatch_.set_stop(&stop);
-  try {
-    join();
-  } catch (const Interrupted&) {
-    return fmt::format(R"({{"client":"{}","interrupted":true,"steps":0}})", options_.name);
-  }
-  train::Batches batches(data_.train, o.batch_size, o.epochs, o.max_steps, o.seed);
-  train::MetricsFile metrics(o.metrics_file);
-  train::Progress progress(options_.name, batches.total_steps());
-  train::Batch b;
-  std::int64_t samples = 0, steps = 0, window_seen = 0, window_correct = 0;
-  double window_loss = 0, last_loss = 0, window_dcor = 0;
+  const auto& so = options_.sync;
   if (sync_)
     log->info("{}: front synced across clients: {} at density {}{}, error feedback {}", options_.name,
-              options_.sync.compressor, options_.sync.density,
-              options_.sync.density_schedule.empty() ? "" : " (warm-up " + options_.sync.density_schedule + ")",
-              options_.sync.error_feedback ? "on" : "off");
+              so.compressor, so.density, so.density_schedule.empty() ? "" : " (warm-up " + so.density_schedule + ")",
+              so.error_feedback ? "on" : "off");
   if (options_.nopeek.alpha > 0)
     log->info("{}: NoPeek on, alpha {} (dCor(x, z) added to the front's loss)", options_.name,
               options_.nopeek.alpha);
-  // A SIGINT/SIGTERM during a wait for the server ends the wait (Interrupted); the
-  // client then leaves cleanly as it would between steps.
-  try {
-    while (!stop && batches.next(b)) {
-      const auto r = step(b);
-      const auto n = b.x.size(0);
-      ++steps;
-      samples += n;
-      last_loss = r.loss;
-      window_loss += r.loss * n;
-      window_dcor += r.dcor * n;
-      window_correct += r.correct;
-      window_seen += n;
-      if (o.metrics_every_step)
-        metrics.write(fmt::format(R"({{"step":{},"loss":{:.9g},"dcor":{:.6g}{}}})", b.step, r.loss, r.dcor,
-                                  sync_ ? fmt::format(R"(,"round":{},"front_hash":"{}")", sync_->version(), sync_->hash())
-                                        : std::string()));
-      const bool last = b.step + 1 == batches.total_steps();
-      if ((b.step + 1) % o.log_every == 0 || last) {
-        const auto& ts = link_.stats();
-        log->info("{}{}", progress.line(b.step + 1, window_loss / window_seen,
-                                        static_cast<double>(window_correct) / window_seen, samples,
-                                        ts.bytes_out, ts.bytes_in),
-                  (options_.nopeek.alpha > 0 ? fmt::format("  dcor {:.4f}", window_dcor / window_seen) : "") +
-                      sync_progress());
-        if (!o.metrics_every_step)
-          metrics.write(fmt::format(
-              R"({{"step":{},"loss":{:.6f},"acc":{:.4f},"dcor":{:.6f},"samples_per_s":{:.1f},"bytes_up":{},"bytes_down":{}{}}})",
-              b.step + 1, window_loss / window_seen, static_cast<double>(window_correct) / window_seen,
-              window_dcor / window_seen, samples / progress.seconds(), ts.bytes_out, ts.bytes_in, sync_json()));
-        window_loss = 0;
-        window_dcor = 0;
-        window_seen = window_correct = 0;
-      }
-      if (o.eval_every > 0 && (b.step + 1) % o.eval_every == 0) {
-        const auto e = evaluate();
-        log->info("{}: step {} test accuracy {:.4f} (loss {:.4f}); dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
-                  options_.name, b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u);
-        metrics.write(fmt::format(R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}{}}})",
-                                  b.step + 1, e.accuracy, e.loss, e.dcor, e.dcor2_u,
-                                  sync_ ? fmt::format(R"(,"round":{})", sync_->version()) : std::string()));
-      }
+}
+
+void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& batches, train::MetricsFile& metrics,
+                              const train::Progress& progress, Totals& totals) {
+  const auto& o = options_.train;
+  Window window;
+  train::Batch b;
+  while (!stop && batches.next(b)) {
+    const auto r = step(b);
+    const auto n = b.x.size(0);
+    ++totals.steps;
+    totals.samples += n;
+    totals.last_loss = r.loss;
+    window.add(r.loss, r.dcor, r.correct, n);
+    if (o.metrics_every_step) metrics.write(step_json(b.step, r));
+    const auto done = b.step + 1;
+    if (done % o.log_every == 0 || done == batches.total_steps()) {
+      report_window(done, window, progress, totals.samples, metrics);
+      window = Window{};
     }
-    // Every contribution answered, so the final front holds them all.
-    if (sync_ && !stop) with_rejoin([&] { settle_sync(0); });
-  } catch (const Interrupted&) {
-    log->info("{}: interrupted while waiting for the server", options_.name);
+    if (o.eval_every > 0 && done % o.eval_every == 0) {
+      const auto e = evaluate();
+      log::get("client")->info(
+          "{}: step {} test accuracy {:.4f} (loss {:.4f}); dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
+          options_.name, done, e.accuracy, e.loss, e.dcor, e.dcor2_u);
+      metrics.write(e.json(done, round()));
+    }
   }
+}
+
+// One line per step (parity checks): the exact loss, and the front's round and hash.
+report::Json SplitClient::step_json(std::int64_t step, const StepResult& r) const {
+  report::Json j;
+  j.add("step", step).add_significant("loss", r.loss, 9).add_significant("dcor", r.dcor, 6);
+  if (sync_) j.add("round", sync_->version()).add("front_hash", sync_->hash());
+  return j;
+}
+
+void SplitClient::report_window(std::int64_t step, const Window& w, const train::Progress& progress,
+                                std::int64_t samples, train::MetricsFile& metrics) const {
+  const auto& ts = link_.stats();
+  const auto sync = sync_report();
+  log::get("client")->info("{}{}{}", progress.line(step, w.mean_loss(), w.accuracy(), samples, ts.bytes_out, ts.bytes_in),
+                           options_.nopeek.alpha > 0 ? fmt::format("  dcor {:.4f}", w.mean_dcor()) : "",
+                           sync ? sync->progress() : "");
+  if (!options_.train.metrics_every_step) metrics.write(w.json(step, samples / progress.seconds(), ts, sync));
+}
+
+std::string SplitClient::finish(bool stopped, train::MetricsFile& metrics, const train::Progress& progress,
+                                const Totals& totals) {
+  auto log = log::get("client");
   const double seconds = progress.seconds();
-  const auto e = stop ? EvalResult{} : evaluate();
-  if (!stop) {
+  const auto e = stopped ? Evaluation{} : evaluate();
+  if (!stopped) {
     log->info("{}: final test accuracy {:.4f} over {} examples; dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
               options_.name, e.accuracy, data_.test.size(), e.dcor, e.dcor2_u);
     // The metrics file ends with the same figures as the summary: a plot or a script
     // reading only the file sees where the run ended.
-    metrics.write(fmt::format(
-        R"({{"step":{},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f}{},"final":true}})",
-        steps, e.accuracy, e.loss, e.dcor, e.dcor2_u,
-        sync_ ? fmt::format(R"(,"round":{})", sync_->version()) : std::string()));
+    metrics.write(e.json(totals.steps, round()).add("final", true));
   }
-  link_.leave(stop ? "interrupted" : "training done");
+  link_.leave(stopped ? "interrupted" : "training done");
   if (!options_.save_front.empty()) {
     torch::save(model_.front, options_.save_front);
     log->info("{}: front model saved to {}", options_.name, options_.save_front);
   }
   const auto& ts = link_.stats();
-  return fmt::format(
-      R"({{"client":"{}","mode":"{}","alpha":{},"steps":{},"samples":{},"seconds":{:.3f},"samples_per_s":{:.1f},"final_loss":{:.6f},"test_acc":{:.4f},"test_loss":{:.4f},"eval_dcor":{:.4f},"eval_dcor2_u":{:.4f},"bytes_up":{},"bytes_down":{}{}}})",
-      options_.name, o.u_shaped ? "u-shaped" : "vanilla", options_.nopeek.alpha, steps, samples, seconds,
-      samples / seconds, last_loss, e.accuracy, e.loss, e.dcor, e.dcor2_u, ts.bytes_out, ts.bytes_in, sync_json());
+  ClientSummary s;
+  s.client = options_.name;
+  s.mode = options_.train.u_shaped ? "u-shaped" : "vanilla";
+  s.alpha = options_.nopeek.alpha;
+  s.steps = totals.steps;
+  s.samples = totals.samples;
+  s.seconds = seconds;
+  s.final_loss = totals.last_loss;
+  s.eval = e;
+  s.bytes_up = ts.bytes_out;
+  s.bytes_down = ts.bytes_in;
+  s.sync = sync_report();
+  return s.json().str();
 }
 
-// Sync traffic per contribution (up) and per update (down) against dense float32 vectors.
-double SplitClient::sync_ratio() const {
-  const auto& st = sync_->stats();
-  if (st.contributions == 0 || st.updates == 0) return 0;
-  const double dense = 4.0 * static_cast<double>(sync_->numel());
-  return (static_cast<double>(st.bytes_up) / st.contributions + static_cast<double>(st.bytes_down) / st.updates) /
-         (2 * dense);
+std::optional<SyncReport> SplitClient::sync_report() const {
+  if (!sync_) return std::nullopt;
+  return SyncReport::of(*sync_);
 }
 
-std::string SplitClient::sync_progress() const {
-  if (!sync_) return "";
-  const auto& st = sync_->stats();
-  return fmt::format("  round {}  sync {:.1f} KB up {:.1f} KB down/round ({:.3f} of dense)", sync_->version(),
-                     st.contributions ? st.bytes_up / 1e3 / st.contributions : 0.0,
-                     st.updates ? st.bytes_down / 1e3 / st.updates : 0.0, sync_ratio());
-}
-
-std::string SplitClient::sync_json() const {
-  if (!sync_) return "";
-  const auto& st = sync_->stats();
-  const auto& so = sync_->options();
-  return fmt::format(
-      R"(,"sync":{{"compressor":"{}","density":{},"error_feedback":{},"round":{},"snapshot_round":{},"contributions":{},"updates":{},"rejected":{},"waits":{},"bytes_up":{},"bytes_down":{},"density_up":{:.6f},"density_down":{:.6f},"bytes_ratio_to_dense":{:.6f},"front_hash":"{}"}})",
-      so.compressor, so.density, so.error_feedback, sync_->version(), st.snapshot_round, st.contributions, st.updates,
-      st.rejected, st.waits, st.bytes_up, st.bytes_down,
-      st.contributions ? static_cast<double>(st.nnz_up) / (st.contributions * sync_->numel()) : 0.0,
-      st.updates ? static_cast<double>(st.nnz_down) / (st.updates * sync_->numel()) : 0.0, sync_ratio(),
-      sync_->hash());
+std::optional<std::uint64_t> SplitClient::round() const {
+  if (!sync_) return std::nullopt;
+  return sync_->version();
 }
 
 }  // namespace cutlayer::client

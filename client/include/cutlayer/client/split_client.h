@@ -5,10 +5,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "cutlayer/client/dispatcher.h"
 #include "cutlayer/client/front_sync.h"
+#include "cutlayer/client/report.h"
 #include "cutlayer/data/source.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/privacy/nopeek.h"
@@ -41,18 +43,24 @@ class SplitClient {
     std::int64_t correct = 0;
     double dcor = 0;  // NoPeek term of this batch (alpha > 0)
   };
-  struct EvalResult {
-    double accuracy = -1, loss = -1;
-    double dcor = -1, dcor2_u = -1;  // dCor(X, Z) on the first evaluation batch
-  };
   StepResult step(const train::Batch& b);
-  EvalResult evaluate();
+  struct Totals {
+    std::int64_t steps = 0, samples = 0;
+    double last_loss = 0;
+  };
+  Evaluation evaluate();
   void contribute(const train::Batch& b);
   void settle_sync(std::size_t max_outstanding);
   void join();
-  double sync_ratio() const;
-  std::string sync_progress() const;
-  std::string sync_json() const;
+  void announce() const;
+  void train_steps(const std::atomic<bool>& stop, train::Batches& batches, train::MetricsFile& metrics,
+                   const train::Progress& progress, Totals& totals);
+  report::Json step_json(std::int64_t step, const StepResult& r) const;
+  void report_window(std::int64_t step, const Window& w, const train::Progress& progress, std::int64_t samples,
+                     train::MetricsFile& metrics) const;
+  std::string finish(bool stopped, train::MetricsFile& metrics, const train::Progress& progress, const Totals& totals);
+  std::optional<SyncReport> sync_report() const;
+  std::optional<std::uint64_t> round() const;
   template <class Fn>
   auto with_rejoin(Fn&& fn) -> decltype(fn());
 
