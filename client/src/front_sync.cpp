@@ -22,6 +22,7 @@ FrontSync::FrontSync(sync::SyncOptions options, sync::FlatParams params, torch::
 }
 
 void FrontSync::reset() {
+  unsent_.reset();
   outstanding_.clear();
   pending_.clear();
   started_ = false;
@@ -101,6 +102,9 @@ wire::Message FrontSync::contribute(std::uint64_t samples, int epoch) {
   auto e = sync::encode(s, options_.fp16_values, options_.varint_indices);
   g.layout = e.layout;
   auto& tensors = e.tensors;
+  if (options_.fp16_values && !torch::isfinite(e.sent.values).all().item<bool>())
+    throw ConfigError("sync.fp16_values: a gradient value is beyond float16's range (65504); set "
+                      "\"fp16_values\": false or lower the learning rate");
   if (options_.fp16_values && residual_.defined()) {
     // What the server gets is the fp16 value; the rounding error stays in the residual.
     auto err = s.values - e.sent.values;
@@ -108,11 +112,18 @@ wire::Message FrontSync::contribute(std::uint64_t samples, int epoch) {
     else residual_.index_add_(0, s.indices.to(torch::kInt64), err);
     s = std::move(e.sent);
   }
-  stats_.bytes_up += sync::payload_bytes(tensors);
-  stats_.nnz_up += static_cast<std::uint64_t>(s.nnz());
-  ++stats_.contributions;
-  outstanding_.emplace(g.seq, std::move(s));
+  const auto bytes = sync::payload_bytes(tensors);
+  unsent_ = Contribution{g.seq, std::move(s), bytes};
   return wire::make_message(g, std::move(tensors));
+}
+
+void FrontSync::sent() {
+  if (!unsent_) throw InternalError("FrontSync::sent without a contribution");
+  stats_.bytes_up += unsent_->bytes;
+  stats_.nnz_up += static_cast<std::uint64_t>(unsent_->values.nnz());
+  ++stats_.contributions;
+  outstanding_.emplace(unsent_->seq, std::move(unsent_->values));
+  unsent_.reset();
 }
 
 }  // namespace cutlayer::client

@@ -41,7 +41,7 @@ void SplitClient::join() {
   if (sync_) {
     sync_->reset();
     dispatch_.send(FrontSync::snapshot_request());
-    sync_->load_snapshot(dispatch_.await_first<wire::ModelSnapshot>().msg);
+    sync_->load_snapshot(dispatch_.await_first<wire::ModelSnapshot>("model snapshot from the server").msg);
   }
 }
 
@@ -64,6 +64,7 @@ auto SplitClient::with_rejoin(Fn&& fn) -> decltype(fn()) {
 // optimizer; at most `staleness` contributions stay unanswered.
 void SplitClient::contribute(const train::Batch& b) {
   dispatch_.send(sync_->contribute(static_cast<std::uint64_t>(b.x.size(0)), b.epoch));
+  sync_->sent();
   settle_sync(sync_->staleness());
 }
 
@@ -200,7 +201,7 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   } catch (const Interrupted&) {
     log::get("client")->info("{}: interrupted while waiting for the server", options_.name);
   }
-  return finish(stop, metrics, progress, totals);
+  return finish(stop, metrics, progress, totals);  // reads the flag again: a late signal still counts
 }
 
 void SplitClient::announce() const {
@@ -266,19 +267,19 @@ void SplitClient::report_window(std::int64_t step, const Window& w, const train:
   if (!options_.train.metrics_every_step) metrics.write(w.json(step, samples / progress.seconds(), ts, sync));
 }
 
-std::string SplitClient::finish(bool stopped, train::MetricsFile& metrics, const train::Progress& progress,
-                                const Totals& totals) {
+std::string SplitClient::finish(const std::atomic<bool>& stop, train::MetricsFile& metrics,
+                                const train::Progress& progress, const Totals& totals) {
   auto log = log::get("client");
   const double seconds = progress.seconds();
-  const auto e = stopped ? Evaluation{} : evaluate();
-  if (!stopped) {
+  const auto e = stop ? Evaluation{} : evaluate();
+  if (!stop) {
     log->info("{}: final test accuracy {:.4f} over {} examples; dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
               options_.name, e.accuracy, data_.test.size(), e.dcor, e.dcor2_u);
     // The metrics file ends with the same figures as the summary: a plot or a script
     // reading only the file sees where the run ended.
     metrics.write(e.json(totals.steps, round()).add("final", true));
   }
-  link_.leave(stopped ? "interrupted" : "training done");
+  link_.leave(stop ? "interrupted" : "training done");
   if (!options_.save_front.empty()) {
     torch::save(model_.front, options_.save_front);
     log->info("{}: front model saved to {}", options_.name, options_.save_front);

@@ -162,7 +162,7 @@ TEST_F(DispatcherTest, AwaitFirstTakesTheNextOfItsTypeWhateverItAnswers) {
   wire::ModelSnapshot s;
   s.round = 12;
   link.inbox.push_back(wire::make_message(s));
-  EXPECT_EQ(d.await_first<wire::ModelSnapshot>().meta.round, 12u);
+  EXPECT_EQ(d.await_first<wire::ModelSnapshot>("model snapshot").meta.round, 12u);
   EXPECT_EQ(strays.size(), 1u);
 }
 

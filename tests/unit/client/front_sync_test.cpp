@@ -49,6 +49,12 @@ struct Member {
     opt->zero_grad();
     front->forward(torch::randn({8, 4})).pow(2).sum().backward();
   }
+  // A contribution the link took.
+  wire::Message send(std::uint64_t samples) {
+    auto msg = sync->contribute(samples, 0);
+    sync->sent();
+    return msg;
+  }
   void start(std::uint64_t round, std::uint32_t staleness) {
     Member server(99);
     sync->load_snapshot(sync::make_snapshot(round, staleness, sync::flat_params(server.front, nullptr), *server.opt));
@@ -107,7 +113,7 @@ TEST(FrontSync, AContributionCarriesItsSeqBaseSamplesAndTheGradient) {
   m.start(4, 0);
   m.backward(5);
   const auto before = m.flat();
-  const auto msg = m.sync->contribute(8, 0);
+  const auto msg = m.send(8);
   ASSERT_EQ(msg.type, wire::MsgType::kSparseGrad);
   const auto g = wire::meta_as<wire::SparseGrad>(msg);
   EXPECT_EQ(g.seq, 1u);
@@ -118,16 +124,33 @@ TEST(FrontSync, AContributionCarriesItsSeqBaseSamplesAndTheGradient) {
   EXPECT_EQ(m.sync->outstanding(), 1u);
   EXPECT_FALSE(m.sync->settle(0));
   EXPECT_TRUE(m.sync->settle(1));
-  EXPECT_EQ(wire::meta_as<wire::SparseGrad>(m.sync->contribute(8, 0)).seq, 2u);
+  EXPECT_EQ(wire::meta_as<wire::SparseGrad>(m.send(8)).seq, 2u);
   EXPECT_EQ(m.sync->stats().contributions, 2u);
   EXPECT_EQ(m.sync->stats().nnz_up, 2u * kNumel);
+}
+
+TEST(FrontSync, AContributionCountsOnlyOnceTheLinkTookIt) {
+  Member m(1);
+  m.start(0, 0);
+  m.backward(5);
+  m.sync->contribute(8, 0);  // the send failed: a re-join, then the step's contribution again
+  EXPECT_EQ(m.sync->outstanding(), 0u);
+  EXPECT_EQ(m.sync->stats().contributions, 0u);
+  EXPECT_EQ(m.sync->stats().bytes_up, 0u);
+  m.sync->reset();
+  EXPECT_THROW(m.sync->sent(), InternalError);
+  m.start(0, 0);
+  m.send(8);
+  EXPECT_EQ(m.sync->outstanding(), 1u);
+  EXPECT_EQ(m.sync->stats().contributions, 1u);
+  EXPECT_EQ(m.sync->stats().bytes_up, 4u * kNumel);  // dense float32
 }
 
 TEST(FrontSync, UpdatesApplyOnlyAtTheSafePointInRoundOrder) {
   Member m(1);
   m.start(4, 0);
   m.backward(5);
-  auto msg = m.sync->contribute(8, 0);
+  auto msg = m.send(8);
   const auto before = m.flat();
   const auto u5 = torch::linspace(-1, 1, kNumel);
   auto up = update(5, 1, u5);
@@ -162,7 +185,7 @@ TEST(FrontSync, ARejectedContributionGoesBackIntoTheResidual) {
   Member m(1);
   m.start(0, 1);
   m.backward(5);
-  const auto first = sent_values(m.sync->contribute(8, 0));
+  const auto first = sent_values(m.send(8));
   auto r = reject(1);
   m.sync->offer(r);
   EXPECT_TRUE(m.sync->settle(0));
@@ -170,7 +193,7 @@ TEST(FrontSync, ARejectedContributionGoesBackIntoTheResidual) {
   // Next step's gradient is zero: what goes out is what the server refused.
   m.opt->zero_grad();
   for (auto& p : m.front->parameters()) p.mutable_grad() = torch::zeros_like(p);
-  EXPECT_TRUE(torch::equal(sent_values(m.sync->contribute(8, 0)), first));
+  EXPECT_TRUE(torch::equal(sent_values(m.send(8)), first));
 }
 
 TEST(FrontSync, Fp16ValuesKeepTheirRoundingErrorInTheResidual) {
@@ -180,13 +203,23 @@ TEST(FrontSync, Fp16ValuesKeepTheirRoundingErrorInTheResidual) {
   m.start(0, 4);
   m.backward(5);
   const auto g = m.flat_grad();
-  const auto s1 = sent_values(m.sync->contribute(8, 0));
+  const auto s1 = sent_values(m.send(8));
   const auto err1 = (g - s1).abs().max().item<double>();
   ASSERT_GT(err1, 0);  // fp16 did round
   for (auto& p : m.front->parameters()) p.mutable_grad() = torch::zeros_like(p);
-  const auto s2 = sent_values(m.sync->contribute(8, 0));
+  const auto s2 = sent_values(m.send(8));
   // The second contribution carries the first one's rounding error.
   EXPECT_LT((g - s1 - s2).abs().max().item<double>(), err1 / 100);
+}
+
+TEST(FrontSync, AGradientBeyondFp16IsRefusedBeforeItIsSent) {
+  auto o = Member::dense();
+  o.fp16_values = true;
+  Member m(1, o);
+  m.start(0, 4);
+  for (auto& p : m.front->parameters()) p.mutable_grad() = torch::full_like(p, 1e5);  // > 65504
+  EXPECT_THROW(m.sync->contribute(8, 0), ConfigError);
+  EXPECT_EQ(m.sync->stats().contributions, 0u);
 }
 
 TEST(FrontSync, ARejoinGivesUpWhatWasInFlightAndIgnoresTheOldSession) {
@@ -199,7 +232,7 @@ TEST(FrontSync, ARejoinGivesUpWhatWasInFlightAndIgnoresTheOldSession) {
   EXPECT_TRUE(torch::equal(m.flat(), at0));
 
   m.backward(5);
-  m.sync->contribute(8, 0);
+  m.send(8);
   m.sync->reset();
   EXPECT_FALSE(m.sync->started());
   EXPECT_EQ(m.sync->outstanding(), 0u);

@@ -1,4 +1,4 @@
-// The client's report lines: every key the scripts read, with the values they stand for.
+// The client's report lines: their keys in order, the values they stand for, the decimals.
 #include "cutlayer/client/report.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +13,15 @@ rapidjson::Document parse(const report::Json& j) {
   EXPECT_FALSE(d.HasParseError()) << j.str();
   return d;
 }
+
+// The keys of an object, in order (rapidjson's operator[] asserts on a missing key: check
+// the keys first).
+std::vector<std::string> keys(const rapidjson::Value& v) {
+  std::vector<std::string> out;
+  for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) out.emplace_back(it->name.GetString());
+  return out;
+}
+using Keys = std::vector<std::string>;
 
 SyncReport a_sync_report() {
   SyncReport r;
@@ -35,6 +44,9 @@ TEST(ClientReport, SyncFiguresAgainstTheDenseVector) {
   EXPECT_DOUBLE_EQ(r.ratio_to_dense(), (400.0 + 800.0) / 8000.0);
   EXPECT_EQ(r.progress(), "  round 7  sync 0.4 KB up 0.8 KB down/round (0.150 of dense)");
   const auto d = parse(r.json());
+  ASSERT_EQ(keys(d), (Keys{"compressor", "density", "error_feedback", "round", "snapshot_round", "contributions",
+                           "updates", "rejected", "waits", "bytes_up", "bytes_down", "density_up", "density_down",
+                           "bytes_ratio_to_dense", "front_hash"}));
   EXPECT_STREQ(d["compressor"].GetString(), "topk");
   EXPECT_EQ(d["round"].GetUint64(), 7u);
   EXPECT_EQ(d["contributions"].GetUint64(), 4u);
@@ -59,6 +71,7 @@ TEST(ClientReport, AWindowIsWeightedByExamples) {
   ts.bytes_out = 111;
   ts.bytes_in = 222;
   auto d = parse(w.json(50, 123.45, ts, std::nullopt));
+  ASSERT_EQ(keys(d), (Keys{"step", "loss", "acc", "dcor", "samples_per_s", "bytes_up", "bytes_down"}));
   EXPECT_EQ(d["step"].GetInt64(), 50);
   EXPECT_DOUBLE_EQ(d["loss"].GetDouble(), 1.2);
   EXPECT_DOUBLE_EQ(d["acc"].GetDouble(), 0.7);
@@ -83,6 +96,9 @@ TEST(ClientReport, TheSummaryCarriesEveryFigure) {
   s.bytes_up = 5;
   s.bytes_down = 6;
   auto d = parse(s.json());
+  ASSERT_EQ(keys(d), (Keys{"client", "mode", "alpha", "steps", "samples", "seconds", "samples_per_s", "final_loss",
+                           "test_acc", "test_loss", "eval_dcor", "eval_dcor2_u", "bytes_up", "bytes_down"}));
+  EXPECT_EQ(s.json().str().find(R"({"client":"c\"1","mode":"vanilla","alpha":1.5,"steps":10,"samples":640,)"), 0u);
   EXPECT_STREQ(d["client"].GetString(), "c\"1");
   EXPECT_DOUBLE_EQ(d["alpha"].GetDouble(), 1.5);
   EXPECT_DOUBLE_EQ(d["samples_per_s"].GetDouble(), 320);
@@ -101,6 +117,9 @@ TEST(ClientReport, TheSummaryCarriesEveryFigure) {
 TEST(ClientReport, AnEvaluationLineNamesItsRoundWhenSynced) {
   const Evaluation e{0.5, 1.25, -1, -1};
   auto d = parse(e.json(20, std::nullopt));
+  ASSERT_EQ(keys(d), (Keys{"step", "test_acc", "test_loss", "eval_dcor", "eval_dcor2_u"}));
+  EXPECT_EQ(e.json(20, std::nullopt).str(),
+            R"({"step":20,"test_acc":0.5000,"test_loss":1.2500,"eval_dcor":-1.0000,"eval_dcor2_u":-1.0000})");
   EXPECT_EQ(d["step"].GetInt64(), 20);
   EXPECT_DOUBLE_EQ(d["test_loss"].GetDouble(), 1.25);
   EXPECT_DOUBLE_EQ(d["eval_dcor"].GetDouble(), -1);

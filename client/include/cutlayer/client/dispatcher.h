@@ -2,7 +2,7 @@
 // step waits for (matched by type and step/id, its meta decoded once), the aggregation's
 // Updates and SyncRejects (handed to the stray handler, FrontSync's inbox), a server
 // Error (ProtocolError with the server's words) and stale replies from before a re-join
-// (dropped, counted). It owns the deadline and the stop flag; the clock is passed in so
+// (dropped, counted). The model snapshot is the one reply FrontSync decodes itself. It owns the deadline and the stop flag; the clock is passed in so
 // the tests drive time without sleeping.
 #pragma once
 
@@ -52,9 +52,10 @@ class Dispatcher {
   // The reply of type Meta to request `id`.
   template <class Meta>
   Reply<Meta> await(std::uint64_t id);
-  // The next message of type Meta, whatever it answers (the model snapshot).
+  // The next message of type Meta, whatever it answers (the model snapshot); `what`
+  // names it in the timeout's error.
   template <class Meta>
-  Reply<Meta> await_first();
+  Reply<Meta> await_first(const std::string& what);
   // Returns once done() holds: checked first and after every message handed on.
   // `what` names what was awaited, for the timeout's error.
   void wait_for(const std::function<bool()>& done, const std::function<std::string()>& what);
@@ -99,9 +100,8 @@ Reply<Meta> Dispatcher::await(std::uint64_t id) {
 }
 
 template <class Meta>
-Reply<Meta> Dispatcher::await_first() {
-  return await_if<Meta>([](const Meta&) { return true; },
-                        [] { return std::string(wire::msg_type_name(Meta::kType)); });
+Reply<Meta> Dispatcher::await_first(const std::string& what) {
+  return await_if<Meta>([](const Meta&) { return true; }, [&what] { return what; });
 }
 
 }  // namespace cutlayer::client

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cutlayer/kernels/compressor.h"
@@ -48,7 +49,9 @@ class FrontSync {
   // it came before this session's snapshot. Returns false for any other message.
   bool offer(wire::Message& msg);
   // After the step's backward pass: the gradient, compressed, as the SparseGrad to send.
+  // It counts (outstanding, stats) once sent() says the link took it.
   wire::Message contribute(std::uint64_t samples, int epoch);
+  void sent();
   // A safe point (no gradient in use): applies what was offered, in order. True when at
   // most `max_outstanding` contributions are still unanswered.
   bool settle(std::size_t max_outstanding);
@@ -73,6 +76,12 @@ class FrontSync {
   std::unique_ptr<kernels::Compressor> compressor_;
   kernels::DensitySchedule schedule_;
   torch::Tensor grad_, residual_;
+  struct Contribution {
+    std::uint64_t seq = 0;
+    kernels::SparseTensor values;  // as the server will decode them
+    std::size_t bytes = 0;
+  };
+  std::optional<Contribution> unsent_;                          // contribute()d, not yet sent()
   std::map<std::uint64_t, kernels::SparseTensor> outstanding_;  // seq -> what was sent
   std::deque<wire::Message> pending_;                           // Updates/SyncRejects not yet applied
   std::uint64_t seq_ = 0, version_ = 0;

@@ -58,7 +58,8 @@ class SplitClient {
   report::Json step_json(std::int64_t step, const StepResult& r) const;
   void report_window(std::int64_t step, const Window& w, const train::Progress& progress, std::int64_t samples,
                      train::MetricsFile& metrics) const;
-  std::string finish(bool stopped, train::MetricsFile& metrics, const train::Progress& progress, const Totals& totals);
+  std::string finish(const std::atomic<bool>& stop, train::MetricsFile& metrics, const train::Progress& progress,
+                     const Totals& totals);
   std::optional<SyncReport> sync_report() const;
   std::optional<std::uint64_t> round() const;
   template <class Fn>
