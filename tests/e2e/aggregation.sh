@@ -151,9 +151,20 @@ server_config=$work/server-slow.json
 start_server s5
 spawn alice -i --shard 0/2 --steps 100000 --metrics "$work/alice-i.jsonl" --metrics-every-step
 spawn bob -i --shard 1/2 --steps 100000 --metrics "$work/bob-i.jsonl" --metrics-every-step
-for _ in $(seq 300); do grep -q '"step":5,' "$work/bob-i.jsonl" 2>/dev/null && break; sleep 0.1; done
+# Both in the rounds first (a slow machine may start alice well after bob).
+for name in bob alice; do
+  for _ in $(seq 600); do grep -q '"step":2,' "$work/$name-i.jsonl" 2>/dev/null && break; sleep 0.1; done
+  grep -q '"step":2,' "$work/$name-i.jsonl" || { echo "$name never trained"; tail "$work/$name-i.log"; exit 1; }
+done
 signal STOP "$pid_bob"  # bob hangs: alice's next round cannot close
-sleep 1
+# She is waiting once her steps stop: at most the round bob already joined can close.
+steps=-1 still=0
+for _ in $(seq 120); do
+  n=$(wc -l <"$work/alice-i.jsonl")
+  if [ "$n" = "$steps" ]; then still=$((still + 1)); else still=0 steps=$n; fi
+  [ "$still" -ge 4 ] && break
+  sleep 0.25
+done
 signal INT "$pid_alice"
 for _ in $(seq 50); do kill -0 "$pid_alice" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$pid_alice" 2>/dev/null; then echo "alice ignored SIGINT while waiting for a round"; exit 1; fi
