@@ -203,13 +203,17 @@ Message decode_body(const Envelope& env, std::vector<zmq::message_t>& frames,
       throw AuthError("tensor frame " + std::to_string(i) + " failed authentication");
     const auto options = torch::TensorOptions().dtype(to_torch(descs[i].dtype));
     const std::size_t bytes = descs[i].bytes;
-    void* data = frame.data();
-    const auto align = dtype_size(descs[i].dtype);
     if (bytes == 0) {
       msg.tensors.push_back(torch::empty(descs[i].shape, options));
-    } else if (reinterpret_cast<std::uintptr_t>(data) % align == 0) {
+      continue;
+    }
+    // The frame moves to the heap first and its data is read there: a very small message
+    // (libzmq's VSM, <= 33 bytes) keeps its bytes inside the message object itself, so a
+    // pointer taken before the move would point into the moved-from frame.
+    auto owner = std::make_shared<zmq::message_t>(std::move(frame));
+    void* data = owner->data();
+    if (reinterpret_cast<std::uintptr_t>(data) % dtype_size(descs[i].dtype) == 0) {
       // Zero-copy: the tensor's deleter owns the frame.
-      auto owner = std::make_shared<zmq::message_t>(std::move(frame));
       msg.tensors.push_back(torch::from_blob(
           data, descs[i].shape, [owner](void*) mutable { owner.reset(); }, options));
     } else {
