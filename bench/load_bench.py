@@ -39,6 +39,8 @@ def parse_args():
     p.add_argument("--deadline-ms", type=int, default=3000, help="aggregation round deadline")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", help="copy the work directory (logs, metrics) here")
+    p.add_argument("--log-level", default="warn", help="the server's and clients' log level (info: read with --keep)")
+    p.add_argument("--only-churn", action="store_true", help="run 3 only")
     return p.parse_args()
 
 
@@ -61,10 +63,10 @@ class Bench:
         subprocess.run([f"{a.bin}/cutlayer-keygen", "--out", f"{self.work}/keys", "--clients", names],
                        check=True, stdout=subprocess.DEVNULL)
         self.server_config = self.edit(f"{a.configs}/server-aggregation.json", "server.json", {
-            "train.model": "fmnist-cnn", "train.log_every": 1, "log_level": "warn",
+            "train.model": "fmnist-cnn", "train.log_every": 1, "log_level": a.log_level,
             "aggregation.deadline_ms": a.deadline_ms, "transport.session_timeout_ms": 4000})
         self.client_config = self.edit(f"{a.configs}/client-aggregation.json", "client.json", {
-            "train.model": "fmnist-cnn", "log_level": "warn", "threads": 1, "train.eval_samples": 64})
+            "train.model": "fmnist-cnn", "log_level": a.log_level, "threads": 1, "train.eval_samples": 64})
 
     def edit(self, src, name, edits):
         c = json.load(open(src))
@@ -159,11 +161,25 @@ class Bench:
         rc, summary = self.stop_server()
         return errors + (rc != 0), summary, seconds
 
+    def wait_for_members(self, n, timeout=600):
+        """Until a round closes with all n clients in it (start-up is slow on a busy machine)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with open(self.metrics) as f:
+                    if any(json.loads(l).get("members", 0) >= n for l in f if '"members"' in l):
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"load bench: the {n} clients were not all in a round after {timeout} s")
+
     def churn_run(self, n, churn):
         rng = random.Random(self.a.seed)
         self.start_server("churn")
-        t0 = time.monotonic()
         procs = {i: self.client(i, n, "churn") for i in range(n)}
+        self.wait_for_members(n)  # the clock starts once every client is in the rounds
+        t0 = time.monotonic()
         churned = set(rng.sample(range(n), churn))
         kills, errors, end = 0, 0, t0 + self.a.seconds
         next_kill = t0 + rng.uniform(2, 8)
@@ -193,7 +209,8 @@ class Bench:
             if p is not None:
                 p.send_signal(signal.SIGINT)
         for p in procs.values():
-            if p is not None and p.wait(timeout=60) not in (0, 130):
+            # 130: left cleanly on SIGINT; -SIGINT: still starting, before its handler was set
+            if p is not None and p.wait(timeout=60) not in (0, 130, -signal.SIGINT):
                 errors += 1
         rc, summary = self.stop_server()
         warm = t0 + self.a.seconds / 4
@@ -205,12 +222,18 @@ class Bench:
     def run(self):
         a = self.a
         churn = a.churn if a.churn is not None else a.clients // 4
+        if a.only_churn:
+            return self.churn_line(churn)
         errors, summary, seconds = self.steady(a.base, "base")
         base = self.line("steady", a.base, 0, errors, summary, seconds, {})
         errors, summary, seconds = self.steady(a.clients, "steady")
         self.line("steady", a.clients, 0, errors, summary, seconds,
                   {"rss_mb_8_clients" if a.base == 8 else f"rss_mb_{a.base}_clients": base["rss_mb_max"],
                    "rss_ratio": round(max(r for _, r in self.rss) / base["rss_mb_max"], 3)})
+        self.churn_line(churn)
+
+    def churn_line(self, churn):
+        a = self.a
         errors, summary, kills, settled, drift = self.churn_run(a.clients, churn)
         self.line("churn", a.clients, churn, errors, summary, a.seconds,
                   {"kills": kills, "seconds": a.seconds, "rss_mb_settled_min": round(min(settled, default=0), 1),
