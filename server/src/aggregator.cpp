@@ -1,5 +1,6 @@
 #include "cutlayer/server/aggregator.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "cutlayer/error.h"
@@ -22,10 +23,13 @@ Aggregator::Aggregator(const train::TrainOptions& train, AggregatorOptions optio
       opt_(train::make_optimizer(flat_.params(), train)),
       acc_(flat_.numel()) {}
 
-Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::string& name) {
+Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::string& name,
+                                          std::uint64_t declared_samples) {
   Outbox out;
   if (members_.count(session)) throw ProtocolError("SnapshotRequest twice in one session");
-  members_[session].name = name;
+  auto& m = members_[session];
+  m.name = name;
+  m.declared_samples = declared_samples;
   out.emplace_back(session, sync::make_snapshot(version_, options_.staleness, flat_, *opt_));
   log::get("aggregator")->info("'{}' joined the aggregation at round {} ({} members)", name, version_,
                                members_.size());
@@ -64,6 +68,15 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
   c.base = g.base;
   c.samples = g.samples;
   c.grad = sync::from_tensors(g.layout, msg.tensors, flat_.numel());
+  check_values(c.grad.values, options_.max_abs_value, "SparseGrad");
+  // Its weight: at most the examples the member declared at Join (a batch never holds more).
+  if (m.declared_samples > 0 && c.samples > m.declared_samples) {
+    log::get("aggregator")->debug("'{}': SparseGrad seq {} claims {} examples, weighed as the {} declared at Join",
+                                  m.name, g.seq, c.samples, m.declared_samples);
+    c.samples = m.declared_samples;
+    ++stats_.samples_capped;
+  }
+  clip(c);
   m.last_seq = g.seq;
   stats_.bytes_up += sync::payload_bytes(msg.tensors);
   stats_.nnz_up += static_cast<std::uint64_t>(c.grad.nnz());
@@ -75,6 +88,26 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
     maybe_close(now, out);
   }
   return out;
+}
+
+void Aggregator::clip(Contribution& c) {
+  if (options_.clip <= 0 || !c.grad.values.defined()) return;
+  const double norm = c.grad.values.norm().item<double>();  // float32 sums, finite: |v| <= max_abs_value
+  const std::size_t window = std::max<std::size_t>(options_.clip_window, 1);
+  if (norms_.size() >= std::min(kClipMinHistory, window)) {
+    std::vector<double> sorted(norms_.begin(), norms_.end());
+    auto mid = sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2);
+    std::nth_element(sorted.begin(), mid, sorted.end());
+    const double limit = options_.clip * *mid;
+    if (norm > limit) {
+      log::get("aggregator")->debug("contribution seq {} of norm {:g} clipped to {:g} ({:g} x median {:g})", c.seq,
+                                    norm, limit, options_.clip, *mid);
+      c.grad.values = c.grad.values * static_cast<float>(limit / norm);
+      ++stats_.clipped;
+    }
+  }
+  norms_.push_back(norm);  // as received: a few large ones do not move the median
+  while (norms_.size() > window) norms_.pop_front();
 }
 
 void Aggregator::admit(Contribution c, Clock::time_point now, Outbox& out) {

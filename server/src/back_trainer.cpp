@@ -1,12 +1,14 @@
 #include "cutlayer/server/back_trainer.h"
 
+#include <cmath>
+
 #include "cutlayer/error.h"
 #include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::server {
 
-BackTrainer::BackTrainer(const train::TrainOptions& options)
-    : options_(options), spec_(train::split_spec(options)) {
+BackTrainer::BackTrainer(const train::TrainOptions& options, TrainerLimits limits)
+    : options_(options), spec_(train::split_spec(options)), limits_(limits) {
   // Same construction order and seed as the client and the monolithic reference, so the
   // back starts from the weights they would give it.
   auto m = model::build_split(spec_, options.seed);
@@ -30,6 +32,11 @@ std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const
   return std::nullopt;
 }
 
+std::optional<std::uint64_t> BackTrainer::pending_session() const {
+  if (!pending_) return std::nullopt;
+  return pending_->session;
+}
+
 torch::Tensor BackTrainer::check_cut(const wire::Message& msg) const {
   if (msg.tensors.empty()) throw ProtocolError("Activations without the cut tensor");
   const auto& z = msg.tensors[0];
@@ -39,7 +46,17 @@ torch::Tensor BackTrainer::check_cut(const wire::Message& msg) const {
     throw ProtocolError("cut activations of shape " + model::shape_string(z.sizes().vec()) +
                         ", expected [B x " + model::shape_string(cut_shape_).substr(1) +
                         " with 1 <= B <= " + std::to_string(kMaxBatch));
+  check_values(z, limits_.max_abs_value, "cut activations");
   return z;
+}
+
+// Before the optimizer steps: a gradient past kMaxParamGrad (or not finite) would put an
+// Inf or NaN into the parameters or the optimizer's state for good.
+void BackTrainer::check_grads() const {
+  for (const auto& p : back_->parameters())
+    if (!within_bound(p.grad(), kMaxParamGrad))
+      throw ProtocolError("this batch gives the back model a gradient that is not finite (or above 1e18): "
+                          "the step was not taken");
 }
 
 wire::Message BackTrainer::vanilla(const wire::Message& msg) {
@@ -56,7 +73,13 @@ wire::Message BackTrainer::vanilla(const wire::Message& msg) {
   if (!a.train) {
     torch::NoGradGuard no_grad;
     back_->eval();
-    auto logits = back_->forward(z);
+    torch::Tensor logits;
+    try {
+      logits = back_->forward(z);
+    } catch (...) {
+      back_->train();
+      throw;
+    }
     back_->train();
     ++stats_.eval_batches;
     const double loss = torch::nn::functional::cross_entropy(logits, y).item<double>();
@@ -68,12 +91,15 @@ wire::Message BackTrainer::vanilla(const wire::Message& msg) {
   train::set_lr(*opt_, train::lr_at(options_, stats_.steps));
   auto logits = back_->forward(z);
   auto loss = torch::nn::functional::cross_entropy(logits, y);
+  const float l = loss.item<float>();
+  if (!std::isfinite(l))
+    throw ProtocolError("this batch's loss is not finite: the step was not taken");
   opt_->zero_grad();
   loss.backward();
+  check_grads();
   opt_->step();
   ++stats_.steps;
   stats_.samples += n;
-  const float l = loss.item<float>();
   const auto correct = train::count_correct(logits.detach(), y);
   stats_.loss_sum += l * n;
   stats_.loss_samples += n;
@@ -81,24 +107,27 @@ wire::Message BackTrainer::vanilla(const wire::Message& msg) {
   return wire::make_message(wire::CutGrad{a.step, l, static_cast<std::uint32_t>(correct)}, {z.grad()});
 }
 
-wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Message& msg) {
-  const auto a = wire::meta_as<wire::Activations>(msg);
-  auto z = check_cut(msg);
-  if (a.has_labels || msg.tensors.size() != 1) {
-    ++stats_.labels_received;  // counted, then refused: labels must not come here
-    throw ProtocolError("U-shaped Activations must not carry labels");
-  }
+wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Activations& a, torch::Tensor z,
+                                     Clock::time_point now) {
   if (!a.train) {
     torch::NoGradGuard no_grad;
     back_->eval();
-    auto h = back_->forward(z);
+    torch::Tensor h;
+    try {
+      h = back_->forward(z);
+    } catch (...) {
+      back_->train();
+      throw;
+    }
     back_->train();
     ++stats_.eval_batches;
     return wire::make_message(wire::ServerActivations{a.step}, {h});
   }
   z = z.detach().requires_grad_(true);
   auto h = back_->forward(z);
-  pending_ = Pending{session, a.step, z, h};
+  if (!within_bound(h))
+    throw ProtocolError("the back model's output for this batch is not finite: the step was not taken");
+  pending_ = Pending{session, a.step, z, h, now + limits_.head_grad_timeout};
   return wire::make_message(wire::ServerActivations{a.step}, {h.detach()});
 }
 
@@ -110,9 +139,11 @@ wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message
       msg.tensors[0].scalar_type() != torch::kFloat32)
     throw ProtocolError("HeadGrad's gradient must match the server's output shape " +
                         model::shape_string(pending_->h.sizes().vec()));
+  check_values(msg.tensors[0], limits_.max_abs_value, "HeadGrad");
   train::set_lr(*opt_, train::lr_at(options_, stats_.steps));
   opt_->zero_grad();
   pending_->h.backward(msg.tensors[0]);
+  check_grads();
   opt_->step();
   ++stats_.steps;
   stats_.samples += pending_->z.size(0);
@@ -122,9 +153,8 @@ wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message
   return wire::make_message(wire::CutGrad{step, 0.f, 0}, {dz});
 }
 
-std::vector<std::pair<std::uint64_t, wire::Message>> BackTrainer::handle(std::uint64_t session,
-                                                                          wire::Message msg) {
-  std::vector<std::pair<std::uint64_t, wire::Message>> out;
+BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg, Clock::time_point now) {
+  Outbox out;
   if (!options_.u_shaped) {
     if (msg.type != wire::MsgType::kActivations)
       throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in vanilla mode");
@@ -132,44 +162,96 @@ std::vector<std::pair<std::uint64_t, wire::Message>> BackTrainer::handle(std::ui
     return out;
   }
   if (msg.type == wire::MsgType::kHeadGrad) {
-    out.emplace_back(session, u_backward(session, msg));
-    drain(out);
+    const bool mine = pending_ && pending_->session == session;
+    try {
+      out.emplace_back(session, u_backward(session, msg));
+    } catch (const std::exception& e) {
+      if (!mine) throw;  // nothing of this client's is pending: nothing changes
+      // The pending step is this client's and its HeadGrad was refused: the step is
+      // dropped (its gradients with it), so that the next client's batch goes on.
+      pending_.reset();
+      opt_->zero_grad();
+      out.emplace_back(session, error_message(error_text(e) + "; the step was dropped"));
+    }
+    drain(out, now);
     return out;
   }
   if (msg.type != wire::MsgType::kActivations)
     throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in U-shaped mode");
+  // Validated before anything else, a deferred batch included.
+  const auto a = wire::meta_as<wire::Activations>(msg);
+  auto z = check_cut(msg);
+  if (a.has_labels || msg.tensors.size() != 1) {
+    ++stats_.labels_received;  // counted, then refused: labels must not come here
+    throw ProtocolError("U-shaped Activations must not carry labels");
+  }
   // Between one client's forward and backward the back's weights must not change, so a
   // second client's training batch waits for the first to finish its step.
-  const auto a = wire::meta_as<wire::Activations>(msg);
   if (pending_ && a.train) {
-    deferred_.emplace_back(session, std::move(msg));
+    defer(session, a, std::move(z));
     return out;
   }
-  out.emplace_back(session, u_forward(session, msg));
+  out.emplace_back(session, u_forward(session, a, std::move(z), now));
   return out;
 }
 
-void BackTrainer::drain(std::vector<std::pair<std::uint64_t, wire::Message>>& out) {
+void BackTrainer::defer(std::uint64_t session, const wire::Activations& a, torch::Tensor z) {
+  std::size_t mine = 0;
+  for (const auto& d : deferred_) mine += d.session == session;
+  if (mine >= limits_.max_deferred_per_session)
+    throw ProtocolError("more than " + std::to_string(limits_.max_deferred_per_session) +
+                        " training batches of this client wait for another client's step "
+                        "(train.max_deferred_per_session): batch " + std::to_string(a.step) + " dropped");
+  const auto bytes = static_cast<std::size_t>(z.nbytes());
+  if (deferred_bytes_ + bytes > limits_.max_deferred_bytes)
+    throw ProtocolError("the server's queue of batches waiting for another client's step is full (" +
+                        std::to_string(deferred_bytes_ >> 20) + " MiB, train.max_deferred_mb): batch " +
+                        std::to_string(a.step) + " dropped");
+  deferred_.push_back(Deferred{session, a, std::move(z), bytes});
+  deferred_bytes_ += bytes;
+}
+
+void BackTrainer::drop_deferred(std::uint64_t session) {
+  std::deque<Deferred> keep;
+  for (auto& d : deferred_) {
+    if (d.session == session) deferred_bytes_ -= d.bytes;
+    else keep.push_back(std::move(d));
+  }
+  deferred_.swap(keep);
+}
+
+void BackTrainer::drain(Outbox& out, Clock::time_point now) {
   while (!pending_ && !deferred_.empty()) {
-    auto [session, msg] = std::move(deferred_.front());
+    auto d = std::move(deferred_.front());
     deferred_.pop_front();
+    deferred_bytes_ -= d.bytes;
     try {
-      out.emplace_back(session, u_forward(session, msg));
-    } catch (const ProtocolError& e) {
-      out.emplace_back(session, wire::make_message(wire::ErrorMsg{
-                                    static_cast<std::uint16_t>(wire::ErrorCode::kProtocol), e.what()}));
+      out.emplace_back(d.session, u_forward(d.session, d.meta, std::move(d.z), now));
+    } catch (const std::exception& e) {
+      out.emplace_back(d.session, error_message(error_text(e)));
     }
   }
 }
 
-std::vector<std::pair<std::uint64_t, wire::Message>> BackTrainer::forget(std::uint64_t session) {
-  std::vector<std::pair<std::uint64_t, wire::Message>> out;
+BackTrainer::Outbox BackTrainer::tick(Clock::time_point now) {
+  Outbox out;
+  if (!pending_ || now < pending_->deadline) return out;
+  const auto session = pending_->session;
+  const auto step = pending_->step;
+  pending_.reset();
+  drop_deferred(session);  // it would stall the others again
+  out.emplace_back(session, error_message("no HeadGrad for step " + std::to_string(step) + " within " +
+                                          std::to_string(limits_.head_grad_timeout.count()) +
+                                          " ms (the server's train.head_grad_timeout_ms): the step was dropped"));
+  drain(out, now);
+  return out;
+}
+
+BackTrainer::Outbox BackTrainer::forget(std::uint64_t session, Clock::time_point now) {
+  Outbox out;
   if (pending_ && pending_->session == session) pending_.reset();
-  std::deque<std::pair<std::uint64_t, wire::Message>> keep;
-  for (auto& d : deferred_)
-    if (d.first != session) keep.push_back(std::move(d));
-  deferred_.swap(keep);
-  drain(out);
+  drop_deferred(session);
+  drain(out, now);
   return out;
 }
 

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     if (cfg.has_train) {
       if (!metrics_path.empty()) cfg.train.metrics_file = metrics_path;
       if (u_shaped) cfg.train.u_shaped = true;
-      trainer = std::make_unique<server::BackTrainer>(cfg.train);
+      trainer = std::make_unique<server::BackTrainer>(cfg.train, cfg.trainer_limits);
       metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file);
       log->info("training the back of {} ({} mode: {}), cut layer {}, {} lr {}", cfg.train.model,
                 cfg.train.u_shaped ? "U-shaped" : "vanilla",
@@ -106,8 +106,11 @@ int main(int argc, char** argv) {
                 cfg.aggregation.target_samples > 0
                     ? ", rounds close at " + std::to_string(cfg.aggregation.target_samples) + " examples"
                     : std::string());
+      if (cfg.aggregation.clip > 0)
+        log->info("clipping each contribution's norm to {:g} x the median of the last {}", cfg.aggregation.clip,
+                  cfg.aggregation.clip_window);
     }
-    server::Service service(transport, trainer.get(), metrics.get(), aggregator.get());
+    server::Service service(transport, trainer.get(), metrics.get(), aggregator.get(), cfg.limits);
     service.run(stop_flag());
     std::cout << service.summary().json().str() << std::endl;
     const auto& s = transport.stats();

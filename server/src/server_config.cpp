@@ -22,8 +22,30 @@ ServerConfig load_server_config(const std::string& path) {
   t.get_int("heartbeat_ms", c.heartbeat_ms, 50, 60 * 1000);
   t.get("max_message_mb", c.max_message_mb, 1, 4096);
   t.finish();
+  auto lim = root.child("limits");
+  lim.get("max_abs_value", c.max_abs_value, 1.0, 1e30);
+  lim.get_int("max_join_samples", c.limits.max_join_samples, 1, std::int64_t{1} << 32);
+  lim.get_int("refusals_to_evict", c.limits.refusals_to_evict, 0, 1000000);
+  std::int64_t window_ms = c.limits.refusal_window.count();
+  lim.get("refusal_window_ms", window_ms, 1, std::int64_t{24} * 3600 * 1000);
+  c.limits.refusal_window = std::chrono::milliseconds(window_ms);
+  std::int64_t rejoin_ms = c.limits.rejoin_after_eviction.count();
+  lim.get("rejoin_after_eviction_ms", rejoin_ms, 0, std::int64_t{24} * 3600 * 1000);
+  c.limits.rejoin_after_eviction = std::chrono::milliseconds(rejoin_ms);
+  lim.finish();
+  c.trainer_limits.max_abs_value = c.max_abs_value;
+  c.aggregation.max_abs_value = c.max_abs_value;
   if (root.has("train")) {
     auto tr = root.child("train");
+    // The server's own fields in "train", read before the shared reader (which refuses
+    // the fields nobody asked for).
+    std::int64_t timeout_ms = c.trainer_limits.head_grad_timeout.count();
+    tr.get("head_grad_timeout_ms", timeout_ms, 10, 3600 * 1000);
+    c.trainer_limits.head_grad_timeout = std::chrono::milliseconds(timeout_ms);
+    tr.get_int("max_deferred_per_session", c.trainer_limits.max_deferred_per_session, 1, 1000);
+    std::int64_t deferred_mb = static_cast<std::int64_t>(c.trainer_limits.max_deferred_bytes >> 20);
+    tr.get("max_deferred_mb", deferred_mb, 1, 1 << 20);
+    c.trainer_limits.max_deferred_bytes = static_cast<std::size_t>(deferred_mb) << 20;
     c.train = train::read_train_options(tr);
     c.has_train = true;
   }
@@ -41,6 +63,11 @@ ServerConfig load_server_config(const std::string& path) {
     c.aggregation.stale_weight = weight == "inv" ? StaleWeight::kInv
                                  : weight == "none" ? StaleWeight::kNone
                                                     : StaleWeight::kInvSqrt;
+    a.get("clip", c.aggregation.clip, 0.0, 1e6);
+    if (c.aggregation.clip > 0 && c.aggregation.clip < 1)
+      a.fail("clip", "must be 0 (off) or at least 1 (a multiple of the median contribution norm), not " +
+                         std::to_string(c.aggregation.clip));
+    a.get_int("clip_window", c.aggregation.clip_window, 1, 100000);
     a.finish();
     c.has_aggregation = true;
   }

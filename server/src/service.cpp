@@ -2,45 +2,67 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/server/checks.h"
 
 namespace cutlayer::server {
 
 Service::Service(transport::ServerTransport& transport, BackTrainer* trainer, train::MetricsFile* metrics,
-                 Aggregator* aggregator)
+                 Aggregator* aggregator, ServiceLimits limits)
     : transport_(transport),
       trainer_(trainer),
       metrics_(metrics),
       aggregator_(aggregator),
+      limits_(limits),
       start_(std::chrono::steady_clock::now()),
       last_report_(start_) {}
 
 void Service::run(const std::atomic<bool>& stop) {
   while (!stop) {
     auto ev = transport_.poll(std::chrono::milliseconds(100));
-    if (ev) handle(*ev);
-    if (aggregator_) {
-      if (trainer_) aggregator_->set_schedule_steps(trainer_->stats().steps);
-      auto out = aggregator_->tick(Aggregator::Clock::now());
-      send_all(out);
-      report_round();
+    // Every message is handled under its own catch (on_message); this one keeps the loop
+    // alive whatever else throws while handling an event or a timer.
+    try {
+      if (ev) handle(*ev);
+      if (trainer_) {
+        auto out = trainer_->tick(BackTrainer::Clock::now());  // overdue HeadGrads
+        send_all(out);
+      }
+      if (aggregator_) {
+        if (trainer_) aggregator_->set_schedule_steps(trainer_->stats().steps);
+        auto out = aggregator_->tick(Aggregator::Clock::now());
+        send_all(out);
+        report_round();
+      }
+    } catch (const std::exception& e) {
+      log::get("server")->error("event not handled: {}", error_text(e));
     }
   }
 }
 
 void Service::handle(transport::ServerEvent& event) {
   if (auto* join = std::get_if<transport::JoinRequest>(&event)) {
-    on_join(*join);
+    try {
+      on_join(*join);
+    } catch (const std::exception& e) {
+      log::get("server")->error("join from '{}' not handled: {}", join->client_name, error_text(e));
+      transport_.refuse(*join, error_text(e));
+    }
   } else if (auto* rx = std::get_if<transport::Received>(&event)) {
     on_message(*rx);
   } else if (auto* ended = std::get_if<transport::SessionEnded>(&event)) {
-    log::get("server")->info("client '{}' gone ({})", ended->client_name, ended->reason);
-    if (probe_only_.erase(ended->session_id) == 0 && trainer_) {
-      auto replies = trainer_->forget(ended->session_id);
-      send_all(replies);
-      if (aggregator_) {
-        auto out = aggregator_->remove_member(ended->session_id, Aggregator::Clock::now());
-        send_all(out);
-      }
+    on_ended(*ended);
+  }
+}
+
+void Service::on_ended(const transport::SessionEnded& ended) {
+  log::get("server")->info("client '{}' gone ({})", ended.client_name, ended.reason);
+  clients_.erase(ended.session_id);
+  if (probe_only_.erase(ended.session_id) == 0 && trainer_) {
+    auto replies = trainer_->forget(ended.session_id);
+    send_all(replies);
+    if (aggregator_) {
+      auto out = aggregator_->remove_member(ended.session_id, Aggregator::Clock::now());
+      send_all(out);
     }
   }
 }
@@ -52,9 +74,31 @@ void Service::on_join(const transport::JoinRequest& req) {
                                std::to_string(wire::kProtocolVersion));
     return;
   }
+  const auto now = std::chrono::steady_clock::now();
+  if (auto it = evicted_until_.find(req.client_name); it != evicted_until_.end()) {
+    if (now < it->second) {
+      const auto left = std::chrono::duration_cast<std::chrono::seconds>(it->second - now).count() + 1;
+      transport_.refuse(req, "this client was evicted for repeated refused messages; joins are refused for another " +
+                                 std::to_string(left) + " s (the server's limits.rejoin_after_eviction_ms)");
+      return;
+    }
+    evicted_until_.erase(it);
+  }
   // A join that names no model is a link self-check (probes only), never a trainer.
   const bool probe_only = req.join.model.empty();
   if (trainer_ && !probe_only) {
+    if (req.join.samples > limits_.max_join_samples) {
+      transport_.refuse(req, "the client declares " + std::to_string(req.join.samples) +
+                                 " training examples; this server accepts at most " +
+                                 std::to_string(limits_.max_join_samples) +
+                                 " (raise limits.max_join_samples in the server config, or split the data)");
+      return;
+    }
+    if (req.join.sync && req.join.samples == 0) {
+      transport_.refuse(req, "a client whose front joins the aggregation must declare its training examples "
+                             "(Join.samples is 0)");
+      return;
+    }
     if (auto why = trainer_->check_join(req.join)) {
       transport_.refuse(req, *why);
       return;
@@ -71,6 +115,7 @@ void Service::on_join(const transport::JoinRequest& req) {
     }
   }
   const auto session = transport_.accept(req, aggregator_ ? aggregator_->version() : 0);
+  clients_[session] = Client{req.client_name, req.join.samples};
   if (probe_only) {
     probe_only_.insert(session);
     return;
@@ -81,11 +126,57 @@ void Service::on_join(const transport::JoinRequest& req) {
 }
 
 void Service::send_all(std::vector<std::pair<std::uint64_t, wire::Message>>& replies) {
-  for (auto& [session, msg] : replies) transport_.send(session, msg);
+  for (auto& [session, msg] : replies) {
+    if (msg.type != wire::MsgType::kError) {
+      transport_.send(session, msg);
+      continue;
+    }
+    std::string text;
+    try {
+      text = wire::meta_as<wire::ErrorMsg>(msg).message;
+    } catch (const std::exception&) {
+      text = "refused";
+    }
+    refuse(session, text);
+  }
+}
+
+std::string Service::name_of(std::uint64_t session) const {
+  auto it = clients_.find(session);
+  return it == clients_.end() ? std::string("?") : it->second.name;
+}
+
+void Service::refuse(std::uint64_t session, const std::string& text) {
+  const auto name = name_of(session);
+  log::get("server")->warn("client '{}': {}", name, text);
+  transport_.send(session, error_message(text));
+  ++refusals_total_;
+  if (limits_.refusals_to_evict <= 0 || !clients_.count(session)) return;
+  const auto now = std::chrono::steady_clock::now();
+  auto& times = refused_at_[name];
+  times.push_back(now);
+  while (!times.empty() && now - times.front() > limits_.refusal_window) times.pop_front();
+  if (times.size() < static_cast<std::size_t>(limits_.refusals_to_evict)) return;
+  refused_at_.erase(name);
+  evict(session, name, text);
+}
+
+void Service::evict(std::uint64_t session, const std::string& name, const std::string& last) {
+  const auto window_s = std::chrono::duration<double>(limits_.refusal_window).count();
+  const std::string reason = fmt::format("evicted: {} refused messages within {:g} s (last: {})",
+                                         limits_.refusals_to_evict, window_s, last);
+  log::get("server")->warn("client '{}' {}; its joins are refused for {} ms", name, reason,
+                           limits_.rejoin_after_eviction.count());
+  transport_.send(session, error_message(reason));
+  if (limits_.rejoin_after_eviction.count() > 0)
+    evicted_until_[name] = std::chrono::steady_clock::now() + limits_.rejoin_after_eviction;
+  ++evictions_;
+  // SessionEnded follows at the next poll: the trainer and the aggregator forget it there.
+  transport_.end_session(session, reason);
+  clients_.erase(session);
 }
 
 void Service::on_message(transport::Received& rx) {
-  auto log = log::get("server");
   try {
     switch (rx.message.type) {
       case wire::MsgType::kProbe: {
@@ -102,9 +193,11 @@ void Service::on_message(transport::Received& rx) {
           throw ProtocolError("this session joined for the link self-check (no model); join with a model to sync");
         const auto now = Aggregator::Clock::now();
         if (trainer_) aggregator_->set_schedule_steps(trainer_->stats().steps);
+        auto it = clients_.find(rx.session_id);
+        const std::uint64_t declared = it == clients_.end() ? 0 : it->second.samples;
         auto out = rx.message.type == wire::MsgType::kSparseGrad
                        ? aggregator_->contribute(rx.session_id, rx.message, now)
-                       : aggregator_->add_member(rx.session_id, rx.client_name);
+                       : aggregator_->add_member(rx.session_id, rx.client_name, declared);
         send_all(out);
         report_round();
         break;
@@ -114,7 +207,7 @@ void Service::on_message(transport::Received& rx) {
         if (probe_only_.count(rx.session_id))
           throw ProtocolError("this session joined for the link self-check (no model); join with a model to train");
         if (trainer_) {
-          auto replies = trainer_->handle(rx.session_id, std::move(rx.message));
+          auto replies = trainer_->handle(rx.session_id, std::move(rx.message), BackTrainer::Clock::now());
           send_all(replies);
           report();
           break;
@@ -124,11 +217,12 @@ void Service::on_message(transport::Received& rx) {
         throw ProtocolError(std::string(wire::msg_type_name(rx.message.type)) +
                             " is not served by this server");
     }
-  } catch (const ProtocolError& e) {
-    log->warn("client '{}': {}", rx.client_name, e.what());
-    transport_.send(rx.session_id,
-                    wire::make_message(wire::ErrorMsg{
-                        static_cast<std::uint16_t>(wire::ErrorCode::kProtocol), e.what()}));
+  } catch (const std::exception& e) {
+    // ProtocolError, a LibTorch error (c10::Error: a batch the model cannot take), or
+    // anything else this message caused: the client is told, the server goes on.
+    refuse(rx.session_id, error_text(e));
+  } catch (...) {
+    refuse(rx.session_id, "the server could not process this message");
   }
 }
 

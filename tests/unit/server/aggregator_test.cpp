@@ -2,6 +2,7 @@
 // message by message with an explicit clock.
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 
 #include "cutlayer/error.h"
@@ -263,6 +264,99 @@ TEST(Aggregator, MalformedContributionsAreProtocolErrors) {
   a.contribute(1, contribution(4, 0, 64, random_sparse(3)), t);
   EXPECT_THROW(a.contribute(1, contribution(4, 1, 64, random_sparse(3)), t), ProtocolError);  // seq reused
   EXPECT_EQ(a.version(), 1u);
+}
+
+TEST(Aggregator, ValuesPastTheBoundAreRefusedAndTheReplicaStaysFiniteOverManyRounds) {
+  Aggregator a(tiny(), {});
+  const auto t = Clock::now();
+  a.add_member(1, "a", 64);
+  const auto hash = a.hash();
+  std::uint64_t seq = 0;
+  for (float big : {FLT_MAX, 3e38f, -1e30f, 1.0001e6f}) {
+    auto s = as_dense(random_sparse(1));
+    s.values[5] = big;
+    try {
+      a.contribute(1, contribution(++seq, 0, 64, s, false), t);
+      FAIL() << big << " accepted";
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("max_abs_value"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(a.hash(), hash);
+  EXPECT_EQ(a.version(), 0u);
+  // At the bound, every round: momentum 0.9 sums them, the replica stays finite.
+  for (std::uint64_t r = 0; r < 200; ++r) {
+    auto s = as_dense(random_sparse(r));
+    s.values = torch::sign(s.values) * 1e6f;
+    a.contribute(1, contribution(++seq, r, 64, s, false), t);
+  }
+  EXPECT_EQ(a.version(), 200u);
+  for (const auto& p : a.params()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+}
+
+TEST(Aggregator, SamplesAreCappedByWhatTheMemberDeclaredAtJoin) {
+  Aggregator a(tiny(), {});
+  const auto t = Clock::now();
+  a.add_member(1, "greedy", 64);
+  a.add_member(2, "honest", 64);
+  const auto s1 = random_sparse(1), s2 = random_sparse(2);
+  a.contribute(1, contribution(1, 0, std::uint64_t{1} << 32, s1), t);
+  auto ups = of_type(a.contribute(2, contribution(1, 0, 64, s2), t), wire::MsgType::kUpdate);
+  ASSERT_EQ(ups.size(), 2u);
+  EXPECT_EQ(wire::meta_as<wire::Update>(ups[0]).samples, 128u);
+  // Both weigh the same: the plain mean.
+  EXPECT_TRUE(torch::allclose(update_values(ups[0]), (s1.to_dense() + s2.to_dense()) * 0.5f, 1e-6, 1e-7));
+  EXPECT_EQ(a.stats().samples_capped, 1u);
+  // Past 2^32 it is still an impossible count.
+  EXPECT_THROW(a.contribute(1, contribution(2, 1, (std::uint64_t{1} << 32) + 1, s1), t), ProtocolError);
+}
+
+TEST(Aggregator, NormClipScalesAContributionToCTimesTheRunningMedian) {
+  AggregatorOptions o;
+  o.clip = 2;
+  o.clip_window = 8;
+  Aggregator a(tiny(), o);
+  const auto t = Clock::now();
+  a.add_member(1, "a", 64);
+  std::uint64_t seq = 0;
+  auto with_norm = [](std::uint64_t seed, double norm) {
+    auto s = random_sparse(seed);
+    s.values = s.values * static_cast<float>(norm / s.values.norm().item<double>());
+    return s;
+  };
+  auto norm_of_update = [&](const Aggregator::Outbox& out) {
+    return update_values(of_type(out, wire::MsgType::kUpdate).at(0)).norm().item<double>();
+  };
+  // Too little history: not clipped (the first kClipMinHistory contributions).
+  for (std::uint64_t r = 0; r < kClipMinHistory; ++r) {
+    auto out = a.contribute(1, contribution(++seq, r, 64, with_norm(r, 1.0 + 0.1 * r)), t);
+    EXPECT_NEAR(norm_of_update(out), 1.0 + 0.1 * r, 1e-5);
+  }
+  EXPECT_EQ(a.stats().clipped, 0u);
+  // Norms 1.0 .. 1.4: median 1.2, so a contribution of norm 1000 is scaled to 2.4.
+  auto out = a.contribute(1, contribution(++seq, kClipMinHistory, 64, with_norm(99, 1000)), t);
+  EXPECT_NEAR(norm_of_update(out), 2.4, 1e-5);
+  EXPECT_EQ(a.stats().clipped, 1u);
+  // One large norm does not move the median: an honest one passes unchanged, the next
+  // large one is clipped as much.
+  out = a.contribute(1, contribution(++seq, kClipMinHistory + 1, 64, with_norm(7, 1.1)), t);
+  EXPECT_NEAR(norm_of_update(out), 1.1, 1e-5);
+  out = a.contribute(1, contribution(++seq, kClipMinHistory + 2, 64, with_norm(98, 1e5)), t);
+  EXPECT_NEAR(norm_of_update(out), 2.4, 1e-5);
+  EXPECT_EQ(a.stats().clipped, 2u);
+}
+
+TEST(Aggregator, NormClipIsOffByDefault) {
+  EXPECT_EQ(AggregatorOptions{}.clip, 0.0);
+  Aggregator a(tiny(), {});
+  const auto t = Clock::now();
+  a.add_member(1, "a", 64);
+  for (std::uint64_t r = 0; r < 10; ++r) a.contribute(1, contribution(r + 1, r, 64, random_sparse(r)), t);
+  auto big = random_sparse(50);
+  big.values = big.values * 1000.f;
+  auto out = a.contribute(1, contribution(11, 10, 64, big), t);
+  EXPECT_TRUE(torch::allclose(update_values(of_type(out, wire::MsgType::kUpdate).at(0)), big.to_dense(), 1e-6, 0));
+  EXPECT_EQ(a.stats().clipped, 0u);
 }
 
 }  // namespace

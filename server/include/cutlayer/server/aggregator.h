@@ -12,6 +12,11 @@
 // beyond `staleness` it is refused (SyncReject: the client returns it to its error-
 // feedback residual). staleness 0 is synchronous training.
 //
+// One member cannot poison the front: a contribution's values must be finite and within
+// `max_abs_value` (else refused: ProtocolError, nothing applied); its weight counts at most
+// the examples the member declared at Join; with `clip` > 0 its L2 norm is scaled down to
+// at most clip x the median norm of the last `clip_window` contributions.
+//
 // Pure logic over wire::Message: no sockets, the clock is passed in (tests drive it).
 #pragma once
 
@@ -25,6 +30,7 @@
 
 #include "cutlayer/kernels/sparse_sum.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/server/checks.h"
 #include "cutlayer/sync/flat_params.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/wire/message.h"
@@ -38,12 +44,23 @@ struct AggregatorOptions {
   StaleWeight stale_weight = StaleWeight::kInv;
   std::chrono::milliseconds deadline{10000};
   std::int64_t target_samples = 0;
+  // Every value of a contribution finite and |v| <= this (limits.max_abs_value).
+  double max_abs_value = kDefaultMaxAbsValue;
+  // > 0: a contribution's norm is clipped to clip x the running median of the norms of the
+  // last clip_window contributions (as received, before clipping), once at least
+  // kClipMinHistory are known. 0: off.
+  double clip = 0;
+  std::size_t clip_window = 64;
 };
+
+constexpr std::size_t kClipMinHistory = 5;
 
 struct AggregatorStats {
   std::uint64_t rounds = 0;
   std::uint64_t closed_all = 0, closed_samples = 0, closed_deadline = 0;
   std::uint64_t contributions = 0, rejected = 0;
+  std::uint64_t clipped = 0;         // contributions scaled down by the norm clip
+  std::uint64_t samples_capped = 0;  // contributions whose samples exceeded the member's Join
   std::uint64_t bytes_up = 0;    // index + value bytes received
   std::uint64_t bytes_down = 0;  // index + value bytes sent (every member's copy)
   std::uint64_t updates_sent = 0;
@@ -62,12 +79,14 @@ class Aggregator {
   Aggregator(const train::TrainOptions& train, AggregatorOptions options);
 
   // A joined session asks for the snapshot: it becomes a member and gets the current
-  // front, optimizer state and round.
-  Outbox add_member(std::uint64_t session, const std::string& name);
+  // front, optimizer state and round. `declared_samples`: the examples it declared at
+  // Join, the most any one of its contributions weighs (0: not declared, no cap).
+  Outbox add_member(std::uint64_t session, const std::string& name, std::uint64_t declared_samples = 0);
   // A member left or was evicted (session ended): its queued contributions are dropped,
   // the open round stops waiting for it.
   Outbox remove_member(std::uint64_t session, Clock::time_point now);
-  // A SparseGrad from `session`. Throws ProtocolError for a malformed or impossible one.
+  // A SparseGrad from `session`. Throws ProtocolError for a malformed or impossible one, or
+  // one with a value not finite or past max_abs_value; nothing of it is applied then.
   Outbox contribute(std::uint64_t session, const wire::Message& msg, Clock::time_point now);
   // Closes a round whose deadline has passed.
   Outbox tick(Clock::time_point now);
@@ -81,6 +100,8 @@ class Aggregator {
   std::uint64_t version() const { return version_; }
   std::int64_t numel() const { return flat_.numel(); }
   std::string hash() const { return flat_.hash(); }
+  // The replica's parameters (tests check them).
+  const std::vector<torch::Tensor>& params() const { return flat_.params(); }
   const AggregatorStats& stats() const { return stats_; }
   const AggregatorOptions& options() const { return options_; }
 
@@ -91,6 +112,7 @@ class Aggregator {
   };
   struct Member {
     std::string name;
+    std::uint64_t declared_samples = 0;
     std::uint64_t last_seq = 0;
     bool in_round = false;
     std::deque<Contribution> queue;
@@ -98,6 +120,7 @@ class Aggregator {
   void admit(Contribution c, Clock::time_point now, Outbox& out);
   void maybe_close(Clock::time_point now, Outbox& out);
   void close(Outbox& out);
+  void clip(Contribution& c);
 
   train::TrainOptions train_;
   AggregatorOptions options_;
@@ -109,6 +132,7 @@ class Aggregator {
   std::vector<Contribution> round_;  // the open round's contributions, in arrival order
   std::uint64_t round_samples_ = 0;
   Clock::time_point round_deadline_{};
+  std::deque<double> norms_;  // the last clip_window contributions' norms (clip > 0)
   std::uint64_t version_ = 0;  // rounds applied
   std::int64_t schedule_steps_ = -1;
   AggregatorStats stats_;

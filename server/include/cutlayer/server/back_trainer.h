@@ -1,9 +1,16 @@
 // The server's half of split training: the back model, shared by every client's batches
 // (interleaved as they arrive), its optimizer, and the U-shaped round trip.
+//
+// One client cannot stall or poison the others: every tensor is validated (shape, dtype,
+// finite, |v| <= max_abs_value) before it is applied or queued; a step whose loss or
+// gradient is not finite is not taken; a U-shaped step waits for its HeadGrad at most
+// head_grad_timeout; the batches waiting behind it are bounded per session and in total.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -12,6 +19,7 @@
 #include <vector>
 
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/server/checks.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/wire/message.h"
@@ -29,11 +37,28 @@ struct TrainerStats {
   std::int64_t correct = 0;
 };
 
+// What one client may ask of the back model (server config: train.head_grad_timeout_ms,
+// train.max_deferred_per_session, train.max_deferred_mb, limits.max_abs_value).
+struct TrainerLimits {
+  // U-shaped: how long a client's step waits for its HeadGrad. Past it the step is dropped,
+  // that client gets an Error and the next client's batch goes on.
+  std::chrono::milliseconds head_grad_timeout{5000};
+  // U-shaped: training batches waiting for another client's step, per session (an honest
+  // client has at most one) and in total (bytes of cut activations). Over either bound the
+  // batch is refused (Error) and dropped.
+  std::size_t max_deferred_per_session = 2;
+  std::size_t max_deferred_bytes = std::size_t{1024} << 20;
+  // Activations and head gradients: every value finite and |v| <= this.
+  double max_abs_value = kDefaultMaxAbsValue;
+};
+
 class BackTrainer {
  public:
   static constexpr std::int64_t kMaxBatch = 4096;
+  using Clock = std::chrono::steady_clock;
+  using Outbox = std::vector<std::pair<std::uint64_t, wire::Message>>;
 
-  explicit BackTrainer(const train::TrainOptions& options);
+  explicit BackTrainer(const train::TrainOptions& options, TrainerLimits limits = {});
 
   // Why `join` cannot be served (model, mode or cut shape differ), or nullopt.
   std::optional<std::string> check_join(const wire::Join& join) const;
@@ -42,27 +67,50 @@ class BackTrainer {
   // Activations or HeadGrad from `session`. Returns the replies to send now, as
   // (session, message) pairs: U-shaped steps of different clients are serialized, so a
   // completed step may release another client's deferred batch. Throws ProtocolError
-  // for a malformed message (the caller answers the peer with an Error).
-  std::vector<std::pair<std::uint64_t, wire::Message>> handle(std::uint64_t session,
-                                                              wire::Message msg);
+  // for a malformed or refused message, and LibTorch's c10::Error where the model cannot
+  // take the batch (the caller answers the peer with an Error); nothing is applied then.
+  // The outbox may itself hold Errors: to another client whose deferred batch failed, or
+  // to `session` when its refused HeadGrad dropped its pending step.
+  Outbox handle(std::uint64_t session, wire::Message msg, Clock::time_point now = Clock::now());
+  // Drops a pending step whose HeadGrad is overdue (an Error to its client, with its
+  // deferred batches) and starts the next deferred batch.
+  Outbox tick(Clock::time_point now = Clock::now());
   // A session ended: drop its pending step and deferred batches.
-  std::vector<std::pair<std::uint64_t, wire::Message>> forget(std::uint64_t session);
+  Outbox forget(std::uint64_t session, Clock::time_point now = Clock::now());
 
   const TrainerStats& stats() const { return stats_; }
   TrainerStats& stats() { return stats_; }
   const train::TrainOptions& options() const { return options_; }
+  const TrainerLimits& limits() const { return limits_; }
+  // The back model (tests compare its parameters).
+  const torch::nn::Sequential& back() const { return back_; }
+  // U-shaped: the session whose step waits for its HeadGrad, if any; batches waiting.
+  std::optional<std::uint64_t> pending_session() const;
+  std::size_t deferred() const { return deferred_.size(); }
+  std::size_t deferred_bytes() const { return deferred_bytes_; }
 
  private:
   struct Pending {
     std::uint64_t session = 0;
     std::uint64_t step = 0;
     torch::Tensor z, h;
+    Clock::time_point deadline;
+  };
+  struct Deferred {  // a validated training batch waiting for another client's step
+    std::uint64_t session = 0;
+    wire::Activations meta;
+    torch::Tensor z;
+    std::size_t bytes = 0;
   };
   torch::Tensor check_cut(const wire::Message& msg) const;
+  void check_grads() const;
   wire::Message vanilla(const wire::Message& msg);
-  wire::Message u_forward(std::uint64_t session, const wire::Message& msg);
+  wire::Message u_forward(std::uint64_t session, const wire::Activations& a, torch::Tensor z,
+                          Clock::time_point now);
   wire::Message u_backward(std::uint64_t session, const wire::Message& msg);
-  void drain(std::vector<std::pair<std::uint64_t, wire::Message>>& out);
+  void defer(std::uint64_t session, const wire::Activations& a, torch::Tensor z);
+  void drop_deferred(std::uint64_t session);
+  void drain(Outbox& out, Clock::time_point now);
 
   train::TrainOptions options_;
   model::SplitSpec spec_;
@@ -71,7 +119,9 @@ class BackTrainer {
   std::vector<std::int64_t> cut_shape_;
   std::int64_t classes_ = 0;  // vanilla: the back's output width (labels are checked against it)
   std::optional<Pending> pending_;  // U-shaped: the one step between forward and backward
-  std::deque<std::pair<std::uint64_t, wire::Message>> deferred_;
+  TrainerLimits limits_;
+  std::deque<Deferred> deferred_;
+  std::size_t deferred_bytes_ = 0;
   TrainerStats stats_;
 };
 

@@ -5,6 +5,8 @@
 #include <string>
 
 #include "cutlayer/server/aggregator.h"
+#include "cutlayer/server/back_trainer.h"
+#include "cutlayer/server/service.h"
 #include "cutlayer/train/train_options.h"
 
 namespace cutlayer::server {
@@ -24,9 +26,16 @@ struct ServerConfig {
   // training (the back model); absent: a probe-only server
   bool has_train = false;
   train::TrainOptions train;
+  // train.head_grad_timeout_ms, train.max_deferred_per_session, train.max_deferred_mb;
+  // max_abs_value from limits
+  TrainerLimits trainer_limits;
   // cross-client aggregation of the clients' fronts; absent: each client's front is its own
   bool has_aggregation = false;
-  AggregatorOptions aggregation;
+  AggregatorOptions aggregation;  // aggregation.clip, aggregation.clip_window; max_abs_value from limits
+  // what one client may do: the "limits" object (limits.max_abs_value, max_join_samples,
+  // refusals_to_evict, refusal_window_ms, rejoin_after_eviction_ms)
+  ServiceLimits limits;
+  double max_abs_value = kDefaultMaxAbsValue;
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.
