@@ -172,7 +172,6 @@ int main(int argc, char** argv) {
     topts.client_keys = transport::load_key_pair(cfg.client_key);
     topts.join_timeout = std::chrono::milliseconds(cfg.join_timeout_ms);
     topts.join_attempts = cfg.join_attempts;
-    topts.socket.max_frame_bytes = cfg.max_message_mb * 1024 * 1024 + 4096;
     topts.limits.max_tensor_bytes = static_cast<std::size_t>(cfg.max_message_mb) * 1024 * 1024;
     topts.limits.max_message_bytes = topts.limits.max_tensor_bytes;
 

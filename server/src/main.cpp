@@ -69,7 +69,6 @@ int main(int argc, char** argv) {
     topts.allow_list = transport::AllowList::load(cfg.allow_list);
     topts.session_timeout_ms = cfg.session_timeout_ms;
     topts.client_heartbeat_ms = cfg.heartbeat_ms;
-    topts.socket.max_frame_bytes = cfg.max_message_mb * 1024 * 1024 + 4096;
     topts.limits.max_tensor_bytes = static_cast<std::size_t>(cfg.max_message_mb) * 1024 * 1024;
     topts.limits.max_message_bytes = topts.limits.max_tensor_bytes;
 

@@ -199,7 +199,7 @@ std::optional<wire::Message> ClientTransport::Impl::recv(std::chrono::millisecon
   if (!channel_) throw InternalError("not joined: call join() first");
   auto log = log::get("transport");
   const auto deadline = Clock::now() + timeout;
-  const std::size_t max_parts = 2 + options_.limits.max_tensors;
+  const std::size_t max_parts = options_.limits.max_frames();
   std::vector<zmq::message_t> frames;
   while (true) {
     send_heartbeat_if_due();

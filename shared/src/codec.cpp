@@ -1,5 +1,6 @@
 #include "frame_codec.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -16,6 +17,7 @@ struct TensorDesc {
   DType dtype;
   std::vector<std::int64_t> shape;
   std::size_t bytes;
+  std::size_t chunks;  // frames it takes: chunk_count(bytes)
 };
 
 torch::Tensor wire_ready(const torch::Tensor& t) {
@@ -71,20 +73,36 @@ std::vector<TensorDesc> parse_descs(Reader& r, const Limits& limits) {
     if (ndim > limits.max_dims)
       throw ProtocolError("tensor " + std::to_string(i) + ": " + std::to_string(ndim) +
                           " dimensions, cap is " + std::to_string(limits.max_dims));
-    TensorDesc d{static_cast<DType>(code), {}, 0};
+    TensorDesc d{static_cast<DType>(code), {}, 0, 0};
     d.shape.reserve(ndim);
+    // Every dimension is bounded, an empty tensor's too: the shape read with each 0 as 1
+    // (what its strides are made of) must fit the tensor cap, so [0, 2^62, 2^62] is as
+    // absurd as [1, 2^62, 2^62] and no stride or offset can overflow.
+    std::size_t extent = 1;
     std::size_t numel = 1;
     for (std::uint8_t k = 0; k < ndim; ++k) {
       const auto dim = r.take<std::int64_t>("dimension");
-      if (dim < 0 || !mul_checked(numel, static_cast<std::size_t>(dim), numel) ||
-          numel > limits.max_tensor_bytes)
+      if (dim < 0)
         throw ProtocolError("tensor " + std::to_string(i) + ": dimension " + std::to_string(dim) +
-                            " is negative or the shape is absurdly large");
+                            " is negative");
+      const auto n = static_cast<std::size_t>(dim);
+      if (!mul_checked(extent, std::max<std::size_t>(n, 1), extent) ||
+          extent > limits.max_tensor_bytes)
+        throw ProtocolError("tensor " + std::to_string(i) + ": dimension " + std::to_string(dim) +
+                            " makes the shape absurdly large (each 0 read as 1)");
+      numel *= n;  // <= extent: cannot overflow
       d.shape.push_back(dim);
     }
-    if (!mul_checked(numel, dtype_size(d.dtype), d.bytes) || d.bytes > limits.max_tensor_bytes)
-      throw ProtocolError("tensor " + std::to_string(i) + " declares more than the cap of " +
-                          std::to_string(limits.max_tensor_bytes) + " bytes");
+    std::size_t extent_bytes = 0;
+    if (!mul_checked(extent, dtype_size(d.dtype), extent_bytes) ||
+        extent_bytes > limits.max_tensor_bytes)
+      throw ProtocolError("tensor " + std::to_string(i) +
+                          (numel == 0 ? ": empty, but its shape (each 0 read as 1) declares"
+                                      : " declares") +
+                          " more than the cap of " + std::to_string(limits.max_tensor_bytes) +
+                          " bytes");
+    d.bytes = numel * dtype_size(d.dtype);  // <= extent_bytes
+    d.chunks = chunk_count(d.bytes);
     total += d.bytes;
     if (total > limits.max_message_bytes)
       throw ProtocolError("message tensors exceed the cap of " +
@@ -105,11 +123,23 @@ zmq::message_t PlainCodec::make_frame(const Envelope::Bytes&, std::uint32_t, con
   return zmq::message_t(data, n);
 }
 
+bool PlainCodec::open_frame_into(const Envelope::Bytes&, std::uint32_t,
+                                 const zmq::message_t& frame, void* out) {
+  if (frame.size() > 0) std::memcpy(out, frame.data(), frame.size());
+  return true;
+}
+
 std::vector<zmq::message_t> encode(const Message& msg, std::uint64_t session_id,
                                    std::uint64_t sequence, FrameCodec& codec) {
   std::vector<torch::Tensor> tensors;
   tensors.reserve(msg.tensors.size());
-  for (const auto& t : msg.tensors) tensors.push_back(wire_ready(t));
+  std::size_t frame_count = 2;
+  for (const auto& t : msg.tensors) {
+    tensors.push_back(wire_ready(t));
+    frame_count += chunk_count(tensors.back().nbytes());
+  }
+  if (frame_count > std::numeric_limits<std::uint32_t>::max())
+    throw InternalError("message of " + std::to_string(frame_count) + " frames cannot be encoded");
 
   // Meta payload.
   std::string meta;
@@ -134,7 +164,7 @@ std::vector<zmq::message_t> encode(const Message& msg, std::uint64_t session_id,
   Envelope env;
   env.type = msg.type;
   env.flags = codec.flags();
-  env.frame_count = 2 + count;
+  env.frame_count = static_cast<std::uint32_t>(frame_count);
   env.session_id = session_id;
   env.sequence = sequence;
   const auto env_bytes = env.serialize();
@@ -143,9 +173,17 @@ std::vector<zmq::message_t> encode(const Message& msg, std::uint64_t session_id,
   frames.reserve(env.frame_count);
   frames.emplace_back(env_bytes.data(), env_bytes.size());
   frames.push_back(codec.make_frame(env_bytes, 1, meta.data(), meta.size(), nullptr));
-  for (std::uint32_t i = 0; i < count; ++i) {
-    const auto& t = tensors[i];
-    frames.push_back(codec.make_frame(env_bytes, 2 + i, t.data_ptr(), t.nbytes(), &t));
+  std::uint32_t index = 2;
+  for (const auto& t : tensors) {
+    const auto* data = static_cast<const std::uint8_t*>(t.data_ptr());
+    const std::size_t bytes = t.nbytes();
+    // One frame up to kChunkBytes (an empty tensor too), else full chunks and the rest.
+    std::size_t off = 0;
+    do {
+      const std::size_t n = std::min(kChunkBytes, bytes - off);
+      frames.push_back(codec.make_frame(env_bytes, index++, data + off, n, &t));
+      off += n;
+    } while (off < bytes);
   }
   return frames;
 }
@@ -158,9 +196,11 @@ Envelope parse_envelope(const std::vector<zmq::message_t>& frames, const Limits&
   if (env.frame_count != frames.size())
     throw ProtocolError("envelope declares " + std::to_string(env.frame_count) +
                         " frames, message has " + std::to_string(frames.size()));
-  if (env.frame_count > 2 + limits.max_tensors)
-    throw ProtocolError("message has more tensors than the cap of " +
-                        std::to_string(limits.max_tensors));
+  if (env.frame_count > limits.max_frames())
+    throw ProtocolError("message has " + std::to_string(env.frame_count) +
+                        " frames, more than the cap of " + std::to_string(limits.max_frames()) +
+                        " (max_tensors and max_message_bytes in " +
+                        std::to_string(kChunkBytes) + "-byte chunks)");
   return env;
 }
 
@@ -178,16 +218,33 @@ Message decode_body(const Envelope& env, std::vector<zmq::message_t>& frames,
     throw AuthError("meta frame failed authentication");
   Reader r(meta_frame.data<std::uint8_t>(), meta_frame.size() - overhead);
   std::vector<TensorDesc> descs = parse_descs(r, limits);
-  if (descs.size() + 2 != frames.size())
-    throw ProtocolError("meta declares " + std::to_string(descs.size()) + " tensors, message has " +
+  // Each tensor's frames follow from its shape x dtype: check their count and every
+  // frame's size before any tensor exists.
+  std::size_t expected = 2;
+  for (const auto& d : descs) expected += d.chunks;  // bounded by the caps: no overflow
+  if (expected != frames.size())
+    throw ProtocolError("meta declares " + std::to_string(descs.size()) + " tensors in " +
+                        std::to_string(expected - 2) + " frames (" +
+                        std::to_string(kChunkBytes) + "-byte chunks), message has " +
                         std::to_string(frames.size() - 2) + " tensor frames");
+  std::size_t f = 2;
   for (std::size_t i = 0; i < descs.size(); ++i) {
-    const std::size_t got = frames[2 + i].size();
-    if (got != descs[i].bytes + overhead)
-      throw ProtocolError("tensor " + std::to_string(i) + " declares " +
-                          std::to_string(descs[i].bytes) + " bytes (shape x " +
-                          std::string(dtype_name(descs[i].dtype)) + "), its frame carries " +
-                          std::to_string(got - std::min(got, overhead)));
+    const TensorDesc& d = descs[i];
+    for (std::size_t k = 0; k < d.chunks; ++k, ++f) {
+      const std::size_t want = std::min(kChunkBytes, d.bytes - k * kChunkBytes);
+      const std::size_t got = frames[f].size();
+      if (got == want + overhead) continue;
+      const std::string carries = std::to_string(got - std::min(got, overhead));
+      if (d.chunks == 1)
+        throw ProtocolError("tensor " + std::to_string(i) + " declares " +
+                            std::to_string(d.bytes) + " bytes (shape x " +
+                            std::string(dtype_name(d.dtype)) + "), its frame carries " + carries);
+      throw ProtocolError("tensor " + std::to_string(i) + " (" + std::to_string(d.bytes) +
+                          " bytes, shape x " + std::string(dtype_name(d.dtype)) + ") chunk " +
+                          std::to_string(k + 1) + " of " + std::to_string(d.chunks) +
+                          " should carry " + std::to_string(want) + " bytes, its frame carries " +
+                          carries);
+    }
   }
 
   Message msg;
@@ -196,13 +253,30 @@ Message decode_body(const Envelope& env, std::vector<zmq::message_t>& frames,
   msg.sequence = env.sequence;
   msg.meta.assign(reinterpret_cast<const char*>(r.pos()), r.left());
   msg.tensors.reserve(descs.size());
+  f = 2;
   for (std::size_t i = 0; i < descs.size(); ++i) {
-    zmq::message_t& frame = frames[2 + i];
-    const auto index = static_cast<std::uint32_t>(2 + i);
+    const TensorDesc& d = descs[i];
+    const auto options = torch::TensorOptions().dtype(to_torch(d.dtype));
+    const std::size_t bytes = d.bytes;
+    if (d.chunks > 1) {
+      // Chunked: each frame opened (decrypted) straight into one contiguous buffer, and
+      // released as soon as it is, so the message is held about once, not twice.
+      auto t = torch::empty(d.shape, options);
+      auto* dst = static_cast<std::uint8_t*>(t.data_ptr());
+      for (std::size_t k = 0; k < d.chunks; ++k, ++f) {
+        if (!codec.open_frame_into(env_bytes, static_cast<std::uint32_t>(f), frames[f],
+                                   dst + k * kChunkBytes))
+          throw AuthError("tensor frame " + std::to_string(i) + " chunk " + std::to_string(k + 1) +
+                          " of " + std::to_string(d.chunks) + " failed authentication");
+        frames[f] = zmq::message_t();
+      }
+      msg.tensors.push_back(std::move(t));
+      continue;
+    }
+    zmq::message_t& frame = frames[f];
+    const auto index = static_cast<std::uint32_t>(f++);
     if (!codec.open_frame(env_bytes, index, frame))
       throw AuthError("tensor frame " + std::to_string(i) + " failed authentication");
-    const auto options = torch::TensorOptions().dtype(to_torch(descs[i].dtype));
-    const std::size_t bytes = descs[i].bytes;
     if (bytes == 0) {
       msg.tensors.push_back(torch::empty(descs[i].shape, options));
       continue;

@@ -45,8 +45,9 @@ Envelope Envelope::parse(const void* data, std::size_t n) {
   if (get<std::uint32_t>(p) != kMagic) throw ProtocolError("bad magic: not a cutlayer message");
   const auto version = get<std::uint16_t>(p);
   if (version != kVersion)
-    throw ProtocolError("protocol version " + std::to_string(version) + " not supported (this is " +
-                        std::to_string(kVersion) + ")");
+    throw ProtocolError("protocol version " + std::to_string(version) +
+                        " not supported (this is version " + std::to_string(kVersion) +
+                        "): both ends need a cutlayer build with the same wire format");
   const auto type = get<std::uint16_t>(p);
   if (!is_valid_msg_type(type))
     throw ProtocolError("unknown message type " + std::to_string(type));

@@ -30,6 +30,11 @@ class FrameCodec {
   // False when it does not authenticate.
   virtual bool open_frame(const Envelope::Bytes& env, std::uint32_t index,
                           zmq::message_t& frame) = 0;
+  // The same, out of place: writes the frame's size()-overhead() payload bytes to `out`
+  // and leaves the frame as it was (a chunk of a tensor assembled in its own buffer).
+  // False when it does not authenticate (`out` then holds garbage).
+  virtual bool open_frame_into(const Envelope::Bytes& env, std::uint32_t index,
+                               const zmq::message_t& frame, void* out) = 0;
 };
 
 // Payload frames as they are; tensors are sent without a copy (the frame holds a
@@ -43,19 +48,24 @@ class PlainCodec final : public FrameCodec {
   bool open_frame(const Envelope::Bytes&, std::uint32_t, zmq::message_t&) override {
     return true;
   }
+  bool open_frame_into(const Envelope::Bytes&, std::uint32_t, const zmq::message_t& frame,
+                       void* out) override;
 };
 
-// Encodes `msg` for `session_id`/`sequence` into frames (envelope first).
+// Encodes `msg` for `session_id`/`sequence` into frames (envelope first), a tensor over
+// kChunkBytes as several frames.
 std::vector<zmq::message_t> encode(const Message& msg, std::uint64_t session_id,
                                    std::uint64_t sequence, FrameCodec& codec);
 
 // Step 1 of decoding: the envelope, checked against the frame count and the codec-free
-// limits. Throws ProtocolError.
+// limits (at most limits.max_frames() frames). Throws ProtocolError.
 Envelope parse_envelope(const std::vector<zmq::message_t>& frames, const Limits& limits);
 
-// Step 2: opens and validates meta and tensor frames, then builds the message; tensors
-// alias the frames (no copy) when aligned. Throws ProtocolError, or AuthError when a
-// frame does not authenticate. `frames` is consumed.
+// Step 2: opens and validates the meta, derives every tensor's frames from its declared
+// shape x dtype and checks each frame's size exactly, then builds the message. A
+// one-frame tensor aliases its frame (no copy) when aligned; a chunked one is opened
+// straight into one new contiguous buffer, each frame released once opened. Throws
+// ProtocolError, or AuthError when a frame does not authenticate. `frames` is consumed.
 Message decode_body(const Envelope& env, std::vector<zmq::message_t>& frames,
                     const Limits& limits, FrameCodec& codec);
 

@@ -1,5 +1,7 @@
 #include "sealed_channel.h"
 
+#include <openssl/crypto.h>
+
 #include <cstring>
 #include <string>
 
@@ -11,15 +13,24 @@ namespace {
 
 constexpr std::size_t kSequenceOffset = 24;  // in the serialized envelope
 
-crypto::Aead::Key derive_key(const SessionSecret& secret, std::uint64_t session_id,
-                             const char* direction) {
+// An AEAD context keyed with HKDF-SHA256(secret, session, direction). The key passes
+// through two buffers here (the HKDF output and the Key array); both are wiped before
+// returning, so afterwards it lives only in the context (OpenSSL wipes that when the
+// context is freed: EVP_CIPHER_CTX_free clears the cipher's key schedule).
+crypto::Aead keyed_aead(const SessionSecret& secret, std::uint64_t session_id,
+                        const char* direction) {
   std::string info = std::string("cutlayer v1 ") + direction + " ";
   info.append(reinterpret_cast<const char*>(&session_id), sizeof session_id);
-  const auto bytes =
+  auto bytes =
       crypto::hkdf_sha256(secret.data(), secret.size(), "cutlayer sealed channel", info, 32);
   crypto::Aead::Key key{};
   std::memcpy(key.data(), bytes.data(), key.size());
-  return key;
+  OPENSSL_cleanse(bytes.data(), bytes.size());
+  struct Wipe {
+    crypto::Aead::Key& k;
+    ~Wipe() { OPENSSL_cleanse(k.data(), k.size()); }
+  } wipe{key};  // also when the context cannot be made
+  return crypto::Aead(key);
 }
 
 crypto::Aead::Nonce make_nonce(const wire::Envelope::Bytes& env, std::uint32_t index) {
@@ -33,8 +44,8 @@ crypto::Aead::Nonce make_nonce(const wire::Envelope::Bytes& env, std::uint32_t i
 
 SealedChannel::SealedChannel(std::uint64_t session_id, const SessionSecret& secret, Side side)
     : session_id_(session_id),
-      tx_(derive_key(secret, session_id, side == Side::kClient ? "c2s" : "s2c")),
-      rx_(derive_key(secret, session_id, side == Side::kClient ? "s2c" : "c2s")) {}
+      tx_(keyed_aead(secret, session_id, side == Side::kClient ? "c2s" : "s2c")),
+      rx_(keyed_aead(secret, session_id, side == Side::kClient ? "s2c" : "c2s")) {}
 
 zmq::message_t SealedChannel::Codec::make_frame(const wire::Envelope::Bytes& env,
                                                 std::uint32_t index, const void* data,
@@ -52,6 +63,17 @@ bool SealedChannel::Codec::open_frame(const wire::Envelope::Bytes& env, std::uin
   const std::size_t n = frame.size() - crypto::Aead::kTagBytes;
   auto* p = frame.data<std::uint8_t>();
   const bool ok = aead_.open(make_nonce(env, index), env.data(), env.size(), p, n, p, p + n);
+  if (ok && index == 1) meta_opened = true;
+  return ok;
+}
+
+bool SealedChannel::Codec::open_frame_into(const wire::Envelope::Bytes& env, std::uint32_t index,
+                                           const zmq::message_t& frame, void* out) {
+  // Out of place: a chunk decrypted straight into its slot of the tensor's buffer.
+  if (frame.size() < crypto::Aead::kTagBytes) return false;
+  const std::size_t n = frame.size() - crypto::Aead::kTagBytes;
+  const auto* p = frame.data<std::uint8_t>();
+  const bool ok = aead_.open(make_nonce(env, index), env.data(), env.size(), p, n, out, p + n);
   if (ok && index == 1) meta_opened = true;
   return ok;
 }

@@ -1,11 +1,16 @@
 // One session's sealed channel, from one side: AES-256-GCM under per-direction keys
-// derived with HKDF-SHA256 from the session secret. Nonce = frame index (u32 LE) ‖
-// sequence (u64 LE); the envelope is the associated data; a receiver accepts only
-// strictly increasing sequence numbers. Internal to the transport (ZeroMQ frames).
+// derived with HKDF-SHA256 from the session secret. Every frame after the envelope is
+// sealed on its own, a tensor's chunks too; nonce = frame index (u32 LE) ‖ sequence
+// (u64 LE), unique per key since a message's frame indices are distinct and sequences
+// never repeat; the envelope is the associated data; a receiver accepts only strictly
+// increasing sequence numbers. The derived keys exist only inside the two AEAD contexts
+// (the buffers they were derived in are wiped at once) and are wiped with them when the
+// channel is destroyed. Internal to the transport (ZeroMQ frames).
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "cutlayer/crypto/aead.h"
@@ -45,7 +50,7 @@ class SealedChannel {
  private:
   class Codec final : public wire::FrameCodec {
    public:
-    explicit Codec(const crypto::Aead::Key& key) : aead_(key) {}
+    explicit Codec(crypto::Aead aead) : aead_(std::move(aead)) {}
     std::size_t overhead() const override { return crypto::Aead::kTagBytes; }
     std::uint32_t flags() const override { return wire::kFlagSealed; }
     zmq::message_t make_frame(const wire::Envelope::Bytes& env, std::uint32_t index,
@@ -53,6 +58,8 @@ class SealedChannel {
                               const torch::Tensor* owner) override;
     bool open_frame(const wire::Envelope::Bytes& env, std::uint32_t index,
                     zmq::message_t& frame) override;
+    bool open_frame_into(const wire::Envelope::Bytes& env, std::uint32_t index,
+                         const zmq::message_t& frame, void* out) override;
     bool meta_opened = false;
 
    private:

@@ -225,7 +225,7 @@ bool ServerTransport::Impl::on_data() {
   auto log = log::get("transport");
   std::vector<zmq::message_t> parts;
   bool truncated = false;
-  const std::size_t max_parts = 1 + 2 + options_.limits.max_tensors;
+  const std::size_t max_parts = 1 + options_.limits.max_frames();  // route + the message
   for (int i = 0; i < kDrainPerPoll; ++i) {
     if (!detail::recv_frames(data_, max_parts, parts, truncated)) return true;  // drained
     if (parts.size() < 3 || truncated) {

@@ -1,8 +1,11 @@
-// Codec: randomized round trips and corrupted input, each corruption a ProtocolError
-// that allocates nothing large.
+// Codec: randomized round trips, chunked tensors, and corrupted input, each corruption a
+// ProtocolError that allocates nothing large (neither through operator new nor through
+// torch's CPU allocator, which tensors come from).
 #include "frame_codec.h"  // shared/src: the codec works on ZeroMQ frames
 
 #include <gtest/gtest.h>
+
+#include <c10/core/CPUAllocator.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -14,18 +17,42 @@
 #include "cutlayer/wire/dtype.h"
 #include "cutlayer/wire/messages.h"
 
-// ---- largest single operator-new request while a Watch is active -------------------
+// ---- largest single allocation (operator new or a tensor) while a Watch is active ----
 namespace {
 std::atomic<bool> g_watch{false};
 std::atomic<std::size_t> g_largest{0};
-}  // namespace
 
-void* operator new(std::size_t n) {
+void note_allocation(std::size_t n) {
   if (g_watch.load(std::memory_order_relaxed)) {
     std::size_t prev = g_largest.load();
     while (n > prev && !g_largest.compare_exchange_weak(prev, n)) {
     }
   }
+}
+
+// Tensor storage comes from torch's CPU allocator (posix_memalign), not operator new:
+// wrap it so the watch sees every tensor the decoder makes.
+struct WatchedCpuAllocator final : c10::Allocator {
+  c10::Allocator* base = c10::GetDefaultCPUAllocator();
+  c10::DataPtr allocate(std::size_t n) const override {
+    note_allocation(n);
+    return base->allocate(n);
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return base->raw_deleter(); }
+};
+
+void watch_tensor_allocations() {
+  static WatchedCpuAllocator* alloc = [] {
+    auto* a = new WatchedCpuAllocator();  // torch keeps the pointer: never freed
+    c10::SetCPUAllocator(a, /*priority=*/100);
+    return a;
+  }();
+  (void)alloc;
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+  note_allocation(n);
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
@@ -37,6 +64,7 @@ namespace {
 
 struct AllocationWatch {
   AllocationWatch() {
+    watch_tensor_allocations();
     g_largest = 0;
     g_watch = true;
   }
@@ -301,6 +329,248 @@ TEST(Codec, RandomCorruptionNeverEscapesAsAnythingButAnError) {
     ASSERT_LT(watch.largest(), kSmall) << "iteration " << i;
   }
   EXPECT_GT(rejected, 1000);
+}
+
+
+// ---- chunked tensors (envelope version 2) -------------------------------------------
+
+constexpr std::size_t kChunk = kChunkBytes;
+
+// Rewrites the envelope's frame count (offset 12) so that it matches after frames were
+// added or removed: the codec's own frame checks, not the envelope's, must catch it.
+void set_frame_count(std::vector<zmq::message_t>& frames, std::uint32_t n) {
+  std::string e(frames[0].data<char>(), frames[0].size());
+  std::memcpy(e.data() + 12, &n, 4);
+  frames[0] = zmq::message_t(e.data(), e.size());
+}
+
+// A 1-d tensor of `type` taking `bytes` bytes (a multiple of the dtype size).
+torch::Tensor tensor_of_bytes(std::mt19937& rng, DType type, std::size_t bytes) {
+  return random_tensor(rng, type, {static_cast<std::int64_t>(bytes / dtype_size(type))});
+}
+
+TEST(Codec, TheAllocationGuardSeesTensors) {
+  AllocationWatch watch;
+  auto t = torch::empty({3 << 20}, torch::kUInt8);
+  EXPECT_GE(watch.largest(), std::size_t{3} << 20);
+}
+
+TEST(Codec, ChunkCountsAndTheFrameCap) {
+  EXPECT_EQ(chunk_count(0), 1u);  // an empty tensor keeps exactly one frame
+  EXPECT_EQ(chunk_count(1), 1u);
+  EXPECT_EQ(chunk_count(kChunk - 1), 1u);
+  EXPECT_EQ(chunk_count(kChunk), 1u);
+  EXPECT_EQ(chunk_count(kChunk + 1), 2u);
+  EXPECT_EQ(chunk_count(3 * kChunk), 3u);
+  EXPECT_EQ(chunk_count(3 * kChunk + 1), 4u);
+  const Limits defaults;
+  EXPECT_EQ(defaults.max_frames(), 2u + 64u + (std::size_t{2} << 30) / kChunk);
+  // The bound holds for the worst split: max_tensors tensors, each just over a chunk.
+  Limits l;
+  l.max_tensors = 3;
+  l.max_message_bytes = 3 * (kChunk + 1);
+  EXPECT_GE(l.max_frames(), 2 + 3 * chunk_count(kChunk + 1));
+}
+
+TEST(Codec, ChunkedTensorsRoundTripEveryDtypeAtTheChunkBoundaries) {
+  std::mt19937 rng(11);
+  for (const DType type : kAllTypes) {
+    const std::size_t s = dtype_size(type);
+    // chunk - 1 element, exactly a chunk, a chunk + 1 element, several chunks and a tail.
+    for (const std::size_t bytes : {kChunk - s, kChunk, kChunk + s, 3 * kChunk + 5 * s}) {
+      const auto big = tensor_of_bytes(rng, type, bytes);
+      const auto small = random_tensor(rng, type, {3, 2});
+      const auto empty = random_tensor(rng, type, {0, 4});
+      auto frames = encode_plain(make_message(Probe{3}, {small, big, empty}));
+      const std::size_t chunks = chunk_count(bytes);
+      const std::string what = std::string(dtype_name(type)) + ", " + std::to_string(bytes) + " bytes";
+      ASSERT_EQ(frames.size(), 2 + 1 + chunks + 1) << what;
+      EXPECT_EQ(frames[2].size(), small.nbytes()) << what;
+      for (std::size_t k = 0; k < chunks; ++k)
+        EXPECT_EQ(frames[3 + k].size(), std::min(kChunk, bytes - k * kChunk)) << what << " chunk " << k;
+      EXPECT_EQ(frames.back().size(), 0u) << what;  // the empty tensor: one empty frame
+      const void* one_frame = frames[3].data();
+      Message got = decode(frames, Limits{});
+      ASSERT_EQ(got.tensors.size(), 3u) << what;
+      EXPECT_TRUE(bytes_equal(got.tensors[0], small)) << what;
+      EXPECT_TRUE(bytes_equal(got.tensors[1], big)) << what;
+      EXPECT_TRUE(bytes_equal(got.tensors[2], empty)) << what;
+      EXPECT_TRUE(got.tensors[1].is_contiguous()) << what;
+      // One frame (up to a chunk): aliased, zero copy. Several: one new buffer.
+      if (chunks == 1) EXPECT_EQ(got.tensors[1].data_ptr(), one_frame) << what;
+      else EXPECT_NE(got.tensors[1].data_ptr(), one_frame) << what;
+    }
+  }
+}
+
+TEST(Codec, ChunkedMultiDimensionalAndNonContiguousTensorsKeepTheirValues) {
+  auto t = torch::randn({600, 700}).t();  // 1.68 MB, two chunks, transposed
+  ASSERT_FALSE(t.is_contiguous());
+  auto frames = encode_plain(make_message(Probe{1}, {t, t.contiguous().view({7, 100, 600})}));
+  EXPECT_EQ(frames.size(), 2u + 2 + 2);
+  Message got = decode(frames, Limits{});
+  EXPECT_TRUE(torch::equal(got.tensors[0], t));
+  EXPECT_EQ(got.tensors[1].sizes(), (std::vector<std::int64_t>{7, 100, 600}));
+  EXPECT_TRUE(torch::equal(got.tensors[1].view({700, 600}), t));
+}
+
+TEST(Codec, WrongChunkFrameSizesOrCountsAreRefusedBeforeAllocation) {
+  std::mt19937 rng(12);
+  const std::size_t bytes = 3 * kChunk + kChunk / 2;  // 4 frames: 3 full chunks and a half
+  const auto big = tensor_of_bytes(rng, DType::kFloat32, bytes);
+  auto good = [&] { return encode_plain(make_message(Probe{2}, {big})); };
+  ASSERT_EQ(good().size(), 6u);
+
+  auto frames = good();
+  frames[3] = zmq::message_t(frames[3].data(), kChunk - 1);  // middle chunk one byte short
+  expect_protocol_error(frames, "short middle chunk");
+
+  frames = good();
+  frames[5] = zmq::message_t(kChunk / 2 + 1);  // last chunk one byte long
+  expect_protocol_error(frames, "long last chunk");
+
+  frames = good();
+  frames[5] = zmq::message_t(kChunk);  // last chunk padded to a full chunk
+  expect_protocol_error(frames, "padded last chunk");
+
+  // The right total in the wrong frames: a full chunk split in two.
+  frames = good();
+  {
+    std::vector<zmq::message_t> split;
+    for (std::size_t k = 0; k < frames.size(); ++k) {
+      if (k == 2) {
+        split.emplace_back(frames[2].data(), kChunk / 2);
+        split.emplace_back(frames[2].data<char>() + kChunk / 2, kChunk / 2);
+      } else {
+        split.push_back(std::move(frames[k]));
+      }
+    }
+    frames = std::move(split);
+  }
+  set_frame_count(frames, static_cast<std::uint32_t>(frames.size()));
+  expect_protocol_error(frames, "a chunk split in two");
+
+  // A chunk missing, and one too many, with the envelope agreeing.
+  frames = good();
+  frames.erase(frames.begin() + 3);
+  set_frame_count(frames, 5);
+  expect_protocol_error(frames, "missing chunk");
+
+  frames = good();
+  frames.emplace_back(kChunk);
+  set_frame_count(frames, 7);
+  expect_protocol_error(frames, "extra chunk");
+
+  // All chunks concatenated into one frame, as version 1 sent it.
+  frames = good();
+  {
+    std::vector<zmq::message_t> one;
+    one.push_back(std::move(frames[0]));
+    one.push_back(std::move(frames[1]));
+    one.emplace_back(big.data_ptr(), bytes);
+    frames = std::move(one);
+  }
+  set_frame_count(frames, 3);
+  expect_protocol_error(frames, "whole tensor in one frame");
+
+  // A shape declaring 512 MiB behind these four frames: refused, nothing of it allocated.
+  frames = good();
+  edit_meta(frames, [](std::string& m) {
+    const std::int64_t n = std::int64_t{128} << 20;  // floats
+    std::memcpy(m.data() + 4 + 2, &n, 8);
+  });
+  expect_protocol_error(frames, "512 MiB declared, 3.5 MiB sent");
+
+  // And a message with as many chunk frames as that shape needs, but one byte short at the end.
+  auto huge = encode_plain(make_message(Probe{2}, {torch::zeros({40 << 20}, torch::kUInt8)}));
+  ASSERT_EQ(huge.size(), 42u);
+  huge[41] = zmq::message_t(kChunk - 1);
+  expect_protocol_error(huge, "40 MiB with the last chunk short");
+}
+
+TEST(Codec, FrameCountCapFollowsTheLimits) {
+  std::mt19937 rng(13);
+  Limits l;
+  l.max_tensors = 1;
+  l.max_message_bytes = 2 * kChunk;
+  ASSERT_EQ(l.max_frames(), 5u);
+  auto fits = encode_plain(make_message(Probe{1}, {tensor_of_bytes(rng, DType::kUInt8, 2 * kChunk)}));
+  EXPECT_EQ(fits.size(), 4u);
+  EXPECT_NO_THROW(decode(fits, l));
+
+  // 6 frames, more than the cap: refused from the envelope alone.
+  auto over = encode_plain(make_message(Probe{1}, {tensor_of_bytes(rng, DType::kUInt8, 4 * kChunk)}));
+  ASSERT_EQ(over.size(), 6u);
+  AllocationWatch watch;
+  try {
+    (void)parse_envelope(over, l);
+    ADD_FAILURE() << "6 frames passed a cap of 5";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("cap of 5"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(watch.largest(), kSmall);
+}
+
+TEST(Codec, EveryDimensionIsBoundedEvenWhenTheTensorIsEmpty) {
+  std::mt19937 rng(14);
+  const auto empty3 = [&] { return encode_plain(make_message(Probe{1}, {torch::empty({0, 1, 1})})); };
+  auto set_dims = [](std::vector<zmq::message_t>& f, std::int64_t a, std::int64_t b, std::int64_t c) {
+    edit_meta(f, [&](std::string& m) {
+      std::memcpy(m.data() + 6, &a, 8);
+      std::memcpy(m.data() + 14, &b, 8);
+      std::memcpy(m.data() + 22, &c, 8);
+    });
+  };
+  const std::int64_t p62 = std::int64_t{1} << 62;
+  auto frames = empty3();
+  set_dims(frames, 0, p62, p62);  // numel 0, strides 2^124
+  expect_protocol_error(frames, "[0, 2^62, 2^62]");
+
+  frames = empty3();
+  set_dims(frames, p62, p62, 0);
+  expect_protocol_error(frames, "[2^62, 2^62, 0]");
+
+  frames = empty3();
+  set_dims(frames, 0, std::int64_t{1} << 20, std::int64_t{1} << 9);  // 2^29 floats = 2 GiB "as ones"
+  expect_protocol_error(frames, "[0, 2^20, 2^9] float32");
+
+  frames = empty3();
+  set_dims(frames, 0, std::int64_t{1} << 20, std::int64_t{1} << 8);  // 2^28 floats = the 1 GiB cap
+  Message ok = decode(frames, Limits{});
+  EXPECT_EQ(ok.tensors[0].numel(), 0);
+  EXPECT_EQ(ok.tensors[0].sizes(), (std::vector<std::int64_t>{0, 1 << 20, 1 << 8}));
+
+  // The same bound under a smaller cap: every dimension, not only numel.
+  Limits small;
+  small.max_tensor_bytes = 4096;
+  frames = empty3();
+  set_dims(frames, 0, 1025, 1);  // 1025 floats "as ones" > 4096 bytes
+  {
+    AllocationWatch watch;
+    EXPECT_THROW(decode(frames, small), ProtocolError);
+    EXPECT_LT(watch.largest(), kSmall);
+  }
+  frames = empty3();
+  set_dims(frames, 0, 1024, 1);
+  EXPECT_NO_THROW(decode(frames, small));
+}
+
+TEST(Codec, Version1EnvelopeIsRefusedWithAClearMessage) {
+  std::mt19937 rng(15);
+  auto frames = encode_plain(sample_message(rng));
+  ASSERT_EQ(Envelope::kVersion, 2);
+  std::string e(frames[0].data<char>(), frames[0].size());
+  const std::uint16_t v1 = 1;
+  std::memcpy(e.data() + 4, &v1, 2);
+  frames[0] = zmq::message_t(e.data(), e.size());
+  try {
+    (void)decode(frames, Limits{});
+    FAIL() << "a version 1 envelope was accepted";
+  } catch (const ProtocolError& err) {
+    const std::string what = err.what();
+    EXPECT_NE(what.find("protocol version 1 not supported"), std::string::npos) << what;
+    EXPECT_NE(what.find("version 2"), std::string::npos) << what;
+  }
 }
 
 }  // namespace

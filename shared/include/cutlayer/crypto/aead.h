@@ -1,4 +1,7 @@
-// AES-256-GCM with a fixed key: one EVP context, the key schedule computed once.
+// AES-256-GCM with a fixed key: one EVP context, the key schedule computed once. The key
+// is not kept anywhere else: the caller wipes its copy; destroying (or assigning over) an
+// Aead frees its contexts with EVP_CIPHER_CTX_free, which wipes the key schedule
+// (OpenSSL clears a cipher context's key material when it frees it).
 #pragma once
 
 #include <array>

@@ -5,10 +5,16 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cutlayer/wire/codec.h"
+
 namespace cutlayer::transport {
 
 struct SocketOptions {
-  std::int64_t max_frame_bytes = (std::int64_t{1} << 30) + 4096;  // ZMQ_MAXMSGSIZE
+  // ZMQ_MAXMSGSIZE, which libzmq applies to each frame: a peer announcing a bigger one is
+  // disconnected before it is buffered. The largest data frame is a sealed tensor chunk
+  // (kChunkBytes + 16-byte tag) or a meta frame (Limits::max_meta_bytes, 64 KiB, + tag):
+  // one chunk plus 64 KiB covers both. The front door sets 64 KiB.
+  std::int64_t max_frame_bytes = static_cast<std::int64_t>(wire::kChunkBytes) + 64 * 1024;
   int heartbeat_ivl_ms = 1000;      // ZMTP PING interval
   int heartbeat_timeout_ms = 5000;  // peer silent this long: connection dropped
   int handshake_ms = 5000;          // a handshake not finished by then is dropped

@@ -16,13 +16,14 @@ enum EnvelopeFlags : std::uint32_t {
 
 struct Envelope {
   static constexpr std::uint32_t kMagic = 0x4c545543;  // "CUTL" read little-endian
-  static constexpr std::uint16_t kVersion = 1;
+  // 2: tensors over wire::kChunkBytes travel in several frames (1: one frame each).
+  static constexpr std::uint16_t kVersion = 2;
   static constexpr std::size_t kBytes = 32;
   using Bytes = std::array<std::uint8_t, kBytes>;
 
   MsgType type = MsgType::kHeartbeat;
   std::uint32_t flags = 0;
-  std::uint32_t frame_count = 0;  // envelope + meta + tensors
+  std::uint32_t frame_count = 0;  // envelope + meta + every tensor frame (chunks included)
   std::uint64_t session_id = 0;
   std::uint64_t sequence = 0;
 
