@@ -1,6 +1,7 @@
 #include "cutlayer/crypto/crypto.h"
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
@@ -69,9 +70,29 @@ Bytes hkdf_sha256(const void* ikm, std::size_t ikm_len, std::string_view salt,
                                         info.size()),
       OSSL_PARAM_construct_end()};
   Bytes out(out_len);
-  if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1)
+  if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1) {
+    wipe(out);  // whatever part of the output was written
     throw CryptoError(openssl_error("HKDF-SHA256 derive failed"));
-  return out;
+  }
+  return out;  // moved (NRVO): no copy of the key material is left behind
+}
+
+void wipe(void* p, std::size_t n) noexcept {
+  if (p != nullptr && n > 0) OPENSSL_cleanse(p, n);
+}
+
+void wipe(std::string& s) noexcept {
+  // resize() within the capacity never reallocates; it makes every byte of the buffer part
+  // of the string, so the cleanse below may legally touch all of them.
+  s.resize(s.capacity());
+  wipe(s.data(), s.size());
+  s.clear();
+}
+
+void wipe(Bytes& b) noexcept {
+  b.resize(b.capacity());
+  wipe(b.data(), b.size());
+  b.clear();
 }
 
 std::string to_hex(const void* data, std::size_t n) {

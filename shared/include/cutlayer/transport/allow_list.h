@@ -10,6 +10,9 @@ namespace cutlayer::transport {
 class AllowList {
  public:
   // File format: one "<name> <z85-public-key>" per line; blank lines and '#' comments.
+  // The file must be owned by this process's user or root and not writable by group or
+  // other (FileProtection::kTrusted in keys.h: checked on the opened file, as ssh does);
+  // otherwise ConfigError names the file, the problem and the fix ("chmod go-w <path>").
   static AllowList load(const std::string& path);
   static AllowList parse(const std::string& text, const std::string& source);
 
