@@ -1,6 +1,7 @@
 #include "cutlayer/client/dispatcher.h"
 
 #include "cutlayer/error.h"
+#include "cutlayer/log.h"
 
 namespace cutlayer::client {
 
@@ -18,7 +19,7 @@ std::optional<wire::Message> Dispatcher::pump(const Want& want, const std::funct
     auto msg = link_.recv(options_.poll);
     if (!msg) continue;
     if (msg->type == wire::MsgType::kError)
-      throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*msg).message);
+      throw ProtocolError("server: " + log::peer_text(wire::meta_as<wire::ErrorMsg>(*msg).message, 1024));
     if (want && want(*msg)) return msg;
     if (strays_ && strays_(*msg)) continue;
     ++dropped_;  // a stale answer from before a re-join

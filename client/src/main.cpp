@@ -41,7 +41,7 @@ bool run_probe(transport::ClientTransport& link, int count, double mb) {
     auto reply = link.recv(std::chrono::seconds(10));
     if (!reply) throw IoError("no probe reply within 10 s");
     if (reply->type == wire::MsgType::kError)
-      throw ProtocolError("server: " + wire::meta_as<wire::ErrorMsg>(*reply).message);
+      throw ProtocolError("server: " + log::peer_text(wire::meta_as<wire::ErrorMsg>(*reply).message, 1024));
     const auto r = wire::meta_as<wire::ProbeReply>(*reply);
     if (r.id >= static_cast<std::uint64_t>(count) || reply->tensors.size() != 1 ||
         !torch::equal(reply->tensors[0], sent[r.id])) {

@@ -148,7 +148,8 @@ std::string Service::name_of(std::uint64_t session) const {
 
 void Service::refuse(std::uint64_t session, const std::string& text) {
   const auto name = name_of(session);
-  log::get("server")->warn("client '{}': {}", name, text);
+  // The text can quote what the peer sent (a model name, a shape): escaped and capped.
+  log::get("server")->warn("client '{}': {}", name, log::peer_text(text, 1024));
   transport_.send(session, error_message(text));
   ++refusals_total_;
   if (limits_.refusals_to_evict <= 0 || !clients_.count(session)) return;

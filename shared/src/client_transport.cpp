@@ -1,11 +1,14 @@
 #include "cutlayer/transport/client_transport.h"
 
+#include <openssl/crypto.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
 
+#include "admission.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "frame_codec.h"
@@ -143,18 +146,33 @@ wire::JoinAck ClientTransport::Impl::join(const wire::Join& join) {
         try {
           msg = wire::decode(reply, options_.limits);
         } catch (const Error& e) {
-          last_problem = std::string("bad reply: ") + e.what();
+          last_problem = "bad reply: " + log::peer_text(e.what());
           continue;
         }
         zmq_socket_monitor(sock.handle(), nullptr, 0);
         if (msg.type == wire::MsgType::kError) {
           const auto err = wire::meta_as<wire::ErrorMsg>(msg);
-          throw AuthError("server refused the join: " + err.message);
+          throw AuthError("server refused the join: " + log::peer_text(err.message, 1000));
         }
-        const auto ack = wire::meta_as<wire::JoinAck>(msg);
+        auto ack = wire::meta_as<wire::JoinAck>(msg);
+        // The secret's other copies: the reply frame and the decoded meta (wiped below).
+        for (auto& f : reply)
+          if (f.size() > 0) OPENSSL_cleanse(f.data(), f.size());
+        OPENSSL_cleanse(msg.meta.data(), msg.meta.size());
         channel_ = std::make_unique<SealedChannel>(ack.session_id, ack.secret, Side::kClient);
+        DataPortCredentials creds;
+        data_port_credentials(ack.session_id, ack.secret, creds);
+        // The channel's keys and the admission token are derived: the secret is not kept
+        // (the returned JoinAck has it zeroed).
+        OPENSSL_cleanse(ack.secret.data(), ack.secret.size());
         data_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
-        apply_socket_options(*data_, options_.socket);
+        SocketOptions data_opts = options_.socket;
+        data_opts.max_frame_bytes = std::min(data_opts.max_frame_bytes, data_frame_cap(options_.limits));
+        apply_socket_options(*data_, data_opts);
+        // Admission to the data port: PLAIN with the session id and its token (the server's
+        // ZAP handler checks them before anything from this connection is buffered).
+        data_->set(zmq::sockopt::plain_username, creds.username);
+        data_->set(zmq::sockopt::plain_password, creds.password);
         data_->connect("tcp://" + options_.server_host + ":" + std::to_string(ack.data_port));
         heartbeat_ = std::chrono::milliseconds(std::max<std::uint32_t>(ack.heartbeat_ms, 50));
         session_timeout_ = std::chrono::milliseconds(std::max<std::uint32_t>(ack.session_timeout_ms, 500));
@@ -228,15 +246,15 @@ std::optional<wire::Message> ClientTransport::Impl::recv(std::chrono::millisecon
         msg = channel_->open(env, frames, options_.limits, authenticated);
       } catch (const ReplayError& e) {
         ++stats_.replayed;
-        log->warn("dropped server message: {}", e.what());
+        log->warn("dropped server message: {}", log::peer_text(e.what()));
         continue;
       } catch (const AuthError& e) {
         ++stats_.bad_tag;
-        log->warn("dropped server message: {}", e.what());
+        log->warn("dropped server message: {}", log::peer_text(e.what()));
         continue;
       } catch (const Error& e) {
         ++stats_.protocol_errors;
-        log->warn("dropped server message: {}", e.what());
+        log->warn("dropped server message: {}", log::peer_text(e.what()));
         continue;
       }
       last_rx_ = Clock::now();

@@ -40,6 +40,25 @@ bool is_level(std::string_view level) {
   return false;
 }
 
+std::string peer_text(std::string_view text, std::size_t max_bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  const std::size_t keep = text.size() < max_bytes ? text.size() : max_bytes;
+  std::string out;
+  out.reserve(keep + 16);
+  for (std::size_t i = 0; i < keep; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kDigits[c >> 4];
+      out += kDigits[c & 15];
+    }
+  }
+  if (keep < text.size()) out += "... (" + std::to_string(text.size() - keep) + " more bytes)";
+  return out;
+}
+
 void set_level(std::string_view level) {
   if (!is_level(level))
     throw ConfigError("log level must be one of trace|debug|info|warn|error|critical|off, got '" +

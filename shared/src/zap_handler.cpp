@@ -1,13 +1,18 @@
 #include "zap_handler.h"
 
-#include <vector>
+#include <openssl/crypto.h>
 
-#include "cutlayer/log.h"
+#include <vector>
 
 namespace cutlayer::transport {
 
-ZapHandler::ZapHandler(zmq::context_t& ctx, AllowList allow, std::string domain)
-    : socket_(ctx, zmq::socket_type::rep), allow_(std::move(allow)), domain_(std::move(domain)) {
+ZapHandler::ZapHandler(zmq::context_t& ctx, AllowList allow, std::string front_domain,
+                       std::string data_domain, std::shared_ptr<AdmissionRegistry> admissions)
+    : socket_(ctx, zmq::socket_type::rep),
+      allow_(std::move(allow)),
+      front_domain_(std::move(front_domain)),
+      data_domain_(std::move(data_domain)),
+      admissions_(std::move(admissions)) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.bind("inproc://zeromq.zap.01");
   thread_ = std::thread([this] { serve(); });
@@ -42,28 +47,53 @@ void ZapHandler::serve() {
     // RFC 27 request: version, request id, domain, address, identity, mechanism, credentials.
     const std::string request_id = req.size() > 1 ? req[1].to_string() : "";
     std::string status = "400", text = "malformed ZAP request", user;
+    bool data = false;
     if (req.size() >= 6 && req[0].to_string_view() == "1.0") {
       const auto domain = req[2].to_string_view();
       const auto mechanism = req[5].to_string_view();
-      if (domain != domain_) {
-        text = "wrong ZAP domain";
-      } else if (mechanism != "CURVE" || req.size() != 7 || req[6].size() != 32) {
-        text = "CURVE required";
-      } else if (const std::string* name = allow_.find_binary(req[6].data())) {
-        status = "200";
-        text = "OK";
-        user = *name;
+      if (domain == front_domain_) {
+        if (mechanism != "CURVE" || req.size() != 7 || req[6].size() != 32) {
+          text = "CURVE required";
+        } else if (const std::string* name = allow_.find_binary(req[6].data())) {
+          status = "200";
+          text = "OK";
+          user = *name;
+        } else {
+          text = "client key not on the allow-list";
+        }
+      } else if (domain == data_domain_) {
+        data = true;
+        if (mechanism != "PLAIN" || req.size() != 8) {
+          text = "PLAIN with a session's admission token required";
+        } else {
+          std::uint64_t session = 0;
+          const auto verdict = admissions_->admit(req[6].to_string_view(), req[7].to_string_view(), session);
+          if (verdict == AdmissionRegistry::Verdict::kAdmitted) {
+            status = "200";
+            text = "OK";
+            user = session_user(session);
+          } else {
+            text = verdict_text(verdict);
+          }
+        }
+        // The password frame held a token: do not leave it in freed memory.
+        if (req.size() >= 8) OPENSSL_cleanse(req[7].data(), req[7].size());
       } else {
-        text = "client key not on the allow-list";
+        text = "wrong ZAP domain";
       }
     }
+    // The address is libzmq's text for the peer's IP and port; escaped all the same.
+    const std::string peer = req.size() > 3 ? log::peer_text(req[3].to_string_view(), 64) : "?";
     if (status == "200") {
-      ++accepted_;
-      log->debug("accepted client '{}' from {}", user, req[3].to_string_view());
+      ++(data ? data_admitted_ : accepted_);
+      log->debug("{}: admitted {} from {}", data ? "data port" : "front door", user, peer);
     } else {
-      ++rejected_;
-      log->warn("rejected a connection from {}: {}",
-                req.size() > 3 ? req[3].to_string() : std::string("?"), text);
+      ++(data ? data_refused_ : rejected_);
+      std::uint64_t n = 0;
+      if ((data ? data_log_ : front_log_).allow(n))
+        log->warn("{}: refused a connection from {}: {} ({} refused so far{})",
+                  data ? "data port" : "front door", peer, text, n,
+                  n > 8 ? ", logging every 1024th" : "");
     }
     try {
       socket_.send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);

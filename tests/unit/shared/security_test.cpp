@@ -14,6 +14,7 @@
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
 #include "frame_codec.h"  // shared/src: raw frames
+#include "raw_peer.h"
 #include "sealed_channel.h"
 #include "test_support.h"
 
@@ -66,47 +67,22 @@ std::vector<zmq::message_t> copy_frames(const std::vector<zmq::message_t>& f) {
   return out;
 }
 
-void send_all(zmq::socket_t& s, std::vector<zmq::message_t>& frames) {
-  for (std::size_t i = 0; i < frames.size(); ++i)
-    s.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-}
+using test::send_message;
 
-// A raw DEALER connected to the server's data port (no session, no keys).
-zmq::socket_t raw_data_socket(zmq::context_t& ctx, std::uint16_t port) {
-  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
-  raw.set(zmq::sockopt::linger, 0);
-  raw.connect("tcp://127.0.0.1:" + std::to_string(port));
-  return raw;
-}
-
-// Joins as alice, then returns a raw DEALER on the data port plus a SealedChannel with
-// the session's keys whose next sequence number is above the real client's.
-struct ForgeKit {
-  zmq::context_t ctx{1};
-  zmq::socket_t raw{ctx, zmq::socket_type::dealer};
-  std::unique_ptr<SealedChannel> channel;
-  wire::JoinAck ack;
-};
-
+// alice is a real ClientTransport; bob joins by hand (test::RawSession), so the test holds
+// his session secret and can seal, tamper and replay on his own admitted connection.
 class SecurityTest : public ::testing::Test {
  protected:
   Keys keys;
+  CurveKeyPair bob_keys = generate_key_pair();
   std::unique_ptr<ServerThread> server;
-  void SetUp() override { server = std::make_unique<ServerThread>(test::server_options(keys)); }
-  ClientTransportOptions alice() { return test::client_options(keys, server->join_port()); }
-
-  // The real client joined; `kit` shares its session keys and has used `skip` sequence
-  // numbers, so its next message is sequence skip+1.
-  void forge(ClientTransport& client, ForgeKit& kit, int skip) {
-    kit.ack = client.join(wire::Join{});
-    // The client's first heartbeat (sequence 1) must land before any forged message:
-    // the two travel on different connections, so their order is otherwise open.
-    ASSERT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.messages_in >= 1; }));
-    kit.channel = std::make_unique<SealedChannel>(kit.ack.session_id, kit.ack.secret, Side::kClient);
-    for (int i = 0; i < skip; ++i) kit.channel->seal(wire::make_message(wire::Heartbeat{}));
-    kit.raw.set(zmq::sockopt::linger, 0);
-    kit.raw.connect("tcp://127.0.0.1:" + std::to_string(server->data_port()));
+  void SetUp() override {
+    auto opts = test::server_options(keys);
+    opts.allow_list.add("bob", bob_keys.public_key);
+    server = std::make_unique<ServerThread>(opts);
   }
+  ClientTransportOptions alice() { return test::client_options(keys, server->join_port()); }
+  void join_bob(test::RawSession& bob) { bob.join(bob_keys, keys.server.public_key, server->join_port()); }
 
   // A probe round trip through the real client, compared bit for bit.
   void expect_probe_works(ClientTransport& client, std::int64_t numel = 1000) {
@@ -196,59 +172,86 @@ TEST_F(SecurityTest, WrongServerKeyFails) {
   EXPECT_FALSE(client.joined());
 }
 
+TEST_F(SecurityTest, JoinAckSecretIsNotReturned) {
+  // ClientTransport derives the channel keys and the admission token, then wipes the
+  // secret: what join() returns has none.
+  ClientTransport client(alice());
+  const auto ack = client.join(wire::Join{});
+  EXPECT_NE(ack.session_id, 0u);
+  for (auto b : ack.secret) EXPECT_EQ(b, 0u);
+  expect_probe_works(client);
+}
+
 TEST_F(SecurityTest, TamperedFrameDropped) {
   ClientTransport client(alice());
-  ForgeKit kit;
-  forge(client, kit, 1);  // the client used sequence 1 (its first heartbeat)
+  client.join(wire::Join{});
+  test::RawSession bob;
+  ASSERT_NO_FATAL_FAILURE(join_bob(bob));
+  auto data = bob.data_socket();
+  ASSERT_TRUE(bob.probe(data, 1));
   const auto t = torch::randn({256});
   // A flipped ciphertext bit in the meta frame, then in the envelope (the AAD).
-  auto frames = kit.channel->seal(wire::make_message(wire::Probe{1}, {t}));
+  auto frames = bob.channel->seal(wire::make_message(wire::Probe{2}, {t}));
   frames[1].data<std::uint8_t>()[0] ^= 0x01;
-  send_all(kit.raw, frames);
+  send_message(data, frames);
   EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.bad_tag == 1; }));
-  frames = kit.channel->seal(wire::make_message(wire::Probe{2}, {t}));
+  frames = bob.channel->seal(wire::make_message(wire::Probe{3}, {t}));
   frames[0].data<std::uint8_t>()[31] ^= 0x01;  // the sequence number's top byte
-  send_all(kit.raw, frames);
+  send_message(data, frames);
   EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.bad_tag == 2; }));
-  EXPECT_EQ(server->snapshot().probes_echoed, 0u);
-  // Nothing was accepted from the forger; the real client's next message still works.
+  EXPECT_EQ(server->snapshot().probes_echoed, 1u);
+  // Nothing tampered was accepted; both sessions still work.
+  EXPECT_TRUE(bob.probe(data, 4));
   expect_probe_works(client);
   EXPECT_EQ(server->snapshot().stats.bad_tag, 2u);
 }
 
 TEST_F(SecurityTest, ReplayedFrameDropped) {
-  ClientTransport client(alice());
-  ForgeKit kit;
-  forge(client, kit, 1);
-  auto frames = kit.channel->seal(wire::make_message(wire::Probe{7}, {torch::ones({16})}));
+  test::RawSession bob;
+  ASSERT_NO_FATAL_FAILURE(join_bob(bob));
+  auto data = bob.data_socket();
+  auto frames = bob.channel->seal(wire::make_message(wire::Probe{7}, {torch::ones({16})}));
   auto replay = copy_frames(frames);
-  send_all(kit.raw, frames);
+  send_message(data, frames);
   EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.probes_echoed == 1; }));
-  send_all(kit.raw, replay);
+  send_message(data, replay);
   EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.replayed == 1; }));
   EXPECT_EQ(server->snapshot().probes_echoed, 1u);
 }
 
-TEST_F(SecurityTest, UnknownSessionDropped) {
+// A session holder's connection speaks only for its own session: a message whose envelope
+// names another (live or made up) is dropped before it is opened.
+TEST_F(SecurityTest, EnvelopeNamingAnotherSessionDropped) {
   ClientTransport client(alice());
   client.join(wire::Join{});
-  zmq::context_t ctx(1);
-  auto raw = raw_data_socket(ctx, server->data_port());
+  test::RawSession bob;
+  ASSERT_NO_FATAL_FAILURE(join_bob(bob));
+  auto data = bob.data_socket();
+  ASSERT_TRUE(bob.probe(data, 1));
   SessionSecret secret{};
   crypto::random_bytes(secret.data(), secret.size());
   SealedChannel made_up(0x1234567812345678ull, secret, Side::kClient);
-  auto frames = made_up.seal(wire::make_message(wire::Probe{1}, {torch::ones({8})}));
-  send_all(raw, frames);
-  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.unknown_session == 1; }));
-  EXPECT_EQ(server->snapshot().probes_echoed, 0u);
+  auto frames = made_up.seal(wire::make_message(wire::Probe{2}, {torch::ones({8})}));
+  send_message(data, frames);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.wrong_session == 1; }));
+  SealedChannel as_alice(client.session_id(), secret, Side::kClient);
+  frames = as_alice.seal(wire::make_message(wire::Probe{3}, {torch::ones({8})}));
+  send_message(data, frames);
+  EXPECT_TRUE(server->wait_for([](const Snapshot& s) { return s.stats.wrong_session == 2; }));
+  const auto s = server->snapshot();
+  EXPECT_EQ(s.probes_echoed, 1u);
+  EXPECT_EQ(s.stats.bad_tag, 0u);  // never opened
+  EXPECT_EQ(s.stats.unknown_session, 0u);
+  EXPECT_TRUE(bob.probe(data, 4));
   expect_probe_works(client);
 }
 
 TEST_F(SecurityTest, GarbageOnTheDataPortDoesNotStopOtherClients) {
   ClientTransport client(alice());
   client.join(wire::Join{});
-  zmq::context_t ctx(1);
-  auto raw = raw_data_socket(ctx, server->data_port());
+  test::RawSession bob;
+  ASSERT_NO_FATAL_FAILURE(join_bob(bob));
+  auto raw = bob.data_socket();  // admitted: the garbage reaches the server's decoder
   std::mt19937 rng(3);
   for (int i = 0; i < 300; ++i) {
     std::string junk(1 + rng() % 200, '\0');

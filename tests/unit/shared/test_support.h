@@ -10,7 +10,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "cutlayer/transport/client_transport.h"
 #include "cutlayer/transport/server_transport.h"
@@ -32,9 +34,12 @@ struct Snapshot {
   transport::TransportStats stats;
   std::uint64_t zap_accepted = 0;
   std::uint64_t zap_rejected = 0;
+  std::uint64_t data_admitted = 0;  // data-port handshakes admitted / refused
+  std::uint64_t data_refused = 0;
   std::uint64_t joins_seen = 0;
   std::uint64_t probes_echoed = 0;
   std::uint64_t other_messages = 0;
+  std::vector<std::string> ended;  // SessionEnded reasons, in order
 };
 
 // A ServerTransport owned and polled by a background thread: accepts every join,
@@ -110,11 +115,15 @@ class ServerThread {
           } else {
             ++local.other_messages;
           }
+        } else if (auto* e = std::get_if<transport::SessionEnded>(&*ev)) {
+          local.ended.push_back(e->reason);
         }
       }
       local.stats = server.stats();
       local.zap_accepted = server.zap_accepted();
       local.zap_rejected = server.zap_rejected();
+      local.data_admitted = server.data_admitted();
+      local.data_refused = server.data_refused();
       std::lock_guard<std::mutex> l(mu_);
       snap_ = local;
     }

@@ -1,7 +1,11 @@
 // The server side: a CURVE front door (ZAP allow-list enforced) that hands out sessions,
-// and a data socket carrying every session's sealed channel. Single-threaded: the
-// owner calls poll() in its loop and send() between polls. ZeroMQ, the ZAP handler and the
-// sealed channels (OpenSSL) stay in server_transport.cpp.
+// and a data socket carrying every session's sealed channel. The data socket admits only
+// connections that prove a live session (ZMTP PLAIN: session id + admission token, checked
+// by ZAP; see docs/security.md), and each message only when its envelope names the session
+// its connection was admitted for. Single-threaded: the owner calls poll() in its loop and
+// send() between polls; neither ever blocks on a peer (a peer that does not read fills its
+// session's bounded outbox, then its session ends). ZeroMQ, the ZAP handler and the sealed
+// channels (OpenSSL) stay in server_transport.cpp.
 #pragma once
 
 #include <chrono>
@@ -28,9 +32,19 @@ struct ServerTransportOptions {
   std::uint16_t data_port = 0;
   CurveKeyPair server_keys;
   AllowList allow_list;
-  std::string zap_domain = "cutlayer";
+  std::string zap_domain = "cutlayer";            // front door (CURVE)
+  std::string data_zap_domain = "cutlayer-data";  // data port (PLAIN admission)
   int session_timeout_ms = 30000;  // no authenticated message this long: session ends
   int client_heartbeat_ms = 1000;  // told to clients in JoinAck
+  // Data-port handshakes one session may make (libzmq reconnects after a network blip;
+  // a token seen on the wire cannot be replayed past this).
+  int max_data_handshakes = 8;
+  // A session's outbox: sealed messages waiting because the peer's queue (HWM) is full.
+  // Over either cap, or not moving for outbox_stall_ms, the session ends ("not
+  // draining"). One message is always accepted into an empty outbox, whatever its size.
+  std::size_t outbox_max_messages = 32;
+  std::size_t outbox_max_bytes = std::size_t{64} << 20;
+  int outbox_stall_ms = 10000;
   SocketOptions socket;
   wire::Limits limits;
 };
@@ -51,7 +65,9 @@ struct Received {
 struct SessionEnded {
   std::uint64_t session_id = 0;
   std::string client_name;
-  std::string reason;  // "left: ...", "timeout", "replaced"
+  // "left: <the peer's reason, escaped and capped (log::peer_text)>", "timeout",
+  // "replaced by a new join", "send failed: ...", "not draining: ..."
+  std::string reason;
 };
 
 using ServerEvent = std::variant<JoinRequest, Received, SessionEnded>;
@@ -74,10 +90,12 @@ class ServerTransport {
   // Answers `req` with an Error naming `reason`.
   void refuse(const JoinRequest& req, const std::string& reason);
 
-  // Sends over the session's sealed channel. False when the session is unknown or the
-  // peer is gone or did not drain its queue within the send timeout. Such a session ends
-  // (SessionEnded, "send failed") at the next poll() that has read everything queued, so
-  // that what the peer sent before it went, a Leave say, is still seen first.
+  // Sends over the session's sealed channel, never blocking: when the peer's queue is full
+  // the message waits in the session's outbox, sent in order by later poll()s. False when
+  // the session is unknown or ending, the peer is gone, or the outbox overflowed. A session
+  // whose peer is gone or does not drain ends (SessionEnded, "send failed: ..." / "not
+  // draining: ...") at the next poll() that has read everything queued, so that what the
+  // peer sent before it went, a Leave say, is still seen first.
   bool send(std::uint64_t session_id, const wire::Message& msg);
   void end_session(std::uint64_t session_id, const std::string& reason);
 
@@ -86,6 +104,11 @@ class ServerTransport {
   const TransportStats& stats() const;
   std::uint64_t zap_accepted() const;
   std::uint64_t zap_rejected() const;
+  // Data-port handshakes admitted / refused by the admission check.
+  std::uint64_t data_admitted() const;
+  std::uint64_t data_refused() const;
+  // Messages waiting in `session_id`'s outbox (0 for an unknown session).
+  std::size_t outbox_size(std::uint64_t session_id) const;
 
  private:
   struct Impl;
