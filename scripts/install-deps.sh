@@ -2,8 +2,17 @@
 # Installs every package cutlayer needs to build, test and run, from Debian's archive.
 # Idempotent: packages already present are skipped; `apt-get update` runs only when the
 # package lists are missing or a package cannot be found. Run as root (or via sudo).
+#   --fuzz: also clang, its libFuzzer and sanitizer runtimes and llvm-symbolizer, for
+#           scripts/fuzz.sh (not part of the default set: nothing else needs them)
 set -euo pipefail
 [[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
+FUZZ=0
+for arg in "$@"; do
+  case "$arg" in
+    --fuzz) FUZZ=1 ;;
+    *) echo "install-deps: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   # toolchain
@@ -19,6 +28,10 @@ PACKAGES=(
   # plots (PNG) from JSON-lines metrics
   python3 python3-matplotlib
 )
+if [ "$FUZZ" -eq 1 ]; then
+  # clang, libclang_rt.fuzzer / asan / ubsan, llvm-symbolizer (readable stacks)
+  PACKAGES+=(clang libclang-rt-dev llvm)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

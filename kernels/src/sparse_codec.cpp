@@ -28,7 +28,7 @@ std::vector<torch::Tensor> pack(const SparseTensor& s, const PackOptions& o) {
     } while (gap);
   }
   auto bytes = torch::empty({static_cast<std::int64_t>(out.size())}, torch::kUInt8);
-  std::memcpy(bytes.data_ptr(), out.data(), out.size());
+  if (!out.empty()) std::memcpy(bytes.data_ptr(), out.data(), out.size());  // data() may be null
   return {bytes, values};
 }
 

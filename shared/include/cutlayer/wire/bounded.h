@@ -63,6 +63,33 @@ struct Bounded {
   }
 };
 
+// A bool on the wire: one byte, 0 or 1. cereal loads a bool as the peer's raw byte, and any
+// other value makes an invalid bool (undefined behaviour once read): refused here.
+struct Flag {
+  bool& value;
+  const char* what;
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(static_cast<std::uint8_t>(value ? 1 : 0));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint8_t byte = 0;
+    ar(byte);
+    if (byte > 1)
+      throw ProtocolError(std::string(what) + ": a flag byte must be 0 or 1, got " +
+                          std::to_string(byte));
+    value = byte == 1;
+  }
+};
+
+// ar(flag(train, "Activations.train"))
+inline Flag flag(bool& value, const char* what) { return Flag{value, what}; }
+inline Flag flag(const bool& value, const char* what) {
+  return Flag{const_cast<bool&>(value), what};
+}
+
 // ar(bounded(name, 256, "Join.client_name"))
 template <class T>
 Bounded<T> bounded(T& value, std::size_t max, const char* what) {

@@ -31,7 +31,7 @@ struct Join {
   void serialize(A& ar) {
     ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
        bounded(model, kMaxName, "Join.model"), bounded(cut_shape, kMaxDims, "Join.cut_shape"),
-       samples, u_shaped, sync);
+       samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"));
   }
 };
 
@@ -91,7 +91,8 @@ struct Activations {
   bool train = true;
   template <class A>
   void serialize(A& ar) {
-    ar(step, has_labels, train);
+    ar(step,
+       flag(has_labels, "Activations.has_labels"), flag(train, "Activations.train"));
   }
 };
 
@@ -138,7 +139,7 @@ struct SparseLayout {
   std::uint8_t index_coding = 0;  // kernels::IndexCoding: 0 raw, 1 delta+varint
   template <class A>
   void serialize(A& ar) {
-    ar(numel, dense, index_coding);
+    ar(numel, flag(dense, "SparseLayout.dense"), index_coding);
   }
 };
 
