@@ -5,13 +5,17 @@
 namespace cutlayer::data {
 
 Split load_split(const DataOptions& o, std::int64_t test_samples, std::uint64_t seed) {
+  // Images stay bytes until this client's rows are taken: a shard of 60,000 examples
+  // never needs the whole set as float32.
+  const bool idx = o.dataset == "fashion-mnist" || o.dataset == "idx";
+  const auto load = [&](const std::string& images, const std::string& labels, bool train) {
+    return o.dataset == "fashion-mnist" ? load_fashion_mnist_bytes(o.data_dir, train)
+                                        : load_idx_bytes(images, labels);
+  };
   Split d;
-  if (o.dataset == "fashion-mnist") {
-    d.train = load_fashion_mnist(o.data_dir, true, o.normalization);
-    d.test = load_fashion_mnist(o.data_dir, false, o.normalization);
-  } else if (o.dataset == "idx") {
-    d.train = load_idx(o.train_images, o.train_labels, o.normalization);
-    if (!o.test_images.empty()) d.test = load_idx(o.test_images, o.test_labels, o.normalization);
+  if (idx) {
+    d.train = load(o.train_images, o.train_labels, true);
+    if (o.dataset == "fashion-mnist" || !o.test_images.empty()) d.test = load(o.test_images, o.test_labels, false);
   } else {
     d.train = load_csv(o.train_csv, o.label_column, o.normalization);
     if (!o.test_csv.empty()) d.test = load_csv(o.test_csv, o.label_column, o.normalization);
@@ -24,6 +28,10 @@ Split load_split(const DataOptions& o, std::int64_t test_samples, std::uint64_t 
     std::vector<std::int64_t> first(static_cast<std::size_t>(test_samples));
     for (std::int64_t i = 0; i < test_samples; ++i) first[i] = i;
     d.test = d.test.subset(first);
+  }
+  if (idx) {
+    normalize(d.train, o.normalization);
+    if (d.test.x.defined()) normalize(d.test, o.normalization);
   }
   return d;
 }

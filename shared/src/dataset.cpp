@@ -82,7 +82,7 @@ Dataset Dataset::subset(const std::vector<std::int64_t>& indices) const {
   return {x.index_select(0, idx), y.index_select(0, idx), source};
 }
 
-Dataset load_idx(const std::string& images, const std::string& labels, const Normalization& norm) {
+Dataset load_idx_bytes(const std::string& images, const std::string& labels) {
   const auto ib = read_maybe_gz(images);
   const auto lb = read_maybe_gz(labels);
   const auto idims = idx_dims(ib, 3, images);
@@ -91,17 +91,35 @@ Dataset load_idx(const std::string& images, const std::string& labels, const Nor
     throw ConfigError("'" + images + "' has " + std::to_string(idims[0]) + " images but '" + labels +
                       "' has " + std::to_string(ldims[0]) + " labels");
   const std::int64_t n = idims[0], h = idims[1], w = idims[2];
-  auto raw = torch::from_blob(const_cast<std::uint8_t*>(ib.data() + 16), {n, 1, h, w}, torch::kUInt8);
   Dataset d;
-  d.x = ((raw.to(torch::kFloat32) * norm.scale) - norm.mean) / norm.std;
+  d.x = torch::from_blob(const_cast<std::uint8_t*>(ib.data() + 16), {n, 1, h, w}, torch::kUInt8).clone();
   d.y = torch::from_blob(const_cast<std::uint8_t*>(lb.data() + 8), {n}, torch::kUInt8).to(torch::kInt64);
   d.source = images;
   return d;
 }
 
-Dataset load_fashion_mnist(const std::string& dir, bool train, const Normalization& norm) {
+void normalize(Dataset& d, const Normalization& norm) {
+  // In place: one float copy of the images at a time (an out-of-place expression holds
+  // every intermediate until its end: ~0.75 GB for Fashion-MNIST's training set).
+  d.x = d.x.to(torch::kFloat32);
+  d.x.mul_(norm.scale).sub_(norm.mean).div_(norm.std);
+}
+
+Dataset load_idx(const std::string& images, const std::string& labels, const Normalization& norm) {
+  Dataset d = load_idx_bytes(images, labels);
+  normalize(d, norm);
+  return d;
+}
+
+Dataset load_fashion_mnist_bytes(const std::string& dir, bool train) {
   const std::string prefix = dir + (train ? "/train" : "/t10k");
-  return load_idx(prefix + "-images-idx3-ubyte.gz", prefix + "-labels-idx1-ubyte.gz", norm);
+  return load_idx_bytes(prefix + "-images-idx3-ubyte.gz", prefix + "-labels-idx1-ubyte.gz");
+}
+
+Dataset load_fashion_mnist(const std::string& dir, bool train, const Normalization& norm) {
+  Dataset d = load_fashion_mnist_bytes(dir, train);
+  normalize(d, norm);
+  return d;
 }
 
 Dataset load_csv(const std::string& path, const std::string& label_column, const Normalization& norm) {
@@ -150,7 +168,8 @@ Dataset load_csv(const std::string& path, const std::string& label_column, const
   const auto n = static_cast<std::int64_t>(ys.size());
   const auto f = static_cast<std::int64_t>(header.size()) - 1;
   Dataset d;
-  d.x = ((torch::tensor(xs).reshape({n, f}) * norm.scale) - norm.mean) / norm.std;
+  d.x = torch::tensor(xs).reshape({n, f});
+  d.x.mul_(norm.scale).sub_(norm.mean).div_(norm.std);  // in place, as load_idx
   d.y = torch::tensor(ys, torch::kInt64);
   d.source = path;
   return d;

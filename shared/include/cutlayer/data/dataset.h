@@ -31,9 +31,15 @@ struct Normalization {
 // An IDX image file (magic 0x803, u8, N x H x W) and its label file (0x801, u8, N).
 // Throws IoError/ConfigError naming the path for a missing, truncated or malformed file.
 Dataset load_idx(const std::string& images, const std::string& labels, const Normalization& norm);
+// The same with x left as the file's bytes (uint8, N x 1 x H x W): a client takes its
+// shard before normalize(), so it never holds the whole set as float32.
+Dataset load_idx_bytes(const std::string& images, const std::string& labels);
+// x to float32, then (x * scale - mean) / std, in place.
+void normalize(Dataset& d, const Normalization& norm);
 
 // Fashion-MNIST's train (60,000) or test (10,000) split from `dir`.
 Dataset load_fashion_mnist(const std::string& dir, bool train, const Normalization& norm);
+Dataset load_fashion_mnist_bytes(const std::string& dir, bool train);  // x uint8, as load_idx_bytes
 
 // CSV: one header line, numeric columns; `label_column` is the class (0-based integer).
 Dataset load_csv(const std::string& path, const std::string& label_column, const Normalization& norm);
