@@ -136,6 +136,12 @@ class Bench:
         return subprocess.Popen(args, stdout=open(f"{self.work}/{tag}-c{i}.json", "a"),
                                 stderr=open(f"{self.work}/{tag}-c{i}.log", "a"))
 
+    def failed(self, name, rc, tag):
+        """Says on stderr how a client ended (a SIGKILL the bench did not send: the OOM killer?)."""
+        how = f"signal {-rc}" if rc < 0 else f"exit {rc}"
+        print(f"load bench: {tag}: {name} failed ({how}); its log: {self.work}/{tag}-{name}.log",
+              file=sys.stderr, flush=True)
+
     # --- figures --------------------------------------------------------------------
     def stuck_rounds(self):
         limit = (self.a.deadline_ms + SLACK_MS) / 1000
@@ -156,7 +162,11 @@ class Bench:
         self.start_server(tag)
         t0 = time.monotonic()
         procs = [self.client(i, n, tag, self.a.steps) for i in range(n)]
-        errors = sum(1 for p in procs if p.wait() != 0)
+        codes = [p.wait() for p in procs]
+        for i, rc in enumerate(codes):
+            if rc != 0:
+                self.failed(f"c{i}", rc, tag)
+        errors = sum(1 for rc in codes if rc != 0)
         seconds = time.monotonic() - t0
         rc, summary = self.stop_server()
         return errors + (rc != 0), summary, seconds
@@ -188,6 +198,7 @@ class Bench:
             now = time.monotonic()
             for i, p in procs.items():
                 if p is not None and p.poll() is not None:  # a client that ended on its own failed
+                    self.failed(f"c{i}", p.returncode, "churn")
                     errors += 1
                     procs[i] = None
                     down[i] = now + 1
@@ -211,6 +222,7 @@ class Bench:
         for p in procs.values():
             # 130: left cleanly on SIGINT; -SIGINT: still starting, before its handler was set
             if p is not None and p.wait(timeout=60) not in (0, 130, -signal.SIGINT):
+                self.failed("a client", p.returncode, "churn")
                 errors += 1
         rc, summary = self.stop_server()
         warm = t0 + self.a.seconds / 4
