@@ -13,7 +13,8 @@
 #   --seconds N   fuzzing time per target (default 600)
 #   --list        print the targets and exit
 #   --no-build    run what build-fuzz/ holds
-# A crash's input is left in build-fuzz/work/<target>/artifacts/ (crash-*, oom-*, timeout-*)
+# A crash's input is left in build-fuzz/work/<target>/artifacts/ (crash-*, oom-*, timeout-*;
+# slow-unit-* only notes a slow input and does not fail the run)
 # with libFuzzer's log beside it (fuzz.log). Reproduce with
 # build-fuzz/fuzz/<target>_fuzz <input>; once it is fixed, copy the input to
 # tests/fuzz/regressions/<target>/ so cutlayer_fuzz_regressions replays it in every test
@@ -100,7 +101,9 @@ for t in "${TARGETS[@]}"; do
   rm -f "$work/run.log"
   elapsed=$((SECONDS - start))
   rate=$((execs * 1000 / (fuzz_ms > 0 ? fuzz_ms : 1)))
-  files=$(find "$work/artifacts" -type f | wc -l)
+  # slow-unit-* are libFuzzer's note of its slowest input (over 10 s, wall clock: on a busy
+  # machine a starved process writes them too), not failures; timeout-* is one (20 s).
+  files=$(find "$work/artifacts" -type f ! -name 'slow-unit-*' | wc -l)
   corpus=$(find "$work/corpus" -type f | wc -l)
   line=$(printf '%-14s %5d s %7d exec/s %11d execs  crashes %d  (%d runs, %d inputs in artifacts/, corpus %d)' \
     "$t" "$elapsed" "$rate" "$execs" "$crashes" "$runs" "$files" "$corpus")
