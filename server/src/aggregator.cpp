@@ -136,7 +136,7 @@ void Aggregator::maybe_close(Clock::time_point now, Outbox& out) {
     if (!all && !enough && !late) return;
     if (all) ++stats_.closed_all;
     else if (enough) ++stats_.closed_samples;
-    else ++stats_.closed_deadline;
+    else close_late(now);
     close(out);
     // The next round starts with what members queued for it.
     for (auto& [s, m] : members_) {
@@ -146,6 +146,14 @@ void Aggregator::maybe_close(Clock::time_point now, Outbox& out) {
       admit(std::move(c), now, out);
     }
   }
+}
+
+void Aggregator::close_late(Clock::time_point now) {
+  ++stats_.closed_deadline;
+  const auto overrun = now - round_deadline_;
+  const auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(overrun).count());
+  stats_.max_overrun_ms = std::max(stats_.max_overrun_ms, ms);
+  if (overrun > kOverdue) ++stats_.overdue;
 }
 
 void Aggregator::close(Outbox& out) {

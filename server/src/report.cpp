@@ -133,6 +133,8 @@ AggregationSummary AggregationSummary::of(const Aggregator& aggregator) {
   s.closed_all = a.closed_all;
   s.closed_samples = a.closed_samples;
   s.closed_deadline = a.closed_deadline;
+  s.max_overrun_ms = a.max_overrun_ms;
+  s.overdue = a.overdue;
   s.bytes_up = a.bytes_up;
   s.bytes_down = a.bytes_down;
   s.front_hash = aggregator.hash();
@@ -150,6 +152,8 @@ report::Json AggregationSummary::json() const {
       .add("closed_all", closed_all)
       .add("closed_samples", closed_samples)
       .add("closed_deadline", closed_deadline)
+      .add("max_overrun_ms", max_overrun_ms)
+      .add("overdue", overdue)
       .add("bytes_up", bytes_up)
       .add("bytes_down", bytes_down)
       .add("front_hash", front_hash);

@@ -117,6 +117,32 @@ TEST(Aggregator, RoundWaitsForEveryMemberAndTellsEachWhichContributionWasIn) {
   EXPECT_EQ(a.stats().closed_all, 1u);
 }
 
+// The deadline runs from a round's first contribution; a close later than that is the
+// loop's latency, measured: the longest overrun, and the rounds more than kOverdue late.
+TEST(Aggregator, DeadlineClosesCountHowLongTheRoundStayedOpenPastItsDeadline) {
+  AggregatorOptions o;
+  o.deadline = 500ms;
+  Aggregator a(tiny(), o);
+  const auto t0 = Clock::now();
+  for (std::uint64_t s = 1; s <= 2; ++s) a.add_member(s, "m");
+  a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t0 + 200ms);
+  a.tick(t0 + 730ms);  // the deadline is t0 + 700 ms: 30 ms late
+  EXPECT_EQ(a.stats().closed_deadline, 1u);
+  EXPECT_EQ(a.stats().max_overrun_ms, 30u);
+  EXPECT_EQ(a.stats().overdue, 0u);
+  a.contribute(1, contribution(2, 1, 64, random_sparse(2)), t0 + 1000ms);
+  a.tick(t0 + 1000ms + 500ms + kOverdue + 1ms);
+  EXPECT_EQ(a.stats().closed_deadline, 2u);
+  EXPECT_EQ(a.stats().max_overrun_ms, 1001u);
+  EXPECT_EQ(a.stats().overdue, 1u);
+  // A round every member closed is not a deadline close, however late.
+  a.contribute(1, contribution(3, 2, 64, random_sparse(3)), t0 + 5000ms);
+  a.contribute(2, contribution(1, 2, 64, random_sparse(4)), t0 + 9000ms);
+  a.tick(t0 + 9000ms);
+  EXPECT_EQ(a.stats().closed_all, 1u);
+  EXPECT_EQ(a.stats().overdue, 1u);
+}
+
 TEST(Aggregator, DeadlineClosesTheRoundWithoutASilentMemberAndItsLateContributionIsRefused) {
   AggregatorOptions o;
   o.deadline = 500ms;

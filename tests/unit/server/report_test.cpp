@@ -124,7 +124,7 @@ TEST(ServerSummary, WithoutAndWithAggregation) {
       head +
           R"(,"aggregation":{"rounds":50,"staleness_bound":2,"max_staleness":1,"staleness_hist":[40,10],)"
           R"("contributions":50,"rejected":0,"closed_all":50,"closed_samples":0,"closed_deadline":0,)"
-          R"("bytes_up":100,"bytes_down":200,"front_hash":"f00d"}})");
+          R"("max_overrun_ms":0,"overdue":0,"bytes_up":100,"bytes_down":200,"front_hash":"f00d"}})");
 }
 
 }  // namespace

@@ -67,7 +67,14 @@ struct AggregatorStats {
   std::uint64_t nnz_up = 0, nnz_down = 0;  // entries received / broadcast (once per round)
   std::vector<std::uint64_t> staleness;    // histogram: [tau] -> contributions summed
   std::uint64_t max_staleness = 0;
+  // Rounds closed by their deadline: the longest one stayed open past it (the loop's
+  // latency: it was busy, or blocked), and how many stayed more than kOverdue past it.
+  std::uint64_t max_overrun_ms = 0;
+  std::uint64_t overdue = 0;
 };
+
+// A round closed this long after its deadline is "overdue" (AggregatorStats::overdue).
+constexpr std::chrono::milliseconds kOverdue{1000};
 
 class Aggregator {
  public:
@@ -119,6 +126,7 @@ class Aggregator {
   };
   void admit(Contribution c, Clock::time_point now, Outbox& out);
   void maybe_close(Clock::time_point now, Outbox& out);
+  void close_late(Clock::time_point now);  // counts a deadline close and its overrun
   void close(Outbox& out);
   void clip(Contribution& c);
 

@@ -68,6 +68,7 @@ struct AggregationSummary {
   std::vector<std::uint64_t> staleness_hist;
   std::uint64_t contributions = 0, rejected = 0;
   std::uint64_t closed_all = 0, closed_samples = 0, closed_deadline = 0;
+  std::uint64_t max_overrun_ms = 0, overdue = 0;  // AggregatorStats
   std::uint64_t bytes_up = 0, bytes_down = 0;
   std::string front_hash;
 
