@@ -1,5 +1,6 @@
 #include "cutlayer/model/model_spec.h"
 
+#include <cmath>
 #include <sstream>
 
 #include "cutlayer/error.h"
@@ -44,15 +45,20 @@ std::vector<Layer> parse(const std::string& spec) {
   return out;
 }
 
-std::int64_t int_arg(const Layer& l, std::size_t k, std::int64_t dflt = -1) {
+// Layer sizes, counts, strides and padding are integers in [min, kMaxArg]: a larger one is a
+// typo, would exhaust memory, and past 2^63 would not even convert to an integer (found by
+// the config fuzzer: linear(1e300, 8)).
+constexpr double kMaxArg = 1 << 24;
+
+std::int64_t int_arg(const Layer& l, std::size_t k, std::int64_t dflt = -1, double min = 1) {
   if (k >= l.args.size()) {
     if (dflt >= 0) return dflt;
     throw ConfigError("model spec: " + l.name + " needs at least " + std::to_string(k + 1) + " arguments");
   }
   const double v = l.args[k];
-  if (v < 1 || v != static_cast<double>(static_cast<std::int64_t>(v)))
-    throw ConfigError("model spec: " + l.name + " argument " + std::to_string(k + 1) +
-                      " must be a positive integer");
+  if (!(v >= min && v <= kMaxArg) || v != std::floor(v))  // NaN fails the first test
+    throw ConfigError("model spec: " + l.name + " argument " + std::to_string(k + 1) + " must be an integer from " +
+                      std::to_string(static_cast<int>(min)) + " to " + std::to_string(static_cast<int>(kMaxArg)));
   return static_cast<std::int64_t>(v);
 }
 
@@ -65,7 +71,7 @@ torch::nn::Sequential build(const std::string& spec) {
     if (n == "conv2d") {
       auto o = torch::nn::Conv2dOptions(int_arg(l, 0), int_arg(l, 1), int_arg(l, 2))
                    .stride(int_arg(l, 3, 1));
-      if (l.args.size() > 4) o.padding(static_cast<std::int64_t>(l.args[4]));
+      if (l.args.size() > 4) o.padding(int_arg(l, 4, -1, 0));
       seq->push_back(torch::nn::Conv2d(o));
     } else if (n == "linear") {
       seq->push_back(torch::nn::Linear(int_arg(l, 0), int_arg(l, 1)));
