@@ -70,6 +70,19 @@ TEST(Keys, GeneratedPairsAreZ85AndDistinct) {
   EXPECT_FALSE(is_z85_key("too-short"));
 }
 
+// libzmq decodes a group worth more than 2^32 - 1 by wrapping: such a text names the same
+// bytes as the canonical one, and listed on the allow-list it would never match the peer.
+TEST(Keys, NonCanonicalZ85IsRefused) {
+  const auto a = generate_key_pair();
+  std::string wrapped = a.public_key;
+  wrapped.replace(0, 5, "#####");  // 85^5 - 1 > 2^32 - 1
+  EXPECT_FALSE(is_z85_key(wrapped));
+  std::string pad = a.public_key;
+  pad[39] = '~';  // not in the alphabet
+  EXPECT_FALSE(is_z85_key(pad));
+  EXPECT_THROW(AllowList::parse("alice " + wrapped + "\n", "allow-list.txt"), ConfigError);
+}
+
 TEST(Keys, KeyPairFileIsPrivateAndRoundTrips) {
   const auto path = temp_path("kp.key");
   const auto kp = generate_key_pair();

@@ -23,7 +23,8 @@ struct CurveKeyPair {
 // A fresh key pair from libzmq (libsodium underneath).
 CurveKeyPair generate_key_pair();
 
-// True for a 40-character Z85 string that decodes to 32 bytes.
+// True for a 40-character Z85 string that decodes to 32 bytes and is their canonical
+// encoding (a group worth more than 2^32 - 1, such as "#####", is refused).
 bool is_z85_key(const std::string& s);
 
 // Key pair file: "public-key = <z85>" and "secret-key = <z85>" lines ('#' comments).
