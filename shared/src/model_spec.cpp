@@ -90,7 +90,7 @@ torch::nn::Sequential build(const std::string& spec) {
     } else if (n == "flatten") {
       seq->push_back(torch::nn::Flatten());
     } else if (n == "dropout") {
-      if (l.args.size() != 1 || l.args[0] < 0 || l.args[0] >= 1)
+      if (l.args.size() != 1 || !(l.args[0] >= 0 && l.args[0] < 1))  // NaN fails too
         throw ConfigError("model spec: dropout(p) needs p in [0, 1)");
       seq->push_back(torch::nn::Dropout(l.args[0]));
     } else if (n == "batchnorm1d") {

@@ -125,7 +125,7 @@ TEST(ModelSpec, BadSpecsAreConfigErrors) {
   // Sizes past 2^24, infinite or NaN are refused before any conversion to an integer (the
   // config fuzzer found linear(1e300, 8) converting out of range: undefined behaviour).
   for (const char* bad : {"linear(1e300,8)", "linear(16777217,8)", "linear(inf,8)", "linear(nan,8)",
-                          "linear(2.5,8)", "conv2d(1,4,3,1,1e300)", "conv2d(1,4,3,1,-1)", "maxpool(nan)"})
+                          "linear(2.5,8)", "conv2d(1,4,3,1,1e300)", "conv2d(1,4,3,1,-1)", "maxpool(nan)", "dropout(nan)"})
     EXPECT_THROW(model::build(bad), ConfigError) << bad;
   EXPECT_NO_THROW(model::build("conv2d(1,4,3,1,0) linear(16,8)"));  // padding 0 is fine
   auto net = model::build("linear(10,5) relu");
