@@ -53,18 +53,25 @@ if hard == resource.RLIM_INFINITY or hard > 8192:
     hard = 8192
 resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
 
-peak = {"kb": 0}
+# The server's RSS every 50 ms while alice trains. Her final evaluation steps the server's
+# RSS up ~27 MB (not the attack's doing), so samples stop once her last step is logged, and
+# the 0.3 s before that are dropped too: on a busy machine she can finish mid-attack.
+samples = []
+trained = {"at": None}
 stop = threading.Event()
 def sample():
-    while not stop.is_set():
+    while not stop.is_set() and trained["at"] is None:
         try:
             for line in open(f"/proc/{server_pid}/status"):
                 if line.startswith("VmRSS:"):
-                    peak["kb"] = max(peak["kb"], int(line.split()[1]))
+                    samples.append((time.time(), int(line.split()[1])))
         except OSError:
             pass
+        if f"step {steps}/{steps}" in open(alice_log).read():
+            trained["at"] = time.time()
         time.sleep(0.05)
-threading.Thread(target=sample, daemon=True).start()
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
 
 def greeting(mech):
     return b"\xff" + b"\0" * 8 + b"\x7f" + bytes([3, 0]) + mech.ljust(20, b"\0") + b"\0" + b"\0" * 31
@@ -180,9 +187,13 @@ while time.time() - start < 15:  # the idle connections stay for 15 s in all
     time.sleep(0.5)
 time.sleep(1)  # what the server still holds once the attack is over
 stop.set()
-stats["attack_s"] = round(time.time() - start, 1)
-stats["alice_still_training"] = f"step {steps}/{steps}" not in open(alice_log).read()
-stats["peak_rss_kb"] = peak["kb"]
+sampler.join()
+end = time.time()
+stats["attack_s"] = round(end - start, 1)
+stats["alice_still_training"] = trained["at"] is None
+measured_to = end if trained["at"] is None else trained["at"] - 0.3
+stats["measured_s"] = round(measured_to - start, 1)  # the attack while alice trained
+stats["peak_rss_kb"] = max((kb for t, kb in samples if t <= measured_to), default=0)
 for s in idle:
     s.close()
 json.dump(stats, open(out, "w"))
@@ -208,13 +219,16 @@ print(f"attack: {a['stream_bytes'] / 2**30:.2f} GiB of unterminated multipart ov
       f"{a['stream_connections']} connections, {a['header_connections']} 1 GiB headers "
       f"({a['header_bytes'] / 2**20:.0f} MiB behind them), {a['idle_opened']} idle connections "
       f"({a['idle_reopened']} reopened), {a['attack_s']} s; {refusals} refusal log lines; "
-      f"alice {'still training' if a['alice_still_training'] else 'had finished training'} at its end")
+      f"alice {'still training' if a['alice_still_training'] else 'had finished training'} at its end; "
+      f"RSS measured over the first {a['measured_s']} s (while alice trained)")
 if os.environ.get("FLOOD_CONTROL") == "1":
     print("control run: no attack")
 else:
     assert a["idle_opened"] == 1000, a
     assert a["stream_bytes"] >= 2**30, a  # at least the GiB went out (the server hung up on each piece)
 assert a["attack_s"] >= 15, a
+# The stream phase alone lasts >= 8 s: RSS was measured over at least that much of it.
+assert a["measured_s"] >= 8, f"alice finished training {a['measured_s']} s into the attack; RSS not measured long enough"
 assert grow_mb <= 50, f"server RSS grew {grow_mb:.1f} MB"
 assert refusals <= 8 + a["stream_connections"] // 1024 + 1, f"{refusals} refusal log lines"
 r = json.loads(open(f"{work}/alice.json").read().strip().splitlines()[-1])
