@@ -89,7 +89,7 @@ torch::Tensor random_tensor(std::mt19937& rng, DType type, const std::vector<int
 
 bool bytes_equal(const torch::Tensor& a, const torch::Tensor& b) {
   return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && a.nbytes() == b.nbytes() &&
-         std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()) == 0;
+         (a.nbytes() == 0 || std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()) == 0);  // empty: null data
 }
 
 Message sample_message(std::mt19937& rng, int n_tensors = 2) {
