@@ -3,7 +3,7 @@
 # Installs clang when missing (scripts/install-deps.sh --fuzz), configures build-fuzz/ with
 # clang and -DCUTLAYER_FUZZ=ON, builds the targets (tests/fuzz/<target>_fuzz.cpp), then runs
 # each target, or only TARGET, for N seconds (default 600) one after the other, starting
-# from a copy of its seed corpus (tests/fuzz/corpus/<target>/) in build-fuzz/work/<target>/
+# from its seed corpus (written by the real encoders, build-fuzz/seeds/<target>/) in build-fuzz/work/<target>/
 # with its dictionary (tests/fuzz/<target>.dict) when there is one. libFuzzer stops at a
 # crash (or an out-of-memory or a timeout: all count as crashes here); it is started again
 # on the grown corpus until the time is spent, so one bug does not end the run. Prints a
@@ -64,6 +64,11 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:symbolize=1:${ASAN_OPTIONS:
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$PWD/tests/fuzz/ubsan.supp:${UBSAN_OPTIONS:-}"
 command -v llvm-symbolizer >/dev/null && export ASAN_SYMBOLIZER_PATH="$(command -v llvm-symbolizer)"
 
+# Seeds: the real encoders' messages, keys and configs (tests/fuzz/corpus_gen.cpp), made
+# fresh each run rather than kept in the repository.
+rm -rf build-fuzz/seeds
+build-fuzz/fuzz/cutlayer_fuzz_corpus build-fuzz/seeds >/dev/null
+
 failed=0
 summary=()
 for t in "${TARGETS[@]}"; do
@@ -72,7 +77,7 @@ for t in "${TARGETS[@]}"; do
   work="build-fuzz/work/$t"
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts" "$work/tmp"
-  cp tests/fuzz/corpus/"$t"/* "$work/corpus/"
+  cp build-fuzz/seeds/"$t"/* "$work/corpus/"
   args=(-timeout=20 -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$work/artifacts/")
   [ -f "tests/fuzz/$t.dict" ] && args+=(-dict="tests/fuzz/$t.dict")
   echo "fuzz: $t for ${seconds} s (log: $work/fuzz.log)"

@@ -1,8 +1,9 @@
 // The seed corpus: a few valid inputs per target, made from the real encoders (wire::encode,
 // SealedChannel::seal, sync::encode, the Aggregator's own snapshot), the configs/ files and
-// fixed test keys. `cutlayer_fuzz_regressions --write-corpus tests/fuzz/corpus` (in the
-// fuzz build: `cutlayer_fuzz_corpus tests/fuzz/corpus`) writes them; the test binary also
-// checks that they are still accepted, so a wire-format change shows up as a failing test
+// fixed test keys, made fresh rather than kept in the repository.
+// `cutlayer_fuzz_regressions --write-corpus DIR` (in the fuzz build:
+// `cutlayer_fuzz_corpus build-fuzz/seeds`, as scripts/fuzz.sh does) writes them; the test
+// binary also checks that they are still accepted, so a wire-format change shows up as a failing test
 // and not as a corpus that silently stopped reaching anything.
 #pragma once
 

@@ -1,6 +1,6 @@
-// cutlayer_fuzz_regressions: every fuzz target's entry function over its seed corpus
-// (tests/fuzz/corpus/<target>/) and over every input a fuzzing run found a problem with
-// (tests/fuzz/regressions/<target>/), in the normal build; under scripts/test.sh
+// cutlayer_fuzz_regressions: every fuzz target's entry function over its seeds (made by
+// corpus_gen.h, as scripts/fuzz.sh seeds the fuzzers) and over every input a fuzzing run
+// found a problem with (tests/fuzz/regressions/<target>/), in the normal build; under scripts/test.sh
 // --sanitize with ASan + UBSan as well. Also checks that the generated seeds are still
 // accepted and that the sealed_open harness seals as SealedChannel does.
 //   cutlayer_fuzz_regressions --write-corpus <dir>   (re)writes the seed corpus
@@ -53,12 +53,6 @@ void replay(const Target& t, const std::string& bytes, const std::string& what) 
 }
 
 class FuzzTarget : public ::testing::TestWithParam<Target> {};
-
-TEST_P(FuzzTarget, SeedCorpusReplays) {
-  const auto files = inputs_of(kFuzzDir / "corpus" / GetParam().name);
-  EXPECT_FALSE(files.empty()) << "no seed corpus in " << (kFuzzDir / "corpus" / GetParam().name);
-  for (const auto& f : files) replay(GetParam(), read_bytes(f), f.string());
-}
 
 TEST_P(FuzzTarget, RegressionInputsReplay) {
   for (const auto& f : inputs_of(kFuzzDir / "regressions" / GetParam().name))

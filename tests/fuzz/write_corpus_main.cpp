@@ -8,7 +8,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::cerr << "usage: cutlayer_fuzz_corpus <dir>   (e.g. tests/fuzz/corpus)\n";
+    std::cerr << "usage: cutlayer_fuzz_corpus <dir>   (scripts/fuzz.sh: build-fuzz/seeds)\n";
     return 2;
   }
   cutlayer::fuzz::init_once();

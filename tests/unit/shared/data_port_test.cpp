@@ -54,6 +54,14 @@ class DataPortTest : public ::testing::Test {
   }
   void join_bob(test::RawSession& bob) { bob.join(bob_keys, keys.server.public_key, server->join_port()); }
 
+  // Joins `alice`, echoes a probe, and waits until the server thread's snapshot (which
+  // trails its sends a little) shows her admitted with that probe.
+  bool join_and_probe(ClientTransport& alice) {
+    alice.join(wire::Join{});
+    return probe(alice, 1) &&
+           server->wait_for([](const Snapshot& s) { return s.probes_echoed == 1 && s.data_admitted == 1; });
+  }
+
   static bool probe(ClientTransport& c, std::uint32_t id, std::chrono::milliseconds wait = 10s) {
     const auto t = torch::randn({1000});
     c.send(wire::make_message(wire::Probe{id}, {t}));
@@ -132,10 +140,7 @@ TEST(LogLimiter, FirstFewThenEveryNth) {
 // greeting, so nothing it streams becomes a message or stays in the server's memory.
 TEST_F(DataPortTest, NullPeerIsClosedAndCannotMakeTheServerHoldMemory) {
   ClientTransport alice(client_opts(keys.alice));
-  alice.join(wire::Join{});
-  ASSERT_TRUE(probe(alice, 1));
-  // The server thread's snapshot trails its sends a little: wait for it to show alice.
-  ASSERT_TRUE(server->wait_for([](const Snapshot& s) { return s.probes_echoed == 1 && s.data_admitted == 1; }));
+  ASSERT_TRUE(join_and_probe(alice));
   const auto before = server->snapshot();
   {
     ZmtpPeer p(server->data_port());
@@ -176,10 +181,7 @@ TEST_F(DataPortTest, NullPeerIsClosedAndCannotMakeTheServerHoldMemory) {
 
 TEST_F(DataPortTest, PlainWithAWrongTokenIsRefused) {
   ClientTransport alice(client_opts(keys.alice));
-  alice.join(wire::Join{});
-  ASSERT_TRUE(probe(alice, 1));
-  // The server thread's snapshot trails its sends a little: wait for it to show alice.
-  ASSERT_TRUE(server->wait_for([](const Snapshot& s) { return s.probes_echoed == 1 && s.data_admitted == 1; }));
+  ASSERT_TRUE(join_and_probe(alice));
   const auto before = server->snapshot();
   {
     ZmtpPeer p(server->data_port());
