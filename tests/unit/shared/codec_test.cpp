@@ -51,13 +51,27 @@ void watch_tensor_allocations() {
 }
 }  // namespace
 
+// The whole non-aligned family is replaced, not just the plain pair: libzmq allocates with
+// `new (std::nothrow)` and frees with plain `delete`, so a half-replaced set pairs the
+// library's operator new with our free (AddressSanitizer: alloc-dealloc-mismatch). The
+// aligned forms stay the library's, new and delete alike.
 void* operator new(std::size_t n) {
   note_allocation(n);
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  note_allocation(n);
+  return std::malloc(n ? n : 1);
+}
+void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace cutlayer::wire {
 namespace {

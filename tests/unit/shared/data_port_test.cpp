@@ -158,7 +158,7 @@ TEST_F(DataPortTest, NullPeerIsClosedAndCannotMakeTheServerHoldMemory) {
   }
   // 256 MiB of unterminated multipart in all (the server closes each connection at the
   // greeting; the peer reconnects and goes on): the server's memory does not follow.
-  const std::uint64_t rss0 = test::rss_bytes();
+  const std::uint64_t rss0 = test::held_bytes();
   std::uint64_t pushed = 0;
   int connections = 0;
   const auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -168,8 +168,8 @@ TEST_F(DataPortTest, NullPeerIsClosedAndCannotMakeTheServerHoldMemory) {
     if (!p.null_handshake()) continue;
     pushed += p.stream_unterminated(std::uint64_t{64} << 20, 64 << 10);
   }
-  const std::uint64_t rss1 = test::rss_bytes();
-  std::printf("[ measure ] NULL peers: %d connections, %.1f MiB taken by the kernel, RSS %+.1f MiB\n",
+  const std::uint64_t rss1 = test::held_bytes();
+  std::printf("[ measure ] NULL peers: %d connections, %.1f MiB taken by the kernel, memory held %+.1f MiB\n",
               connections, pushed / 1048576.0, (static_cast<double>(rss1) - rss0) / 1048576.0);
   EXPECT_LT(rss1, rss0 + (std::uint64_t{32} << 20));
   const auto after = server->snapshot();
