@@ -16,6 +16,7 @@
 
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
+#include "cutlayer/io/files.h"
 
 namespace cutlayer::transport {
 namespace {
@@ -27,16 +28,6 @@ std::string_view trim(std::string_view s) {
   if (b == std::string_view::npos) return {};
   const auto e = s.find_last_not_of(" \t\r\n");
   return s.substr(b, e - b + 1);
-}
-
-// The path as a shell word, for the fix commands in error messages.
-std::string shell_word(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                        "0123456789/._-+,:@%=") == std::string::npos)
-    return s;
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
 }
 
 // "alice (uid 1000)", or "uid 1000" for a uid without a passwd entry.
@@ -79,14 +70,14 @@ void check_protection(const struct stat& st, const std::string& path, FileProtec
                       ", who can change it; it must belong to " +
                       (me == 0 ? std::string("root, the user cutlayer runs as")
                                : "the user cutlayer runs as, " + user_text(me) + ", or to root") +
-                      "; fix with: chown " + user_name_or_uid(me) + " " + shell_word(path));
+                      "; fix with: chown " + user_name_or_uid(me) + " " + io::shell_word(path));
   if (protection == FileProtection::kSecret && (st.st_mode & 077) != 0)
     throw ConfigError(path + ": " + what + " holds a secret key but is open to " +
                       ((st.st_mode & 070) != 0 && (st.st_mode & 07) != 0 ? "group and other users"
                        : (st.st_mode & 070) != 0                          ? "its group"
                                                                           : "other users") +
                       " (mode " + mode_text(st.st_mode) +
-                      "; it must be 0600 or 0400); fix with: chmod 600 " + shell_word(path));
+                      "; it must be 0600 or 0400); fix with: chmod 600 " + io::shell_word(path));
   if (protection == FileProtection::kTrusted && (st.st_mode & 022) != 0)
     throw ConfigError(path + ": " + what + " is writable by " +
                       ((st.st_mode & 020) != 0 && (st.st_mode & 02) != 0 ? "group and other users"
@@ -94,7 +85,7 @@ void check_protection(const struct stat& st, const std::string& path, FileProtec
                                                                           : "other users") +
                       " (mode " + mode_text(st.st_mode) +
                       "), who could then choose which keys are trusted; fix with: chmod go-w " +
-                      shell_word(path));
+                      io::shell_word(path));
 }
 
 // Parses "name = value" lines into the two key fields. Works on views of `text` so that
@@ -124,82 +115,6 @@ void parse_key_lines(std::string_view text, const std::string& path, std::string
       throw ConfigError(path + ":" + std::to_string(lineno) + ": " + name +
                         " is not a 40-character Z85 Curve25519 key");
   }
-}
-
-// Creates `tmp` as a new file (never an existing one, never through a symbolic link).
-int create_temp(const std::string& tmp, mode_t mode) {
-  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  int fd = ::open(tmp.c_str(), flags, mode);
-  if (fd < 0 && errno == EEXIST) {
-    struct stat st {};
-    if (::lstat(tmp.c_str(), &st) == 0) {
-      if (S_ISLNK(st.st_mode))
-        throw IoError("'" + tmp + "' is a symbolic link; refusing to write a key through it. " +
-                      "If it is yours, remove it (rm " + shell_word(tmp) + ") and run again");
-      if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid())
-        throw IoError("'" + tmp + "' exists and is not a temp file of this user's; refusing to " +
-                      "use it. Remove it (rm " + shell_word(tmp) + ") and run again");
-      // A temp file left by an interrupted run. unlink() removes the name itself (were it
-      // swapped for a link meanwhile, the link, never its target); O_EXCL then creates anew.
-      if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
-        throw IoError("cannot remove the stale temp file '" + tmp + "': " + std::strerror(errno));
-    }
-    fd = ::open(tmp.c_str(), flags, mode);
-  }
-  if (fd < 0)
-    throw IoError("cannot create '" + tmp + "': " + std::strerror(errno) +
-                  (errno == EEXIST ? " (it was created again meanwhile: is another "
-                                     "cutlayer-keygen writing here?)"
-                                   : ""));
-  return fd;
-}
-
-void fsync_parent_dir(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // best effort: the rename is done either way
-  (void)::fsync(fd);
-  ::close(fd);
-}
-
-void write_new_file(const std::string& path, const std::string& content, bool force,
-                    mode_t mode) {
-  struct stat st {};
-  if (!force && ::lstat(path.c_str(), &st) == 0)
-    throw IoError("'" + path + "' exists; refusing to overwrite it (pass --force to replace it)");
-  const std::string tmp = path + ".tmp";
-  const int fd = create_temp(tmp, mode);
-  auto fail = [&](const std::string& what) {
-    const std::string err = std::strerror(errno);
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw IoError(what + " '" + tmp + "': " + err);
-  };
-  const char* p = content.data();
-  std::size_t left = content.size();
-  while (left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("cannot write");
-    }
-    p += w;
-    left -= static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0) fail("cannot flush");
-  if (::close(fd) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw IoError("cannot flush '" + tmp + "': " + err);
-  }
-  // rename() replaces `path` itself, were it a symbolic link (never its target).
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw IoError("cannot rename '" + tmp + "' to '" + path + "': " + err);
-  }
-  fsync_parent_dir(path);
 }
 
 }  // namespace
@@ -249,6 +164,13 @@ bool is_z85_key(const std::string& s) {
   crypto::wipe(out, sizeof out);  // `s` may be a secret key
   crypto::wipe(again, sizeof again);
   return ok;
+}
+
+std::array<std::uint8_t, 32> decode_z85_key(const std::string& z85) {
+  if (!is_z85_key(z85)) throw ConfigError("not a 40-character canonical Z85 Curve25519 key");
+  std::array<std::uint8_t, 32> out{};
+  zmq_z85_decode(out.data(), z85.c_str());
+  return out;
 }
 
 std::string format_key_pair(const CurveKeyPair& kp, const std::string& comment) {
@@ -335,11 +257,11 @@ std::string load_public_key(const std::string& path) {
 }
 
 void write_private_file(const std::string& path, const std::string& content, bool force) {
-  write_new_file(path, content, force, 0600);
+  io::write_file_atomically(path, content.data(), content.size(), 0600, force);
 }
 
 void write_public_file(const std::string& path, const std::string& content, bool force) {
-  write_new_file(path, content, force, 0644);
+  io::write_file_atomically(path, content.data(), content.size(), 0644, force);
 }
 
 }  // namespace cutlayer::transport

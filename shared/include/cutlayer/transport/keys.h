@@ -1,7 +1,9 @@
 // Curve25519 key pairs (Z85 text) and their files.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace cutlayer::transport {
@@ -26,6 +28,10 @@ CurveKeyPair generate_key_pair();
 // True for a 40-character Z85 string that decodes to 32 bytes and is their canonical
 // encoding (a group worth more than 2^32 - 1, such as "#####", is refused).
 bool is_z85_key(const std::string& s);
+
+// The 32 bytes a canonical Z85 key (is_z85_key) stands for; throws ConfigError otherwise.
+// For a secret key the bytes are key material: wipe them (crypto::wipe) once used.
+std::array<std::uint8_t, 32> decode_z85_key(const std::string& z85);
 
 // Key pair file: "public-key = <z85>" and "secret-key = <z85>" lines ('#' comments).
 // The returned text holds the secret: wipe it (crypto::wipe) once written.

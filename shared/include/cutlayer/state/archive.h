@@ -1,0 +1,47 @@
+// Training state as checkpoint bytes: LibTorch archives of modules and optimizers, the
+// global generator's state, counters; and a model's fingerprint for the checkpoint header.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cutlayer/crypto/crypto.h"
+
+namespace cutlayer::state {
+
+using torch::serialize::InputArchive;
+using torch::serialize::OutputArchive;
+
+// The archive as bytes (LibTorch's own format, what torch::save writes).
+std::string to_bytes(OutputArchive& a);
+// Reads bytes made by to_bytes; throws CheckpointRefused when they are not such an archive.
+void from_bytes(InputArchive& a, const std::string& bytes);
+
+// A module's parameters and buffers, or an optimizer's state, under `key`.
+void save_part(OutputArchive& a, const std::string& key, const torch::nn::Module& m);
+void save_part(OutputArchive& a, const std::string& key, const torch::optim::Optimizer& o);
+// Loads them back in place (the module's tensors keep their identity, so an optimizer
+// over them stays valid); throws CheckpointRefused when a key or tensor is missing or its
+// shape differs.
+void load_part(InputArchive& a, const std::string& key, torch::nn::Module& m);
+void load_part(InputArchive& a, const std::string& key, torch::optim::Optimizer& o);
+
+void save_int(OutputArchive& a, const std::string& key, std::int64_t v);
+std::int64_t load_int(InputArchive& a, const std::string& key);
+void save_bytes(OutputArchive& a, const std::string& key, const std::vector<std::uint8_t>& v);
+std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key);
+
+// LibTorch's default CPU generator (dropout, noise, random init): saved and restored, so
+// a resumed run draws the same numbers the uninterrupted one would have.
+void save_rng(OutputArchive& a);
+void load_rng(InputArchive& a);
+
+// SHA-256 of `description` and every parameter's and buffer's name, dtype and shape in
+// `parts`: two runs agree on it exactly when their models have the same structure.
+crypto::Digest fingerprint(const std::string& description,
+                           const std::vector<const torch::nn::Module*>& parts);
+
+}  // namespace cutlayer::state
