@@ -1,12 +1,13 @@
 // What the tools that train or evaluate outside the daemons (cutlayer-train,
-// cutlayer-gradstudy, cutlayer-leakage) read from a client config file: its "train" and
-// "privacy" objects, log level and threads; "name", "transport" and "sync" are accepted
-// unread, so the daemon's own file works as it is.
+// cutlayer-gradstudy, cutlayer-leakage) read from a client config file: the daemon's own
+// file, of which they use the "train", "privacy" and "checkpoint" objects, log level,
+// threads and the client's key (which seals cutlayer-train's checkpoints).
 #pragma once
 
 #include <string>
 
 #include "cutlayer/privacy/nopeek.h"
+#include "cutlayer/state/checkpoint.h"
 #include "cutlayer/train/train_options.h"
 
 namespace cutlayer::tools {
@@ -16,8 +17,11 @@ struct ClientTrainConfig {
   int threads = 1;
   train::TrainOptions train;
   privacy::NoPeekOptions nopeek;
+  std::string client_key;
+  state::CheckpointOptions checkpoint;
 };
-// Throws ConfigError naming the file, the field and the fix.
+// Reads the file as cutlayer-client does, and requires its "train" object. Throws
+// ConfigError naming the file, the field and the fix.
 ClientTrainConfig load_client_train_config(const std::string& path);
 
 }  // namespace cutlayer::tools

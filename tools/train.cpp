@@ -1,50 +1,302 @@
 // cutlayer-train: the monolithic reference. Trains front + back (+ head) in one process
 // with the same config, seed and data order as a split run: the yardstick for parity
-// and for speed.
+// and for speed. With checkpoint.dir (or --checkpoint-dir) it writes sealed checkpoints and
+// resumes from the newest good one (--resume) to the same bits the uninterrupted run ends with.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include <iostream>
+#include <optional>
 
+#include "client_train_config.h"
+#include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/privacy/dcor.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/report/json.h"
+#include "cutlayer/state/archive.h"
+#include "cutlayer/state/checkpoint.h"
 #include "cutlayer/stop_signal.h"
 #include "cutlayer/train/loop.h"
-#include "client_train_config.h"
 #include "cutlayer/train/optimizer.h"
 
 using namespace cutlayer;
 
 namespace {
 
-torch::Tensor forward_all(model::SplitModel& m, const torch::Tensor& x, const privacy::NoPeekOptions& p) {
-  auto h = m.back->forward(privacy::cut_to_send(m.front->forward(x), p));
-  return m.has_head() ? m.head->forward(h) : h;
+struct Flags {
+  std::string config_path, log_level, metrics, save_front, client_key, checkpoint_dir;
+  int threads = 0, epochs = 0;
+  std::int64_t steps = -1, alpha_warmup = -1, checkpoint_every = -1;
+  double alpha = -1, noise = -1;
+  bool every_step = false, u_shaped = false, resume = false;
+};
+
+void add_flags(CLI::App& app, Flags& f) {
+  app.add_option("-c,--config", f.config_path, "a client config (its \"train\" object is used)")->required();
+  app.add_option("--threads", f.threads, "LibTorch threads (overrides the config)");
+  app.add_option("--steps", f.steps, "stop after this many steps (overrides train.max_steps)");
+  app.add_option("--metrics", f.metrics, "JSON-lines metrics file (overrides train.metrics_file)");
+  app.add_flag("--metrics-every-step", f.every_step, "a metrics line per step (parity checks)");
+  app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error");
+  app.add_option("--save-front", f.save_front, "save the trained front model here (for cutlayer-leakage)");
+  app.add_option("--alpha", f.alpha, "NoPeek weight of dCor(x, z) (overrides privacy.alpha)")->check(CLI::Range(0.0, 1e6));
+  app.add_option("--alpha-warmup", f.alpha_warmup, "steps over which alpha ramps up from 0 (overrides privacy.alpha_warmup_steps)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  app.add_option("--noise", f.noise, "std of Gaussian noise on the cut activations (overrides privacy.noise_std)")
+      ->check(CLI::Range(0.0, 1e3));
+  app.add_option("--epochs", f.epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
+  app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  app.add_option("--checkpoint-dir", f.checkpoint_dir, "write sealed checkpoints here (overrides checkpoint.dir)");
+  app.add_option("--checkpoint-every", f.checkpoint_every, "steps between checkpoints (overrides checkpoint.every_steps)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  app.add_flag("--resume", f.resume, "start from the newest good checkpoint (checkpoint.resume)");
+  app.add_option("--client-key", f.client_key, "the key pair file that seals checkpoints (overrides transport.client_key)");
 }
 
+// The config file with the flags laid over it.
+tools::ClientTrainConfig load_config(const Flags& f) {
+  auto cfg = tools::load_client_train_config(f.config_path);
+  auto& o = cfg.train;
+  auto& p = cfg.nopeek;
+  if (!f.log_level.empty()) cfg.log_level = f.log_level;
+  if (f.threads > 0) cfg.threads = f.threads;
+  if (f.steps >= 0) o.max_steps = f.steps;
+  if (!f.metrics.empty()) o.metrics_file = f.metrics;
+  if (f.every_step) o.metrics_every_step = true;
+  if (f.u_shaped) o.u_shaped = true;
+  if (f.epochs > 0) o.epochs = f.epochs;
+  if (f.alpha >= 0) p.alpha = f.alpha;
+  if (f.noise >= 0) p.noise_std = f.noise;
+  if (f.alpha_warmup >= 0) p.alpha_warmup_steps = f.alpha_warmup;
+  if (!f.checkpoint_dir.empty()) cfg.checkpoint.dir = f.checkpoint_dir;
+  if (f.checkpoint_every >= 0) cfg.checkpoint.every_steps = f.checkpoint_every;
+  if (f.resume) cfg.checkpoint.resume = true;
+  if (!f.client_key.empty()) cfg.client_key = f.client_key;
+  if (cfg.checkpoint.resume && !cfg.checkpoint.enabled())
+    throw ConfigError(f.config_path + ": --resume needs a checkpoint directory (checkpoint.dir or --checkpoint-dir)");
+  return cfg;
+}
+
+// The model, its optimizer and what a checkpoint of them must match.
+struct Monolithic {
+  model::SplitSpec spec;
+  model::SplitModel m;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+
+  explicit Monolithic(const train::TrainOptions& o) : spec(train::split_spec(o)), m(model::build_split(spec, o.seed)) {
+    std::vector<torch::Tensor> params = m.front->parameters();
+    for (auto& p : m.back->parameters()) params.push_back(p);
+    if (m.has_head()) for (auto& p : m.head->parameters()) params.push_back(p);
+    opt = train::make_optimizer(params, o);
+  }
+  std::vector<const torch::nn::Module*> parts() const {
+    std::vector<const torch::nn::Module*> p{m.front.ptr().get(), m.back.ptr().get()};
+    if (m.has_head()) p.push_back(m.head.ptr().get());
+    return p;
+  }
+  torch::Tensor forward(const torch::Tensor& x, const privacy::NoPeekOptions& p) {
+    auto h = m.back->forward(privacy::cut_to_send(m.front->forward(x), p));
+    return m.has_head() ? m.head->forward(h) : h;
+  }
+  void train(bool on) {
+    m.front->train(on);
+    m.back->train(on);
+    if (m.has_head()) m.head->train(on);
+  }
+  state::Identity identity(const tools::ClientTrainConfig& cfg) const {
+    const auto& p = cfg.nopeek;
+    const std::string run = train::run_identity(cfg.train) + fmt::format("alpha={:.17g} noise_std={:.17g} alpha_warmup_steps={}",
+                                                                         p.alpha, p.noise_std, p.alpha_warmup_steps);
+    return {"train", state::fingerprint(spec.front + "|" + spec.back + "|" + spec.head, parts()),
+            crypto::sha256(run.data(), run.size())};
+  }
+  std::string snapshot(std::int64_t steps_done) const {
+    state::OutputArchive a;
+    state::save_part(a, "front", *m.front);
+    state::save_part(a, "back", *m.back);
+    if (m.has_head()) state::save_part(a, "head", *m.head);
+    state::save_part(a, "optimizer", *opt);
+    state::save_rng(a);
+    state::save_int(a, "steps_done", steps_done);
+    return state::to_bytes(a);
+  }
+  std::int64_t restore(const std::string& bytes) {
+    state::InputArchive a;
+    state::from_bytes(a, bytes);
+    state::load_part(a, "front", *m.front);
+    state::load_part(a, "back", *m.back);
+    if (m.has_head()) state::load_part(a, "head", *m.head);
+    state::load_part(a, "optimizer", *opt);
+    state::load_rng(a);
+    return state::load_int(a, "steps_done");
+  }
+};
+
 // Test accuracy and mean loss over `d`.
-std::pair<double, double> evaluate(model::SplitModel& m, const data::Dataset& d, const privacy::NoPeekOptions& p) {
+std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::NoPeekOptions& p) {
   torch::NoGradGuard no_grad;
-  m.front->eval();
-  m.back->eval();
-  if (m.has_head()) m.head->eval();
+  net.train(false);
   std::int64_t correct = 0;
   double loss = 0;
   for (std::int64_t b = 0; b < d.size(); b += 1000) {
     const auto n = std::min<std::int64_t>(1000, d.size() - b);
-    auto logits = forward_all(m, d.x.narrow(0, b, n), p);
+    auto logits = net.forward(d.x.narrow(0, b, n), p);
     auto y = d.y.narrow(0, b, n);
     loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
     correct += train::count_correct(logits, y);
   }
-  m.front->train();
-  m.back->train();
-  if (m.has_head()) m.head->train();
+  net.train(true);
   return {static_cast<double>(correct) / std::max<std::int64_t>(d.size(), 1), loss / std::max<std::int64_t>(d.size(), 1)};
+}
+
+// Checkpoints of the run, when configured: resume at start, write when due and at the end.
+class Checkpoints {
+ public:
+  Checkpoints(const tools::ClientTrainConfig& cfg, Monolithic& net) : net_(net) {
+    if (!cfg.checkpoint.enabled()) return;
+    store_.emplace(cfg.checkpoint, state::CheckpointKey::from_key_file(cfg.client_key), net.identity(cfg));
+  }
+  // Steps already done: those of the newest good checkpoint under --resume, else 0.
+  std::int64_t resume(bool wanted) {
+    if (!store_ || !wanted) return 0;
+    auto log = log::get("train");
+    const std::int64_t reached = store_->noted_progress();
+    auto found = store_->load_newest();
+    if (!found) {
+      log->info("no checkpoint in {} yet: starting from step 0", store_->options().dir);
+      return 0;
+    }
+    const auto steps = net_.restore(found->state);
+    log->info("resumed from {} after {} steps; {} steps done before the stop are redone", found->file, steps,
+              reached > steps ? reached - steps : 0);
+    return steps;
+  }
+  void after_step(std::int64_t steps_done, bool last) {
+    if (!store_) return;
+    store_->note_progress(steps_done);
+    if (last || store_->due(steps_done)) write(steps_done);
+  }
+  void write(std::int64_t steps_done) {
+    if (!store_) return;
+    const auto path = store_->write(steps_done, net_.snapshot(steps_done));
+    log::get("train")->debug("checkpoint {} ({:.1f} ms)", path, store_->last_write_ms());
+  }
+
+ private:
+  Monolithic& net_;
+  std::optional<state::CheckpointStore> store_;
+};
+
+// Loss and accuracy over the steps since the last progress line.
+struct Window {
+  std::int64_t correct = 0, seen = 0;
+  double loss = 0;
+  void add(double l, std::int64_t n, std::int64_t c) {
+    loss += l * n;
+    correct += c;
+    seen += n;
+  }
+  double mean_loss() const { return loss / seen; }
+  double acc() const { return static_cast<double>(correct) / seen; }
+};
+
+struct Outcome {
+  std::int64_t steps_done = 0, samples = 0;
+  double last_loss = 0;
+};
+
+Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const data::Split& data, Checkpoints& ckpt,
+                   train::MetricsFile& metrics_file, std::int64_t start) {
+  const auto& opts = cfg.train;
+  const auto& nopeek = cfg.nopeek;
+  auto log = log::get("train");
+  train::Batches batches(data.train, opts.batch_size, opts.epochs, opts.max_steps, opts.seed);
+  batches.seek(start);
+  train::Progress progress("monolithic", batches.total_steps(), start);
+  log->info("monolithic {} ({}), {} training examples, {} steps, threads={}", opts.model,
+            opts.u_shaped ? "U-shaped layout" : "vanilla layout", data.train.size(), batches.total_steps(), cfg.threads);
+  train::Batch b;
+  Window w;
+  Outcome out{start, 0, 0};
+  while (!stop_flag() && batches.next(b)) {
+    train::set_lr(*net.opt, train::lr_at(opts, b.step));
+    auto z = net.m.front->forward(b.x);
+    auto h = net.m.back->forward(privacy::cut_to_send(z, nopeek));
+    auto logits = net.m.has_head() ? net.m.head->forward(h) : h;
+    auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
+    net.opt->zero_grad();
+    const double alpha_now = privacy::alpha_at(nopeek, b.step);
+    if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, z)).backward();
+    else loss.backward();
+    net.opt->step();
+    out = {b.step + 1, out.samples + b.x.size(0), loss.item<double>()};
+    w.add(out.last_loss, b.x.size(0), train::count_correct(logits.detach(), b.y));
+    const bool last = b.step + 1 == batches.total_steps();
+    ckpt.after_step(b.step + 1, last);
+    if (opts.metrics_every_step)
+      metrics_file.write(report::Json().add("step", b.step).add_significant("loss", out.last_loss, 9));
+    if ((b.step + 1) % opts.log_every == 0 || last) {
+      log->info("{}", progress.line(b.step + 1, w.mean_loss(), w.acc(), out.samples, 0, 0));
+      if (!opts.metrics_every_step)
+        metrics_file.write(report::Json()
+                               .add("step", b.step + 1)
+                               .add("loss", w.mean_loss(), 6)
+                               .add("acc", w.acc(), 4)
+                               .add("samples_per_s", out.samples / progress.seconds(), 1));
+      w = Window{};
+    }
+    if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
+      const auto [acc, tl] = evaluate(net, data.test, nopeek);
+      log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
+      metrics_file.write(report::Json().add("step", b.step + 1).add("test_acc", acc, 4).add("test_loss", tl, 4));
+    }
+  }
+  if (stop_flag() && out.steps_done < batches.total_steps()) {
+    ckpt.write(out.steps_done);  // SIGINT/SIGTERM: what is done is kept
+    log->info("stopped after {} steps", out.steps_done);
+  }
+  return out;
+}
+
+int run(const Flags& flags) {
+  const auto cfg = load_config(flags);
+  log::set_level(cfg.log_level);
+  torch::set_num_threads(cfg.threads);
+  install_stop_handlers();
+  const auto& opts = cfg.train;
+  const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
+  Monolithic net(opts);
+  Checkpoints ckpt(cfg, net);
+  const auto start = ckpt.resume(cfg.checkpoint.resume);
+  const auto t0 = std::chrono::steady_clock::now();
+  // A resumed run goes on with the metrics file it started (the lines past the checkpoint,
+  // which are redone, appear twice).
+  train::MetricsFile metrics_file(opts.metrics_file, /*append=*/start > 0);
+  const Outcome out = train_loop(cfg, net, data, ckpt, metrics_file, start);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!flags.save_front.empty()) torch::save(net.m.front, flags.save_front);
+  double test_acc = -1, test_loss = -1;
+  if (data.test.size() > 0 && !stop_flag()) {
+    std::tie(test_acc, test_loss) = evaluate(net, data.test, cfg.nopeek);
+    metrics_file.write(report::Json().add("step", out.steps_done).add("test_acc", test_acc, 4).add("test_loss", test_loss, 4).add("final", true));
+  }
+  const auto hash = state::values_hash(net.parts());
+  report::Json summary;
+  summary.add("tool", "cutlayer-train")
+      .add("steps", out.steps_done)
+      .add("resumed_from", start)
+      .add("samples", out.samples)
+      .add("seconds", seconds, 3)
+      .add("samples_per_s", out.samples / std::max(seconds, 1e-9), 1)
+      .add("final_loss", out.last_loss, 6)
+      .add("test_acc", test_acc, 4)
+      .add("test_loss", test_loss, 4)
+      .add("model_sha256", crypto::to_hex(hash.data(), hash.size()));
+  std::cout << summary.str() << std::endl;
+  return 0;
 }
 
 }  // namespace
@@ -53,133 +305,13 @@ int main(int argc, char** argv) {
   tune_allocator();
   tune_threads();
   CLI::App app{"cutlayer-train: the monolithic reference trainer (same config, seed, data order)"};
-  std::string config_path, log_level, metrics;
-  int threads = 0;
-  std::int64_t steps = -1;
-  bool every_step = false;
-  app.add_option("-c,--config", config_path, "a client config (its \"train\" object is used)")->required();
-  app.add_option("--threads", threads, "LibTorch threads (overrides the config)");
-  app.add_option("--steps", steps, "stop after this many steps (overrides train.max_steps)");
-  app.add_option("--metrics", metrics, "JSON-lines metrics file (overrides train.metrics_file)");
-  app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
-  std::string save_front;
-  app.add_option("--save-front", save_front, "save the trained front model here (for cutlayer-leakage)");
-  double alpha = -1;
-  app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) (overrides privacy.alpha)")->check(CLI::Range(0.0, 1e6));
-  std::int64_t alpha_warmup = -1;
-  app.add_option("--alpha-warmup", alpha_warmup, "steps over which alpha ramps up from 0 (overrides privacy.alpha_warmup_steps)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
-  double noise = -1;
-  app.add_option("--noise", noise, "std of Gaussian noise on the cut activations (overrides privacy.noise_std)")
-      ->check(CLI::Range(0.0, 1e3));
-  int epochs = 0;
-  app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
-  bool u_shaped = false;
-  app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  Flags flags;
+  add_flags(app, flags);
   CLI11_PARSE(app, argc, argv);
   try {
-    auto cfg = tools::load_client_train_config(config_path);
-    std::string level = cfg.log_level;
-    int cfg_threads = cfg.threads;
-    auto& opts = cfg.train;
-    auto& nopeek = cfg.nopeek;
-    if (!log_level.empty()) level = log_level;
-    if (threads > 0) cfg_threads = threads;
-    if (steps >= 0) opts.max_steps = steps;
-    if (!metrics.empty()) opts.metrics_file = metrics;
-    if (every_step) opts.metrics_every_step = true;
-    if (u_shaped) opts.u_shaped = true;
-    if (epochs > 0) opts.epochs = epochs;
-    if (alpha >= 0) nopeek.alpha = alpha;
-    if (noise >= 0) nopeek.noise_std = noise;
-    if (alpha_warmup >= 0) nopeek.alpha_warmup_steps = alpha_warmup;
-    log::set_level(level);
-    torch::set_num_threads(cfg_threads);
-    install_stop_handlers();
-    auto log = log::get("train");
-
-    const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
-    const auto spec = train::split_spec(opts);
-    auto m = model::build_split(spec, opts.seed);
-    std::vector<torch::Tensor> params = m.front->parameters();
-    for (auto& p : m.back->parameters()) params.push_back(p);
-    if (m.has_head()) for (auto& p : m.head->parameters()) params.push_back(p);
-    auto opt = train::make_optimizer(params, opts);
-    train::Batches batches(data.train, opts.batch_size, opts.epochs, opts.max_steps, opts.seed);
-    train::MetricsFile metrics_file(opts.metrics_file);
-    train::Progress progress("monolithic", batches.total_steps());
-    log->info("monolithic {} ({}), {} training examples, {} steps, threads={}", opts.model,
-              opts.u_shaped ? "U-shaped layout" : "vanilla layout", data.train.size(),
-              batches.total_steps(), cfg_threads);
-
-    train::Batch b;
-    std::int64_t samples = 0, correct_window = 0, seen_window = 0;
-    double loss_window = 0, last_loss = 0;
-    while (!stop_flag() && batches.next(b)) {
-      train::set_lr(*opt, train::lr_at(opts, b.step));
-      auto z = m.front->forward(b.x);
-      auto h = m.back->forward(privacy::cut_to_send(z, nopeek));
-      auto logits = m.has_head() ? m.head->forward(h) : h;
-      auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
-      opt->zero_grad();
-      const double alpha_now = privacy::alpha_at(nopeek, b.step);
-      if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, z)).backward();
-      else loss.backward();
-      opt->step();
-      last_loss = loss.item<double>();
-      const auto n = b.x.size(0);
-      samples += n;
-      loss_window += last_loss * n;
-      correct_window += train::count_correct(logits.detach(), b.y);
-      seen_window += n;
-      if (opts.metrics_every_step)
-        metrics_file.write(
-            report::Json().add("step", b.step).add_significant("loss", last_loss, 9));
-      const bool last = b.step + 1 == batches.total_steps();
-      if ((b.step + 1) % opts.log_every == 0 || last) {
-        log->info("{}", progress.line(b.step + 1, loss_window / seen_window,
-                                      static_cast<double>(correct_window) / seen_window, samples, 0, 0));
-        if (!opts.metrics_every_step)
-          metrics_file.write(report::Json()
-                                 .add("step", b.step + 1)
-                                 .add("loss", loss_window / seen_window, 6)
-                                 .add("acc", static_cast<double>(correct_window) / seen_window, 4)
-                                 .add("samples_per_s", samples / progress.seconds(), 1));
-        loss_window = 0;
-        correct_window = seen_window = 0;
-      }
-      if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
-        const auto [acc, tl] = evaluate(m, data.test, nopeek);
-        log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
-        metrics_file.write(
-            report::Json().add("step", b.step + 1).add("test_acc", acc, 4).add("test_loss", tl, 4));
-      }
-    }
-    if (!save_front.empty()) torch::save(m.front, save_front);
-    const double seconds = progress.seconds();
-    double test_acc = -1, test_loss = -1;
-    if (data.test.size() > 0) {
-      std::tie(test_acc, test_loss) = evaluate(m, data.test, nopeek);
-      metrics_file.write(report::Json()
-                             .add("step", samples > 0 ? b.step + 1 : 0)
-                             .add("test_acc", test_acc, 4)
-                             .add("test_loss", test_loss, 4)
-                             .add("final", true));
-    }
-    report::Json summary;
-    summary.add("tool", "cutlayer-train")
-        .add("steps", b.step + 1)
-        .add("samples", samples)
-        .add("seconds", seconds, 3)
-        .add("samples_per_s", samples / seconds, 1)
-        .add("final_loss", last_loss, 6)
-        .add("test_acc", test_acc, 4)
-        .add("test_loss", test_loss, 4);
-    std::cout << summary.str() << std::endl;
+    return run(flags);
   } catch (const Error& e) {
     std::cerr << "cutlayer-train: " << e.what() << "\n";
     return 2;
   }
-  return 0;
 }

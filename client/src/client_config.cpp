@@ -33,7 +33,10 @@ ClientConfig load_client_config(const std::string& path) {
     c.train = train::read_train_options(tr);
     c.has_train = true;
   }
+  auto ck = root.child("checkpoint");
+  c.checkpoint = state::read_checkpoint_options(ck);
   root.finish();
+  if (!c.checkpoint.dir.empty()) c.checkpoint.dir = doc->resolve(c.checkpoint.dir);
   c.server_public_key = doc->resolve(c.server_public_key);
   c.client_key = doc->resolve(c.client_key);
   return c;

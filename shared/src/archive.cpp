@@ -130,4 +130,17 @@ crypto::Digest fingerprint(const std::string& description,
   return crypto::sha256(text.data(), text.size());
 }
 
+crypto::Digest values_hash(const std::vector<const torch::nn::Module*>& parts) {
+  std::string bytes;
+  auto add = [&bytes](const torch::Tensor& t) {
+    const auto c = t.detach().to(torch::kCPU).contiguous();
+    bytes.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  };
+  for (const auto* m : parts) {
+    for (const auto& p : m->parameters()) add(p);
+    for (const auto& b : m->buffers()) add(b);
+  }
+  return crypto::sha256(bytes.data(), bytes.size());
+}
+
 }  // namespace cutlayer::state

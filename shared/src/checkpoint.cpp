@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <string_view>
 #include <filesystem>
 
 #include "cutlayer/config/reader.h"
@@ -238,6 +240,38 @@ bool CheckpointStore::due(std::int64_t steps_done) const {
   if (o_.every_steps > 0 && steps_done - last_step_ >= o_.every_steps) return true;
   const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_time_).count();
   return o_.every_seconds > 0 && since >= o_.every_seconds && steps_done > last_step_;
+}
+
+CheckpointStore::~CheckpointStore() {
+  if (progress_fd_ >= 0) ::close(progress_fd_);
+}
+
+void CheckpointStore::note_progress(std::int64_t steps_done) {
+  if (progress_fd_ < 0) {
+    const auto path = (fs::path(o_.dir) / "progress").string();
+    progress_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (progress_fd_ < 0) throw IoError("cannot write '" + path + "': " + std::strerror(errno));
+  }
+  char line[32];
+  const int n = std::snprintf(line, sizeof line, "%020lld\n", static_cast<long long>(steps_done));
+  if (::pwrite(progress_fd_, line, static_cast<std::size_t>(n), 0) != n)
+    throw IoError("cannot write the progress file in '" + o_.dir + "': " + std::strerror(errno));
+}
+
+std::int64_t CheckpointStore::noted_progress() const {
+  const auto path = (fs::path(o_.dir) / "progress").string();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return -1;
+  char line[21] = {};
+  const ssize_t n = ::pread(fd, line, 20, 0);
+  ::close(fd);
+  if (n != 20) return -1;
+  std::int64_t v = 0;
+  for (char c : std::string_view(line, 20)) {
+    if (c < '0' || c > '9') return -1;
+    v = v * 10 + (c - '0');
+  }
+  return v;
 }
 
 std::vector<std::string> CheckpointStore::files() const {

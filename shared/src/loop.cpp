@@ -34,9 +34,16 @@ bool Batches::next(Batch& b) {
   return true;
 }
 
-MetricsFile::MetricsFile(const std::string& path) {
+void Batches::seek(std::int64_t steps_done) {
+  if (steps_done < 0 || steps_done > total_)
+    throw ConfigError("cannot continue after step " + std::to_string(steps_done) + ": this run has " +
+                      std::to_string(total_) + " steps (raise train.epochs or --steps)");
+  step_ = steps_done;
+}
+
+MetricsFile::MetricsFile(const std::string& path, bool append) {
   if (path.empty()) return;
-  out_ = std::make_unique<std::ofstream>(path, std::ios::out | std::ios::trunc);
+  out_ = std::make_unique<std::ofstream>(path, std::ios::out | (append ? std::ios::app : std::ios::trunc));
   if (!*out_) throw IoError("cannot write the metrics file '" + path + "'");
 }
 
@@ -50,8 +57,8 @@ void MetricsFile::write(const report::Json& object) {
   if (out_) write(object.str());
 }
 
-Progress::Progress(std::string who, std::int64_t total_steps)
-    : who_(std::move(who)), total_(total_steps), start_(std::chrono::steady_clock::now()) {}
+Progress::Progress(std::string who, std::int64_t total_steps, std::int64_t first_step)
+    : who_(std::move(who)), total_(total_steps), first_(first_step), start_(std::chrono::steady_clock::now()) {}
 
 double Progress::seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -60,7 +67,7 @@ double Progress::seconds() const {
 std::string Progress::line(std::int64_t step, double loss, double acc, std::int64_t samples,
                            std::uint64_t up, std::uint64_t down) const {
   const double s = std::max(seconds(), 1e-9);
-  const double steps_per_s = step / s;
+  const double steps_per_s = (step - first_) / s;
   const double eta = steps_per_s > 0 ? (total_ - step) / steps_per_s : 0;
   const int m = static_cast<int>(eta) / 60, sec = static_cast<int>(eta) % 60;
   return fmt::format("{} step {}/{}  loss {:.4f}  acc {:.3f}  {:.0f} samples/s  ETA {}m{:02d}s  up {:.1f} MB  down {:.1f} MB",

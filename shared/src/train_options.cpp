@@ -1,5 +1,8 @@
 #include "cutlayer/train/train_options.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "cutlayer/config/reader.h"
 #include "cutlayer/error.h"
 
@@ -87,6 +90,19 @@ model::SplitSpec split_spec(const TrainOptions& o) {
   if (!o.u_shaped && !o.head.empty()) s.back += " " + o.head;  // vanilla: the head is the server's
   s.input_shape = o.input_shape;
   return s;
+}
+
+std::string run_identity(const TrainOptions& o) {
+  const auto& d = o.data;
+  return fmt::format(
+      "model={} u_shaped={} front={} back={} head={} input_shape={}\n"
+      "dataset={} clients={} client_index={} shard={} dirichlet_alpha={:.17g} normalization={:.17g},{:.17g},{:.17g}\n"
+      "batch_size={} optimizer={} lr={:.17g} momentum={:.17g} weight_decay={:.17g} lr_schedule={} "
+      "lr_step_every={} lr_gamma={:.17g} lr_total_steps={} seed={}\n",
+      o.model, o.u_shaped, o.front, o.back, o.head, fmt::join(o.input_shape, "x"), d.dataset, d.clients,
+      d.client_index, d.shard, d.dirichlet_alpha, d.normalization.scale, d.normalization.mean,
+      d.normalization.std, o.batch_size, o.optimizer, o.lr, o.momentum, o.weight_decay, o.lr_schedule,
+      o.lr_step_every, o.lr_gamma, o.lr_total_steps, o.seed);
 }
 
 }  // namespace cutlayer::train

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cutlayer/privacy/nopeek.h"
+#include "cutlayer/state/checkpoint.h"
 #include "cutlayer/sync/options.h"
 #include "cutlayer/train/train_options.h"
 
@@ -31,6 +32,7 @@ struct ClientConfig {
   train::TrainOptions train;
   privacy::NoPeekOptions nopeek;  // the "privacy" object
   sync::SyncOptions sync;       // the "sync" object: aggregation of the fronts across clients
+  state::CheckpointOptions checkpoint;  // the "checkpoint" object; sealed with client_key
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

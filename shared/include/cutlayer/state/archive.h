@@ -44,4 +44,8 @@ void load_rng(InputArchive& a);
 crypto::Digest fingerprint(const std::string& description,
                            const std::vector<const torch::nn::Module*>& parts);
 
+// SHA-256 of every parameter's and buffer's values in `parts` (in order, as raw bytes): two
+// models are bit-identical exactly when it agrees. Printed in summaries as "model_sha256".
+crypto::Digest values_hash(const std::vector<const torch::nn::Module*>& parts);
+
 }  // namespace cutlayer::state

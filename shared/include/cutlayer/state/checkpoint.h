@@ -93,6 +93,9 @@ Opened open_checkpoint(CheckpointKey& key, const Identity& id, const std::string
 class CheckpointStore {
  public:
   CheckpointStore(CheckpointOptions o, CheckpointKey key, Identity id);
+  ~CheckpointStore();
+  CheckpointStore(const CheckpointStore&) = delete;
+  CheckpointStore& operator=(const CheckpointStore&) = delete;
 
   // True when a checkpoint is due after `steps_done` steps (by count or by time since the
   // last write or since the store was made).
@@ -105,6 +108,12 @@ class CheckpointStore {
   // renamed "<name>.refused" (kept for inspection, never tried again). nullopt when the
   // directory has no checkpoint; ConfigError when it has some and none opens.
   std::optional<Opened> load_newest();
+  // Records that `steps_done` steps are done (a small plain file "progress" beside the
+  // checkpoints, overwritten in place, not fsynced: cheap enough for every step). After a
+  // crash it tells how many steps past the newest checkpoint are redone.
+  void note_progress(std::int64_t steps_done);
+  // The steps done when the last run stopped, as noted; -1 when nothing was noted.
+  std::int64_t noted_progress() const;
   // Checkpoint files, newest first.
   std::vector<std::string> files() const;
   const CheckpointOptions& options() const { return o_; }
@@ -118,6 +127,7 @@ class CheckpointStore {
   std::int64_t last_step_ = 0;
   std::chrono::steady_clock::time_point last_time_;
   double last_write_ms_ = 0;
+  int progress_fd_ = -1;
 };
 
 }  // namespace cutlayer::state

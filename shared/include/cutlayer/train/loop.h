@@ -30,6 +30,9 @@ class Batches {
  public:
   Batches(const data::Dataset& d, int batch_size, int epochs, std::int64_t max_steps, std::uint64_t seed);
   bool next(Batch& b);
+  // Continues after `steps_done` steps (a resumed run): the next batch is the one the
+  // uninterrupted run would take then.
+  void seek(std::int64_t steps_done);
   std::int64_t total_steps() const { return total_; }
   std::int64_t per_epoch() const { return per_epoch_; }
 
@@ -44,7 +47,8 @@ class Batches {
 
 class MetricsFile {
  public:
-  explicit MetricsFile(const std::string& path);  // "" writes nothing
+  // "" writes nothing; `append` goes on with an existing file (a resumed run).
+  explicit MetricsFile(const std::string& path, bool append = false);
   void write(const std::string& json_object);
   void write(const report::Json& object);
 
@@ -55,14 +59,15 @@ class MetricsFile {
 // "step 450/2812  loss 0.512  acc 0.812  1234 samples/s  ETA 1m52s  up 1.2 GB  down 1.2 GB"
 class Progress {
  public:
-  Progress(std::string who, std::int64_t total_steps);
+  // `first_step`: where a resumed run starts (the rate counts the steps taken since).
+  Progress(std::string who, std::int64_t total_steps, std::int64_t first_step = 0);
   std::string line(std::int64_t step, double loss, double acc, std::int64_t samples,
                    std::uint64_t bytes_up, std::uint64_t bytes_down) const;
   double seconds() const;
 
  private:
   std::string who_;
-  std::int64_t total_;
+  std::int64_t total_, first_;
   std::chrono::steady_clock::time_point start_;
 };
 

@@ -54,4 +54,10 @@ TrainOptions read_train_options(config::Object& train);
 // The model these options describe: the preset `model`, or the custom layer specs.
 model::SplitSpec split_spec(const TrainOptions& o);
 
+// The options that decide what a step computes (model, optimizer, schedule, batch size,
+// seed, which data and how it is cut), as canonical text; not the run's length (epochs,
+// max_steps), logging, evaluation or file paths. A checkpoint is resumed only under the
+// same text (its hash is in the header).
+std::string run_identity(const TrainOptions& o);
+
 }  // namespace cutlayer::train
