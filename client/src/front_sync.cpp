@@ -4,6 +4,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/state/checkpoint.h"
 #include "cutlayer/sync/snapshot.h"
 #include "cutlayer/sync/sparse_wire.h"
 #include "cutlayer/train/optimizer.h"
@@ -26,6 +27,28 @@ void FrontSync::reset() {
   outstanding_.clear();
   pending_.clear();
   started_ = false;
+}
+
+void FrontSync::save(state::OutputArchive& a) const {
+  if (residual_.defined()) a.write("sync_residual", residual_);
+  state::save_int(a, "sync_seq", static_cast<std::int64_t>(seq_));
+  state::save_int(a, "sync_contributions", static_cast<std::int64_t>(stats_.contributions));
+  state::save_int(a, "sync_updates", static_cast<std::int64_t>(stats_.updates));
+  state::save_int(a, "sync_rejected", static_cast<std::int64_t>(stats_.rejected));
+}
+
+void FrontSync::load(state::InputArchive& a) {
+  if (residual_.defined()) {
+    torch::Tensor r;
+    if (!a.try_read("sync_residual", r) || r.sizes() != residual_.sizes() || r.scalar_type() != residual_.scalar_type())
+      throw state::CheckpointRefused("its error-feedback residual does not fit this front");
+    residual_.copy_(r);
+  }
+  seq_ = static_cast<std::uint64_t>(state::load_int(a, "sync_seq"));
+  stats_.contributions = static_cast<std::uint64_t>(state::load_int(a, "sync_contributions"));
+  stats_.updates = static_cast<std::uint64_t>(state::load_int(a, "sync_updates"));
+  stats_.rejected = static_cast<std::uint64_t>(state::load_int(a, "sync_rejected"));
+  reset();
 }
 
 wire::Message FrontSync::snapshot_request() { return wire::make_message(wire::SnapshotRequest{}); }

@@ -66,6 +66,144 @@ bool run_probe(transport::ClientTransport& link, int count, double mb) {
   return done == count;
 }
 
+struct Flags {
+  std::string config_path, log_level, server_host, server_pub, client_key, metrics_path, name, shard, save_front,
+      compressor, checkpoint_dir;
+  int join_port = -1, probes = 0, threads = 0, epochs = 0;
+  std::int64_t steps = -1, eval_every = -1, alpha_warmup = -1, checkpoint_every = -1;
+  double probe_mb = 8, alpha = -1, noise = -1, density = 0;
+  bool every_step = false, u_shaped = false, resume = false;
+};
+
+void add_flags(CLI::App& app, Flags& f) {
+  app.add_option("-c,--config", f.config_path, "client JSON config (see configs/client.json)")->required();
+  app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error (overrides the config)");
+  app.add_option("--server-host", f.server_host, "server address (overrides transport.server_host)");
+  app.add_option("--join-port", f.join_port, "server's front-door port")->check(CLI::Range(1, 65535));
+  app.add_option("--server-public-key", f.server_pub, "server.pub file (pins the server's key)");
+  app.add_option("--client-key", f.client_key, "this client's key pair file");
+  app.add_option("--probes", f.probes, "run the link self-check with this many probe tensors instead of training")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--name", f.name, "this client's name in logs (overrides the config)");
+  app.add_option("--threads", f.threads, "LibTorch threads (overrides the config)");
+  app.add_option("--steps", f.steps, "stop after this many steps (overrides train.max_steps)");
+  app.add_option("--metrics", f.metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
+  app.add_flag("--metrics-every-step", f.every_step, "a metrics line per step (parity checks)");
+  app.add_option("--probe-mb", f.probe_mb, "link self-check: MiB per probe tensor")->check(CLI::Range(0.001, 1024.0));
+  app.add_option("--shard", f.shard, "I/N: train on shard I of N (overrides train.client_index and train.clients)");
+  app.add_option("--eval-every", f.eval_every, "steps between test evaluations (overrides train.eval_every)");
+  app.add_option("--save-front", f.save_front, "save the trained front model here (for cutlayer-leakage)");
+  app.add_option("--alpha", f.alpha, "NoPeek weight of dCor(x, z) in the front's loss (overrides privacy.alpha)")
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--alpha-warmup", f.alpha_warmup, "steps over which alpha ramps up from 0 (overrides privacy.alpha_warmup_steps)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  app.add_option("--noise", f.noise, "std of Gaussian noise on the cut activations sent (overrides privacy.noise_std)")
+      ->check(CLI::Range(0.0, 1e3));
+  app.add_option("--epochs", f.epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
+  app.add_option("--compressor", f.compressor,
+                 "sync the front through the server's aggregation with this compressor: none|topk|gaussiank|sampledk|randomk "
+                 "(overrides sync.compressor and turns sync on)");
+  app.add_option("--density", f.density, "sync: fraction of the gradient sent per step (overrides sync.density)")
+      ->check(CLI::Range(1e-6, 1.0));
+  app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  app.add_option("--checkpoint-dir", f.checkpoint_dir, "write sealed checkpoints here (overrides checkpoint.dir)");
+  app.add_option("--checkpoint-every", f.checkpoint_every, "steps between checkpoints (overrides checkpoint.every_steps)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  app.add_flag("--resume", f.resume, "start from the newest good checkpoint (checkpoint.resume)");
+}
+
+// "I/N" into the train object's data fields.
+void apply_shard(const std::string& shard, client::ClientConfig& cfg) {
+  const auto slash = shard.find('/');
+  int i = -1, n = 0;
+  try {
+    i = std::stoi(shard.substr(0, slash));
+    n = std::stoi(shard.substr(slash + 1));
+  } catch (const std::exception&) {
+  }
+  if (slash == std::string::npos || n < 1 || i < 0 || i >= n)
+    throw ConfigError("--shard must be I/N with 0 <= I < N, got '" + shard + "'");
+  cfg.train.data.client_index = i;
+  cfg.train.data.clients = n;
+}
+
+// The config file with the flags laid over it.
+client::ClientConfig load_config(const Flags& f) {
+  auto cfg = client::load_client_config(f.config_path);
+  if (!f.log_level.empty()) cfg.log_level = f.log_level;
+  if (!f.server_host.empty()) cfg.server_host = f.server_host;
+  if (f.join_port > 0) cfg.join_port = static_cast<std::uint16_t>(f.join_port);
+  if (!f.server_pub.empty()) cfg.server_public_key = f.server_pub;
+  if (!f.client_key.empty()) cfg.client_key = f.client_key;
+  if (!f.name.empty()) cfg.name = f.name;
+  if (f.threads > 0) cfg.threads = f.threads;
+  if (f.steps >= 0) cfg.train.max_steps = f.steps;
+  if (!f.metrics_path.empty()) cfg.train.metrics_file = f.metrics_path;
+  if (f.every_step) cfg.train.metrics_every_step = true;
+  if (f.u_shaped) cfg.train.u_shaped = true;
+  if (f.epochs > 0) cfg.train.epochs = f.epochs;
+  if (f.eval_every >= 0) cfg.train.eval_every = f.eval_every;
+  if (!f.compressor.empty()) {
+    (void)kernels::make_compressor(f.compressor);  // ConfigError for an unknown name
+    cfg.sync.compressor = f.compressor;
+    cfg.sync.enabled = true;
+  }
+  if (f.density > 0) cfg.sync.density = f.density;
+  if (!f.shard.empty()) apply_shard(f.shard, cfg);
+  if (f.alpha >= 0) cfg.nopeek.alpha = f.alpha;
+  if (f.noise >= 0) cfg.nopeek.noise_std = f.noise;
+  if (f.alpha_warmup >= 0) cfg.nopeek.alpha_warmup_steps = f.alpha_warmup;
+  if (!f.checkpoint_dir.empty()) cfg.checkpoint.dir = f.checkpoint_dir;
+  if (f.checkpoint_every >= 0) cfg.checkpoint.every_steps = f.checkpoint_every;
+  if (f.resume) cfg.checkpoint.resume = true;
+  if (f.probes == 0 && !cfg.has_train)
+    throw ConfigError(f.config_path + ": no `train` object, so there is nothing to train; add one "
+                      "(see configs/client.json) or run the link self-check with --probes N");
+  if (cfg.checkpoint.resume && !cfg.checkpoint.enabled())
+    throw ConfigError(f.config_path + ": --resume needs a checkpoint directory (checkpoint.dir or --checkpoint-dir)");
+  return cfg;
+}
+
+transport::ClientTransportOptions transport_options(const client::ClientConfig& cfg) {
+  transport::ClientTransportOptions t;
+  t.server_host = cfg.server_host;
+  t.join_port = cfg.join_port;
+  t.server_public_key = transport::load_public_key(cfg.server_public_key);
+  t.client_keys = transport::load_key_pair(cfg.client_key);
+  t.join_timeout = std::chrono::milliseconds(cfg.join_timeout_ms);
+  t.join_attempts = cfg.join_attempts;
+  t.limits.max_tensor_bytes = static_cast<std::size_t>(cfg.max_message_mb) * 1024 * 1024;
+  t.limits.max_message_bytes = t.limits.max_tensor_bytes;
+  return t;
+}
+
+int run(const Flags& flags) {
+  const auto cfg = load_config(flags);
+  log::set_level(cfg.log_level);
+  torch::set_num_threads(cfg.threads);
+  install_stop_handlers();
+  transport::ClientTransport link(transport_options(cfg));
+  if (flags.probes > 0) {
+    wire::Join join;
+    join.client_name = cfg.name;
+    link.join(join);
+    const bool ok = run_probe(link, flags.probes, flags.probe_mb);
+    link.leave(stop_flag() ? "interrupted" : "self-check done");
+    return ok ? 0 : 1;
+  }
+  client::SplitClientOptions so;
+  so.name = cfg.name;
+  so.train = cfg.train;
+  so.nopeek = cfg.nopeek;
+  so.sync = cfg.sync;
+  so.save_front = flags.save_front;
+  so.checkpoint = cfg.checkpoint;
+  so.checkpoint_key = cfg.client_key;
+  client::SplitClient trainer(link, so);
+  std::cout << trainer.run(stop_flag()) << std::endl;
+  return stop_flag() ? 130 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,129 +211,11 @@ int main(int argc, char** argv) {
   tune_allocator();
   tune_threads();
   CLI::App app{"cutlayer-client: the data owner's daemon (front layers, private data)"};
-  std::string config_path, log_level, server_host, server_pub, client_key;
-  int join_port = -1, probes = 0;
-  int threads = 0;
-  std::int64_t steps = -1;
-  std::string metrics_path, name;
-  bool every_step = false;
-  double probe_mb = 8;
-  app.add_option("-c,--config", config_path, "client JSON config (see configs/client.json)")
-      ->required();
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides the config)");
-  app.add_option("--server-host", server_host, "server address (overrides transport.server_host)");
-  app.add_option("--join-port", join_port, "server's front-door port")->check(CLI::Range(1, 65535));
-  app.add_option("--server-public-key", server_pub, "server.pub file (pins the server's key)");
-  app.add_option("--client-key", client_key, "this client's key pair file");
-  app.add_option("--probes", probes, "run the link self-check with this many probe tensors instead of training")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--name", name, "this client's name in logs (overrides the config)");
-  app.add_option("--threads", threads, "LibTorch threads (overrides the config)");
-  app.add_option("--steps", steps, "stop after this many steps (overrides train.max_steps)");
-  app.add_option("--metrics", metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
-  app.add_flag("--metrics-every-step", every_step, "a metrics line per step (parity checks)");
-  app.add_option("--probe-mb", probe_mb, "link self-check: MiB per probe tensor")
-      ->check(CLI::Range(0.001, 1024.0));
-  std::string shard;
-  app.add_option("--shard", shard, "I/N: train on shard I of N (overrides train.client_index and train.clients)");
-  std::int64_t eval_every = -1;
-  app.add_option("--eval-every", eval_every, "steps between test evaluations (overrides train.eval_every)");
-  std::string save_front;
-  app.add_option("--save-front", save_front, "save the trained front model here (for cutlayer-leakage)");
-  double alpha = -1;
-  app.add_option("--alpha", alpha, "NoPeek weight of dCor(x, z) in the front's loss (overrides privacy.alpha)")
-      ->check(CLI::Range(0.0, 1e6));
-  std::int64_t alpha_warmup = -1;
-  app.add_option("--alpha-warmup", alpha_warmup, "steps over which alpha ramps up from 0 (overrides privacy.alpha_warmup_steps)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
-  double noise = -1;
-  app.add_option("--noise", noise, "std of Gaussian noise on the cut activations sent (overrides privacy.noise_std)")
-      ->check(CLI::Range(0.0, 1e3));
-  int epochs = 0;
-  app.add_option("--epochs", epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
-  std::string compressor;
-  app.add_option("--compressor", compressor,
-                 "sync the front through the server's aggregation with this compressor: none|topk|gaussiank|sampledk|randomk "
-                 "(overrides sync.compressor and turns sync on)");
-  double density = 0;
-  app.add_option("--density", density, "sync: fraction of the gradient sent per step (overrides sync.density)")
-      ->check(CLI::Range(1e-6, 1.0));
-  bool u_shaped = false;
-  app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  Flags flags;
+  add_flags(app, flags);
   CLI11_PARSE(app, argc, argv);
-
   try {
-    auto cfg = client::load_client_config(config_path);
-    if (!log_level.empty()) cfg.log_level = log_level;
-    if (!server_host.empty()) cfg.server_host = server_host;
-    if (join_port > 0) cfg.join_port = static_cast<std::uint16_t>(join_port);
-    if (!server_pub.empty()) cfg.server_public_key = server_pub;
-    if (!client_key.empty()) cfg.client_key = client_key;
-    if (!name.empty()) cfg.name = name;
-    if (threads > 0) cfg.threads = threads;
-    if (steps >= 0) cfg.train.max_steps = steps;
-    if (!metrics_path.empty()) cfg.train.metrics_file = metrics_path;
-    if (every_step) cfg.train.metrics_every_step = true;
-    if (u_shaped) cfg.train.u_shaped = true;
-    if (epochs > 0) cfg.train.epochs = epochs;
-    if (eval_every >= 0) cfg.train.eval_every = eval_every;
-    if (!compressor.empty()) {
-      (void)kernels::make_compressor(compressor);  // ConfigError for an unknown name
-      cfg.sync.compressor = compressor;
-      cfg.sync.enabled = true;
-    }
-    if (density > 0) cfg.sync.density = density;
-    if (!shard.empty()) {
-      const auto slash = shard.find('/');
-      int i = -1, n = 0;
-      try {
-        i = std::stoi(shard.substr(0, slash));
-        n = std::stoi(shard.substr(slash + 1));
-      } catch (const std::exception&) {
-      }
-      if (slash == std::string::npos || n < 1 || i < 0 || i >= n)
-        throw ConfigError("--shard must be I/N with 0 <= I < N, got '" + shard + "'");
-      cfg.train.data.client_index = i;
-      cfg.train.data.clients = n;
-    }
-    log::set_level(cfg.log_level);
-    torch::set_num_threads(cfg.threads);
-    if (probes == 0 && !cfg.has_train)
-      throw ConfigError(config_path + ": no `train` object, so there is nothing to train; add one "
-                        "(see configs/client.json) or run the link self-check with --probes N");
-    install_stop_handlers();
-
-    transport::ClientTransportOptions topts;
-    topts.server_host = cfg.server_host;
-    topts.join_port = cfg.join_port;
-    topts.server_public_key = transport::load_public_key(cfg.server_public_key);
-    topts.client_keys = transport::load_key_pair(cfg.client_key);
-    topts.join_timeout = std::chrono::milliseconds(cfg.join_timeout_ms);
-    topts.join_attempts = cfg.join_attempts;
-    topts.limits.max_tensor_bytes = static_cast<std::size_t>(cfg.max_message_mb) * 1024 * 1024;
-    topts.limits.max_message_bytes = topts.limits.max_tensor_bytes;
-
-    transport::ClientTransport link(std::move(topts));
-    if (probes > 0) {
-      wire::Join join;
-      join.client_name = cfg.name;
-      link.join(join);
-      const bool ok = run_probe(link, probes, probe_mb);
-      link.leave(stop_flag() ? "interrupted" : "self-check done");
-      return ok ? 0 : 1;
-    }
-    client::SplitClientOptions so;
-    so.name = cfg.name;
-    so.train = cfg.train;
-    so.nopeek = cfg.nopeek;
-    so.sync = cfg.sync;
-    so.save_front = save_front;
-    if (alpha >= 0) so.nopeek.alpha = alpha;
-    if (noise >= 0) so.nopeek.noise_std = noise;
-    if (alpha_warmup >= 0) so.nopeek.alpha_warmup_steps = alpha_warmup;
-    client::SplitClient trainer(link, so);
-    std::cout << trainer.run(stop_flag()) << std::endl;
-    return stop_flag() ? 130 : 0;
+    return run(flags);
   } catch (const Error& e) {
     std::cerr << "cutlayer-client: " << e.what() << "\n";
     return 2;

@@ -182,6 +182,9 @@ Evaluation SplitClient::evaluate() {
 std::string SplitClient::run(const std::atomic<bool>& stop) {
   announce();
   dispatch_.set_stop(&stop);
+  // The checkpoint comes back before the join: with aggregation the join's snapshot then
+  // replaces the front, as at any re-join, and the residual stays this client's.
+  const std::int64_t start = resume();
   try {
     join();
   } catch (const Interrupted&) {
@@ -189,9 +192,11 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   }
   const auto& o = options_.train;
   train::Batches batches(data_.train, o.batch_size, o.epochs, o.max_steps, o.seed);
-  train::MetricsFile metrics(o.metrics_file);
-  train::Progress progress(options_.name, batches.total_steps());
+  batches.seek(start);
+  train::MetricsFile metrics(o.metrics_file, /*append=*/start > 0);
+  train::Progress progress(options_.name, batches.total_steps(), start);
   Totals totals;
+  totals.steps = start;
   // A SIGINT/SIGTERM during a wait for the server ends the wait (Interrupted); the
   // client then leaves cleanly as it would between steps.
   try {
@@ -201,6 +206,7 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   } catch (const Interrupted&) {
     log::get("client")->info("{}: interrupted while waiting for the server", options_.name);
   }
+  checkpoint(totals.steps, /*force=*/stop || totals.steps == batches.total_steps());
   return finish(stop, metrics, progress, totals);  // reads the flag again: a late signal still counts
 }
 
@@ -235,6 +241,7 @@ void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& bat
     window.add(r.loss, r.dcor, r.correct, n);
     if (o.metrics_every_step) metrics.write(step_json(b.step, r));
     const auto done = b.step + 1;
+    checkpoint(done, /*force=*/false);
     if (done % o.log_every == 0 || done == batches.total_steps()) {
       report_window(done, window, progress, totals.samples, metrics);
       window = Window{};

@@ -23,6 +23,29 @@ Aggregator::Aggregator(const train::TrainOptions& train, AggregatorOptions optio
       opt_(train::make_optimizer(flat_.params(), train)),
       acc_(flat_.numel()) {}
 
+void Aggregator::save(state::OutputArchive& a) const {
+  state::save_part(a, "replica_front", *model_.front);
+  if (model_.has_head()) state::save_part(a, "replica_head", *model_.head);
+  state::save_part(a, "replica_optimizer", *opt_);
+  state::save_int(a, "round", static_cast<std::int64_t>(version_));
+}
+
+void Aggregator::load(state::InputArchive& a) {
+  if (!members_.empty()) throw InternalError("Aggregator::load after members joined");
+  state::load_part(a, "replica_front", *model_.front);
+  if (model_.has_head()) state::load_part(a, "replica_head", *model_.head);
+  state::load_part(a, "replica_optimizer", *opt_);
+  version_ = static_cast<std::uint64_t>(state::load_int(a, "round"));
+  round_.clear();
+  round_samples_ = 0;
+}
+
+std::vector<const torch::nn::Module*> Aggregator::replica_parts() const {
+  std::vector<const torch::nn::Module*> p{model_.front.ptr().get()};
+  if (model_.has_head()) p.push_back(model_.head.ptr().get());
+  return p;
+}
+
 Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::string& name,
                                           std::uint64_t declared_samples) {
   Outbox out;

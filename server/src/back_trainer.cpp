@@ -32,6 +32,23 @@ std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const
   return std::nullopt;
 }
 
+void BackTrainer::save(state::OutputArchive& a) const {
+  state::save_part(a, "back", *back_);
+  state::save_part(a, "back_optimizer", *opt_);
+  state::save_int(a, "back_steps", stats_.steps);
+  state::save_int(a, "back_samples", stats_.samples);
+}
+
+void BackTrainer::load(state::InputArchive& a) {
+  state::load_part(a, "back", *back_);
+  state::load_part(a, "back_optimizer", *opt_);
+  stats_.steps = state::load_int(a, "back_steps");
+  stats_.samples = state::load_int(a, "back_samples");
+  pending_.reset();
+  deferred_.clear();
+  deferred_bytes_ = 0;
+}
+
 std::optional<std::uint64_t> BackTrainer::pending_session() const {
   if (!pending_) return std::nullopt;
   return pending_->session;

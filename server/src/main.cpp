@@ -2,15 +2,16 @@
 // through the CURVE front door and talk over sealed channels.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iostream>
-#include <unistd.h>
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/process_tuning.h"
+#include "cutlayer/server/checkpoints.h"
 #include "cutlayer/server/server_config.h"
 #include "cutlayer/server/service.h"
 #include "cutlayer/stop_signal.h"
@@ -18,109 +19,150 @@
 
 using namespace cutlayer;
 
+namespace {
+
+struct Flags {
+  std::string config_path, log_level, bind_host, server_key, allow_list, ready_file, metrics_path, checkpoint_dir;
+  int join_port = -1, data_port = -1, threads = 0, staleness = -1;
+  std::int64_t checkpoint_every = -1;
+  bool u_shaped = false, resume = false;
+};
+
+void add_flags(CLI::App& app, Flags& f) {
+  app.add_option("-c,--config", f.config_path, "server JSON config (see configs/server.json)")->required();
+  app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error (overrides the config)");
+  app.add_option("--bind", f.bind_host, "address to listen on (overrides transport.bind_host)");
+  app.add_option("--join-port", f.join_port, "front-door port; 0 picks a free one")->check(CLI::Range(0, 65535));
+  app.add_option("--data-port", f.data_port, "sealed data port; 0 picks a free one")->check(CLI::Range(0, 65535));
+  app.add_option("--server-key", f.server_key, "server key pair file (overrides transport.server_key)");
+  app.add_option("--allow-list", f.allow_list, "client allow-list (overrides transport.allow_list)");
+  app.add_option("--threads", f.threads, "LibTorch intra-op threads (overrides the config)");
+  app.add_option("--metrics", f.metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
+  app.add_option("--ready-file", f.ready_file, "write {\"join_port\":..,\"data_port\":..} here once listening");
+  app.add_option("--staleness", f.staleness, "aggregation: the staleness bound s, 0 = synchronous (overrides aggregation.staleness)")
+      ->check(CLI::Range(0, 1000));
+  app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  app.add_option("--checkpoint-dir", f.checkpoint_dir, "write sealed checkpoints here (overrides checkpoint.dir)");
+  app.add_option("--checkpoint-every", f.checkpoint_every, "back steps between checkpoints (overrides checkpoint.every_steps)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  app.add_flag("--resume", f.resume, "start from the newest good checkpoint (checkpoint.resume)");
+}
+
+server::ServerConfig load_config(const Flags& f) {
+  auto cfg = server::load_server_config(f.config_path);
+  if (!f.log_level.empty()) cfg.log_level = f.log_level;
+  if (!f.bind_host.empty()) cfg.bind_host = f.bind_host;
+  if (f.join_port >= 0) cfg.join_port = static_cast<std::uint16_t>(f.join_port);
+  if (f.data_port >= 0) cfg.data_port = static_cast<std::uint16_t>(f.data_port);
+  if (!f.server_key.empty()) cfg.server_key = f.server_key;
+  if (!f.allow_list.empty()) cfg.allow_list = f.allow_list;
+  if (f.threads > 0) cfg.threads = f.threads;
+  if (!f.metrics_path.empty()) cfg.train.metrics_file = f.metrics_path;
+  if (f.u_shaped) cfg.train.u_shaped = true;
+  if (f.staleness >= 0) cfg.aggregation.staleness = static_cast<std::uint32_t>(f.staleness);
+  if (!f.checkpoint_dir.empty()) cfg.checkpoint.dir = f.checkpoint_dir;
+  if (f.checkpoint_every >= 0) cfg.checkpoint.every_steps = f.checkpoint_every;
+  if (f.resume) cfg.checkpoint.resume = true;
+  if (cfg.checkpoint.enabled() && !cfg.has_train)
+    throw ConfigError(f.config_path + ": checkpoints need a \"train\" object (a probe-only server has no state)");
+  if (cfg.checkpoint.resume && !cfg.checkpoint.enabled())
+    throw ConfigError(f.config_path + ": --resume needs a checkpoint directory (checkpoint.dir or --checkpoint-dir)");
+  return cfg;
+}
+
+transport::ServerTransportOptions transport_options(const server::ServerConfig& cfg) {
+  transport::ServerTransportOptions t;
+  t.bind_host = cfg.bind_host;
+  t.join_port = cfg.join_port;
+  t.data_port = cfg.data_port;
+  t.server_keys = transport::load_key_pair(cfg.server_key);
+  t.allow_list = transport::AllowList::load(cfg.allow_list);
+  t.session_timeout_ms = cfg.session_timeout_ms;
+  t.client_heartbeat_ms = cfg.heartbeat_ms;
+  t.limits.max_tensor_bytes = static_cast<std::size_t>(cfg.max_message_mb) * 1024 * 1024;
+  t.limits.max_message_bytes = t.limits.max_tensor_bytes;
+  return t;
+}
+
+void write_ready_file(const std::string& path, const transport::ServerTransport& t) {
+  if (path.empty()) return;
+  std::ofstream out(path + ".tmp");
+  out << "{\"join_port\":" << t.join_port() << ",\"data_port\":" << t.data_port() << ",\"pid\":" << ::getpid() << "}\n";
+  out.close();
+  std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
+void announce(const server::ServerConfig& cfg, const server::BackTrainer* trainer, const server::Aggregator* agg) {
+  auto log = log::get("server");
+  if (trainer)
+    log->info("training the back of {} ({} mode: {}), cut layer {}, {} lr {}", cfg.train.model,
+              cfg.train.u_shaped ? "U-shaped" : "vanilla",
+              cfg.train.u_shaped ? "labels stay on the clients" : "labels come to the server",
+              model::shape_string(trainer->cut_shape()), cfg.train.optimizer, cfg.train.lr);
+  if (!agg) return;
+  const auto& a = cfg.aggregation;
+  log->info("aggregating the clients' fronts ({} parameters): {}, deadline {} ms{}", agg->numel(),
+            a.staleness == 0 ? std::string("synchronous") : "staleness bound " + std::to_string(a.staleness),
+            a.deadline.count(),
+            a.target_samples > 0 ? ", rounds close at " + std::to_string(a.target_samples) + " examples" : std::string());
+  if (a.clip > 0) log->info("clipping each contribution's norm to {:g} x the median of the last {}", a.clip, a.clip_window);
+}
+
+void log_transport_summary(const transport::ServerTransport& transport, const server::Service& service) {
+  const auto& s = transport.stats();
+  log::get("server")->info(
+      "stopping: {} sessions open, {} probes served, in {} msgs/{} B, out {} msgs/{} B, "
+      "dropped {} (protocol {}, bad tag {}, replay {}, unknown session {}), ZAP rejected {}",
+      transport.session_count(), service.probes_served(), s.messages_in, s.bytes_in, s.messages_out, s.bytes_out,
+      s.dropped(), s.protocol_errors, s.bad_tag, s.replayed, s.unknown_session, transport.zap_rejected());
+}
+
+int run(const Flags& flags) {
+  auto cfg = load_config(flags);
+  log::set_level(cfg.log_level);
+  torch::set_num_threads(cfg.threads);
+  std::unique_ptr<server::BackTrainer> trainer;
+  std::unique_ptr<server::Aggregator> aggregator;
+  if (cfg.has_train) trainer = std::make_unique<server::BackTrainer>(cfg.train, cfg.trainer_limits);
+  if (cfg.has_aggregation) aggregator = std::make_unique<server::Aggregator>(cfg.train, cfg.aggregation);
+  // The state comes back before the doors open: no client sees a fresh model first.
+  std::unique_ptr<server::ServerCheckpoints> checkpoints;
+  bool resumed = false;
+  if (cfg.checkpoint.enabled()) {
+    checkpoints = std::make_unique<server::ServerCheckpoints>(cfg.checkpoint, cfg.server_key, *trainer, aggregator.get());
+    if (cfg.checkpoint.resume) resumed = checkpoints->resume();
+  }
+  std::unique_ptr<train::MetricsFile> metrics;
+  if (trainer) metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file, /*append=*/resumed);
+
+  install_stop_handlers();
+  transport::ServerTransport transport(transport_options(cfg));
+  write_ready_file(flags.ready_file, transport);
+  log::get("server")->info("serving (threads={}); stop with SIGINT or SIGTERM", cfg.threads);
+  announce(cfg, trainer.get(), aggregator.get());
+  server::Service service(transport, trainer.get(), metrics.get(), aggregator.get(), cfg.limits);
+  service.set_checkpoints(checkpoints.get());
+  service.run(stop_flag());
+  if (checkpoints) checkpoints->write();  // what is trained since the last one is kept
+  std::cout << service.summary().json().str() << std::endl;
+  log_transport_summary(transport, service);
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   prefer_passive_openmp(argv);
   tune_allocator();
   tune_threads();
   CLI::App app{"cutlayer-server: the split-learning server (back layers, aggregator)"};
-  std::string config_path, log_level, bind_host, server_key, allow_list, ready_file;
-  int join_port = -1, data_port = -1;
-  app.add_option("-c,--config", config_path, "server JSON config (see configs/server.json)")
-      ->required();
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides the config)");
-  app.add_option("--bind", bind_host, "address to listen on (overrides transport.bind_host)");
-  app.add_option("--join-port", join_port, "front-door port; 0 picks a free one")
-      ->check(CLI::Range(0, 65535));
-  app.add_option("--data-port", data_port, "sealed data port; 0 picks a free one")
-      ->check(CLI::Range(0, 65535));
-  app.add_option("--server-key", server_key, "server key pair file (overrides transport.server_key)");
-  app.add_option("--allow-list", allow_list, "client allow-list (overrides transport.allow_list)");
-  std::string metrics_path;
-  int threads = 0;
-  app.add_option("--threads", threads, "LibTorch intra-op threads (overrides the config)");
-  app.add_option("--metrics", metrics_path, "JSON-lines metrics file (overrides train.metrics_file)");
-  app.add_option("--ready-file", ready_file,
-                 "write {\"join_port\":..,\"data_port\":..} here once listening");
-  int staleness = -1;
-  app.add_option("--staleness", staleness, "aggregation: the staleness bound s, 0 = synchronous (overrides aggregation.staleness)")
-      ->check(CLI::Range(0, 1000));
-  bool u_shaped = false;
-  app.add_flag("--u-shaped", u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  Flags flags;
+  add_flags(app, flags);
   CLI11_PARSE(app, argc, argv);
-
   try {
-    auto cfg = server::load_server_config(config_path);
-    if (!log_level.empty()) cfg.log_level = log_level;
-    if (!bind_host.empty()) cfg.bind_host = bind_host;
-    if (join_port >= 0) cfg.join_port = static_cast<std::uint16_t>(join_port);
-    if (data_port >= 0) cfg.data_port = static_cast<std::uint16_t>(data_port);
-    if (!server_key.empty()) cfg.server_key = server_key;
-    if (!allow_list.empty()) cfg.allow_list = allow_list;
-    if (threads > 0) cfg.threads = threads;
-    log::set_level(cfg.log_level);
-    torch::set_num_threads(cfg.threads);
-    auto log = log::get("server");
-
-    transport::ServerTransportOptions topts;
-    topts.bind_host = cfg.bind_host;
-    topts.join_port = cfg.join_port;
-    topts.data_port = cfg.data_port;
-    topts.server_keys = transport::load_key_pair(cfg.server_key);
-    topts.allow_list = transport::AllowList::load(cfg.allow_list);
-    topts.session_timeout_ms = cfg.session_timeout_ms;
-    topts.client_heartbeat_ms = cfg.heartbeat_ms;
-    topts.limits.max_tensor_bytes = static_cast<std::size_t>(cfg.max_message_mb) * 1024 * 1024;
-    topts.limits.max_message_bytes = topts.limits.max_tensor_bytes;
-
-    install_stop_handlers();
-    transport::ServerTransport transport(std::move(topts));
-    if (!ready_file.empty()) {
-      std::ofstream out(ready_file + ".tmp");
-      out << "{\"join_port\":" << transport.join_port() << ",\"data_port\":" << transport.data_port()
-          << ",\"pid\":" << ::getpid() << "}\n";
-      out.close();
-      std::rename((ready_file + ".tmp").c_str(), ready_file.c_str());
-    }
-    log->info("serving (threads={}); stop with SIGINT or SIGTERM", cfg.threads);
-    std::unique_ptr<server::BackTrainer> trainer;
-    std::unique_ptr<train::MetricsFile> metrics;
-    if (cfg.has_train) {
-      if (!metrics_path.empty()) cfg.train.metrics_file = metrics_path;
-      if (u_shaped) cfg.train.u_shaped = true;
-      trainer = std::make_unique<server::BackTrainer>(cfg.train, cfg.trainer_limits);
-      metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file);
-      log->info("training the back of {} ({} mode: {}), cut layer {}, {} lr {}", cfg.train.model,
-                cfg.train.u_shaped ? "U-shaped" : "vanilla",
-                cfg.train.u_shaped ? "labels stay on the clients" : "labels come to the server",
-                model::shape_string(trainer->cut_shape()), cfg.train.optimizer, cfg.train.lr);
-    }
-    std::unique_ptr<server::Aggregator> aggregator;
-    if (cfg.has_aggregation) {
-      if (staleness >= 0) cfg.aggregation.staleness = static_cast<std::uint32_t>(staleness);
-      aggregator = std::make_unique<server::Aggregator>(cfg.train, cfg.aggregation);
-      log->info("aggregating the clients' fronts ({} parameters): {}, deadline {} ms{}", aggregator->numel(),
-                cfg.aggregation.staleness == 0 ? std::string("synchronous")
-                                               : "staleness bound " + std::to_string(cfg.aggregation.staleness),
-                cfg.aggregation.deadline.count(),
-                cfg.aggregation.target_samples > 0
-                    ? ", rounds close at " + std::to_string(cfg.aggregation.target_samples) + " examples"
-                    : std::string());
-      if (cfg.aggregation.clip > 0)
-        log->info("clipping each contribution's norm to {:g} x the median of the last {}", cfg.aggregation.clip,
-                  cfg.aggregation.clip_window);
-    }
-    server::Service service(transport, trainer.get(), metrics.get(), aggregator.get(), cfg.limits);
-    service.run(stop_flag());
-    std::cout << service.summary().json().str() << std::endl;
-    const auto& s = transport.stats();
-    log->info("stopping: {} sessions open, {} probes served, in {} msgs/{} B, out {} msgs/{} B, "
-              "dropped {} (protocol {}, bad tag {}, replay {}, unknown session {}), ZAP rejected {}",
-              transport.session_count(), service.probes_served(), s.messages_in, s.bytes_in,
-              s.messages_out, s.bytes_out, s.dropped(), s.protocol_errors, s.bad_tag, s.replayed,
-              s.unknown_session, transport.zap_rejected());
+    return run(flags);
   } catch (const Error& e) {
     std::cerr << "cutlayer-server: " << e.what() << "\n";
     return 2;
   }
-  return 0;
 }

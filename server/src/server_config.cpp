@@ -71,7 +71,12 @@ ServerConfig load_server_config(const std::string& path) {
     a.finish();
     c.has_aggregation = true;
   }
+  auto ck = root.child("checkpoint");
+  c.checkpoint = state::read_checkpoint_options(ck);
+  if (c.checkpoint.enabled() && !c.has_train)
+    ck.fail("dir", "a probe-only server (no \"train\" object) has no state to checkpoint: remove \"checkpoint\"");
   root.finish();
+  if (!c.checkpoint.dir.empty()) c.checkpoint.dir = doc->resolve(c.checkpoint.dir);
   if (c.join_port != 0 && c.join_port == c.data_port)
     t.fail("data_port", "must differ from join_port (both are " + std::to_string(c.join_port) + ")");
   c.server_key = doc->resolve(c.server_key);

@@ -33,6 +33,7 @@ void Service::run(const std::atomic<bool>& stop) {
         send_all(out);
         report_round();
       }
+      if (checkpoints_) checkpoints_->maybe_write();
     } catch (const std::exception& e) {
       log::get("server")->error("event not handled: {}", error_text(e));
     }

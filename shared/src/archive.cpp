@@ -100,11 +100,15 @@ std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key) {
   return v;
 }
 
-void save_rng(OutputArchive& a) {
+torch::Tensor rng_state() {
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
-  a.write("rng", gen.get_state());
+  return gen.get_state();
 }
+
+void save_rng(OutputArchive& a) { a.write("rng", rng_state()); }
+
+void save_rng(OutputArchive& a, const torch::Tensor& state) { a.write("rng", state); }
 
 void load_rng(InputArchive& a) {
   refusing("rng", [&] {

@@ -11,27 +11,8 @@
 #  5. SIGINT reaches a client that is waiting for a round: it leaves cleanly at once.
 source "$(dirname "$0")/lib.sh"
 py=/usr/bin/python3
-# configs: name, then key=value edits ("a.b=json")
-mkconf() {
-  $py - "$@" <<'PY'
-import json, sys
-src, dst, *edits = sys.argv[1:]
-c = json.load(open(src))
-for e in edits:
-    path, value = e.split("=", 1)
-    *parents, leaf = path.split(".")
-    node = c
-    for p in parents:
-        node = node.setdefault(p, {})
-    if value == "DELETE":
-        node.pop(leaf, None)
-    else:
-        node[leaf] = json.loads(value)
-json.dump(c, open(dst, "w"), indent=1)
-PY
-}
-mkconf "$configs/server-aggregation.json" "$work/server-sync.json" train.log_every=10
-mkconf "$configs/client-aggregation.json" "$work/client-sync.json"
+edit_config "$configs/server-aggregation.json" "$work/server-sync.json" train.log_every=10
+edit_config "$configs/client-aggregation.json" "$work/client-sync.json"
 
 # --- 1: synchronous, 3 clients + a late joiner -------------------------------------
 server_config=$work/server-sync.json client_config=$work/client-sync.json
@@ -76,10 +57,10 @@ PY
 # --- 2: compressor none, 1 client == no aggregation ---------------------------------
 # A cosine learning rate, so the round's position in the schedule is checked as well.
 cosine=(train.lr_schedule='"cosine"' train.lr_total_steps=40)
-mkconf "$configs/server-aggregation.json" "$work/server-plain.json" aggregation=DELETE "${cosine[@]}"
-mkconf "$configs/server-aggregation.json" "$work/server-none.json" "${cosine[@]}"
-mkconf "$configs/client-aggregation.json" "$work/client-none.json" sync.compressor='"none"' "${cosine[@]}"
-mkconf "$configs/client-aggregation.json" "$work/client-plain.json" sync=DELETE "${cosine[@]}"
+edit_config "$configs/server-aggregation.json" "$work/server-plain.json" aggregation=DELETE "${cosine[@]}"
+edit_config "$configs/server-aggregation.json" "$work/server-none.json" "${cosine[@]}"
+edit_config "$configs/client-aggregation.json" "$work/client-none.json" sync.compressor='"none"' "${cosine[@]}"
+edit_config "$configs/client-aggregation.json" "$work/client-plain.json" sync=DELETE "${cosine[@]}"
 server_config=$work/server-plain.json client_config=$work/client-plain.json
 start_server s2a
 client --client-key "$work/keys/alice.key" --steps 40 --metrics "$work/plain.jsonl" --metrics-every-step \
@@ -121,7 +102,7 @@ assert a["contributions"] + a["rejected"] == 80, a
 PY
 
 # --- 4: a client killed mid-round ---------------------------------------------------
-mkconf "$work/server-sync.json" "$work/server-deadline.json" aggregation.deadline_ms=1500 transport.session_timeout_ms=4000
+edit_config "$work/server-sync.json" "$work/server-deadline.json" aggregation.deadline_ms=1500 transport.session_timeout_ms=4000
 server_config=$work/server-deadline.json
 start_server s4
 spawn carol -k --shard 2/3 --steps 100000 --metrics "$work/carol-k.jsonl" --metrics-every-step
@@ -146,7 +127,7 @@ PY
 grep -q "carol' gone" "$work/s4.log" || { echo "the killed client was never evicted"; exit 1; }
 
 # --- 5: SIGINT while waiting for a round ---------------------------------------------
-mkconf "$work/server-sync.json" "$work/server-slow.json" aggregation.deadline_ms=600000
+edit_config "$work/server-sync.json" "$work/server-slow.json" aggregation.deadline_ms=600000
 server_config=$work/server-slow.json
 start_server s5
 spawn alice -i --shard 0/2 --steps 100000 --metrics "$work/alice-i.jsonl" --metrics-every-step

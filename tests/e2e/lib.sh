@@ -7,19 +7,42 @@ pids=()
 cleanup() { [ -n "${KEEP_WORK:-}" ] && cp -r "$work" "$KEEP_WORK";  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# start_server NAME [ARGS...]: starts cutlayer-server; sets $port and $server_pid.
+# start_server NAME [ARGS...]: starts cutlayer-server; sets $port, $data_port and $server_pid.
+# On ephemeral ports, or on $server_join_port / $server_data_port when set (a restart).
 start_server() {
   local name=$1
   shift
   rm -f "$work/$name.ready"
   "$bin/cutlayer-server" -c "${server_config:-$configs/server.json}" --server-key "$work/keys/server.key" \
-    --allow-list "$work/keys/allow-list.txt" --join-port 0 --data-port 0 \
+    --allow-list "$work/keys/allow-list.txt" --join-port "${server_join_port:-0}" --data-port "${server_data_port:-0}" \
     --ready-file "$work/$name.ready" "$@" >"$work/$name.out" 2>"$work/$name.log" &
   server_pid=$!
   pids+=("$server_pid")
   for _ in $(seq 100); do [ -s "$work/$name.ready" ] && break; sleep 0.1; done
   [ -s "$work/$name.ready" ] || { echo "server did not start"; cat "$work/$name.log"; exit 1; }
   port=$(sed -E 's/.*"join_port":([0-9]+).*/\1/' "$work/$name.ready")
+  data_port=$(sed -E 's/.*"data_port":([0-9]+).*/\1/' "$work/$name.ready")
+}
+
+# edit_config SRC DST EDIT...: a copy of a JSON config with edits "a.b=<json>" ("a.b=DELETE"
+# removes the field).
+edit_config() {
+  /usr/bin/python3 - "$@" <<'PY'
+import json, sys
+src, dst, *edits = sys.argv[1:]
+c = json.load(open(src))
+for e in edits:
+    path, value = e.split("=", 1)
+    *parents, leaf = path.split(".")
+    node = c
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value == "DELETE":
+        node.pop(leaf, None)
+    else:
+        node[leaf] = json.loads(value)
+json.dump(c, open(dst, "w"), indent=1)
+PY
 }
 
 # stop_server: SIGTERM, then it must exit 0 within 5 s.

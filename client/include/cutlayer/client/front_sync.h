@@ -18,6 +18,7 @@
 
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/kernels/density_schedule.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/sync/flat_params.h"
 #include "cutlayer/sync/options.h"
 #include "cutlayer/wire/message.h"
@@ -56,6 +57,12 @@ class FrontSync {
   // most `max_outstanding` contributions are still unanswered.
   bool settle(std::size_t max_outstanding);
   void count_wait() { ++stats_.waits; }
+
+  // The durable part: the error-feedback residual, the contribution sequence and counters.
+  // The front itself comes from the server's snapshot at every (re-)join; contributions in
+  // flight are given up as at a re-join.
+  void save(state::OutputArchive& a) const;
+  void load(state::InputArchive& a);
 
   std::uint32_t staleness() const { return staleness_; }  // the server's bound
   std::size_t outstanding() const { return outstanding_.size(); }

@@ -14,6 +14,7 @@
 #include "cutlayer/data/source.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/privacy/nopeek.h"
+#include "cutlayer/state/checkpoint.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/transport/client_transport.h"
@@ -28,6 +29,8 @@ struct SplitClientOptions {
   int rejoins = 5;                                   // after the server went away
   std::string save_front;                            // torch::save the trained front here
   sync::SyncOptions sync;                            // enabled: the front joins the aggregation
+  state::CheckpointOptions checkpoint;               // enabled: sealed checkpoints of this client
+  std::string checkpoint_key;                        // the key pair file that seals them
 };
 
 class SplitClient {
@@ -61,6 +64,13 @@ class SplitClient {
   std::string finish(const std::atomic<bool>& stop, train::MetricsFile& metrics, const train::Progress& progress,
                      const Totals& totals);
   std::optional<SyncReport> sync_report() const;
+  // Checkpoints (split_client_state.cpp): what a checkpoint must match, the state as bytes
+  // and back, resuming at start, writing when due and at the end.
+  state::Identity identity() const;
+  std::string snapshot(std::int64_t steps_done, const torch::Tensor& rng) const;
+  std::int64_t restore(const std::string& bytes);
+  std::int64_t resume();
+  void checkpoint(std::int64_t steps_done, bool force);
   std::optional<std::uint64_t> round() const;
   template <class Fn>
   auto with_rejoin(Fn&& fn) -> decltype(fn());
@@ -75,6 +85,8 @@ class SplitClient {
   std::uint64_t eval_id_ = 1ull << 62;
   Dispatcher dispatch_;  // every wait for the server (deadline, stop flag, strays)
   std::unique_ptr<FrontSync> sync_;
+  std::optional<state::CheckpointStore> checkpoints_;
+  torch::Tensor rng_before_step_;  // the generator before the step in progress (checkpoints)
 };
 
 }  // namespace cutlayer::client

@@ -31,6 +31,7 @@
 #include "cutlayer/kernels/sparse_sum.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/server/checks.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/sync/flat_params.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/wire/message.h"
@@ -102,6 +103,16 @@ class Aggregator {
   // front decays with the back (1 client: round r at step r-1, as without aggregation).
   // Unset, round r uses position r-1.
   void set_schedule_steps(std::int64_t back_steps) { schedule_steps_ = back_steps; }
+
+  // The durable part: the replica (front and head), its optimizer and the round. Members
+  // and an open round are not: after a restart the clients re-join and re-sync to the round
+  // through the snapshot, and the open round's contributions are lost (at most one each).
+  void save(state::OutputArchive& a) const;
+  // Loads a saved state (throws CheckpointRefused when it does not fit); only before any
+  // member has joined.
+  void load(state::InputArchive& a);
+  // The replica's modules (their fingerprint goes into the server's checkpoints).
+  std::vector<const torch::nn::Module*> replica_parts() const;
 
   std::size_t members() const { return members_.size(); }
   std::uint64_t version() const { return version_; }

@@ -20,6 +20,7 @@
 
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/server/checks.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/wire/message.h"
@@ -77,6 +78,14 @@ class BackTrainer {
   Outbox tick(Clock::time_point now = Clock::now());
   // A session ended: drop its pending step and deferred batches.
   Outbox forget(std::uint64_t session, Clock::time_point now = Clock::now());
+
+  // The durable part: the back model, its optimizer and its step and example counters
+  // (a U-shaped step in flight and the deferred batches are not: their clients retry).
+  void save(state::OutputArchive& a) const;
+  // Loads a saved state (throws CheckpointRefused when it does not fit); drops any step in
+  // flight and the deferred batches.
+  void load(state::InputArchive& a);
+  const torch::nn::Sequential& back_model() const { return back_; }
 
   const TrainerStats& stats() const { return stats_; }
   TrainerStats& stats() { return stats_; }

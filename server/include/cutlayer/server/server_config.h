@@ -7,6 +7,7 @@
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/server/service.h"
+#include "cutlayer/state/checkpoint.h"
 #include "cutlayer/train/train_options.h"
 
 namespace cutlayer::server {
@@ -36,6 +37,8 @@ struct ServerConfig {
   // refusals_to_evict, refusal_window_ms, rejoin_after_eviction_ms)
   ServiceLimits limits;
   double max_abs_value = kDefaultMaxAbsValue;
+  // the "checkpoint" object: sealed checkpoints of the back (and replica), under server_key
+  state::CheckpointOptions checkpoint;
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

@@ -18,6 +18,7 @@
 
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/server/back_trainer.h"
+#include "cutlayer/server/checkpoints.h"
 #include "cutlayer/server/report.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/transport/server_transport.h"
@@ -42,6 +43,8 @@ class Service {
   Service(transport::ServerTransport& transport, BackTrainer* trainer, train::MetricsFile* metrics,
           Aggregator* aggregator = nullptr, ServiceLimits limits = {});
 
+  // Checkpoints written as training goes (null: none).
+  void set_checkpoints(ServerCheckpoints* c) { checkpoints_ = c; }
   // Polls and handles events until `stop` is set.
   void run(const std::atomic<bool>& stop);
   // Handles one event (public for tests).
@@ -71,6 +74,7 @@ class Service {
   BackTrainer* trainer_;
   train::MetricsFile* metrics_;
   Aggregator* aggregator_;
+  ServerCheckpoints* checkpoints_ = nullptr;
   ServiceLimits limits_;
   struct Client {
     std::string name;

@@ -38,6 +38,10 @@ std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key);
 // a resumed run draws the same numbers the uninterrupted one would have.
 void save_rng(OutputArchive& a);
 void load_rng(InputArchive& a);
+// The generator's state now, and saving such a state taken earlier (a checkpoint written
+// after an unfinished step saves the state from before it).
+torch::Tensor rng_state();
+void save_rng(OutputArchive& a, const torch::Tensor& state);
 
 // SHA-256 of `description` and every parameter's and buffer's name, dtype and shape in
 // `parts`: two runs agree on it exactly when their models have the same structure.

@@ -1,0 +1,50 @@
+// The server's durable state: the back model and its optimizer, and with aggregation the
+// replica of the front, its optimizer and the round, sealed under a key derived from the
+// server's key pair (state/checkpoint.h). Written every checkpoint.every_steps back steps
+// or every_seconds, and on SIGINT/SIGTERM; `--resume` starts from the newest good one.
+// A failed write (disk full, ...) is logged and retried later: training goes on.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "cutlayer/server/aggregator.h"
+#include "cutlayer/server/back_trainer.h"
+#include "cutlayer/state/checkpoint.h"
+
+namespace cutlayer::server {
+
+class ServerCheckpoints {
+ public:
+  // `aggregator` may be null (no aggregation).
+  ServerCheckpoints(const state::CheckpointOptions& o, const std::string& server_key, BackTrainer& trainer,
+                    Aggregator* aggregator);
+
+  // Loads the newest good checkpoint into the trainer (and aggregator); false when the
+  // directory holds none yet. Throws ConfigError when it holds some and none can be used.
+  bool resume();
+  // Notes the progress and writes a checkpoint when one is due. Never throws.
+  void maybe_write();
+  // Writes one now (shutdown); a failure is logged. Returns whether it was written.
+  bool write();
+
+  // How long the last write took (ms) and the writes done.
+  double last_write_ms() const { return store_.last_write_ms(); }
+  std::uint64_t written() const { return written_; }
+
+ private:
+  std::string snapshot() const;
+  BackTrainer& trainer_;
+  Aggregator* aggregator_;
+  state::CheckpointStore store_;
+  std::uint64_t written_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> retry_at_;  // after a failed write
+};
+
+// What a server checkpoint must match: the back (and replica) structure and the options
+// that decide the training.
+state::Identity server_identity(const BackTrainer& trainer, const Aggregator* aggregator);
+
+}  // namespace cutlayer::server
