@@ -313,5 +313,8 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "cutlayer-train: " << e.what() << "\n";
     return 2;
+  } catch (const std::exception& e) {  // a LibTorch error or a bug: reported, not an abort
+    std::cerr << "cutlayer-train: internal error: " << e.what() << "\n";
+    return 3;
   }
 }

@@ -219,5 +219,8 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "cutlayer-client: " << e.what() << "\n";
     return 2;
+  } catch (const std::exception& e) {  // a LibTorch error or a bug: reported, not an abort
+    std::cerr << "cutlayer-client: internal error: " << e.what() << "\n";
+    return 3;
   }
 }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <iostream>
 #include <thread>
 
@@ -39,10 +40,32 @@ void SplitClient::join() {
   j.sync = sync_ != nullptr;
   link_.join(j);
   if (sync_) {
+    const std::uint64_t was = sync_->version();
     sync_->reset();
     dispatch_.send(FrontSync::snapshot_request());
     sync_->load_snapshot(dispatch_.await_first<wire::ModelSnapshot>("model snapshot from the server").msg);
+    rewind_to_round(was);
   }
+}
+
+// A re-join within a training step (with aggregation): the snapshot has replaced the front
+// the step's graph was built on, so the step is taken again from its start. If the server
+// came back from a checkpoint at an earlier round than this client had reached, the steps
+// taken since that round are lost to the front and are taken again too: training goes on
+// from the first step that started at or after the server's round. Outside a training step
+// (an evaluation, the last settle) the rounds lost are only logged.
+void SplitClient::rewind_to_round(std::uint64_t was) {
+  const auto round = sync_->version();
+  auto log = log::get("client");
+  if (round < was)
+    log->warn("{}: the server is back at round {} (this client was at round {})", options_.name, round, was);
+  if (!in_step_ || step_rounds_.empty()) return;
+  auto it = std::find_if(step_rounds_.begin(), step_rounds_.end(), [&](const auto& sr) { return sr.second >= round; });
+  if (it == step_rounds_.end()) it = std::prev(step_rounds_.end());  // the step in progress
+  const std::int64_t step = it->first;
+  step_rounds_.erase(it, step_rounds_.end());
+  log->info("{}: steps from {} on are taken again on the synced front", options_.name, step);
+  throw Rewind{step};
 }
 
 // Runs fn; when the server has gone away (IoError), re-joins and runs it again.
@@ -233,7 +256,21 @@ void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& bat
   Window window;
   train::Batch b;
   while (!stop && batches.next(b)) {
-    const auto r = step(b);
+    if (sync_) {
+      step_rounds_.emplace_back(b.step, sync_->version());
+      if (step_rounds_.size() > kMaxStepRounds) step_rounds_.pop_front();
+    }
+    StepResult r;
+    try {
+      in_step_ = true;
+      r = step(b);
+      in_step_ = false;
+    } catch (const Rewind& rw) {
+      in_step_ = false;
+      batches.seek(rw.step);
+      totals.steps = rw.step;
+      continue;
+    }
     const auto n = b.x.size(0);
     ++totals.steps;
     totals.samples += n;

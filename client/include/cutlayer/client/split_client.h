@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 
@@ -55,6 +56,12 @@ class SplitClient {
   void contribute(const train::Batch& b);
   void settle_sync(std::size_t max_outstanding);
   void join();
+  // Thrown out of a step when a re-join finds the server at an earlier round: training
+  // goes on from `step`.
+  struct Rewind {
+    std::int64_t step;
+  };
+  void rewind_to_round(std::uint64_t was);
   void announce() const;
   void train_steps(const std::atomic<bool>& stop, train::Batches& batches, train::MetricsFile& metrics,
                    const train::Progress& progress, Totals& totals);
@@ -86,7 +93,12 @@ class SplitClient {
   Dispatcher dispatch_;  // every wait for the server (deadline, stop flag, strays)
   std::unique_ptr<FrontSync> sync_;
   std::optional<state::CheckpointStore> checkpoints_;
-  torch::Tensor rng_before_step_;  // the generator before the step in progress (checkpoints)
+  torch::Tensor rng_before_step_;
+  // With aggregation: each recent step and the round its front started from (a rewind
+  // after a server restart looks the server's round up here).
+  static constexpr std::size_t kMaxStepRounds = 1 << 16;
+  std::deque<std::pair<std::int64_t, std::uint64_t>> step_rounds_;
+  bool in_step_ = false;  // a Rewind may be thrown (only out of a training step)  // the generator before the step in progress (checkpoints)
 };
 
 }  // namespace cutlayer::client
