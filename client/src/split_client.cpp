@@ -130,21 +130,23 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     r.correct = reply.meta.correct;
   } else {
     // Round trip 1: cut activations out, the server's output back; the head computes the
-    // loss here, so labels never leave this process.
-    const auto fwd = with_rejoin([&] {
-      dispatch_.send(wire::make_message(wire::Activations{s, false, true}, {sent}));
-      return dispatch_.await<wire::ServerActivations>(s).msg;
-    });
-    if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
-      throw ProtocolError("server: ServerActivations of the wrong shape");
-    auto h = fwd.tensors[0].clone().requires_grad_(true);
-    auto logits = model_.head->forward(h);
-    auto loss = torch::nn::functional::cross_entropy(logits, b.y);
-    loss.backward();
-    r.loss = loss.item<double>();
-    r.correct = train::count_correct(logits.detach(), b.y);
-    // Round trip 2: dL/dh back, dL/dz out of the server.
+    // loss here, so labels never leave this process. Round trip 2: dL/dh back, dL/dz out
+    // of the server. A re-join between them (the server restarted and lost its half of the
+    // step) takes the pair again from round trip 1.
     const auto bwd = with_rejoin([&] {
+      if (model_.has_head())
+        for (auto& p : model_.head->parameters())
+          if (p.grad().defined()) p.grad().zero_();
+      dispatch_.send(wire::make_message(wire::Activations{s, false, true}, {sent}));
+      const auto fwd = dispatch_.await<wire::ServerActivations>(s).msg;
+      if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
+        throw ProtocolError("server: ServerActivations of the wrong shape");
+      auto h = fwd.tensors[0].clone().requires_grad_(true);
+      auto logits = model_.head->forward(h);
+      auto loss = torch::nn::functional::cross_entropy(logits, b.y);
+      loss.backward();
+      r.loss = loss.item<double>();
+      r.correct = train::count_correct(logits.detach(), b.y);
       dispatch_.send(wire::make_message(wire::HeadGrad{s}, {h.grad()}));
       return dispatch_.await<wire::CutGrad>(s).msg;
     });

@@ -56,6 +56,12 @@ Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::stri
   out.emplace_back(session, sync::make_snapshot(version_, options_.staleness, flat_, *opt_));
   log::get("aggregator")->info("'{}' joined the aggregation at round {} ({} members)", name, version_,
                                members_.size());
+  if (!quorum_ && members_.size() >= options_.start_members) {
+    quorum_ = true;
+    round_deadline_ = Clock::now() + options_.deadline;  // the open round's clock starts now
+    if (options_.start_members > 1)
+      log::get("aggregator")->info("{} members have joined: rounds close from now on", members_.size());
+  }
   return out;
 }
 
@@ -150,6 +156,7 @@ void Aggregator::admit(Contribution c, Clock::time_point now, Outbox& out) {
 }
 
 void Aggregator::maybe_close(Clock::time_point now, Outbox& out) {
+  if (!quorum_) return;
   while (!round_.empty()) {
     bool all = true;
     for (auto& [s, m] : members_) all = all && m.in_round;

@@ -68,6 +68,7 @@ ServerConfig load_server_config(const std::string& path) {
       a.fail("clip", "must be 0 (off) or at least 1 (a multiple of the median contribution norm), not " +
                          std::to_string(c.aggregation.clip));
     a.get_int("clip_window", c.aggregation.clip_window, 1, 100000);
+    a.get_int("start_members", c.aggregation.start_members, 1, 100000);
     a.finish();
     c.has_aggregation = true;
   }

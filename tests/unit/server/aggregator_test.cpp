@@ -143,6 +143,25 @@ TEST(Aggregator, DeadlineClosesCountHowLongTheRoundStayedOpenPastItsDeadline) {
   EXPECT_EQ(a.stats().overdue, 1u);
 }
 
+TEST(Aggregator, NoRoundClosesBeforeStartMembersHaveJoined) {
+  AggregatorOptions o;
+  o.deadline = 500ms;
+  o.start_members = 2;
+  Aggregator a(tiny(), o);
+  const auto t0 = Clock::now();
+  a.add_member(1, "first");
+  EXPECT_TRUE(a.contribute(1, contribution(1, 0, 64, random_sparse(1)), t0).empty());
+  EXPECT_TRUE(a.tick(t0 + 10s).empty());  // far past the deadline, but alone: no round
+  EXPECT_EQ(a.version(), 0u);
+  a.add_member(2, "second");
+  const auto ups = of_type(a.contribute(2, contribution(1, 0, 64, random_sparse(2)), Clock::now()),
+                           wire::MsgType::kUpdate);
+  ASSERT_EQ(ups.size(), 2u);  // one per member
+  EXPECT_EQ(wire::meta_as<wire::Update>(ups[0]).contributors, 2u);
+  EXPECT_EQ(a.version(), 1u);
+  EXPECT_EQ(a.stats().closed_all, 1u);
+}
+
 TEST(Aggregator, DeadlineClosesTheRoundWithoutASilentMemberAndItsLateContributionIsRefused) {
   AggregatorOptions o;
   o.deadline = 500ms;

@@ -52,6 +52,10 @@ struct AggregatorOptions {
   // kClipMinHistory are known. 0: off.
   double clip = 0;
   std::size_t clip_window = 64;
+  // No round closes until this many members have joined since the server started (a
+  // restart waits for them again): every round then has the same company from the start,
+  // instead of the first to join running rounds alone. 1: rounds start with the first.
+  std::size_t start_members = 1;
 };
 
 constexpr std::size_t kClipMinHistory = 5;
@@ -154,6 +158,7 @@ class Aggregator {
   std::deque<double> norms_;  // the last clip_window contributions' norms (clip > 0)
   std::uint64_t version_ = 0;  // rounds applied
   std::int64_t schedule_steps_ = -1;
+  bool quorum_ = false;  // start_members have joined
   AggregatorStats stats_;
 };
 
