@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # scripts/bench.sh NAME [ARGS...]: builds what NAME needs and runs it; prints one JSON
-# object per result line. Names: transport, compress, e2e, dcor, aggregation, leakage, load
+# object per result line. Names: transport, compress, e2e, dcor, aggregation, leakage, resume, load
 # (load: 8 then 32 clients and a churn run, see bench/load_bench.py --help; --seconds 600
 # for the 10-minute churn run)
 set -euo pipefail
 [[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 name=${1:-}
-[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor|aggregation|leakage|load; --help: more)" >&2; exit 2; }
+[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|dcor|aggregation|leakage|resume|load; --help: more)" >&2; exit 2; }
 shift
 bash scripts/build.sh >&2
 case "$name" in
@@ -20,6 +20,8 @@ case "$name" in
   # A short NoPeek sweep (300 steps; alpha 0, 1, 3), one line per alpha.
   leakage) exec /usr/bin/python3 scripts/leakage-sweep.py --short --out run/bench-leakage "$@" ;;
   aggregation) exec /usr/bin/python3 scripts/aggregation-experiments.py --short --out run/bench-aggregation "$@" ;;
+  # Crash-resume: cutlayer-train bit identity, a server killed under 3 clients, checkpoint cost.
+  resume) exec bash bench/resume_bench.sh build/bin configs "$@" ;;
   load) exec /usr/bin/python3 bench/load_bench.py --bin build/bin --configs configs "$@" ;;
-  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, dcor, aggregation, leakage, load)" >&2; exit 2 ;;
+  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, dcor, aggregation, leakage, resume, load)" >&2; exit 2 ;;
 esac

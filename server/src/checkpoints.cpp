@@ -1,5 +1,7 @@
 #include "cutlayer/server/checkpoints.h"
 
+#include <algorithm>
+
 #include "cutlayer/log.h"
 
 namespace cutlayer::server {
@@ -65,8 +67,12 @@ void ServerCheckpoints::maybe_write() {
 
 bool ServerCheckpoints::write() {
   try {
-    const auto path = store_.write(trainer_.stats().steps, snapshot());
+    const auto state = snapshot();
+    const auto path = store_.write(trainer_.stats().steps, state);
     ++written_;
+    last_bytes_ = state.size();
+    total_ms_ += store_.last_write_ms();
+    max_ms_ = std::max(max_ms_, store_.last_write_ms());
     retry_at_.reset();
     log::get("server")->debug("checkpoint {} ({:.1f} ms)", path, store_.last_write_ms());
     return true;

@@ -143,7 +143,12 @@ int run(const Flags& flags) {
   server::Service service(transport, trainer.get(), metrics.get(), aggregator.get(), cfg.limits);
   service.set_checkpoints(checkpoints.get());
   service.run(stop_flag());
-  if (checkpoints) checkpoints->write();  // what is trained since the last one is kept
+  if (checkpoints) {
+    checkpoints->write();  // what is trained since the last one is kept
+    log::get("server")->info("checkpoints: {} written ({:.1f} MB of state), {:.1f} ms on average, {:.1f} ms at most",
+                             checkpoints->written(), checkpoints->last_bytes() / 1e6, checkpoints->mean_write_ms(),
+                             checkpoints->max_write_ms());
+  }
   std::cout << service.summary().json().str() << std::endl;
   log_transport_summary(transport, service);
   return 0;

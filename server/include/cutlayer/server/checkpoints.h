@@ -30,16 +30,19 @@ class ServerCheckpoints {
   // Writes one now (shutdown); a failure is logged. Returns whether it was written.
   bool write();
 
-  // How long the last write took (ms) and the writes done.
-  double last_write_ms() const { return store_.last_write_ms(); }
+  // The writes done and how long they took (sealing, writing, fsync, pruning).
   std::uint64_t written() const { return written_; }
+  double mean_write_ms() const { return written_ ? total_ms_ / static_cast<double>(written_) : 0; }
+  double max_write_ms() const { return max_ms_; }
+  std::uint64_t last_bytes() const { return last_bytes_; }
 
  private:
   std::string snapshot() const;
   BackTrainer& trainer_;
   Aggregator* aggregator_;
   state::CheckpointStore store_;
-  std::uint64_t written_ = 0;
+  std::uint64_t written_ = 0, last_bytes_ = 0;
+  double total_ms_ = 0, max_ms_ = 0;
   std::optional<std::chrono::steady_clock::time_point> retry_at_;  // after a failed write
 };
 
