@@ -138,6 +138,7 @@ struct Monolithic {
 // Test accuracy and mean loss over `d`.
 std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::NoPeekOptions& p) {
   torch::NoGradGuard no_grad;
+  state::RngGuard rng;  // the cut's noise draws: training's numbers stay as they were
   net.train(false);
   std::int64_t correct = 0;
   double loss = 0;
@@ -164,12 +165,12 @@ class Checkpoints {
     if (!store_ || !wanted) return 0;
     auto log = log::get("train");
     const std::int64_t reached = store_->noted_progress();
-    auto found = store_->load_newest();
+    std::int64_t steps = 0;
+    auto found = store_->load_newest([&](const state::Opened& o) { steps = net_.restore(o.state); });
     if (!found) {
       log->info("no checkpoint in {} yet: starting from step 0", store_->options().dir);
       return 0;
     }
-    const auto steps = net_.restore(found->state);
     log->info("resumed from {} after {} steps; {} steps done before the stop are redone", found->file, steps,
               reached > steps ? reached - steps : 0);
     return steps;

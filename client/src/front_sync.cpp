@@ -40,7 +40,12 @@ void FrontSync::save(state::OutputArchive& a) const {
 void FrontSync::load(state::InputArchive& a) {
   if (residual_.defined()) {
     torch::Tensor r;
-    if (!a.try_read("sync_residual", r) || r.sizes() != residual_.sizes() || r.scalar_type() != residual_.scalar_type())
+    bool found = false;
+    try {
+      found = a.try_read("sync_residual", r);
+    } catch (const c10::Error&) {
+    }
+    if (!found || r.sizes() != residual_.sizes() || r.scalar_type() != residual_.scalar_type())
       throw state::CheckpointRefused("its error-feedback residual does not fit this front");
     residual_.copy_(r);
   }

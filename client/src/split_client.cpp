@@ -9,6 +9,7 @@
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/privacy/dcor.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::client {
@@ -60,8 +61,10 @@ void SplitClient::rewind_to_round(std::uint64_t was) {
   if (round < was)
     log->warn("{}: the server is back at round {} (this client was at round {})", options_.name, round, was);
   if (!in_step_ || step_rounds_.empty()) return;
-  auto it = std::find_if(step_rounds_.begin(), step_rounds_.end(), [&](const auto& sr) { return sr.second >= round; });
-  if (it == step_rounds_.end()) it = std::prev(step_rounds_.end());  // the step in progress
+  // The step in progress, or, when the server went back, the first since its round.
+  auto it = std::prev(step_rounds_.end());
+  if (round < was)
+    it = std::find_if(step_rounds_.begin(), it, [&](const auto& sr) { return sr.second >= round; });
   const std::int64_t step = it->first;
   step_rounds_.erase(it, step_rounds_.end());
   log->info("{}: steps from {} on are taken again on the synced front", options_.name, step);
@@ -71,11 +74,14 @@ void SplitClient::rewind_to_round(std::uint64_t was) {
 // Runs fn; when the server has gone away (IoError), re-joins and runs it again.
 template <class Fn>
 auto SplitClient::with_rejoin(Fn&& fn) -> decltype(fn()) {
-  for (int attempt = 0;; ++attempt) {
+  // The count runs until a training step completes (train_steps resets it), so a step
+  // taken again after a re-join (Rewind) does not restart it.
+  for (;;) {
     try {
       return fn();
     } catch (const IoError& e) {
-      if (attempt >= options_.rejoins) throw;
+      if (rejoins_ >= options_.rejoins) throw;
+      const int attempt = rejoins_++;
       log::get("client")->warn("{}; re-joining ({} of {})", e.what(), attempt + 1, options_.rejoins);
       std::this_thread::sleep_for(std::chrono::milliseconds(500 << std::min(attempt, 4)));
       join();
@@ -163,6 +169,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
 
 Evaluation SplitClient::evaluate() {
   torch::NoGradGuard no_grad;
+  state::RngGuard rng;  // the cut's noise draws: training's numbers (and a resume) stay as they were
   const auto& d = data_.test;
   Evaluation out;
   if (d.size() == 0) return out;
@@ -267,6 +274,7 @@ void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& bat
       in_step_ = true;
       r = step(b);
       in_step_ = false;
+      rejoins_ = 0;
     } catch (const Rewind& rw) {
       in_step_ = false;
       batches.seek(rw.step);

@@ -52,12 +52,12 @@ std::int64_t SplitClient::resume() {
   if (!o.resume) return 0;
   auto log = log::get("client");
   const std::int64_t reached = checkpoints_->noted_progress();
-  auto found = checkpoints_->load_newest();
+  std::int64_t steps = 0;
+  auto found = checkpoints_->load_newest([&](const state::Opened& op) { steps = restore(op.state); });
   if (!found) {
     log->info("{}: no checkpoint in {} yet: starting from step 0", options_.name, o.dir);
     return 0;
   }
-  const auto steps = restore(found->state);
   rng_before_step_ = state::rng_state();
   log->info("{}: resumed from {} after {} steps; {} steps done before the stop are redone", options_.name, found->file,
             steps, reached > steps ? reached - steps : 0);

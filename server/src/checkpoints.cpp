@@ -29,16 +29,17 @@ ServerCheckpoints::ServerCheckpoints(const state::CheckpointOptions& o, const st
 bool ServerCheckpoints::resume() {
   auto log = log::get("server");
   const std::int64_t reached = store_.noted_progress();
-  auto found = store_.load_newest();
+  auto found = store_.load_newest([&](const state::Opened& o) {
+    state::InputArchive a;
+    state::from_bytes(a, o.state);
+    trainer_.load(a);
+    if (aggregator_) aggregator_->load(a);
+    state::load_rng(a);
+  });
   if (!found) {
     log->info("no checkpoint in {} yet: starting from a fresh back model", store_.options().dir);
     return false;
   }
-  state::InputArchive a;
-  state::from_bytes(a, found->state);
-  trainer_.load(a);
-  if (aggregator_) aggregator_->load(a);
-  state::load_rng(a);
   const auto steps = trainer_.stats().steps;
   log->info("resumed from {}: {} back steps{}; {} steps done before the stop are redone", found->file, steps,
             aggregator_ ? fmt::format(", round {}", aggregator_->version()) : std::string(),

@@ -106,6 +106,12 @@ torch::Tensor rng_state() {
   return gen.get_state();
 }
 
+void set_rng_state(const torch::Tensor& state) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
 void save_rng(OutputArchive& a) { a.write("rng", rng_state()); }
 
 void save_rng(OutputArchive& a, const torch::Tensor& state) { a.write("rng", state); }
@@ -114,9 +120,7 @@ void load_rng(InputArchive& a) {
   refusing("rng", [&] {
     torch::Tensor t;
     a.read("rng", t);
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(t);
+    set_rng_state(t);
   });
 }
 

@@ -70,14 +70,14 @@ std::array<std::uint8_t, kHeaderBytes> encode(const Header& h) {
 
 Header decode(const std::uint8_t* b) {
   if (std::memcmp(b, kMagic, sizeof kMagic) != 0)
-    throw CheckpointRefused("not a cutlayer checkpoint (no 'cutlayerckpt' magic)");
+    throw CheckpointRefused("not a cutlayer checkpoint (no 'cutlayerckpt' magic)", true);
   Header h;
   h.version = get<std::uint32_t>(&b[kVersionAt]);
   if (h.version > kCheckpointVersion)
     throw CheckpointRefused("written by a newer cutlayer (format version " + std::to_string(h.version) +
                             "; this one reads up to " + std::to_string(kCheckpointVersion) + ")");
   if (h.version == 0 || get<std::uint32_t>(&b[kReservedAt]) != 0)
-    throw CheckpointRefused("corrupted header (version 0 or reserved bits set)");
+    throw CheckpointRefused("corrupted header (version 0 or reserved bits set)", true);
   const auto* kind = reinterpret_cast<const char*>(&b[kKindAt]);
   h.kind.assign(kind, strnlen(kind, kKindBytes));
   h.step = get<std::uint64_t>(&b[kStepAt]);
@@ -187,17 +187,23 @@ Opened open_checkpoint(CheckpointKey& key, const Identity& id, const std::string
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw CheckpointRefused("not a regular file");
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw CheckpointRefused("not a regular file", true);
   const auto size = static_cast<std::uint64_t>(st.st_size);
   constexpr std::uint64_t kMin = kHeaderBytes + crypto::Aead::kTagBytes;
   std::array<std::uint8_t, kHeaderBytes> hb{};
   if (size < kMin || !read_at(fd, hb.data(), hb.size(), 0))
     throw CheckpointRefused("truncated (" + std::to_string(size) + " bytes; a checkpoint has at least " +
-                            std::to_string(kMin) + ")");
+                                std::to_string(kMin) + ")",
+                            true);
   const Header h = decode(hb.data());
   if (h.state_bytes != size - kMin)
     throw CheckpointRefused("truncated or altered: the header promises " + std::to_string(h.state_bytes) +
-                            " bytes of state, the file holds " + std::to_string(size - kMin));
+                                " bytes of state, the file holds " + std::to_string(size - kMin),
+                            true);
+  if (h.state_bytes > kMaxStateBytes)
+    throw CheckpointRefused("holds " + std::to_string(h.state_bytes) + " bytes of state, more than the " +
+                                std::to_string(kMaxStateBytes) + " a checkpoint may",
+                            true);
   if (h.key_id != key.id())
     throw CheckpointRefused("sealed under another key (key id " + crypto::to_hex(h.key_id.data(), 8) +
                             ", this party's is " + crypto::to_hex(key.id().data(), 8) +
@@ -207,9 +213,9 @@ Opened open_checkpoint(CheckpointKey& key, const Identity& id, const std::string
   std::array<std::uint8_t, crypto::Aead::kTagBytes> tag{};
   if (!read_at(fd, o.state.data(), o.state.size(), kHeaderBytes) ||
       !read_at(fd, tag.data(), tag.size(), static_cast<off_t>(kHeaderBytes + h.state_bytes)))
-    throw CheckpointRefused("truncated while being read");
+    throw CheckpointRefused("truncated while being read", true);
   if (!key.aead().open(h.nonce, hb.data(), hb.size(), o.state.data(), o.state.size(), o.state.data(), tag.data()))
-    throw CheckpointRefused("corrupted: authentication failed (the file changed after it was written)");
+    throw CheckpointRefused("corrupted: authentication failed (the file changed after it was written)", true);
   if (h.kind != id.kind)
     throw CheckpointRefused("a " + h.kind + " checkpoint, and this is a " + id.kind);
   if (h.model != id.model)
@@ -218,7 +224,7 @@ Opened open_checkpoint(CheckpointKey& key, const Identity& id, const std::string
   if (h.config != id.config)
     throw CheckpointRefused("written under another training config (hash " + short_hex(h.config) +
                             ", this run's is " + short_hex(id.config) +
-                            "): the optimizer, schedule, batch size, seed, data or privacy options differ");
+                            "): the optimizer, schedule, batch size, seed, data sharding or privacy options differ");
   o.step = static_cast<std::int64_t>(h.step);
   o.file = path;
   return o;
@@ -267,6 +273,7 @@ std::int64_t CheckpointStore::noted_progress() const {
   ::close(fd);
   if (n != 20) return -1;
   std::int64_t v = 0;
+  if (line[0] != '0' || line[1] != '0') return -1;  // at most 18 digits: no overflow
   for (char c : std::string_view(line, 20)) {
     if (c < '0' || c > '9') return -1;
     v = v * 10 + (c - '0');
@@ -293,10 +300,15 @@ std::string CheckpointStore::write(std::int64_t steps_done, const std::string& s
   const std::string sealed = seal_checkpoint(key_, id_, steps_done, state);
   const std::string path = (fs::path(o_.dir) / file_name(steps_done)).string();
   io::write_file_atomically(path, sealed.data(), sealed.size(), 0600, /*replace=*/true);
-  const auto all = files();
+  // Newest first: the checkpoints of later steps belong to an abandoned future (a run
+  // started over in this directory, or rewound) and go, so this one is the newest.
   bool removed = false;
-  for (std::size_t i = static_cast<std::size_t>(o_.keep); i < all.size(); ++i)
-    removed |= ::unlink(all[i].c_str()) == 0;
+  std::size_t kept = 0;
+  for (const auto& f : files()) {
+    const auto step = step_of(fs::path(f).filename().string());
+    if (step > steps_done || (step < steps_done && ++kept >= static_cast<std::size_t>(o_.keep)))
+      removed |= ::unlink(f.c_str()) == 0;
+  }
   if (removed) io::fsync_dir(o_.dir);
   last_step_ = steps_done;
   last_time_ = std::chrono::steady_clock::now();
@@ -304,7 +316,7 @@ std::string CheckpointStore::write(std::int64_t steps_done, const std::string& s
   return path;
 }
 
-std::optional<Opened> CheckpointStore::load_newest() {
+std::optional<Opened> CheckpointStore::load_newest(const std::function<void(const Opened&)>& apply) {
   auto log = log::get("checkpoint");
   const auto all = files();
   if (all.empty()) return std::nullopt;
@@ -312,21 +324,23 @@ std::optional<Opened> CheckpointStore::load_newest() {
   for (const auto& path : all) {
     try {
       auto o = open_checkpoint(key_, id_, path);
+      if (apply) apply(o);
       last_step_ = o.step;
       last_time_ = std::chrono::steady_clock::now();
       return o;
     } catch (const Error& e) {  // CheckpointRefused, or IoError (unreadable)
-      log->warn("checkpoint {} refused: {}; it is renamed {}.refused and the previous one is tried", path,
-                e.what(), fs::path(path).filename().string());
+      const auto* refused = dynamic_cast<const CheckpointRefused*>(&e);
+      const bool damaged = refused != nullptr && refused->damaged();
+      log->warn("checkpoint {} refused: {}; {}the previous one is tried", path, e.what(),
+                damaged ? "it is renamed " + fs::path(path).filename().string() + ".refused and " : "");
       reasons += "\n  " + path + ": " + e.what();
       std::error_code ec;
-      fs::rename(path, path + ".refused", ec);
+      if (damaged) fs::rename(path, path + ".refused", ec);
     }
   }
   io::fsync_dir(o_.dir);
   throw ConfigError("no checkpoint in '" + o_.dir + "' can be used:" + reasons +
-                    "\nRestore the key file or config they were written with (and rename the .refused "
-                    "files back), or start without resuming");
+                    "\nRestore the key file or config they were written with, or move them away to start over");
 }
 
 }  // namespace cutlayer::state

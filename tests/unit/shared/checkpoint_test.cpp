@@ -202,8 +202,37 @@ TEST(CheckpointStoreTest, NoUsableCheckpointIsAnErrorNotAFreshStart) {
     const std::string what = e.what();
     EXPECT_TRUE(contains(what, "ckpt-000000000020.cutlayer: sealed under another key")) << what;
     EXPECT_TRUE(contains(what, "ckpt-000000000010.cutlayer")) << what;
-    EXPECT_TRUE(contains(what, "start without resuming")) << what;
+    EXPECT_TRUE(contains(what, "start over")) << what;
   }
+  // Sound files of another party are left where they are (not set aside as damaged).
+  EXPECT_EQ(store.files().size(), 2u);
+}
+
+TEST(CheckpointStoreTest, AnEarlierStepWrittenLastIsTheNewestAndLaterOnesGo) {
+  CheckpointOptions o;
+  o.dir = fresh_dir("rewound");
+  o.keep = 3;
+  CheckpointStore store(o, CheckpointKey(ikm(3)), identity());
+  for (int s : {10, 20, 30, 40}) store.write(s, "s" + std::to_string(s));  // keeps 20, 30, 40
+  store.write(25, "rewound to 25");  // a run started over here, or rewound: 30 and 40 go
+  const auto files = store.files();
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_TRUE(contains(files[0], "ckpt-000000000025.cutlayer"));
+  EXPECT_TRUE(contains(files[1], "ckpt-000000000020.cutlayer"));
+  EXPECT_EQ(store.load_newest()->state, "rewound to 25");
+}
+
+TEST(CheckpointStoreTest, AStateThatDoesNotFitFallsBackToThePrevious) {
+  CheckpointOptions o;
+  o.dir = fresh_dir("apply");
+  CheckpointStore store(o, CheckpointKey(ikm(3)), identity());
+  store.write(10, "good");
+  store.write(20, "unfit");
+  const auto got = store.load_newest([](const Opened& op) {
+    if (op.state == "unfit") throw CheckpointRefused("its state does not fit");
+  });
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->step, 10);
 }
 
 TEST(CheckpointStoreTest, DueByStepsAndNotTwiceForTheSameStep) {

@@ -98,7 +98,8 @@ class SplitClient {
   // after a server restart looks the server's round up here).
   static constexpr std::size_t kMaxStepRounds = 1 << 16;
   std::deque<std::pair<std::int64_t, std::uint64_t>> step_rounds_;
-  bool in_step_ = false;  // a Rewind may be thrown (only out of a training step)  // the generator before the step in progress (checkpoints)
+  bool in_step_ = false;
+  int rejoins_ = 0;  // re-joins since the last completed training step  // a Rewind may be thrown (only out of a training step)  // the generator before the step in progress (checkpoints)
 };
 
 }  // namespace cutlayer::client

@@ -41,6 +41,19 @@ void load_rng(InputArchive& a);
 // The generator's state now, and saving such a state taken earlier (a checkpoint written
 // after an unfinished step saves the state from before it).
 torch::Tensor rng_state();
+void set_rng_state(const torch::Tensor& state);
+// Restores the generator when the scope ends: an evaluation (whose noise draws from it)
+// then leaves training's random numbers, and so a resumed run, as they were.
+class RngGuard {
+ public:
+  RngGuard() : state_(rng_state()) {}
+  ~RngGuard() { set_rng_state(state_); }
+  RngGuard(const RngGuard&) = delete;
+  RngGuard& operator=(const RngGuard&) = delete;
+
+ private:
+  torch::Tensor state_;
+};
 void save_rng(OutputArchive& a, const torch::Tensor& state);
 
 // SHA-256 of `description` and every parameter's and buffer's name, dtype and shape in

@@ -13,6 +13,7 @@
 
 #include <array>
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -52,10 +53,20 @@ struct Identity {
 };
 
 // A checkpoint file that cannot be used, and why (the text names neither file nor step).
+// `damaged`: the file itself is broken (truncated, not a checkpoint, failed authentication)
+// and is set aside; otherwise it is sound but not this run's (another key, kind, model or
+// config, a newer format) and is left where it is.
 class CheckpointRefused : public Error {
  public:
-  using Error::Error;
+  explicit CheckpointRefused(const std::string& what, bool damaged = false) : Error(what), damaged_(damaged) {}
+  bool damaged() const { return damaged_; }
+
+ private:
+  bool damaged_;
 };
+
+// The largest state a checkpoint may hold (checked against the header before allocating).
+inline constexpr std::uint64_t kMaxStateBytes = std::uint64_t{16} << 30;
 
 // The sealing key: HKDF-SHA256 of the party's secret key, label "cutlayer checkpoint v1",
 // and a public 8-byte id of it (another HKDF output) that tells "sealed under another key"
@@ -101,13 +112,16 @@ class CheckpointStore {
   // last write or since the store was made).
   bool due(std::int64_t steps_done) const;
   // Seals `state` after `steps_done` steps and writes it atomically (temp file, fsync,
-  // rename, fsync of the directory); then removes all but the newest `keep`. A crash at any
+  // rename, fsync of the directory); then removes the checkpoints of later steps (an
+  // abandoned future: a run started over, or rewound) and all but the newest `keep`. A crash at any
   // point leaves the previous checkpoints intact. Returns the path.
   std::string write(std::int64_t steps_done, const std::string& state);
-  // The newest checkpoint that opens. Each refused one is logged with its reason and
-  // renamed "<name>.refused" (kept for inspection, never tried again). nullopt when the
-  // directory has no checkpoint; ConfigError when it has some and none opens.
-  std::optional<Opened> load_newest();
+  // The newest checkpoint that opens and that `apply` takes (apply loads the state and may
+  // throw CheckpointRefused when it does not fit). Each refused one is logged with its
+  // reason and the previous one tried; a damaged one is renamed "<name>.refused" (kept for
+  // inspection, never tried again). nullopt when the directory has no checkpoint;
+  // ConfigError when it has some and none can be used.
+  std::optional<Opened> load_newest(const std::function<void(const Opened&)>& apply = {});
   // Records that `steps_done` steps are done (a small plain file "progress" beside the
   // checkpoints, overwritten in place, not fsynced: cheap enough for every step). After a
   // crash it tells how many steps past the newest checkpoint are redone.
