@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "client_train_config.h"
+#include "cutlayer/cli.h"
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
@@ -27,11 +28,12 @@ using namespace cutlayer;
 namespace {
 
 struct Flags {
-  std::string config_path, log_level, metrics, save_front, client_key, checkpoint_dir;
+  std::string config_path, log_level, metrics, save_front, client_key;
   int threads = 0, epochs = 0;
-  std::int64_t steps = -1, alpha_warmup = -1, checkpoint_every = -1;
+  std::int64_t steps = -1, alpha_warmup = -1;
   double alpha = -1, noise = -1;
-  bool every_step = false, u_shaped = false, resume = false;
+  bool every_step = false, u_shaped = false;
+  cli::CheckpointFlags checkpoint;
 };
 
 void add_flags(CLI::App& app, Flags& f) {
@@ -49,10 +51,7 @@ void add_flags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(0.0, 1e3));
   app.add_option("--epochs", f.epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
-  app.add_option("--checkpoint-dir", f.checkpoint_dir, "write sealed checkpoints here (overrides checkpoint.dir)");
-  app.add_option("--checkpoint-every", f.checkpoint_every, "steps between checkpoints (overrides checkpoint.every_steps)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
-  app.add_flag("--resume", f.resume, "start from the newest good checkpoint (checkpoint.resume)");
+  f.checkpoint.add(app, "steps");
   app.add_option("--client-key", f.client_key, "the key pair file that seals checkpoints (overrides transport.client_key)");
 }
 
@@ -71,12 +70,8 @@ tools::ClientTrainConfig load_config(const Flags& f) {
   if (f.alpha >= 0) p.alpha = f.alpha;
   if (f.noise >= 0) p.noise_std = f.noise;
   if (f.alpha_warmup >= 0) p.alpha_warmup_steps = f.alpha_warmup;
-  if (!f.checkpoint_dir.empty()) cfg.checkpoint.dir = f.checkpoint_dir;
-  if (f.checkpoint_every >= 0) cfg.checkpoint.every_steps = f.checkpoint_every;
-  if (f.resume) cfg.checkpoint.resume = true;
   if (!f.client_key.empty()) cfg.client_key = f.client_key;
-  if (cfg.checkpoint.resume && !cfg.checkpoint.enabled())
-    throw ConfigError(f.config_path + ": --resume needs a checkpoint directory (checkpoint.dir or --checkpoint-dir)");
+  f.checkpoint.apply(cfg.checkpoint, f.config_path);
   return cfg;
 }
 
@@ -309,13 +304,5 @@ int main(int argc, char** argv) {
   Flags flags;
   add_flags(app, flags);
   CLI11_PARSE(app, argc, argv);
-  try {
-    return run(flags);
-  } catch (const Error& e) {
-    std::cerr << "cutlayer-train: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {  // a LibTorch error or a bug: reported, not an abort
-    std::cerr << "cutlayer-train: internal error: " << e.what() << "\n";
-    return 3;
-  }
+  return cli::guarded_main("cutlayer-train", [&] { return run(flags); });
 }

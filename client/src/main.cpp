@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cutlayer/cli.h"
 #include "cutlayer/client/client_config.h"
 #include "cutlayer/client/split_client.h"
 #include "cutlayer/kernels/compressor.h"
@@ -68,11 +69,12 @@ bool run_probe(transport::ClientTransport& link, int count, double mb) {
 
 struct Flags {
   std::string config_path, log_level, server_host, server_pub, client_key, metrics_path, name, shard, save_front,
-      compressor, checkpoint_dir;
+      compressor;
   int join_port = -1, probes = 0, threads = 0, epochs = 0;
-  std::int64_t steps = -1, eval_every = -1, alpha_warmup = -1, checkpoint_every = -1;
+  std::int64_t steps = -1, eval_every = -1, alpha_warmup = -1;
   double probe_mb = 8, alpha = -1, noise = -1, density = 0;
-  bool every_step = false, u_shaped = false, resume = false;
+  bool every_step = false, u_shaped = false;
+  cli::CheckpointFlags checkpoint;
 };
 
 void add_flags(CLI::App& app, Flags& f) {
@@ -106,10 +108,7 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--density", f.density, "sync: fraction of the gradient sent per step (overrides sync.density)")
       ->check(CLI::Range(1e-6, 1.0));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
-  app.add_option("--checkpoint-dir", f.checkpoint_dir, "write sealed checkpoints here (overrides checkpoint.dir)");
-  app.add_option("--checkpoint-every", f.checkpoint_every, "steps between checkpoints (overrides checkpoint.every_steps)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
-  app.add_flag("--resume", f.resume, "start from the newest good checkpoint (checkpoint.resume)");
+  f.checkpoint.add(app, "steps");
 }
 
 // "I/N" into the train object's data fields.
@@ -153,14 +152,10 @@ client::ClientConfig load_config(const Flags& f) {
   if (f.alpha >= 0) cfg.nopeek.alpha = f.alpha;
   if (f.noise >= 0) cfg.nopeek.noise_std = f.noise;
   if (f.alpha_warmup >= 0) cfg.nopeek.alpha_warmup_steps = f.alpha_warmup;
-  if (!f.checkpoint_dir.empty()) cfg.checkpoint.dir = f.checkpoint_dir;
-  if (f.checkpoint_every >= 0) cfg.checkpoint.every_steps = f.checkpoint_every;
-  if (f.resume) cfg.checkpoint.resume = true;
   if (f.probes == 0 && !cfg.has_train)
     throw ConfigError(f.config_path + ": no `train` object, so there is nothing to train; add one "
                       "(see configs/client.json) or run the link self-check with --probes N");
-  if (cfg.checkpoint.resume && !cfg.checkpoint.enabled())
-    throw ConfigError(f.config_path + ": --resume needs a checkpoint directory (checkpoint.dir or --checkpoint-dir)");
+  f.checkpoint.apply(cfg.checkpoint, f.config_path);
   return cfg;
 }
 
@@ -214,13 +209,5 @@ int main(int argc, char** argv) {
   Flags flags;
   add_flags(app, flags);
   CLI11_PARSE(app, argc, argv);
-  try {
-    return run(flags);
-  } catch (const Error& e) {
-    std::cerr << "cutlayer-client: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {  // a LibTorch error or a bug: reported, not an abort
-    std::cerr << "cutlayer-client: internal error: " << e.what() << "\n";
-    return 3;
-  }
+  return cli::guarded_main("cutlayer-client", [&] { return run(flags); });
 }

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "cutlayer/cli.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
@@ -22,10 +23,10 @@ using namespace cutlayer;
 namespace {
 
 struct Flags {
-  std::string config_path, log_level, bind_host, server_key, allow_list, ready_file, metrics_path, checkpoint_dir;
+  std::string config_path, log_level, bind_host, server_key, allow_list, ready_file, metrics_path;
   int join_port = -1, data_port = -1, threads = 0, staleness = -1;
-  std::int64_t checkpoint_every = -1;
-  bool u_shaped = false, resume = false;
+  bool u_shaped = false;
+  cli::CheckpointFlags checkpoint;
 };
 
 void add_flags(CLI::App& app, Flags& f) {
@@ -42,10 +43,7 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--staleness", f.staleness, "aggregation: the staleness bound s, 0 = synchronous (overrides aggregation.staleness)")
       ->check(CLI::Range(0, 1000));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
-  app.add_option("--checkpoint-dir", f.checkpoint_dir, "write sealed checkpoints here (overrides checkpoint.dir)");
-  app.add_option("--checkpoint-every", f.checkpoint_every, "back steps between checkpoints (overrides checkpoint.every_steps)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
-  app.add_flag("--resume", f.resume, "start from the newest good checkpoint (checkpoint.resume)");
+  f.checkpoint.add(app, "back steps");
 }
 
 server::ServerConfig load_config(const Flags& f) {
@@ -60,13 +58,9 @@ server::ServerConfig load_config(const Flags& f) {
   if (!f.metrics_path.empty()) cfg.train.metrics_file = f.metrics_path;
   if (f.u_shaped) cfg.train.u_shaped = true;
   if (f.staleness >= 0) cfg.aggregation.staleness = static_cast<std::uint32_t>(f.staleness);
-  if (!f.checkpoint_dir.empty()) cfg.checkpoint.dir = f.checkpoint_dir;
-  if (f.checkpoint_every >= 0) cfg.checkpoint.every_steps = f.checkpoint_every;
-  if (f.resume) cfg.checkpoint.resume = true;
+  f.checkpoint.apply(cfg.checkpoint, f.config_path);
   if (cfg.checkpoint.enabled() && !cfg.has_train)
     throw ConfigError(f.config_path + ": checkpoints need a \"train\" object (a probe-only server has no state)");
-  if (cfg.checkpoint.resume && !cfg.checkpoint.enabled())
-    throw ConfigError(f.config_path + ": --resume needs a checkpoint directory (checkpoint.dir or --checkpoint-dir)");
   return cfg;
 }
 
@@ -164,13 +158,5 @@ int main(int argc, char** argv) {
   Flags flags;
   add_flags(app, flags);
   CLI11_PARSE(app, argc, argv);
-  try {
-    return run(flags);
-  } catch (const Error& e) {
-    std::cerr << "cutlayer-server: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {  // a LibTorch error or a bug: reported, not an abort
-    std::cerr << "cutlayer-server: internal error: " << e.what() << "\n";
-    return 3;
-  }
+  return cli::guarded_main("cutlayer-server", [&] { return run(flags); });
 }
