@@ -20,6 +20,13 @@ FrontSync::FrontSync(sync::SyncOptions options, sync::FlatParams params, torch::
       schedule_(options_.density_schedule.empty() ? kernels::DensitySchedule(options_.density)
                                                   : kernels::DensitySchedule::parse(options_.density_schedule)) {
   if (options_.error_feedback) residual_ = torch::zeros({flat_.numel()}, torch::kFloat32);
+  grad_ = torch::zeros({flat_.numel()}, torch::kFloat32);  // one buffer for the whole run (compressor memory)
+}
+
+// The buffer the compressor selects from: its remembered thresholds are keyed by their
+// place in it.
+const void* FrontSync::compressed_buffer() const {
+  return residual_.defined() ? residual_.data_ptr() : grad_.data_ptr();
 }
 
 void FrontSync::reset() {
@@ -31,6 +38,8 @@ void FrontSync::reset() {
 
 void FrontSync::save(state::OutputArchive& a) const {
   if (residual_.defined()) a.write("sync_residual", residual_);
+  const auto memory = compressor_->save_memory(compressed_buffer());
+  state::save_bytes(a, "sync_compressor", std::vector<std::uint8_t>(memory.begin(), memory.end()));
   state::save_int(a, "sync_seq", static_cast<std::int64_t>(seq_));
   state::save_int(a, "sync_contributions", static_cast<std::int64_t>(stats_.contributions));
   state::save_int(a, "sync_updates", static_cast<std::int64_t>(stats_.updates));
@@ -48,6 +57,12 @@ void FrontSync::load(state::InputArchive& a) {
     if (!found || r.sizes() != residual_.sizes() || r.scalar_type() != residual_.scalar_type())
       throw state::CheckpointRefused("its error-feedback residual does not fit this front");
     residual_.copy_(r);
+  }
+  const auto memory = state::load_bytes(a, "sync_compressor");
+  try {
+    compressor_->restore_memory(compressed_buffer(), std::string(memory.begin(), memory.end()));
+  } catch (const Error& e) {
+    throw state::CheckpointRefused(std::string("its compressor memory does not fit: ") + e.what());
   }
   seq_ = static_cast<std::uint64_t>(state::load_int(a, "sync_seq"));
   stats_.contributions = static_cast<std::uint64_t>(state::load_int(a, "sync_contributions"));

@@ -93,6 +93,7 @@ report::Json ClientSummary::json() const {
       .add("eval_dcor2_u", eval.dcor2_u, 4)
       .add("bytes_up", bytes_up)
       .add("bytes_down", bytes_down);
+  if (!model_sha256.empty()) j.add("model_sha256", model_sha256);
   if (sync) j.add("sync", sync->json());
   return j;
 }

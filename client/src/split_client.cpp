@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 #include "cutlayer/error.h"
@@ -39,14 +40,57 @@ void SplitClient::join() {
   j.samples = static_cast<std::uint64_t>(data_.train.size());
   j.u_shaped = options_.train.u_shaped;
   j.sync = sync_ != nullptr;
-  link_.join(j);
+  const auto ack = link_.join(j);
+  // The first join, or one within a training step, may take this client back to the
+  // server's step; elsewhere (an evaluation, the last settle) the difference is only logged.
+  const bool back = (!joined_ || in_step_) && align_with_server(ack.steps_held);
+  joined_ = true;
   if (sync_) {
     const std::uint64_t was = sync_->version();
     sync_->reset();
     dispatch_.send(FrontSync::snapshot_request());
     sync_->load_snapshot(dispatch_.await_first<wire::ModelSnapshot>("model snapshot from the server").msg);
-    rewind_to_round(was);
+    if (!back) rewind_to_round(was);
   }
+  if (back && in_step_) {
+    while (!step_rounds_.empty() && step_rounds_.back().first >= steps_done_) step_rounds_.pop_back();
+    throw Rewind{steps_done_};
+  }
+}
+
+// The server's back model holds `held` of this client's steps. A client ahead of it (the
+// server came back from an earlier checkpoint than this client's) goes back to its own
+// checkpoint of that very step when it has one: both sides then go on from the same state,
+// as if the run had not been interrupted. Returns whether it went back.
+bool SplitClient::align_with_server(std::uint64_t held) {
+  auto log = log::get("client");
+  const auto& name = options_.name;
+  if (held == wire::kStepsUnknown) {
+    if (steps_done_ > 0)
+      log->warn("{}: the server holds none of this client's steps (a new back model); training goes on from step {}",
+                name, steps_done_);
+    return false;
+  }
+  const auto h = static_cast<std::int64_t>(std::min<std::uint64_t>(held, std::numeric_limits<std::int64_t>::max()));
+  // Within a step the server may already have taken it (the reply was lost): it is taken again.
+  if (h == steps_done_ || (in_step_ && h == steps_done_ + 1)) return false;
+  if (h > steps_done_) {
+    log->warn("{}: the server's back model already learnt from steps {} to {} of this client; they are taken again",
+              name, steps_done_, h - 1);
+    return false;
+  }
+  if (checkpoints_ && checkpoints_->load_step(h, [&](const state::Opened& op) { restore(op.state); })) {
+    log->info("{}: the server holds {} of this client's {} steps: back to this client's checkpoint of step {}, "
+              "both go on from there",
+              name, h, steps_done_, h);
+    rng_before_step_ = state::rng_state();
+    steps_done_ = h;
+    return true;
+  }
+  log->warn("{}: the server holds {} of this client's {} steps and this client has no checkpoint of step {}: the "
+            "back model has lost steps {} to {}",
+            name, h, steps_done_, h, h, steps_done_ - 1);
+  return false;
 }
 
 // A re-join within a training step (with aggregation): the snapshot has replaced the front
@@ -216,12 +260,13 @@ std::string SplitClient::run(const std::atomic<bool>& stop) {
   dispatch_.set_stop(&stop);
   // The checkpoint comes back before the join: with aggregation the join's snapshot then
   // replaces the front, as at any re-join, and the residual stays this client's.
-  const std::int64_t start = resume();
+  steps_done_ = resume();
   try {
-    join();
+    join();  // may go back to the step the server holds
   } catch (const Interrupted&) {
     return ClientSummary::interrupted(options_.name).str();
   }
+  const std::int64_t start = steps_done_;
   const auto& o = options_.train;
   train::Batches batches(data_.train, o.batch_size, o.epochs, o.max_steps, o.seed);
   batches.seek(start);
@@ -278,7 +323,8 @@ void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& bat
     } catch (const Rewind& rw) {
       in_step_ = false;
       batches.seek(rw.step);
-      totals.steps = rw.step;
+      totals.steps = steps_done_ = rw.step;
+      window = Window{};  // its steps are taken again
       continue;
     }
     const auto n = b.x.size(0);
@@ -288,6 +334,7 @@ void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& bat
     window.add(r.loss, r.dcor, r.correct, n);
     if (o.metrics_every_step) metrics.write(step_json(b.step, r));
     const auto done = b.step + 1;
+    steps_done_ = done;
     checkpoint(done, /*force=*/false);
     if (done % o.log_every == 0 || done == batches.total_steps()) {
       report_window(done, window, progress, totals.samples, metrics);
@@ -351,6 +398,10 @@ std::string SplitClient::finish(const std::atomic<bool>& stop, train::MetricsFil
   s.bytes_up = ts.bytes_out;
   s.bytes_down = ts.bytes_in;
   s.sync = sync_report();
+  std::vector<const torch::nn::Module*> parts{model_.front.ptr().get()};
+  if (model_.has_head()) parts.push_back(model_.head.ptr().get());
+  const auto h = state::values_hash(parts);
+  s.model_sha256 = crypto::to_hex(h.data(), h.size());
   return s.json().str();
 }
 

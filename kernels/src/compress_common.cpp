@@ -1,6 +1,7 @@
 #include "compress_common.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -141,6 +142,43 @@ ThresholdMemory& ThresholdMemories::recall(bool reuse, const void* where, std::i
   if (entries_.size() >= kMaxEntries && entries_.find({where, numel, density}) == entries_.end())
     entries_.clear();
   return entries_[{where, numel, density}];
+}
+
+namespace {
+constexpr std::size_t kMemoryFields = 7;  // offset, numel, density, threshold, trend, factor, gap
+}
+
+std::string ThresholdMemories::save(const void* base) const {
+  std::string out;
+  for (const auto& [key, m] : entries_) {
+    const double f[kMemoryFields] = {
+        static_cast<double>(static_cast<const char*>(key.where) - static_cast<const char*>(base)),
+        static_cast<double>(key.numel), key.density, m.threshold, m.trend, m.factor, m.gap};
+    out.append(reinterpret_cast<const char*>(f), sizeof f);
+  }
+  return out;
+}
+
+void ThresholdMemories::restore(const void* base, const std::string& bytes) {
+  constexpr std::size_t kEntry = kMemoryFields * sizeof(double);
+  constexpr std::size_t kMaxEntries = 4096;
+  if (bytes.size() % kEntry != 0 || bytes.size() / kEntry > kMaxEntries)
+    throw Error("a compressor memory of " + std::to_string(bytes.size()) + " bytes is not this compressor's");
+  std::unordered_map<Key, ThresholdMemory, Hash> entries;
+  for (std::size_t at = 0; at < bytes.size(); at += kEntry) {
+    double f[kMemoryFields];
+    std::memcpy(f, bytes.data() + at, sizeof f);
+    for (double x : f)
+      if (!std::isfinite(x)) throw Error("a compressor memory holds a value that is not finite");
+    ThresholdMemory m;
+    m.threshold = f[3];
+    m.trend = f[4];
+    m.factor = f[5];
+    m.gap = f[6];
+    const auto* where = static_cast<const char*>(base) + static_cast<std::ptrdiff_t>(f[0]);
+    entries[{where, static_cast<std::int64_t>(f[1]), f[2]}] = m;
+  }
+  entries_.swap(entries);
 }
 
 SparseTensor empty_sparse(std::int64_t numel) {

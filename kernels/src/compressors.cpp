@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <sstream>
 
 #include "compress_common.h"
 #include "cutlayer/error.h"
@@ -132,6 +133,20 @@ class RandomK final : public Compressor {
     return assemble(n, sel);
   }
 
+  std::string save_memory(const void*) const override {
+    std::ostringstream out;
+    out << rng_;
+    return out.str();
+  }
+  void restore_memory(const void*, const std::string& bytes) override {
+    if (bytes.size() > 16384) throw Error("a randomk memory of " + std::to_string(bytes.size()) + " bytes");
+    std::istringstream in(bytes);
+    std::mt19937_64 rng;
+    in >> rng;
+    if (!in) throw Error("randomk: the saved generator state does not parse");
+    rng_ = rng;
+  }
+
  private:
   CompressorOptions opts_;
   std::mt19937_64 rng_;
@@ -143,6 +158,13 @@ std::int64_t target_k(std::int64_t numel, double density) {
   if (numel <= 0) return 0;
   const auto k = static_cast<std::int64_t>(std::ceil(density * static_cast<double>(numel)));
   return std::clamp<std::int64_t>(k, 1, numel);
+}
+
+std::string Compressor::save_memory(const void*) const { return {}; }
+
+void Compressor::restore_memory(const void*, const std::string& bytes) {
+  if (!bytes.empty()) throw Error(name() + " keeps no memory between calls, yet " + std::to_string(bytes.size()) +
+                                  " bytes of one were given");
 }
 
 std::vector<std::string> compressor_names() {

@@ -144,6 +144,9 @@ class ThresholdK final : public Compressor {
     return assemble(n, sel);
   }
 
+  std::string save_memory(const void* base) const override { return memories_.save(base); }
+  void restore_memory(const void* base, const std::string& bytes) override { memories_.restore(base, bytes); }
+
  private:
   // The candidates are complete and at least the band's lower end.
   static bool held_band(const Candidates& cands, const ThresholdSearch& search) {

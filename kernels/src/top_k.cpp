@@ -117,6 +117,9 @@ class TopK final : public Compressor {
     return assemble(n, sel);
   }
 
+  std::string save_memory(const void* base) const override { return memories_.save(base); }
+  void restore_memory(const void* base, const std::string& bytes) override { memories_.restore(base, bytes); }
+
  private:
   // The cold path: the k largest of x into `sel`; returns the k-th. `accumulated`: error
   // feedback has already been applied (a warm attempt ran), so the histogram pass only reads.

@@ -5,6 +5,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/state/checkpoint.h"
 #include "cutlayer/sync/snapshot.h"
 #include "cutlayer/sync/sparse_wire.h"
 #include "cutlayer/train/optimizer.h"
@@ -28,6 +29,8 @@ void Aggregator::save(state::OutputArchive& a) const {
   if (model_.has_head()) state::save_part(a, "replica_head", *model_.head);
   state::save_part(a, "replica_optimizer", *opt_);
   state::save_int(a, "round", static_cast<std::int64_t>(version_));
+  // The clip's history: a resumed run clips as the uninterrupted one would.
+  a.write("clip_norms", torch::tensor(std::vector<double>(norms_.begin(), norms_.end()), torch::kFloat64));
 }
 
 void Aggregator::load(state::InputArchive& a) {
@@ -36,6 +39,18 @@ void Aggregator::load(state::InputArchive& a) {
   if (model_.has_head()) state::load_part(a, "replica_head", *model_.head);
   state::load_part(a, "replica_optimizer", *opt_);
   version_ = static_cast<std::uint64_t>(state::load_int(a, "round"));
+  torch::Tensor norms;
+  try {
+    a.read("clip_norms", norms);
+  } catch (const c10::Error& e) {
+    throw state::CheckpointRefused(std::string("its aggregation has no clip history: ") + e.what_without_backtrace());
+  }
+  if (norms.scalar_type() != torch::kFloat64 || norms.dim() != 1)
+    throw state::CheckpointRefused("its clip history is not a vector of doubles");
+  norms = norms.contiguous();
+  const auto* p = norms.data_ptr<double>();
+  const auto keep = std::min<std::int64_t>(norms.numel(), static_cast<std::int64_t>(std::max<std::size_t>(options_.clip_window, 1)));
+  norms_.assign(p + norms.numel() - keep, p + norms.numel());
   round_.clear();
   round_samples_ = 0;
 }

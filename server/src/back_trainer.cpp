@@ -37,6 +37,7 @@ void BackTrainer::save(state::OutputArchive& a) const {
   state::save_part(a, "back_optimizer", *opt_);
   state::save_int(a, "back_steps", stats_.steps);
   state::save_int(a, "back_samples", stats_.samples);
+  state::save_counts(a, "client_steps", steps_held_);
 }
 
 void BackTrainer::load(state::InputArchive& a) {
@@ -44,9 +45,24 @@ void BackTrainer::load(state::InputArchive& a) {
   state::load_part(a, "back_optimizer", *opt_);
   stats_.steps = state::load_int(a, "back_steps");
   stats_.samples = state::load_int(a, "back_samples");
+  steps_held_ = state::load_counts(a, "client_steps", kMaxNamedClients);
   pending_.reset();
   deferred_.clear();
   deferred_bytes_ = 0;
+}
+
+void BackTrainer::name_session(std::uint64_t session, const std::string& name) { session_names_[session] = name; }
+
+std::uint64_t BackTrainer::steps_held(const std::string& name) const {
+  auto it = steps_held_.find(name);
+  return it == steps_held_.end() ? wire::kStepsUnknown : it->second;
+}
+
+void BackTrainer::count_step(std::uint64_t session, std::uint64_t step) {
+  auto it = session_names_.find(session);
+  if (it == session_names_.end() || step >= wire::kStepsUnknown - 1) return;
+  if (!steps_held_.count(it->second) && steps_held_.size() >= kMaxNamedClients) return;
+  steps_held_[it->second] = step + 1;
 }
 
 std::optional<std::uint64_t> BackTrainer::pending_session() const {
@@ -76,7 +92,7 @@ void BackTrainer::check_grads() const {
                           "the step was not taken");
 }
 
-wire::Message BackTrainer::vanilla(const wire::Message& msg) {
+wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& msg) {
   const auto a = wire::meta_as<wire::Activations>(msg);
   auto z = check_cut(msg);
   if (!a.has_labels || msg.tensors.size() != 2) throw ProtocolError("vanilla Activations need labels");
@@ -121,6 +137,7 @@ wire::Message BackTrainer::vanilla(const wire::Message& msg) {
   stats_.loss_sum += l * n;
   stats_.loss_samples += n;
   stats_.correct += correct;
+  count_step(session, a.step);
   return wire::make_message(wire::CutGrad{a.step, l, static_cast<std::uint32_t>(correct)}, {z.grad()});
 }
 
@@ -166,6 +183,7 @@ wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message
   stats_.samples += pending_->z.size(0);
   auto dz = pending_->z.grad();
   const auto step = pending_->step;
+  count_step(session, step);
   pending_.reset();
   return wire::make_message(wire::CutGrad{step, 0.f, 0}, {dz});
 }
@@ -175,7 +193,7 @@ BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg
   if (!options_.u_shaped) {
     if (msg.type != wire::MsgType::kActivations)
       throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in vanilla mode");
-    out.emplace_back(session, vanilla(msg));
+    out.emplace_back(session, vanilla(session, msg));
     return out;
   }
   if (msg.type == wire::MsgType::kHeadGrad) {
@@ -268,6 +286,7 @@ BackTrainer::Outbox BackTrainer::forget(std::uint64_t session, Clock::time_point
   Outbox out;
   if (pending_ && pending_->session == session) pending_.reset();
   drop_deferred(session);
+  session_names_.erase(session);
   drain(out, now);
   return out;
 }

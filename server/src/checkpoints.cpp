@@ -55,7 +55,12 @@ std::string ServerCheckpoints::snapshot() const {
   return state::to_bytes(a);
 }
 
-void ServerCheckpoints::maybe_write() {
+void ServerCheckpoints::before_step() {
+  if (retry_at_ && std::chrono::steady_clock::now() < *retry_at_) return;
+  if (store_.due_by_steps(trainer_.stats().steps)) write();
+}
+
+void ServerCheckpoints::tick() {
   const auto steps = trainer_.stats().steps;
   try {
     store_.note_progress(steps);
@@ -63,7 +68,7 @@ void ServerCheckpoints::maybe_write() {
     // The progress note only sizes the redo after a crash; a failed write shows in write().
   }
   if (retry_at_ && std::chrono::steady_clock::now() < *retry_at_) return;
-  if (store_.due(steps)) write();
+  if (store_.due_by_time(steps)) write();
 }
 
 bool ServerCheckpoints::write() {

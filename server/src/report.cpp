@@ -175,6 +175,7 @@ report::Json ServerSummary::json() const {
       .add("bytes_in", bytes_in)
       .add("bytes_out", bytes_out)
       .add("dropped", dropped);
+  if (!back_sha256.empty()) j.add("back_sha256", back_sha256);
   if (aggregation) j.add("aggregation", aggregation->json());
   return j;
 }

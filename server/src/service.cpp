@@ -3,6 +3,7 @@
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/server/checks.h"
+#include "cutlayer/state/archive.h"
 
 namespace cutlayer::server {
 
@@ -33,7 +34,7 @@ void Service::run(const std::atomic<bool>& stop) {
         send_all(out);
         report_round();
       }
-      if (checkpoints_) checkpoints_->maybe_write();
+      if (checkpoints_) checkpoints_->tick();
     } catch (const std::exception& e) {
       log::get("server")->error("event not handled: {}", error_text(e));
     }
@@ -115,12 +116,15 @@ void Service::on_join(const transport::JoinRequest& req) {
       return;
     }
   }
-  const auto session = transport_.accept(req, aggregator_ ? aggregator_->version() : 0);
+  const bool trains = trainer_ && !probe_only;
+  const auto session = transport_.accept(req, aggregator_ ? aggregator_->version() : 0,
+                                         trains ? trainer_->steps_held(req.client_name) : wire::kStepsUnknown);
   clients_[session] = Client{req.client_name, req.join.samples};
   if (probe_only) {
     probe_only_.insert(session);
     return;
   }
+  if (trainer_) trainer_->name_session(session, req.client_name);
   if (trainer_)
     log::get("server")->info("client '{}' ({} examples, {} mode) joined", req.client_name,
                              req.join.samples, req.join.u_shaped ? "U-shaped" : "vanilla");
@@ -209,6 +213,12 @@ void Service::on_message(transport::Received& rx) {
         if (probe_only_.count(rx.session_id))
           throw ProtocolError("this session joined for the link self-check (no model); join with a model to train");
         if (trainer_) {
+          // A checkpoint due by step count is written before a training batch is taken: it
+          // then holds whole steps and, with aggregation, the contributions they led to (in
+          // a 1-client run, exactly the client's state at its checkpoint of the same step).
+          if (checkpoints_ && rx.message.type == wire::MsgType::kActivations &&
+              wire::meta_as<wire::Activations>(rx.message).train)
+            checkpoints_->before_step();
           auto replies = trainer_->handle(rx.session_id, std::move(rx.message), BackTrainer::Clock::now());
           send_all(replies);
           report();
@@ -267,6 +277,8 @@ ServerSummary Service::summary() const {
     s.samples = st.samples;
     s.labels_received = st.labels_received;
     s.eval_batches = st.eval_batches;
+    const auto h = state::values_hash({trainer_->back_model().ptr().get()});
+    s.back_sha256 = crypto::to_hex(h.data(), h.size());
   }
   s.probes = probes_served_;
   s.sessions_open = transport_.session_count();

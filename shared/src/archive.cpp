@@ -100,6 +100,43 @@ std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key) {
   return v;
 }
 
+void save_counts(OutputArchive& a, const std::string& key, const std::map<std::string, std::uint64_t>& m) {
+  std::vector<std::uint8_t> v;
+  auto put = [&](std::uint64_t x, int bytes) {
+    for (int i = 0; i < bytes; ++i) v.push_back(static_cast<std::uint8_t>(x >> (8 * i)));
+  };
+  for (const auto& [name, count] : m) {
+    if (name.size() > 0xffff) throw InternalError("save_counts: a name of " + std::to_string(name.size()) + " bytes");
+    put(name.size(), 2);
+    v.insert(v.end(), name.begin(), name.end());
+    put(count, 8);
+  }
+  save_bytes(a, key, v);
+}
+
+std::map<std::string, std::uint64_t> load_counts(InputArchive& a, const std::string& key, std::size_t max_entries) {
+  const auto v = load_bytes(a, key);
+  std::map<std::string, std::uint64_t> m;
+  std::size_t at = 0;
+  auto get = [&](int bytes) {
+    if (v.size() - at < static_cast<std::size_t>(bytes)) throw CheckpointRefused("its '" + key + "' is truncated");
+    std::uint64_t x = 0;
+    for (int i = 0; i < bytes; ++i) x |= std::uint64_t{v[at + i]} << (8 * i);
+    at += bytes;
+    return x;
+  };
+  while (at < v.size()) {
+    if (m.size() >= max_entries)
+      throw CheckpointRefused("its '" + key + "' has more than " + std::to_string(max_entries) + " entries");
+    const auto n = static_cast<std::size_t>(get(2));
+    if (v.size() - at < n) throw CheckpointRefused("its '" + key + "' is truncated");
+    std::string name(v.begin() + static_cast<std::ptrdiff_t>(at), v.begin() + static_cast<std::ptrdiff_t>(at + n));
+    at += n;
+    m[name] = get(8);
+  }
+  return m;
+}
+
 torch::Tensor rng_state() {
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());

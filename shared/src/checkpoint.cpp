@@ -242,8 +242,11 @@ CheckpointStore::CheckpointStore(CheckpointOptions o, CheckpointKey key, Identit
   }
 }
 
-bool CheckpointStore::due(std::int64_t steps_done) const {
-  if (o_.every_steps > 0 && steps_done - last_step_ >= o_.every_steps) return true;
+bool CheckpointStore::due_by_steps(std::int64_t steps_done) const {
+  return o_.every_steps > 0 && steps_done - last_step_ >= o_.every_steps;
+}
+
+bool CheckpointStore::due_by_time(std::int64_t steps_done) const {
   const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_time_).count();
   return o_.every_seconds > 0 && since >= o_.every_seconds && steps_done > last_step_;
 }
@@ -316,31 +319,50 @@ std::string CheckpointStore::write(std::int64_t steps_done, const std::string& s
   return path;
 }
 
+// Opens `path` and applies it; a refused one is logged (and set aside when damaged) and
+// its reason added to `reasons`.
+std::optional<Opened> CheckpointStore::try_load(const std::string& path, const std::function<void(const Opened&)>& apply,
+                                                std::string& reasons) {
+  try {
+    auto o = open_checkpoint(key_, id_, path);
+    if (apply) apply(o);
+    last_step_ = o.step;
+    last_time_ = std::chrono::steady_clock::now();
+    return o;
+  } catch (const Error& e) {  // CheckpointRefused, or IoError (unreadable)
+    const auto* refused = dynamic_cast<const CheckpointRefused*>(&e);
+    const bool damaged = refused != nullptr && refused->damaged();
+    log::get("checkpoint")->warn("checkpoint {} refused: {}{}", path, e.what(),
+                                 damaged ? "; it is renamed " + fs::path(path).filename().string() + ".refused" : "");
+    reasons += "\n  " + path + ": " + e.what();
+    std::error_code ec;
+    if (damaged) {
+      fs::rename(path, path + ".refused", ec);
+      io::fsync_dir(o_.dir);
+    }
+    return std::nullopt;
+  }
+}
+
 std::optional<Opened> CheckpointStore::load_newest(const std::function<void(const Opened&)>& apply) {
-  auto log = log::get("checkpoint");
   const auto all = files();
   if (all.empty()) return std::nullopt;
   std::string reasons;
-  for (const auto& path : all) {
-    try {
-      auto o = open_checkpoint(key_, id_, path);
-      if (apply) apply(o);
-      last_step_ = o.step;
-      last_time_ = std::chrono::steady_clock::now();
-      return o;
-    } catch (const Error& e) {  // CheckpointRefused, or IoError (unreadable)
-      const auto* refused = dynamic_cast<const CheckpointRefused*>(&e);
-      const bool damaged = refused != nullptr && refused->damaged();
-      log->warn("checkpoint {} refused: {}; {}the previous one is tried", path, e.what(),
-                damaged ? "it is renamed " + fs::path(path).filename().string() + ".refused and " : "");
-      reasons += "\n  " + path + ": " + e.what();
-      std::error_code ec;
-      if (damaged) fs::rename(path, path + ".refused", ec);
-    }
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (auto o = try_load(all[i], apply, reasons)) return o;
+    if (i + 1 < all.size()) log::get("checkpoint")->info("the previous checkpoint, {}, is tried", all[i + 1]);
   }
-  io::fsync_dir(o_.dir);
   throw ConfigError("no checkpoint in '" + o_.dir + "' can be used:" + reasons +
                     "\nRestore the key file or config they were written with, or move them away to start over");
+}
+
+std::optional<Opened> CheckpointStore::load_step(std::int64_t steps_done,
+                                                 const std::function<void(const Opened&)>& apply) {
+  const std::string path = (fs::path(o_.dir) / file_name(steps_done)).string();
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::nullopt;
+  std::string reasons;
+  return try_load(path, apply, reasons);
 }
 
 }  // namespace cutlayer::state

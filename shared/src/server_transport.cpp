@@ -78,7 +78,7 @@ struct ServerTransport::Impl {
   explicit Impl(ServerTransportOptions options);
 
   std::optional<ServerEvent> poll(std::chrono::milliseconds timeout);
-  std::uint64_t accept(const JoinRequest& req, std::uint64_t round);
+  std::uint64_t accept(const JoinRequest& req, std::uint64_t round, std::uint64_t steps_held);
   void refuse(const JoinRequest& req, const std::string& reason);
   bool send(std::uint64_t session_id, const wire::Message& msg);
   void end_session(std::uint64_t session_id, const std::string& reason);
@@ -119,8 +119,8 @@ std::optional<ServerEvent> ServerTransport::poll(std::chrono::milliseconds timeo
   return impl_->poll(timeout);
 }
 
-std::uint64_t ServerTransport::accept(const JoinRequest& req, std::uint64_t round) {
-  return impl_->accept(req, round);
+std::uint64_t ServerTransport::accept(const JoinRequest& req, std::uint64_t round, std::uint64_t steps_held) {
+  return impl_->accept(req, round, steps_held);
 }
 
 void ServerTransport::refuse(const JoinRequest& req, const std::string& reason) {
@@ -435,7 +435,7 @@ void ServerTransport::Impl::flush_outboxes() {
     if (!s->outbox.empty()) flush_outbox(id, *s, now);
 }
 
-std::uint64_t ServerTransport::Impl::accept(const JoinRequest& req, std::uint64_t round) {
+std::uint64_t ServerTransport::Impl::accept(const JoinRequest& req, std::uint64_t round, std::uint64_t steps_held) {
   // One session per client: a re-join replaces the old session (fresh keys).
   for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
     if (it->second->client_name == req.client_name) {
@@ -452,6 +452,7 @@ std::uint64_t ServerTransport::Impl::accept(const JoinRequest& req, std::uint64_
   ack.heartbeat_ms = static_cast<std::uint32_t>(options_.client_heartbeat_ms);
   ack.session_timeout_ms = static_cast<std::uint32_t>(options_.session_timeout_ms);
   ack.round = round;
+  ack.steps_held = steps_held;
   sessions_.emplace(id, std::make_unique<Session>(id, ack.secret, req.client_name));
   {
     AdmissionToken token = admission_token(id, ack.secret);

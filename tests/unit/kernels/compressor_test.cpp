@@ -375,5 +375,34 @@ TEST(Compressor, WithoutThresholdReuseEachCallStandsAlone) {
   }
 }
 
+// A resumed run: a fresh compressor given the memory a seasoned one saved (its vectors in a
+// buffer at another address) selects exactly what the seasoned one selects next; without the
+// memory it would start cold and, for the threshold compressors, select otherwise.
+TEST(Compressor, ASavedMemoryMakesAFreshCompressorSelectAsTheSeasonedOne) {
+  torch::manual_seed(43);
+  const std::int64_t n = 200003;
+  for (const char* name : {"topk", "gaussiank", "sampledk", "randomk"}) {
+    auto seasoned = make_compressor(name);
+    auto residual = torch::zeros({n});
+    for (int step = 0; step < 5; ++step) seasoned->compress(torch::randn({n}), residual, 0.01);
+    auto moved = residual.clone();  // the resumed process: the same values elsewhere
+    ASSERT_NE(moved.data_ptr(), residual.data_ptr());
+    auto fresh = make_compressor(name);
+    fresh->restore_memory(moved.data_ptr(), seasoned->save_memory(residual.data_ptr()));
+    const auto g = torch::randn({n});
+    const auto a = seasoned->compress(g, residual, 0.01);
+    const auto b = fresh->compress(g, moved, 0.01);
+    EXPECT_TRUE(bitwise_equal(a.indices, b.indices)) << name;
+    EXPECT_TRUE(bitwise_equal(a.values, b.values)) << name;
+    EXPECT_TRUE(bitwise_equal(residual, moved)) << name;
+    EXPECT_EQ(seasoned->last_stats().passes, fresh->last_stats().passes) << name;
+  }
+  // Bytes that are not such a memory are refused, never half-applied.
+  EXPECT_THROW(make_compressor("gaussiank")->restore_memory(nullptr, std::string(13, 'x')), Error);
+  EXPECT_THROW(make_compressor("randomk")->restore_memory(nullptr, "not a generator"), Error);
+  EXPECT_THROW(make_compressor("none")->restore_memory(nullptr, "x"), Error);
+  EXPECT_NO_THROW(make_compressor("none")->restore_memory(nullptr, make_compressor("none")->save_memory(nullptr)));
+}
+
 }  // namespace
 }  // namespace cutlayer::kernels

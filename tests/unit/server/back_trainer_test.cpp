@@ -70,6 +70,50 @@ std::size_t count(const BackTrainer::Outbox& out, std::uint64_t session, wire::M
   return n;
 }
 
+// Each client's steps are counted by name across sessions and survive a checkpoint; a
+// session with no name (not joined through the service) counts for nobody.
+TEST(BackTrainer, StepsHeldAreCountedPerClientAndCheckpointed) {
+  for (bool u : {false, true}) {
+    BackTrainer t(tiny(u));
+    EXPECT_EQ(t.steps_held("alice"), wire::kStepsUnknown);
+    t.name_session(1, "alice");
+    t.name_session(2, "bob");
+    for (std::uint64_t step : {0, 1, 2}) {
+      if (u) {
+        auto fwd = t.handle(1, u_batch(step, torch::randn({4, 8})));
+        ASSERT_EQ(count(fwd, 1, wire::MsgType::kServerActivations), 1u);
+        t.handle(1, head_grad(step, torch::randn({4, 8})));
+      } else {
+        t.handle(1, vanilla_batch(step, torch::randn({4, 8})));
+      }
+    }
+    if (u) {
+      t.handle(2, u_batch(7, torch::randn({4, 8})));
+      t.handle(2, head_grad(7, torch::randn({4, 8})));
+      t.handle(3, u_batch(0, torch::randn({4, 8})));
+      t.handle(3, head_grad(0, torch::randn({4, 8})));
+      t.handle(1, u_batch(3, torch::randn({4, 8})));  // forward only: not a step yet
+    } else {
+      t.handle(2, vanilla_batch(7, torch::randn({4, 8})));
+      t.handle(3, vanilla_batch(0, torch::randn({4, 8})));
+    }
+    EXPECT_EQ(t.steps_held("alice"), 3u) << u;
+    EXPECT_EQ(t.steps_held("bob"), 8u) << u;
+    EXPECT_EQ(t.stats().steps, 5) << u;
+    state::OutputArchive out;
+    t.save(out);
+    const auto bytes = state::to_bytes(out);
+    BackTrainer back(tiny(u));
+    state::InputArchive in;
+    state::from_bytes(in, bytes);
+    back.load(in);
+    EXPECT_EQ(back.steps_held("alice"), 3u) << u;
+    EXPECT_EQ(back.steps_held("bob"), 8u) << u;
+    EXPECT_EQ(back.steps_held("carol"), wire::kStepsUnknown) << u;
+    EXPECT_TRUE(identical(state_of(t), state_of(back))) << u;
+  }
+}
+
 TEST(BackTrainer, NonFiniteActivationsAreRefusedAndTheModelIsUntouched) {
   BackTrainer t(tiny(false));
   t.handle(1, vanilla_batch(1, torch::randn({8, 8})));  // momentum buffers exist

@@ -235,6 +235,22 @@ TEST(CheckpointStoreTest, AStateThatDoesNotFitFallsBackToThePrevious) {
   EXPECT_EQ(got->step, 10);
 }
 
+TEST(CheckpointStoreTest, LoadStepFindsExactlyThatStep) {
+  CheckpointOptions o;
+  o.dir = fresh_dir("exact");
+  CheckpointStore store(o, CheckpointKey(ikm(3)), identity());
+  for (int s : {25, 50, 75}) store.write(s, "s" + std::to_string(s));
+  const auto got = store.load_step(50);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->state, "s50");
+  EXPECT_FALSE(store.load_step(60).has_value());  // none of that step: nothing loaded
+  // A damaged one is refused and set aside, not taken.
+  const auto path = store.files()[2];
+  spit(path, slurp(path).substr(0, 100));
+  EXPECT_FALSE(store.load_step(25).has_value());
+  EXPECT_TRUE(fs::exists(path + ".refused"));
+}
+
 TEST(CheckpointStoreTest, DueByStepsAndNotTwiceForTheSameStep) {
   CheckpointOptions o;
   o.dir = fresh_dir("due");
@@ -343,6 +359,21 @@ TEST(ArchiveTest, AnotherShapeOrGarbageIsRefused) {
   EXPECT_THROW(load_part(a, "net", *wider), CheckpointRefused);
   InputArchive g;
   EXPECT_THROW(from_bytes(g, std::string(100, 'g')), CheckpointRefused);
+}
+
+TEST(ArchiveTest, CountsRoundTripAndMalformedOnesAreRefused) {
+  const std::map<std::string, std::uint64_t> m{{"alice", 25}, {"", 0}, {std::string(300, 'b'), ~0ull}};
+  OutputArchive out;
+  save_counts(out, "c", m);
+  save_bytes(out, "short", {5, 0, 'a', 'b'});  // a name of 5 bytes with 2 there
+  save_bytes(out, "nocount", {1, 0, 'a', 1, 2});
+  InputArchive in;
+  from_bytes(in, to_bytes(out));
+  EXPECT_EQ(load_counts(in, "c", 3), m);
+  EXPECT_THROW(load_counts(in, "c", 2), CheckpointRefused);  // more entries than allowed
+  EXPECT_THROW(load_counts(in, "short", 10), CheckpointRefused);
+  EXPECT_THROW(load_counts(in, "nocount", 10), CheckpointRefused);
+  EXPECT_THROW(load_counts(in, "absent", 10), CheckpointRefused);
 }
 
 TEST(ArchiveTest, FingerprintFollowsTheStructureNotTheValues) {

@@ -58,7 +58,8 @@ class FrontSync {
   bool settle(std::size_t max_outstanding);
   void count_wait() { ++stats_.waits; }
 
-  // The durable part: the error-feedback residual, the contribution sequence and counters.
+  // The durable part: the error-feedback residual, the compressor's memory, the
+  // contribution sequence and counters.
   // The front itself comes from the server's snapshot at every (re-)join; contributions in
   // flight are given up as at a re-join.
   void save(state::OutputArchive& a) const;
@@ -75,6 +76,7 @@ class FrontSync {
 
  private:
   void apply(const wire::Message& msg);
+  const void* compressed_buffer() const;
   void take_back(const wire::SyncReject& r);
 
   sync::SyncOptions options_;

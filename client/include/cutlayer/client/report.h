@@ -61,6 +61,7 @@ struct ClientSummary {
   Evaluation eval;
   std::uint64_t bytes_up = 0, bytes_down = 0;
   std::optional<SyncReport> sync;
+  std::string model_sha256;  // over the front's (and head's) parameters and buffers
 
   report::Json json() const;
   // Stopped before it joined.

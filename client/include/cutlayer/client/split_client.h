@@ -62,6 +62,7 @@ class SplitClient {
     std::int64_t step;
   };
   void rewind_to_round(std::uint64_t was);
+  bool align_with_server(std::uint64_t steps_held);
   void announce() const;
   void train_steps(const std::atomic<bool>& stop, train::Batches& batches, train::MetricsFile& metrics,
                    const train::Progress& progress, Totals& totals);
@@ -93,13 +94,15 @@ class SplitClient {
   Dispatcher dispatch_;  // every wait for the server (deadline, stop flag, strays)
   std::unique_ptr<FrontSync> sync_;
   std::optional<state::CheckpointStore> checkpoints_;
-  torch::Tensor rng_before_step_;
+  torch::Tensor rng_before_step_;  // the generator before the step in progress (checkpoints)
   // With aggregation: each recent step and the round its front started from (a rewind
   // after a server restart looks the server's round up here).
   static constexpr std::size_t kMaxStepRounds = 1 << 16;
   std::deque<std::pair<std::int64_t, std::uint64_t>> step_rounds_;
-  bool in_step_ = false;
-  int rejoins_ = 0;  // re-joins since the last completed training step  // a Rewind may be thrown (only out of a training step)  // the generator before the step in progress (checkpoints)
+  bool in_step_ = false;            // a Rewind may be thrown (only out of a training step)
+  bool joined_ = false;             // the first join is done (training has started)
+  std::int64_t steps_done_ = 0;     // training steps completed (a rewind sets it back)
+  int rejoins_ = 0;                 // re-joins since the last completed training step
 };
 
 }  // namespace cutlayer::client

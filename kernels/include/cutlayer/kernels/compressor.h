@@ -48,6 +48,14 @@ class Compressor {
 
   const CompressStats& last_stats() const { return stats_; }
 
+  // What the compressor carries from one call to the next (topk, gaussiank, sampledk: the
+  // remembered thresholds, each keyed by its vector's place relative to `base`, the start of
+  // the buffer the vectors live in; randomk: its generator), as bytes. A checkpoint keeps
+  // them, so that a resumed run selects exactly what the uninterrupted one would.
+  // restore_memory throws Error for bytes this compressor did not save.
+  virtual std::string save_memory(const void* base) const;
+  virtual void restore_memory(const void* base, const std::string& bytes);
+
  protected:
   CompressStats stats_;
 };

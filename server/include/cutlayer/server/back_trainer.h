@@ -79,8 +79,16 @@ class BackTrainer {
   // A session ended: drop its pending step and deferred batches.
   Outbox forget(std::uint64_t session, Clock::time_point now = Clock::now());
 
-  // The durable part: the back model, its optimizer and its step and example counters
-  // (a U-shaped step in flight and the deferred batches are not: their clients retry).
+  // Which client (its allow-list name) a session is; the training steps of each client are
+  // counted by name (steps_held), so that they outlive sessions and restarts.
+  void name_session(std::uint64_t session, const std::string& name);
+  // One past the last training step of `name` this back model learnt from (the client's
+  // own step numbering), or wire::kStepsUnknown when it holds none.
+  std::uint64_t steps_held(const std::string& name) const;
+
+  // The durable part: the back model, its optimizer, its step and example counters and
+  // each client's steps held (a U-shaped step in flight and the deferred batches are not:
+  // their clients retry).
   void save(state::OutputArchive& a) const;
   // Loads a saved state (throws CheckpointRefused when it does not fit); drops any step in
   // flight and the deferred batches.
@@ -113,7 +121,8 @@ class BackTrainer {
   };
   torch::Tensor check_cut(const wire::Message& msg) const;
   void check_grads() const;
-  wire::Message vanilla(const wire::Message& msg);
+  wire::Message vanilla(std::uint64_t session, const wire::Message& msg);
+  void count_step(std::uint64_t session, std::uint64_t step);
   wire::Message u_forward(std::uint64_t session, const wire::Activations& a, torch::Tensor z,
                           Clock::time_point now);
   wire::Message u_backward(std::uint64_t session, const wire::Message& msg);
@@ -132,6 +141,9 @@ class BackTrainer {
   std::deque<Deferred> deferred_;
   std::size_t deferred_bytes_ = 0;
   TrainerStats stats_;
+  static constexpr std::size_t kMaxNamedClients = 1 << 16;
+  std::map<std::uint64_t, std::string> session_names_;
+  std::map<std::string, std::uint64_t> steps_held_;
 };
 
 }  // namespace cutlayer::server

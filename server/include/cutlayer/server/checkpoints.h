@@ -1,7 +1,7 @@
 // The server's durable state: the back model and its optimizer, and with aggregation the
 // replica of the front, its optimizer and the round, sealed under a key derived from the
 // server's key pair (state/checkpoint.h). Written every checkpoint.every_steps back steps
-// or every_seconds, and on SIGINT/SIGTERM; `--resume` starts from the newest good one.
+// (before the next training batch is taken) or every_seconds, and on SIGINT/SIGTERM; `--resume` starts from the newest good one.
 // A failed write (disk full, ...) is logged and retried later: training goes on.
 #pragma once
 
@@ -25,8 +25,12 @@ class ServerCheckpoints {
   // Loads the newest good checkpoint into the trainer (and aggregator); false when the
   // directory holds none yet. Throws ConfigError when it holds some and none can be used.
   bool resume();
-  // Notes the progress and writes a checkpoint when one is due. Never throws.
-  void maybe_write();
+  // Before a training batch is taken: writes a checkpoint when one is due by step count.
+  // Never throws.
+  void before_step();
+  // From the service loop: notes the progress and writes a checkpoint when one is due by
+  // time. Never throws.
+  void tick();
   // Writes one now (shutdown); a failure is logged. Returns whether it was written.
   bool write();
 

@@ -85,6 +85,7 @@ struct ServerSummary {
   std::size_t sessions_open = 0;
   std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0, dropped = 0;
   std::optional<AggregationSummary> aggregation;
+  std::string back_sha256;  // over the back model's parameters and buffers ("" without a trainer)
 
   report::Json json() const;
 };

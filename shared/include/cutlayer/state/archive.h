@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,10 @@ void save_int(OutputArchive& a, const std::string& key, std::int64_t v);
 std::int64_t load_int(InputArchive& a, const std::string& key);
 void save_bytes(OutputArchive& a, const std::string& key, const std::vector<std::uint8_t>& v);
 std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key);
+// Names (at most 65535 bytes each) and their counts; loading refuses more than
+// `max_entries` or a malformed encoding (CheckpointRefused).
+void save_counts(OutputArchive& a, const std::string& key, const std::map<std::string, std::uint64_t>& m);
+std::map<std::string, std::uint64_t> load_counts(InputArchive& a, const std::string& key, std::size_t max_entries);
 
 // LibTorch's default CPU generator (dropout, noise, random init): saved and restored, so
 // a resumed run draws the same numbers the uninterrupted one would have.

@@ -110,7 +110,9 @@ class CheckpointStore {
 
   // True when a checkpoint is due after `steps_done` steps (by count or by time since the
   // last write or since the store was made).
-  bool due(std::int64_t steps_done) const;
+  bool due(std::int64_t steps_done) const { return due_by_steps(steps_done) || due_by_time(steps_done); }
+  bool due_by_steps(std::int64_t steps_done) const;
+  bool due_by_time(std::int64_t steps_done) const;
   // Seals `state` after `steps_done` steps and writes it atomically (temp file, fsync,
   // rename, fsync of the directory); then removes the checkpoints of later steps (an
   // abandoned future: a run started over, or rewound) and all but the newest `keep`. A crash at any
@@ -128,6 +130,9 @@ class CheckpointStore {
   void note_progress(std::int64_t steps_done);
   // The steps done when the last run stopped, as noted; -1 when nothing was noted.
   std::int64_t noted_progress() const;
+  // The checkpoint of exactly `steps_done` steps, when there is one that opens and that
+  // `apply` takes (a refused one is logged, and set aside when damaged); else nullopt.
+  std::optional<Opened> load_step(std::int64_t steps_done, const std::function<void(const Opened&)>& apply = {});
   // Checkpoint files, newest first.
   std::vector<std::string> files() const;
   const CheckpointOptions& options() const { return o_; }
@@ -135,6 +140,8 @@ class CheckpointStore {
   double last_write_ms() const { return last_write_ms_; }
 
  private:
+  std::optional<Opened> try_load(const std::string& path, const std::function<void(const Opened&)>& apply,
+                                 std::string& reasons);
   CheckpointOptions o_;
   CheckpointKey key_;
   Identity id_;

@@ -85,8 +85,10 @@ class ServerTransport {
   // Waits up to `timeout` for the next event. Bad input is dropped and counted here.
   std::optional<ServerEvent> poll(std::chrono::milliseconds timeout);
 
-  // Opens a session for `req` and sends its JoinAck; returns the session id.
-  std::uint64_t accept(const JoinRequest& req, std::uint64_t round = 0);
+  // Opens a session for `req` and sends its JoinAck (with the aggregation's round and the
+  // client's steps the back model holds); returns the session id.
+  std::uint64_t accept(const JoinRequest& req, std::uint64_t round = 0,
+                       std::uint64_t steps_held = wire::kStepsUnknown);
   // Answers `req` with an Error naming `reason`.
   void refuse(const JoinRequest& req, const std::string& reason);
 

@@ -15,7 +15,8 @@ namespace cutlayer::wire {
 constexpr std::size_t kMaxName = 256;
 constexpr std::size_t kMaxText = 4096;
 constexpr std::size_t kMaxDims = 8;
-constexpr std::uint32_t kProtocolVersion = 1;
+constexpr std::uint32_t kProtocolVersion = 2;  // 2: JoinAck.steps_held
+constexpr std::uint64_t kStepsUnknown = ~std::uint64_t{0};
 
 // Client → server over the CURVE front door. No tensors.
 struct Join {
@@ -44,10 +45,14 @@ struct JoinAck {
   std::uint32_t heartbeat_ms = 0;
   std::uint32_t session_timeout_ms = 0;
   std::uint64_t round = 0;                // current aggregation round (for joiners)
+  // The training steps of this client (by name) the server's back model holds, counted from
+  // the client's first step: a client resuming from a checkpoint of a later step goes back
+  // to its own checkpoint of this one. kStepsUnknown: the server has none of its steps.
+  std::uint64_t steps_held = kStepsUnknown;
   template <class A>
   void serialize(A& ar) {
     ar(session_id, cereal::binary_data(secret.data(), secret.size()), data_port, heartbeat_ms,
-       session_timeout_ms, round);
+       session_timeout_ms, round, steps_held);
   }
 };
 
