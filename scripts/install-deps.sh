@@ -25,8 +25,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # data
   dataset-fashion-mnist
-  # plots (PNG) from JSON-lines metrics
-  python3 python3-matplotlib
+  # plots (PNG) from JSON-lines metrics; PyTorch (the same 1.13) to check exported models
+  python3 python3-matplotlib python3-torch
 )
 if [ "$FUZZ" -eq 1 ]; then
   # clang, libclang_rt.fuzzer / asan / ubsan, llvm-symbolizer (readable stacks)

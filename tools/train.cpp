@@ -14,6 +14,7 @@
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/model/script_export.h"
 #include "cutlayer/privacy/dcor.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/report/json.h"
@@ -28,7 +29,7 @@ using namespace cutlayer;
 namespace {
 
 struct Flags {
-  std::string config_path, log_level, metrics, save_front, client_key;
+  std::string config_path, log_level, metrics, save_front, client_key, export_path;
   int threads = 0, epochs = 0;
   std::int64_t steps = -1, alpha_warmup = -1;
   double alpha = -1, noise = -1;
@@ -44,6 +45,9 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_flag("--metrics-every-step", f.every_step, "a metrics line per step (parity checks)");
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error");
   app.add_option("--save-front", f.save_front, "save the trained front model here (for cutlayer-leakage)");
+  app.add_option("--export", f.export_path,
+                 "write the trained model as TorchScript here (Python: torch.jit.load), and beside it PATH.check: "
+                 "the first 100 test images and cutlayer's logits for them");
   app.add_option("--alpha", f.alpha, "NoPeek weight of dCor(x, z) (overrides privacy.alpha)")->check(CLI::Range(0.0, 1e6));
   app.add_option("--alpha-warmup", f.alpha_warmup, "steps over which alpha ramps up from 0 (overrides privacy.alpha_warmup_steps)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
@@ -129,6 +133,19 @@ struct Monolithic {
     return state::load_int(a, "steps_done");
   }
 };
+
+// The trained model as one TorchScript file, and its parity reference (without the cut's
+// noise: that is a guard on what leaves the client in training, not part of the model).
+void export_model(Monolithic& net, const data::Dataset& test, const std::string& path) {
+  const auto client = model::client_script(net.m.front, net.m.has_head() ? &net.m.head : nullptr);
+  model::save_script(model::join_scripts(client, model::to_script(net.m.back, "cutlayer_back")), path);
+  torch::NoGradGuard no_grad;
+  net.train(false);
+  const auto x = test.x.narrow(0, 0, std::min<std::int64_t>(100, test.size()));
+  model::save_reference(path + ".check", {{"x", x}, {"out", net.forward(x, privacy::NoPeekOptions{})}});
+  net.train(true);
+  log::get("train")->info("model exported to {} (TorchScript; parity reference {}.check)", path, path);
+}
 
 // Test accuracy and mean loss over `d`.
 std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::NoPeekOptions& p) {
@@ -274,6 +291,7 @@ int run(const Flags& flags) {
   const Outcome out = train_loop(cfg, net, data, ckpt, metrics_file, start);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!flags.save_front.empty()) torch::save(net.m.front, flags.save_front);
+  if (!flags.export_path.empty() && !stop_flag()) export_model(net, data.test, flags.export_path);
   double test_acc = -1, test_loss = -1;
   if (data.test.size() > 0 && !stop_flag()) {
     std::tie(test_acc, test_loss) = evaluate(net, data.test, cfg.nopeek);

@@ -1,6 +1,7 @@
 // cutlayer-client: the data owner's daemon. Trains its front (and head) with the server
-// (split learning), or with --probes runs the link self-check: probe tensors over the
-// sealed channel, every echo checked bit for bit, throughput reported.
+// (split learning); `predict` sends a file of inputs through the deployed split model; with
+// --probes it runs the link self-check: probe tensors over the sealed channel, every echo
+// checked bit for bit, throughput reported.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -69,7 +70,8 @@ bool run_probe(transport::ClientTransport& link, int count, double mb) {
 
 struct Flags {
   std::string config_path, log_level, server_host, server_pub, client_key, metrics_path, name, shard, save_front,
-      compressor;
+      compressor, export_path, predict_input, predict_output;
+  CLI::App* predict = nullptr;
   int join_port = -1, probes = 0, threads = 0, epochs = 0;
   std::int64_t steps = -1, eval_every = -1, alpha_warmup = -1;
   double probe_mb = 8, alpha = -1, noise = -1, density = 0;
@@ -109,6 +111,15 @@ void add_flags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(1e-6, 1.0));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   f.checkpoint.add(app, "steps");
+  app.add_option("--export", f.export_path,
+                 "after training, write the front (U-shaped: and head) as TorchScript here (Python: torch.jit.load; "
+                 "cutlayer-export joins it with the server's back), and beside it PATH.check, a parity reference");
+  f.predict = app.add_subcommand("predict", "predictions for a file of inputs through the deployed split model: the "
+                                            "front of this client's newest checkpoint, the server's back (no training, "
+                                            "no labels sent)");
+  f.predict->add_option("--input", f.predict_input, "inputs: an IDX image file (gzipped or not) or a .csv")->required();
+  f.predict->add_option("--out", f.predict_output, "predictions CSV: index, class, p0..pK-1")->required();
+  f.predict->fallthrough();  // the options above work after `predict` too
 }
 
 // "I/N" into the train object's data fields.
@@ -194,7 +205,12 @@ int run(const Flags& flags) {
   so.save_front = flags.save_front;
   so.checkpoint = cfg.checkpoint;
   so.checkpoint_key = cfg.client_key;
+  so.export_path = flags.export_path;
   client::SplitClient trainer(link, so);
+  if (flags.predict->parsed()) {
+    std::cout << trainer.predict(flags.predict_input, flags.predict_output, stop_flag()) << std::endl;
+    return stop_flag() ? 130 : 0;
+  }
   std::cout << trainer.run(stop_flag()) << std::endl;
   return stop_flag() ? 130 : 0;
 }

@@ -385,6 +385,7 @@ std::string SplitClient::finish(const std::atomic<bool>& stop, train::MetricsFil
     torch::save(model_.front, options_.save_front);
     log->info("{}: front model saved to {}", options_.name, options_.save_front);
   }
+  if (!options_.export_path.empty() && !stop) export_parts(options_.export_path);
   const auto& ts = link_.stats();
   ClientSummary s;
   s.client = options_.name;

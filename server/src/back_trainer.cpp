@@ -95,7 +95,9 @@ void BackTrainer::check_grads() const {
 wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& msg) {
   const auto a = wire::meta_as<wire::Activations>(msg);
   auto z = check_cut(msg);
-  if (!a.has_labels || msg.tensors.size() != 2) throw ProtocolError("vanilla Activations need labels");
+  if (!a.train && !a.has_labels && msg.tensors.size() == 1) return predict(a, z);
+  if (!a.has_labels || msg.tensors.size() != 2)
+    throw ProtocolError("vanilla Activations need labels (only a prediction, train false, comes without)");
   const auto& y = msg.tensors[1];
   if (y.scalar_type() != torch::kInt64 || y.dim() != 1 || y.size(0) != z.size(0))
     throw ProtocolError("labels must be int64 [B] matching the batch");
@@ -139,6 +141,22 @@ wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& m
   stats_.correct += correct;
   count_step(session, a.step);
   return wire::make_message(wire::CutGrad{a.step, l, static_cast<std::uint32_t>(correct)}, {z.grad()});
+}
+
+// A prediction (vanilla, no labels): the logits go back.
+wire::Message BackTrainer::predict(const wire::Activations& a, const torch::Tensor& z) {
+  torch::NoGradGuard no_grad;
+  back_->eval();
+  torch::Tensor logits;
+  try {
+    logits = back_->forward(z);
+  } catch (...) {
+    back_->train();
+    throw;
+  }
+  back_->train();
+  ++stats_.predict_batches;
+  return wire::make_message(wire::ServerActivations{a.step}, {logits});
 }
 
 wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Activations& a, torch::Tensor z,

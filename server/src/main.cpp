@@ -11,6 +11,7 @@
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/model/script_export.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/server/checkpoints.h"
 #include "cutlayer/server/server_config.h"
@@ -23,7 +24,7 @@ using namespace cutlayer;
 namespace {
 
 struct Flags {
-  std::string config_path, log_level, bind_host, server_key, allow_list, ready_file, metrics_path;
+  std::string config_path, log_level, bind_host, server_key, allow_list, ready_file, metrics_path, export_path;
   int join_port = -1, data_port = -1, threads = 0, staleness = -1;
   bool u_shaped = false;
   cli::CheckpointFlags checkpoint;
@@ -44,6 +45,9 @@ void add_flags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(0, 1000));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   f.checkpoint.add(app, "back steps");
+  app.add_option("--export", f.export_path,
+                 "at shutdown, write the back as TorchScript here (Python: torch.jit.load; cutlayer-export joins it "
+                 "with a client's front), and beside it PATH.check, a parity reference");
 }
 
 server::ServerConfig load_config(const Flags& f) {
@@ -102,6 +106,18 @@ void announce(const server::ServerConfig& cfg, const server::BackTrainer* traine
   if (a.clip > 0) log->info("clipping each contribution's norm to {:g} x the median of the last {}", a.clip, a.clip_window);
 }
 
+// The back as TorchScript, and its parity reference on fixed pseudo-random cuts.
+void export_back(const server::BackTrainer& trainer, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  auto back = trainer.back_model();
+  model::save_script(model::to_script(back, "cutlayer_back"), path);
+  const auto z = model::reference_inputs(100, trainer.cut_shape());
+  back->eval();
+  model::save_reference(path + ".check", {{"x", z}, {"out", back->forward(z)}});
+  back->train();
+  log::get("server")->info("back exported to {} (TorchScript; parity reference {}.check)", path, path);
+}
+
 void log_transport_summary(const transport::ServerTransport& transport, const server::Service& service) {
   const auto& s = transport.stats();
   log::get("server")->info(
@@ -143,6 +159,7 @@ int run(const Flags& flags) {
                              checkpoints->written(), checkpoints->last_bytes() / 1e6, checkpoints->mean_write_ms(),
                              checkpoints->max_write_ms());
   }
+  if (trainer && !flags.export_path.empty()) export_back(*trainer, flags.export_path);
   std::cout << service.summary().json().str() << std::endl;
   log_transport_summary(transport, service);
   return 0;

@@ -168,6 +168,7 @@ report::Json ServerSummary::json() const {
       .add("samples", samples)
       .add("labels_received", labels_received)
       .add("eval_batches", eval_batches)
+      .add("predict_batches", predict_batches)
       .add("probes", probes)
       .add("sessions_open", sessions_open)
       .add("messages_in", messages_in)

@@ -59,6 +59,7 @@ void Service::handle(transport::ServerEvent& event) {
 void Service::on_ended(const transport::SessionEnded& ended) {
   log::get("server")->info("client '{}' gone ({})", ended.client_name, ended.reason);
   clients_.erase(ended.session_id);
+  inference_only_.erase(ended.session_id);
   if (probe_only_.erase(ended.session_id) == 0 && trainer_) {
     auto replies = trainer_->forget(ended.session_id);
     send_all(replies);
@@ -89,34 +90,12 @@ void Service::on_join(const transport::JoinRequest& req) {
   // A join that names no model is a link self-check (probes only), never a trainer.
   const bool probe_only = req.join.model.empty();
   if (trainer_ && !probe_only) {
-    if (req.join.samples > limits_.max_join_samples) {
-      transport_.refuse(req, "the client declares " + std::to_string(req.join.samples) +
-                                 " training examples; this server accepts at most " +
-                                 std::to_string(limits_.max_join_samples) +
-                                 " (raise limits.max_join_samples in the server config, or split the data)");
-      return;
-    }
-    if (req.join.sync && req.join.samples == 0) {
-      transport_.refuse(req, "a client whose front joins the aggregation must declare its training examples "
-                             "(Join.samples is 0)");
-      return;
-    }
-    if (auto why = trainer_->check_join(req.join)) {
+    if (auto why = model_refusal(req.join)) {
       transport_.refuse(req, *why);
       return;
     }
-    if (req.join.sync && !aggregator_) {
-      transport_.refuse(req, "this server does not aggregate the clients' fronts: remove \"sync\" from the "
-                             "client config, or add an \"aggregation\" object to the server's");
-      return;
-    }
-    if (!req.join.sync && aggregator_) {
-      transport_.refuse(req, "this server aggregates the clients' front gradients: add a \"sync\" object "
-                             "(e.g. {\"compressor\": \"gaussiank\", \"density\": 0.01}) to the client config");
-      return;
-    }
   }
-  const bool trains = trainer_ && !probe_only;
+  const bool trains = trainer_ && !probe_only && !req.join.inference;
   const auto session = transport_.accept(req, aggregator_ ? aggregator_->version() : 0,
                                          trains ? trainer_->steps_held(req.client_name) : wire::kStepsUnknown);
   clients_[session] = Client{req.client_name, req.join.samples};
@@ -124,10 +103,39 @@ void Service::on_join(const transport::JoinRequest& req) {
     probe_only_.insert(session);
     return;
   }
+  if (req.join.inference) {
+    inference_only_.insert(session);
+    log::get("server")->info("client '{}' joined for predictions", req.client_name);
+    return;
+  }
   if (trainer_) trainer_->name_session(session, req.client_name);
   if (trainer_)
     log::get("server")->info("client '{}' ({} examples, {} mode) joined", req.client_name,
                              req.join.samples, req.join.u_shaped ? "U-shaped" : "vanilla");
+}
+
+// Why a join that names a model cannot be served here (size, model, mode, aggregation), or
+// nullopt.
+std::optional<std::string> Service::model_refusal(const wire::Join& j) const {
+  if (j.samples > limits_.max_join_samples)
+    return "the client declares " + std::to_string(j.samples) + " training examples; this server accepts at most " +
+           std::to_string(limits_.max_join_samples) +
+           " (raise limits.max_join_samples in the server config, or split the data)";
+  if (j.sync && j.samples == 0)
+    return std::string("a client whose front joins the aggregation must declare its training examples "
+                       "(Join.samples is 0)");
+  if (auto why = trainer_->check_join(j)) return why;
+  if (j.inference)
+    return j.sync ? std::optional<std::string>("a join for predictions cannot also join the aggregation "
+                                               "(Join.inference with Join.sync)")
+                  : std::nullopt;
+  if (j.sync && !aggregator_)
+    return std::string("this server does not aggregate the clients' fronts: remove \"sync\" from the client config, "
+                       "or add an \"aggregation\" object to the server's");
+  if (!j.sync && aggregator_)
+    return std::string("this server aggregates the clients' front gradients: add a \"sync\" object (e.g. "
+                       "{\"compressor\": \"gaussiank\", \"density\": 0.01}) to the client config");
+  return std::nullopt;
 }
 
 void Service::send_all(std::vector<std::pair<std::uint64_t, wire::Message>>& replies) {
@@ -197,6 +205,8 @@ void Service::on_message(transport::Received& rx) {
         if (!aggregator_) throw ProtocolError("this server does not aggregate the clients' fronts");
         if (probe_only_.count(rx.session_id))
           throw ProtocolError("this session joined for the link self-check (no model); join with a model to sync");
+        if (inference_only_.count(rx.session_id))
+          throw ProtocolError("this session joined for predictions; join to train to sync");
         const auto now = Aggregator::Clock::now();
         if (trainer_) aggregator_->set_schedule_steps(trainer_->stats().steps);
         auto it = clients_.find(rx.session_id);
@@ -212,6 +222,9 @@ void Service::on_message(transport::Received& rx) {
       case wire::MsgType::kHeadGrad:
         if (probe_only_.count(rx.session_id))
           throw ProtocolError("this session joined for the link self-check (no model); join with a model to train");
+        if (inference_only_.count(rx.session_id) &&
+            (rx.message.type != wire::MsgType::kActivations || wire::meta_as<wire::Activations>(rx.message).train))
+          throw ProtocolError("this session joined for predictions: only Activations with train false are served");
         if (trainer_) {
           // A checkpoint due by step count is written before a training batch is taken: it
           // then holds whole steps and, with aggregation, the contributions they led to (in
@@ -277,6 +290,7 @@ ServerSummary Service::summary() const {
     s.samples = st.samples;
     s.labels_received = st.labels_received;
     s.eval_batches = st.eval_batches;
+    s.predict_batches = st.predict_batches;
     const auto h = state::values_hash({trainer_->back_model().ptr().get()});
     s.back_sha256 = crypto::to_hex(h.data(), h.size());
   }

@@ -122,7 +122,12 @@ Dataset load_fashion_mnist(const std::string& dir, bool train, const Normalizati
   return d;
 }
 
-Dataset load_csv(const std::string& path, const std::string& label_column, const Normalization& norm) {
+namespace {
+
+// A CSV: one header line, numeric columns. `label_column` is the class; when it is not
+// required and not in the header, every column is a feature and y stays undefined.
+Dataset parse_csv(const std::string& path, const std::string& label_column, bool label_required,
+                  const Normalization& norm) {
   std::ifstream in(path);
   if (!in) throw IoError("cannot open '" + path + "': " + std::strerror(errno));
   std::string line;
@@ -134,9 +139,10 @@ Dataset load_csv(const std::string& path, const std::string& label_column, const
     while (std::getline(ss, cell, ',')) header.push_back(cell);
   }
   const auto it = std::find(header.begin(), header.end(), label_column);
-  if (it == header.end())
+  if (it == header.end() && label_required)
     throw ConfigError("'" + path + "': no column named '" + label_column + "' in the header");
-  const auto label_at = static_cast<std::size_t>(it - header.begin());
+  const bool labelled = it != header.end();
+  const auto label_at = labelled ? static_cast<std::size_t>(it - header.begin()) : header.size();
   std::vector<float> xs;
   std::vector<std::int64_t> ys;
   int lineno = 1;
@@ -165,12 +171,32 @@ Dataset load_csv(const std::string& path, const std::string& label_column, const
       throw ConfigError(path + ":" + std::to_string(lineno) + ": " + std::to_string(col) +
                         " columns, the header has " + std::to_string(header.size()));
   }
-  const auto n = static_cast<std::int64_t>(ys.size());
-  const auto f = static_cast<std::int64_t>(header.size()) - 1;
+  const auto f = static_cast<std::int64_t>(header.size()) - (labelled ? 1 : 0);
+  if (f < 1) throw ConfigError("'" + path + "' has no feature column");
+  const auto n = static_cast<std::int64_t>(xs.size()) / f;
   Dataset d;
   d.x = torch::tensor(xs).reshape({n, f});
   d.x.mul_(norm.scale).sub_(norm.mean).div_(norm.std);  // in place, as load_idx
-  d.y = torch::tensor(ys, torch::kInt64);
+  if (labelled) d.y = torch::tensor(ys, torch::kInt64);
+  d.source = path;
+  return d;
+}
+
+}  // namespace
+
+Dataset load_csv(const std::string& path, const std::string& label_column, const Normalization& norm) {
+  return parse_csv(path, label_column, /*label_required=*/true, norm);
+}
+
+Dataset load_inputs(const std::string& path, const std::string& label_column, const Normalization& norm) {
+  if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0)
+    return parse_csv(path, label_column, /*label_required=*/false, norm);
+  const auto bytes = read_maybe_gz(path);
+  const auto dims = idx_dims(bytes, 3, path);
+  Dataset d;
+  d.x = torch::from_blob(const_cast<std::uint8_t*>(bytes.data() + 16), {dims[0], 1, dims[1], dims[2]}, torch::kUInt8)
+            .to(torch::kFloat32);
+  d.x.mul_(norm.scale).sub_(norm.mean).div_(norm.std);
   d.source = path;
   return d;
 }

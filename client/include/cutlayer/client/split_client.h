@@ -29,6 +29,7 @@ struct SplitClientOptions {
   std::chrono::milliseconds reply_timeout{120000};  // one step's answer
   int rejoins = 5;                                   // after the server went away
   std::string save_front;                            // torch::save the trained front here
+  std::string export_path;                           // the trained front (+head) as TorchScript here
   sync::SyncOptions sync;                            // enabled: the front joins the aggregation
   state::CheckpointOptions checkpoint;               // enabled: sealed checkpoints of this client
   std::string checkpoint_key;                        // the key pair file that seals them
@@ -40,6 +41,11 @@ class SplitClient {
 
   // Joins, trains until done (or `stop`), evaluates, leaves. Returns a JSON summary.
   std::string run(const std::atomic<bool>& stop);
+  // Predictions for the inputs in `input` (IDX images or CSV) with the model of this
+  // client's newest checkpoint and the server's back: joins for inference only, sends the
+  // cut of each batch (no labels), writes `output` (CSV: index, class, p0..pK-1). Returns a
+  // JSON summary.
+  std::string predict(const std::string& input, const std::string& output, const std::atomic<bool>& stop);
 
  private:
   struct StepResult {
@@ -80,6 +86,9 @@ class SplitClient {
   std::int64_t resume();
   void checkpoint(std::int64_t steps_done, bool force);
   std::optional<std::uint64_t> round() const;
+  // split_client_inference.cpp: the TorchScript export (and its parity reference).
+  void export_parts(const std::string& path);
+  std::vector<std::int64_t> head_input_shape() const;
   template <class Fn>
   auto with_rejoin(Fn&& fn) -> decltype(fn());
 

@@ -33,6 +33,7 @@ struct TrainerStats {
   std::int64_t samples = 0;          // training examples seen
   std::int64_t labels_received = 0;  // label tensors decoded (U-shaped: must stay 0)
   std::int64_t eval_batches = 0;
+  std::int64_t predict_batches = 0;  // vanilla batches answered with logits (no labels)
   double loss_sum = 0;               // over vanilla training batches since the last report
   std::int64_t loss_samples = 0;
   std::int64_t correct = 0;
@@ -122,6 +123,7 @@ class BackTrainer {
   torch::Tensor check_cut(const wire::Message& msg) const;
   void check_grads() const;
   wire::Message vanilla(std::uint64_t session, const wire::Message& msg);
+  wire::Message predict(const wire::Activations& a, const torch::Tensor& z);
   void count_step(std::uint64_t session, std::uint64_t step);
   wire::Message u_forward(std::uint64_t session, const wire::Activations& a, torch::Tensor z,
                           Clock::time_point now);

@@ -57,6 +57,7 @@ class Service {
   ServerSummary summary() const;
 
  private:
+  std::optional<std::string> model_refusal(const wire::Join& j) const;
   void on_join(const transport::JoinRequest& req);
   void on_message(transport::Received& rx);
   void on_ended(const transport::SessionEnded& ended);
@@ -88,6 +89,7 @@ class Service {
   AggregatorStats stats_at_report_;
   std::uint64_t probes_served_ = 0;
   std::set<std::uint64_t> probe_only_;  // sessions that joined for the link check (no model)
+  std::set<std::uint64_t> inference_only_;  // sessions that joined for predictions (no training, no sync)
   std::int64_t last_report_step_ = 0;
   std::int64_t samples_at_report_ = 0;
   std::chrono::steady_clock::time_point start_, last_report_;

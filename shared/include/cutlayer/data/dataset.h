@@ -44,6 +44,11 @@ Dataset load_fashion_mnist_bytes(const std::string& dir, bool train);  // x uint
 // CSV: one header line, numeric columns; `label_column` is the class (0-based integer).
 Dataset load_csv(const std::string& path, const std::string& label_column, const Normalization& norm);
 
+// Inputs to predict for, without labels (y undefined): a CSV (by its ".csv" name; every
+// column a feature, except one named `label_column`, which is left out when present) or
+// else an IDX image file (gzipped or not, as above). Normalized as training data.
+Dataset load_inputs(const std::string& path, const std::string& label_column, const Normalization& norm);
+
 // The indices of client `index` of `clients`: a seeded permutation cut into equal parts.
 std::vector<std::int64_t> shard_iid(std::int64_t n, int clients, int index, std::uint64_t seed);
 

@@ -15,7 +15,7 @@ namespace cutlayer::wire {
 constexpr std::size_t kMaxName = 256;
 constexpr std::size_t kMaxText = 4096;
 constexpr std::size_t kMaxDims = 8;
-constexpr std::uint32_t kProtocolVersion = 2;  // 2: JoinAck.steps_held
+constexpr std::uint32_t kProtocolVersion = 2;  // 2: JoinAck.steps_held, Join.inference
 constexpr std::uint64_t kStepsUnknown = ~std::uint64_t{0};
 
 // Client → server over the CURVE front door. No tensors.
@@ -28,11 +28,12 @@ struct Join {
   std::uint64_t samples = 0;          // size of the client's shard
   bool u_shaped = false;
   bool sync = false;                  // the client's front joins the cross-client aggregation
+  bool inference = false;             // predictions only: evaluation batches without labels, no training
   template <class A>
   void serialize(A& ar) {
     ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
        bounded(model, kMaxName, "Join.model"), bounded(cut_shape, kMaxDims, "Join.cut_shape"),
-       samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"));
+       samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"), flag(inference, "Join.inference"));
   }
 };
 
@@ -88,7 +89,8 @@ struct ErrorMsg {
 
 // Tensors: z (cut activations), then y (labels) unless U-shaped. `train` false: an
 // evaluation batch (vanilla: answered with EvalResult; U-shaped: ServerActivations, no
-// gradient follows).
+// gradient follows); vanilla without labels: a prediction, answered with the logits in a
+// ServerActivations.
 struct Activations {
   static constexpr MsgType kType = MsgType::kActivations;
   std::uint64_t step = 0;
