@@ -96,11 +96,11 @@ template <class M>
 void touch(const M&, Touch&) {}
 void touch(const wire::Join& m, Touch& t) {
   t(std::uint64_t{m.protocol}), t(m.client_name), t(m.model), t(m.cut_shape), t(m.samples),
-      t(m.u_shaped), t(m.sync);
+      t(m.u_shaped), t(m.sync), t(m.inference);
 }
 void touch(const wire::JoinAck& m, Touch& t) {
   t(m.session_id), t(std::uint64_t{m.data_port}), t(std::uint64_t{m.heartbeat_ms}),
-      t(std::uint64_t{m.session_timeout_ms}), t(m.round);
+      t(std::uint64_t{m.session_timeout_ms}), t(m.round), t(m.steps_held);
 }
 void touch(const wire::Leave& m, Touch& t) { t(m.reason); }
 void touch(const wire::ErrorMsg& m, Touch& t) { t(std::uint64_t{m.code}), t(m.message); }

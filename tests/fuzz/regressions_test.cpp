@@ -123,13 +123,13 @@ TEST(FixedFindings, MetaFlagByteOtherThan0Or1IsRefused) {
   wire::Join join;
   join.u_shaped = true;
   auto msg = wire::make_message(join);
-  // The last two bytes are u_shaped and sync.
+  // The last three bytes are u_shaped, sync and inference.
   for (const std::uint8_t byte : {0, 1}) {
-    msg.meta[msg.meta.size() - 2] = byte;
+    msg.meta[msg.meta.size() - 3] = byte;
     EXPECT_EQ(wire::meta_as<wire::Join>(msg).u_shaped, byte == 1);
   }
   for (const std::uint8_t byte : {2, 255}) {
-    msg.meta[msg.meta.size() - 2] = byte;
+    msg.meta[msg.meta.size() - 3] = byte;
     try {
       (void)wire::meta_as<wire::Join>(msg);
       ADD_FAILURE() << "flag byte " << int(byte) << " accepted";

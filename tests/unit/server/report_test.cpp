@@ -105,7 +105,7 @@ TEST(ServerSummary, WithoutAndWithAggregation) {
   s.dropped = 0;
   const std::string head =
       R"({"server":"summary","seconds":12.346,"steps":100,"samples":6400,"labels_received":100,)"
-      R"("eval_batches":3,"probes":0,"sessions_open":1,"messages_in":203,"messages_out":203,)"
+      R"("eval_batches":3,"predict_batches":0,"probes":0,"sessions_open":1,"messages_in":203,"messages_out":203,)"
       R"("bytes_in":555,"bytes_out":666,"dropped":0)";
   EXPECT_EQ(s.json().str(), head + "}");
   AggregationSummary a;
