@@ -2,6 +2,9 @@
 # bench/resume_bench.sh BIN CONFIGS: crash-resume figures, one JSON line per case.
 #   train-vanilla, train-u-shaped, train-sigterm: cutlayer-train stopped at a random step
 #     and resumed (tests/e2e/train_resume.sh, which asserts the bit identity);
+#   split-1-vanilla, split-1-u-shaped, split-1-agg-none, split-1-agg-gaussiank: a 1-client
+#     split run, server and client SIGKILLed together at a random step and both resumed
+#     (tests/e2e/split_resume.sh, which asserts front and back bit-identical);
 #   server-kill-3-clients-agg: three clients with aggregation, the server SIGKILLed halfway
 #     and resumed (tests/e2e/server_resume.sh): steps redone and the accuracy delta against
 #     the same run without the crash;
@@ -15,6 +18,7 @@ keep=$(mktemp -d)
 trap 'rm -rf "$keep"' EXIT
 py=/usr/bin/python3
 bash "$here/tests/e2e/train_resume.sh" "$bin" "$configs" >"$keep/train.txt"
+bash "$here/tests/e2e/split_resume.sh" "$bin" "$configs" >"$keep/split.txt"
 KEEP_WORK="$keep/server" bash "$here/tests/e2e/server_resume.sh" "$bin" "$configs" >"$keep/server.txt"
 $py - "$keep" <<'PY'
 import glob, json, re, sys
@@ -24,6 +28,13 @@ for line in open(f"{keep}/train.txt"):
     if m:
         print(json.dumps({"bench": "resume", "case": f"train-{m[1]}", "killed_at_step": int(m[2]),
                           "resumed_from": int(m[3]), "steps_redone": int(m[4]), "bit_identical": True}))
+split = open(f"{keep}/split.txt").read()
+for m in re.finditer(r"^(\S+): killed after step (\d+) of \d+; resumed from \S+: (\d+) back steps(.*)$", split, re.M):
+    back = re.search(r"back to this client's checkpoint of step (\d+)", m[4])
+    identical = f"{m[1]}: front and back bit-identical" in split
+    print(json.dumps({"bench": "resume", "case": f"split-1-{m[1]}", "killed_at_step": int(m[2]),
+                      "server_resumed_at": int(m[3]), "client_went_back": back is not None,
+                      "bit_identical": identical}))
 text = open(f"{keep}/server.txt").read()
 m = re.search(r"(\d+) back steps, round (\d+); (\d+) steps done before the stop are redone", text)
 a = re.search(r"final test accuracy: ([\d.]+) without the crash, ([\d.]+) with it", text)
