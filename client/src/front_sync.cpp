@@ -29,6 +29,8 @@ const void* FrontSync::compressed_buffer() const {
   return residual_.defined() ? residual_.data_ptr() : grad_.data_ptr();
 }
 
+std::size_t FrontSync::buffer_bytes() const { return static_cast<std::size_t>(flat_.numel()) * sizeof(float); }
+
 void FrontSync::reset() {
   unsent_.reset();
   outstanding_.clear();
@@ -38,7 +40,7 @@ void FrontSync::reset() {
 
 void FrontSync::save(state::OutputArchive& a) const {
   if (residual_.defined()) a.write("sync_residual", residual_);
-  const auto memory = compressor_->save_memory(compressed_buffer());
+  const auto memory = compressor_->save_memory(compressed_buffer(), buffer_bytes());
   state::save_bytes(a, "sync_compressor", std::vector<std::uint8_t>(memory.begin(), memory.end()));
   state::save_int(a, "sync_seq", static_cast<std::int64_t>(seq_));
   state::save_int(a, "sync_contributions", static_cast<std::int64_t>(stats_.contributions));
@@ -58,9 +60,9 @@ void FrontSync::load(state::InputArchive& a) {
       throw state::CheckpointRefused("its error-feedback residual does not fit this front");
     residual_.copy_(r);
   }
-  const auto memory = state::load_bytes(a, "sync_compressor");
+  const auto memory = state::load_bytes(a, "sync_compressor", /*optional=*/true);  // older: a cold start
   try {
-    compressor_->restore_memory(compressed_buffer(), std::string(memory.begin(), memory.end()));
+    compressor_->restore_memory(compressed_buffer(), buffer_bytes(), std::string(memory.begin(), memory.end()));
   } catch (const Error& e) {
     throw state::CheckpointRefused(std::string("its compressor memory does not fit: ") + e.what());
   }

@@ -43,7 +43,13 @@ void SplitClient::join() {
   const auto ack = link_.join(j);
   // The first join, or one within a training step, may take this client back to the
   // server's step; elsewhere (an evaluation, the last settle) the difference is only logged.
-  const bool back = (!joined_ || in_step_) && align_with_server(ack.steps_held);
+  const bool may_go_back = !joined_ || in_step_;
+  const bool back = may_go_back && align_with_server(ack.steps_held);
+  if (!may_go_back && ack.steps_held != static_cast<std::uint64_t>(steps_done_))
+    log::get("client")->warn("{}: re-joined outside a training step; the server holds {} of this client's {} steps",
+                             options_.name,
+                             ack.steps_held == wire::kStepsUnknown ? std::string("none") : std::to_string(ack.steps_held),
+                             steps_done_);
   joined_ = true;
   if (sync_) {
     const std::uint64_t was = sync_->version();
@@ -79,7 +85,13 @@ bool SplitClient::align_with_server(std::uint64_t held) {
               name, steps_done_, h - 1);
     return false;
   }
-  if (checkpoints_ && checkpoints_->load_step(h, [&](const state::Opened& op) { restore(op.state); })) {
+  // A checkpoint refused half-way through restoring leaves this client as it was.
+  const auto before = checkpoints_ ? snapshot(steps_done_, rng_before_step_) : std::string();
+  bool applied = false;
+  if (checkpoints_ && checkpoints_->load_step(h, [&](const state::Opened& op) {
+        applied = true;
+        if (restore(op.state) != h) throw state::CheckpointRefused("its state is of another step than its name");
+      })) {
     log->info("{}: the server holds {} of this client's {} steps: back to this client's checkpoint of step {}, "
               "both go on from there",
               name, h, steps_done_, h);
@@ -87,8 +99,9 @@ bool SplitClient::align_with_server(std::uint64_t held) {
     steps_done_ = h;
     return true;
   }
-  log->warn("{}: the server holds {} of this client's {} steps and this client has no checkpoint of step {}: the "
-            "back model has lost steps {} to {}",
+  if (applied) restore(before);
+  log->warn("{}: the server holds {} of this client's {} steps and this client has no usable checkpoint of step {}: "
+            "the back model has lost steps {} to {}",
             name, h, steps_done_, h, h, steps_done_ - 1);
   return false;
 }
@@ -385,7 +398,13 @@ std::string SplitClient::finish(const std::atomic<bool>& stop, train::MetricsFil
     torch::save(model_.front, options_.save_front);
     log->info("{}: front model saved to {}", options_.name, options_.save_front);
   }
-  if (!options_.export_path.empty() && !stop) export_parts(options_.export_path);
+  if (!options_.export_path.empty() && !stop) {
+    try {
+      export_parts(options_.export_path);
+    } catch (const std::exception& e) {  // the run itself is done: its summary still comes
+      log->error("{}: the export to {} failed: {}", options_.name, options_.export_path, e.what());
+    }
+  }
   const auto& ts = link_.stats();
   ClientSummary s;
   s.client = options_.name;

@@ -13,6 +13,7 @@
 #include "cutlayer/model/script_export.h"
 #include "cutlayer/report/json.h"
 #include "cutlayer/state/archive.h"
+#include "cutlayer/train/loop.h"
 
 namespace cutlayer::client {
 namespace {
@@ -24,17 +25,23 @@ torch::Tensor as_model_input(torch::Tensor x, const std::vector<std::int64_t>& i
   std::vector<std::int64_t> want{x.size(0)};
   want.insert(want.end(), input_shape.begin(), input_shape.end());
   if (x.sizes().vec() == want) return x;
-  if (x.numel() == c10::multiply_integers(want)) return x.reshape(want);
+  if (x.dim() == 2 && x.numel() == c10::multiply_integers(want)) return x.reshape(want);
   throw ConfigError("'" + path + "': inputs of " + model::shape_string({x.sizes().begin() + 1, x.sizes().end()}) +
                     " per example; the model takes " + model::shape_string(input_shape));
 }
 
-// A reply from the server: one float32 [n x ...] tensor, every value finite.
-const torch::Tensor& checked_reply(const wire::Message& m, std::int64_t n) {
-  if (m.tensors.size() != 1 || m.tensors[0].dim() < 2 || m.tensors[0].size(0) != n ||
-      m.tensors[0].scalar_type() != torch::kFloat32 || !torch::isfinite(m.tensors[0]).all().item<bool>())
-    throw ProtocolError("server: the answer to a prediction batch is not " + std::to_string(n) +
-                        " rows of finite float32 values");
+// A reply from the server: one float32 [n x width] tensor of finite values, the width the
+// head takes (U-shaped) or that of the first reply (vanilla: the classes), at most 65536.
+const torch::Tensor& checked_reply(const wire::Message& m, std::int64_t n, std::int64_t& width) {
+  constexpr std::int64_t kMaxWidth = 65536;
+  const bool ok = m.tensors.size() == 1 && m.tensors[0].dim() == 2 && m.tensors[0].size(0) == n &&
+                  m.tensors[0].size(1) >= 1 && m.tensors[0].size(1) <= kMaxWidth &&
+                  (width < 0 || m.tensors[0].size(1) == width) && m.tensors[0].scalar_type() == torch::kFloat32 &&
+                  torch::isfinite(m.tensors[0]).all().item<bool>();
+  if (!ok)
+    throw ProtocolError("server: the answer to a prediction batch is not " + std::to_string(n) + " rows of " +
+                        (width < 0 ? std::string("up to 65536") : std::to_string(width)) + " finite float32 values");
+  width = m.tensors[0].size(1);
   return m.tensors[0];
 }
 
@@ -68,85 +75,98 @@ std::vector<std::int64_t> SplitClient::head_input_shape() const {
   return {params[0].size(1)};
 }
 
-std::string SplitClient::predict(const std::string& input, const std::string& output, const std::atomic<bool>& stop) {
-  auto log = log::get("client");
-  dispatch_.set_stop(&stop);
+// The front (and head) of this client's newest checkpoint; its step.
+std::int64_t SplitClient::load_trained() {
   const auto& o = options_.checkpoint;
   if (!o.enabled())
     throw ConfigError("predict needs the trained front: give --checkpoint-dir (or checkpoint.dir), the directory "
                       "this client's training wrote its checkpoints to");
   state::CheckpointStore store(o, state::CheckpointKey::from_key_file(options_.checkpoint_key), identity());
   const auto found = store.load_newest([&](const state::Opened& op) { restore(op.state); });
-  if (!found) throw ConfigError("no checkpoint in '" + o.dir + "': train this client first (cutlayer-client with "
-                                "--checkpoint-dir " + io::shell_word(o.dir) + ")");
+  if (!found)
+    throw ConfigError("no checkpoint in '" + o.dir + "': train this client first (cutlayer-client with " +
+                      "--checkpoint-dir " + io::shell_word(o.dir) + ")");
+  log::get("client")->info("{}: the model of {} (step {})", options_.name, found->file, found->step);
+  return found->step;
+}
+
+// One batch through the split model: the class probabilities, [m x classes].
+torch::Tensor SplitClient::predict_batch(const torch::Tensor& x, std::int64_t& width) {
+  const auto m = x.size(0);
+  const auto sent = privacy::cut_to_send(model_.front->forward(x), options_.nopeek);
+  const auto id = eval_id_++;
+  dispatch_.send(wire::make_message(wire::Activations{id, false, false}, {sent}));
+  const auto reply = dispatch_.await<wire::ServerActivations>(id).msg;
+  auto logits = checked_reply(reply, m, width);
+  if (model_.has_head()) logits = model_.head->forward(logits);
+  return torch::softmax(logits, 1).contiguous();
+}
+
+namespace {
+
+void write_rows(std::ostringstream& csv, std::int64_t first, const torch::Tensor& p) {
+  const auto classes = p.size(1);
+  if (first == 0) {
+    csv << "index,class";
+    for (std::int64_t c = 0; c < classes; ++c) csv << ",p" << c;
+    csv << '\n';
+  }
+  const auto cls = p.argmax(1);
+  const float* pp = p.data_ptr<float>();
+  for (std::int64_t i = 0; i < p.size(0); ++i) {
+    csv << first + i << ',' << cls[i].item<std::int64_t>();
+    for (std::int64_t c = 0; c < classes; ++c) csv << ',' << fmt::format("{:.9g}", pp[i * classes + c]);
+    csv << '\n';
+  }
+}
+
+}  // namespace
+
+std::string SplitClient::predict(const std::string& input, const std::string& output, const std::atomic<bool>& stop) {
+  auto log = log::get("client");
+  dispatch_.set_stop(&stop);
+  const auto step = load_trained();
   const auto& d = options_.train.data;
   const auto x = as_model_input(data::load_inputs(input, d.label_column, d.normalization).x, spec_.input_shape, input);
   const std::int64_t n = x.size(0);
-  log->info("{}: predicting {} examples of {} with the model of {} (step {})", options_.name, n, input, found->file,
-            found->step);
+  report::Json summary;
+  summary.add("client", options_.name);
   wire::Join j;
   j.client_name = options_.name;
   j.model = options_.train.model;
   j.cut_shape = cut_shape_;
   j.u_shaped = options_.train.u_shaped;
   j.inference = true;
-  link_.join(j);
-
   torch::NoGradGuard no_grad;
   model_.front->eval();
   if (model_.has_head()) model_.head->eval();
+  std::int64_t width = model_.has_head() ? head_input_shape()[0] : -1;
   std::ostringstream csv;
-  csv << "index,class";
-  std::int64_t classes = -1;
-  const auto t0 = std::chrono::steady_clock::now();
-  auto last_log = t0;
+  train::Progress progress(options_.name, n);
   std::int64_t done = 0;
-  for (; done < n && !stop; done += kPredictBatch) {
-    const auto m = std::min<std::int64_t>(kPredictBatch, n - done);
-    const auto sent = privacy::cut_to_send(model_.front->forward(x.narrow(0, done, m)), options_.nopeek);
-    const auto id = eval_id_++;
-    dispatch_.send(wire::make_message(wire::Activations{id, false, false}, {sent}));
-    const auto reply = dispatch_.await<wire::ServerActivations>(id).msg;
-    auto logits = checked_reply(reply, m);
-    if (model_.has_head()) logits = model_.head->forward(logits);
-    const auto p = torch::softmax(logits.reshape({m, -1}), 1).contiguous();
-    if (classes < 0) {
-      classes = p.size(1);
-      for (std::int64_t c = 0; c < classes; ++c) csv << ",p" << c;
-      csv << "\n";
+  try {
+    link_.join(j);
+    for (; done < n && !stop; done += kPredictBatch) {
+      const auto m = std::min<std::int64_t>(kPredictBatch, n - done);
+      write_rows(csv, done, predict_batch(x.narrow(0, done, m), width));
+      log->info("{}: predicted {}/{}  {}", options_.name, done + m, n, progress.rate_eta(done + m));
     }
-    const auto cls = p.argmax(1);
-    const float* pp = p.data_ptr<float>();
-    for (std::int64_t i = 0; i < m; ++i) {
-      csv << done + i << ',' << cls[i].item<std::int64_t>();
-      for (std::int64_t c = 0; c < classes; ++c) csv << ',' << fmt::format("{:.9g}", pp[i * classes + c]);
-      csv << '\n';
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_log > std::chrono::seconds(2) || done + m == n) {
-      const double s = std::chrono::duration<double>(now - t0).count();
-      const double rate = static_cast<double>(done + m) / std::max(s, 1e-9);
-      log->info("{}: predicted {}/{}  {:.0f} examples/s  ETA {:.1f} s", options_.name, done + m, n, rate,
-                static_cast<double>(n - done - m) / std::max(rate, 1e-9));
-      last_log = now;
-    }
+  } catch (const Interrupted&) {
   }
-  link_.leave(stop ? "interrupted" : "predictions done");
-  report::Json summary;
-  summary.add("client", options_.name);
-  if (stop) {
+  if (stop || done < n) {
+    link_.leave("interrupted");
     log->info("{}: interrupted after {} of {} predictions; nothing written", options_.name, std::min(done, n), n);
     return summary.add("interrupted", true).str();
   }
+  link_.leave("predictions done");
   const auto text = csv.str();
   io::write_file_atomically(output, text.data(), text.size(), 0600, /*replace=*/true);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log->info("{}: {} predictions written to {}", options_.name, n, output);
   return summary.add("predictions", n)
       .add("output", output)
-      .add("model_step", found->step)
-      .add("seconds", seconds, 3)
-      .add("examples_per_s", static_cast<double>(n) / std::max(seconds, 1e-9), 1)
+      .add("model_step", step)
+      .add("seconds", progress.seconds(), 3)
+      .add("examples_per_s", static_cast<double>(n) / std::max(progress.seconds(), 1e-9), 1)
       .str();
 }
 

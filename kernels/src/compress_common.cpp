@@ -145,38 +145,40 @@ ThresholdMemory& ThresholdMemories::recall(bool reuse, const void* where, std::i
 }
 
 namespace {
-constexpr std::size_t kMemoryFields = 7;  // offset, numel, density, threshold, trend, factor, gap
-}
+struct SavedMemory {  // one entry, as saved: its place as a byte offset into the buffer
+  std::int64_t offset, numel;
+  double density, threshold, trend, factor, gap;
+};
+}  // namespace
 
-std::string ThresholdMemories::save(const void* base) const {
+std::string ThresholdMemories::save(const void* base, std::size_t bytes) const {
   std::string out;
+  const auto b = reinterpret_cast<std::uintptr_t>(base);
   for (const auto& [key, m] : entries_) {
-    const double f[kMemoryFields] = {
-        static_cast<double>(static_cast<const char*>(key.where) - static_cast<const char*>(base)),
-        static_cast<double>(key.numel), key.density, m.threshold, m.trend, m.factor, m.gap};
-    out.append(reinterpret_cast<const char*>(f), sizeof f);
+    const auto w = reinterpret_cast<std::uintptr_t>(key.where);
+    if (w < b || w - b + static_cast<std::uintptr_t>(key.numel) * sizeof(float) > bytes) continue;  // another buffer
+    const SavedMemory e{static_cast<std::int64_t>(w - b), key.numel, key.density, m.threshold, m.trend, m.factor, m.gap};
+    out.append(reinterpret_cast<const char*>(&e), sizeof e);
   }
   return out;
 }
 
-void ThresholdMemories::restore(const void* base, const std::string& bytes) {
-  constexpr std::size_t kEntry = kMemoryFields * sizeof(double);
+void ThresholdMemories::restore(const void* base, std::size_t bytes, const std::string& saved) {
   constexpr std::size_t kMaxEntries = 4096;
-  if (bytes.size() % kEntry != 0 || bytes.size() / kEntry > kMaxEntries)
-    throw Error("a compressor memory of " + std::to_string(bytes.size()) + " bytes is not this compressor's");
+  if (saved.size() % sizeof(SavedMemory) != 0 || saved.size() / sizeof(SavedMemory) > kMaxEntries)
+    throw Error("a compressor memory of " + std::to_string(saved.size()) + " bytes is not this compressor's");
   std::unordered_map<Key, ThresholdMemory, Hash> entries;
-  for (std::size_t at = 0; at < bytes.size(); at += kEntry) {
-    double f[kMemoryFields];
-    std::memcpy(f, bytes.data() + at, sizeof f);
-    for (double x : f)
-      if (!std::isfinite(x)) throw Error("a compressor memory holds a value that is not finite");
-    ThresholdMemory m;
-    m.threshold = f[3];
-    m.trend = f[4];
-    m.factor = f[5];
-    m.gap = f[6];
-    const auto* where = static_cast<const char*>(base) + static_cast<std::ptrdiff_t>(f[0]);
-    entries[{where, static_cast<std::int64_t>(f[1]), f[2]}] = m;
+  for (std::size_t at = 0; at < saved.size(); at += sizeof(SavedMemory)) {
+    SavedMemory e;
+    std::memcpy(&e, saved.data() + at, sizeof e);
+    const bool finite = std::isfinite(e.threshold) && std::isfinite(e.trend) && std::isfinite(e.factor) &&
+                        std::isfinite(e.gap);
+    if (e.offset < 0 || e.numel <= 0 || static_cast<std::uint64_t>(e.numel) > bytes / sizeof(float) ||
+        static_cast<std::uint64_t>(e.offset) > bytes - static_cast<std::uint64_t>(e.numel) * sizeof(float) ||
+        !(e.density > 0 && e.density <= 1) || !finite)
+      throw Error("a compressor memory entry does not fit a buffer of " + std::to_string(bytes) + " bytes");
+    const auto* where = static_cast<const char*>(base) + e.offset;
+    entries[{where, e.numel, e.density}] = ThresholdMemory{e.threshold, e.trend, e.factor, e.gap};
   }
   entries_.swap(entries);
 }

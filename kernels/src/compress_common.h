@@ -111,9 +111,10 @@ class ThresholdMemories {
   // The memory of the vector at `where` (created blank on first use); with `reuse` off a
   // blank one each call, so that every call stands alone.
   ThresholdMemory& recall(bool reuse, const void* where, std::int64_t numel, double density);
-  // Every memory, its place as an offset from `base` (Compressor::save_memory).
-  std::string save(const void* base) const;
-  void restore(const void* base, const std::string& bytes);
+  // Every memory of a vector within [base, base + bytes), its place as an offset
+  // (Compressor::save_memory); restore checks every entry against that buffer.
+  std::string save(const void* base, std::size_t bytes) const;
+  void restore(const void* base, std::size_t bytes, const std::string& saved);
 
  private:
   ThresholdMemory blank_;

@@ -133,12 +133,12 @@ class RandomK final : public Compressor {
     return assemble(n, sel);
   }
 
-  std::string save_memory(const void*) const override {
+  std::string save_memory(const void*, std::size_t) const override {
     std::ostringstream out;
     out << rng_;
     return out.str();
   }
-  void restore_memory(const void*, const std::string& bytes) override {
+  void restore_memory(const void*, std::size_t, const std::string& bytes) override {
     if (bytes.size() > 16384) throw Error("a randomk memory of " + std::to_string(bytes.size()) + " bytes");
     std::istringstream in(bytes);
     std::mt19937_64 rng;
@@ -160,9 +160,9 @@ std::int64_t target_k(std::int64_t numel, double density) {
   return std::clamp<std::int64_t>(k, 1, numel);
 }
 
-std::string Compressor::save_memory(const void*) const { return {}; }
+std::string Compressor::save_memory(const void*, std::size_t) const { return {}; }
 
-void Compressor::restore_memory(const void*, const std::string& bytes) {
+void Compressor::restore_memory(const void*, std::size_t, const std::string& bytes) {
   if (!bytes.empty()) throw Error(name() + " keeps no memory between calls, yet " + std::to_string(bytes.size()) +
                                   " bytes of one were given");
 }

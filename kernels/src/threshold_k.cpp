@@ -144,8 +144,10 @@ class ThresholdK final : public Compressor {
     return assemble(n, sel);
   }
 
-  std::string save_memory(const void* base) const override { return memories_.save(base); }
-  void restore_memory(const void* base, const std::string& bytes) override { memories_.restore(base, bytes); }
+  std::string save_memory(const void* base, std::size_t bytes) const override { return memories_.save(base, bytes); }
+  void restore_memory(const void* base, std::size_t bytes, const std::string& saved) override {
+    memories_.restore(base, bytes, saved);
+  }
 
  private:
   // The candidates are complete and at least the band's lower end.

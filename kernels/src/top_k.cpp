@@ -117,8 +117,10 @@ class TopK final : public Compressor {
     return assemble(n, sel);
   }
 
-  std::string save_memory(const void* base) const override { return memories_.save(base); }
-  void restore_memory(const void* base, const std::string& bytes) override { memories_.restore(base, bytes); }
+  std::string save_memory(const void* base, std::size_t bytes) const override { return memories_.save(base, bytes); }
+  void restore_memory(const void* base, std::size_t bytes, const std::string& saved) override {
+    memories_.restore(base, bytes, saved);
+  }
 
  private:
   // The cold path: the k largest of x into `sel`; returns the k-th. `accumulated`: error

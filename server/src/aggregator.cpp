@@ -39,11 +39,11 @@ void Aggregator::load(state::InputArchive& a) {
   if (model_.has_head()) state::load_part(a, "replica_head", *model_.head);
   state::load_part(a, "replica_optimizer", *opt_);
   version_ = static_cast<std::uint64_t>(state::load_int(a, "round"));
-  torch::Tensor norms;
+  torch::Tensor norms = torch::zeros({0}, torch::kFloat64);  // a checkpoint from before the clip history: none
   try {
-    a.read("clip_norms", norms);
+    a.try_read("clip_norms", norms);
   } catch (const c10::Error& e) {
-    throw state::CheckpointRefused(std::string("its aggregation has no clip history: ") + e.what_without_backtrace());
+    throw state::CheckpointRefused(std::string("its clip history does not read: ") + e.what_without_backtrace());
   }
   if (norms.scalar_type() != torch::kFloat64 || norms.dim() != 1)
     throw state::CheckpointRefused("its clip history is not a vector of doubles");

@@ -45,7 +45,7 @@ void BackTrainer::load(state::InputArchive& a) {
   state::load_part(a, "back_optimizer", *opt_);
   stats_.steps = state::load_int(a, "back_steps");
   stats_.samples = state::load_int(a, "back_samples");
-  steps_held_ = state::load_counts(a, "client_steps", kMaxNamedClients);
+  steps_held_ = state::load_counts(a, "client_steps", kMaxNamedClients, /*optional=*/true);  // older: none
   pending_.reset();
   deferred_.clear();
   deferred_bytes_ = 0;

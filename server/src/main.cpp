@@ -159,7 +159,13 @@ int run(const Flags& flags) {
                              checkpoints->written(), checkpoints->last_bytes() / 1e6, checkpoints->mean_write_ms(),
                              checkpoints->max_write_ms());
   }
-  if (trainer && !flags.export_path.empty()) export_back(*trainer, flags.export_path);
+  if (trainer && !flags.export_path.empty()) {
+    try {
+      export_back(*trainer, flags.export_path);
+    } catch (const std::exception& e) {  // the state is in the checkpoint; the summary still comes
+      log::get("server")->error("the export to {} failed: {}", flags.export_path, e.what());
+    }
+  }
   std::cout << service.summary().json().str() << std::endl;
   log_transport_summary(transport, service);
   return 0;

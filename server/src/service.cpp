@@ -95,6 +95,14 @@ void Service::on_join(const transport::JoinRequest& req) {
       return;
     }
   }
+  // One session per name: a join for predictions would end this client's training session.
+  if (req.join.inference)
+    for (const auto& [session, c] : clients_)
+      if (c.name == req.client_name && !inference_only_.count(session) && !probe_only_.count(session)) {
+        transport_.refuse(req, "this client is training: predictions once its training has ended (or with another "
+                               "key on the allow-list)");
+        return;
+      }
   const bool trains = trainer_ && !probe_only && !req.join.inference;
   const auto session = transport_.accept(req, aggregator_ ? aggregator_->version() : 0,
                                          trains ? trainer_->steps_held(req.client_name) : wire::kStepsUnknown);

@@ -88,11 +88,15 @@ void save_bytes(OutputArchive& a, const std::string& key, const std::vector<std:
                    .clone());
 }
 
-std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key) {
+std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key, bool optional) {
   std::vector<std::uint8_t> v;
   refusing(key, [&] {
     torch::Tensor t;
-    a.read(key, t);
+    if (optional) {
+      if (!a.try_read(key, t)) return;
+    } else {
+      a.read(key, t);
+    }
     TORCH_CHECK(t.scalar_type() == torch::kUInt8 && t.dim() == 1, "not a byte string");
     t = t.contiguous();
     v.assign(t.data_ptr<std::uint8_t>(), t.data_ptr<std::uint8_t>() + t.numel());
@@ -114,8 +118,9 @@ void save_counts(OutputArchive& a, const std::string& key, const std::map<std::s
   save_bytes(a, key, v);
 }
 
-std::map<std::string, std::uint64_t> load_counts(InputArchive& a, const std::string& key, std::size_t max_entries) {
-  const auto v = load_bytes(a, key);
+std::map<std::string, std::uint64_t> load_counts(InputArchive& a, const std::string& key, std::size_t max_entries,
+                                                 bool optional) {
+  const auto v = load_bytes(a, key, optional);
   std::map<std::string, std::uint64_t> m;
   std::size_t at = 0;
   auto get = [&](int bytes) {

@@ -243,7 +243,9 @@ CheckpointStore::CheckpointStore(CheckpointOptions o, CheckpointKey key, Identit
 }
 
 bool CheckpointStore::due_by_steps(std::int64_t steps_done) const {
-  return o_.every_steps > 0 && steps_done - last_step_ >= o_.every_steps;
+  // On an absolute grid (every multiple of every_steps), so that a time-based write does not
+  // shift it and two parties with the same every_steps write at the same steps.
+  return o_.every_steps > 0 && steps_done / o_.every_steps > last_step_ / o_.every_steps;
 }
 
 bool CheckpointStore::due_by_time(std::int64_t steps_done) const {

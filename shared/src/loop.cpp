@@ -74,6 +74,12 @@ std::string Progress::line(std::int64_t step, double loss, double acc, std::int6
                      who_, step, total_, loss, acc, samples / s, m, sec, up / 1e6, down / 1e6);
 }
 
+std::string Progress::rate_eta(std::int64_t done) const {
+  const double per_s = (done - first_) / std::max(seconds(), 1e-9);
+  const double eta = per_s > 0 ? (total_ - done) / per_s : 0;
+  return fmt::format("{:.0f} per s  ETA {}m{:02d}s", per_s, static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+}
+
 std::int64_t count_correct(const torch::Tensor& logits, const torch::Tensor& y) {
   return logits.argmax(1).eq(y).sum().item<std::int64_t>();
 }

@@ -388,7 +388,7 @@ TEST(Compressor, ASavedMemoryMakesAFreshCompressorSelectAsTheSeasonedOne) {
     auto moved = residual.clone();  // the resumed process: the same values elsewhere
     ASSERT_NE(moved.data_ptr(), residual.data_ptr());
     auto fresh = make_compressor(name);
-    fresh->restore_memory(moved.data_ptr(), seasoned->save_memory(residual.data_ptr()));
+    fresh->restore_memory(moved.data_ptr(), n * 4, seasoned->save_memory(residual.data_ptr(), n * 4));
     const auto g = torch::randn({n});
     const auto a = seasoned->compress(g, residual, 0.01);
     const auto b = fresh->compress(g, moved, 0.01);
@@ -398,10 +398,17 @@ TEST(Compressor, ASavedMemoryMakesAFreshCompressorSelectAsTheSeasonedOne) {
     EXPECT_EQ(seasoned->last_stats().passes, fresh->last_stats().passes) << name;
   }
   // Bytes that are not such a memory are refused, never half-applied.
-  EXPECT_THROW(make_compressor("gaussiank")->restore_memory(nullptr, std::string(13, 'x')), Error);
-  EXPECT_THROW(make_compressor("randomk")->restore_memory(nullptr, "not a generator"), Error);
-  EXPECT_THROW(make_compressor("none")->restore_memory(nullptr, "x"), Error);
-  EXPECT_NO_THROW(make_compressor("none")->restore_memory(nullptr, make_compressor("none")->save_memory(nullptr)));
+  EXPECT_THROW(make_compressor("gaussiank")->restore_memory(nullptr, 0, std::string(13, 'x')), Error);
+  EXPECT_THROW(make_compressor("randomk")->restore_memory(nullptr, 0, "not a generator"), Error);
+  EXPECT_THROW(make_compressor("none")->restore_memory(nullptr, 0, "x"), Error);
+  EXPECT_NO_THROW(make_compressor("none")->restore_memory(nullptr, 0, make_compressor("none")->save_memory(nullptr, 0)));
+  // A memory of a vector that does not lie within the buffer it is restored into is refused.
+  auto seasoned = make_compressor("gaussiank");
+  auto r = torch::zeros({n});
+  seasoned->compress(torch::randn({n}), r, 0.01);
+  const auto saved = seasoned->save_memory(r.data_ptr(), n * 4);
+  EXPECT_THROW(make_compressor("gaussiank")->restore_memory(r.data_ptr(), n * 2, saved), Error);
+  EXPECT_TRUE(seasoned->save_memory(r.data_ptr(), n * 2).empty());  // outside: not saved
 }
 
 }  // namespace

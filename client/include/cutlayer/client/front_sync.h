@@ -77,6 +77,7 @@ class FrontSync {
  private:
   void apply(const wire::Message& msg);
   const void* compressed_buffer() const;
+  std::size_t buffer_bytes() const;
   void take_back(const wire::SyncReject& r);
 
   sync::SyncOptions options_;

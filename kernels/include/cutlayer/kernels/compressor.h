@@ -49,12 +49,12 @@ class Compressor {
   const CompressStats& last_stats() const { return stats_; }
 
   // What the compressor carries from one call to the next (topk, gaussiank, sampledk: the
-  // remembered thresholds, each keyed by its vector's place relative to `base`, the start of
-  // the buffer the vectors live in; randomk: its generator), as bytes. A checkpoint keeps
-  // them, so that a resumed run selects exactly what the uninterrupted one would.
-  // restore_memory throws Error for bytes this compressor did not save.
-  virtual std::string save_memory(const void* base) const;
-  virtual void restore_memory(const void* base, const std::string& bytes);
+  // remembered thresholds of the vectors within the buffer [base, base + bytes), each keyed
+  // by its offset; randomk: its generator), as bytes. A checkpoint keeps them, so that a
+  // resumed run selects exactly what the uninterrupted one would. restore_memory throws
+  // Error for bytes this compressor did not save or that do not fit the buffer.
+  virtual std::string save_memory(const void* base, std::size_t bytes) const;
+  virtual void restore_memory(const void* base, std::size_t bytes, const std::string& saved);
 
  protected:
   CompressStats stats_;

@@ -33,11 +33,13 @@ void load_part(InputArchive& a, const std::string& key, torch::optim::Optimizer&
 void save_int(OutputArchive& a, const std::string& key, std::int64_t v);
 std::int64_t load_int(InputArchive& a, const std::string& key);
 void save_bytes(OutputArchive& a, const std::string& key, const std::vector<std::uint8_t>& v);
-std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key);
+// `optional`: a missing key reads as empty (a field newer than the checkpoint).
+std::vector<std::uint8_t> load_bytes(InputArchive& a, const std::string& key, bool optional = false);
 // Names (at most 65535 bytes each) and their counts; loading refuses more than
 // `max_entries` or a malformed encoding (CheckpointRefused).
 void save_counts(OutputArchive& a, const std::string& key, const std::map<std::string, std::uint64_t>& m);
-std::map<std::string, std::uint64_t> load_counts(InputArchive& a, const std::string& key, std::size_t max_entries);
+std::map<std::string, std::uint64_t> load_counts(InputArchive& a, const std::string& key, std::size_t max_entries,
+                                                 bool optional = false);
 
 // LibTorch's default CPU generator (dropout, noise, random init): saved and restored, so
 // a resumed run draws the same numbers the uninterrupted one would have.

@@ -108,8 +108,9 @@ class CheckpointStore {
   CheckpointStore(const CheckpointStore&) = delete;
   CheckpointStore& operator=(const CheckpointStore&) = delete;
 
-  // True when a checkpoint is due after `steps_done` steps (by count or by time since the
-  // last write or since the store was made).
+  // True when a checkpoint is due after `steps_done` steps: by count (a multiple of
+  // every_steps passed since the last write: an absolute grid, the same for every party with
+  // the same every_steps) or by time since the last write or since the store was made.
   bool due(std::int64_t steps_done) const { return due_by_steps(steps_done) || due_by_time(steps_done); }
   bool due_by_steps(std::int64_t steps_done) const;
   bool due_by_time(std::int64_t steps_done) const;

@@ -64,6 +64,8 @@ class Progress {
   std::string line(std::int64_t step, double loss, double acc, std::int64_t samples,
                    std::uint64_t bytes_up, std::uint64_t bytes_down) const;
   double seconds() const;
+  // "1234 per s  ETA 0m12s" after `done` of the total (items of any kind).
+  std::string rate_eta(std::int64_t done) const;
 
  private:
   std::string who_;
