@@ -3,7 +3,6 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
-#include <cstring>
 #include <deque>
 #include <optional>
 #include <unordered_map>
@@ -249,13 +248,6 @@ void ServerTransport::Impl::on_front_door() {
       if (msg.type != wire::MsgType::kJoin)
         throw ProtocolError("front door accepts only Join, got " +
                             std::string(wire::msg_type_name(msg.type)));
-      // The version comes first in a Join's meta (cereal: a little-endian u32): a peer of
-      // another version is told so, not that its Join does not parse.
-      std::uint32_t protocol = 0;
-      if (msg.meta.size() >= sizeof protocol) std::memcpy(&protocol, msg.meta.data(), sizeof protocol);
-      if (protocol != wire::kProtocolVersion)
-        throw ProtocolError("protocol version " + std::to_string(protocol) + " is not served; this server speaks version " +
-                            std::to_string(wire::kProtocolVersion) + " (both ends need the same cutlayer release)");
       req.join = wire::meta_as<wire::Join>(msg);
     } catch (const Error& e) {
       // The peer passed CURVE + ZAP, so it is authenticated: tell it what was wrong.
