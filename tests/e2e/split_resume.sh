@@ -9,6 +9,7 @@
 #   CASES="vanilla agg-gaussiank" limits the cases; SPLIT_RESUME_STEPS the steps per run.
 source "$(dirname "$0")/lib.sh"
 steps=${SPLIT_RESUME_STEPS:-150}
+[ "$steps" -ge 80 ] || { echo "SPLIT_RESUME_STEPS must be at least 80 (a kill past the second checkpoint of 25)"; exit 2; }
 every=25
 cases=${CASES:-vanilla u-shaped agg-none agg-gaussiank}
 # Checkpoints by step count only: a time-based one falls between the two parties' steps.
