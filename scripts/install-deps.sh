@@ -26,7 +26,8 @@ PACKAGES=(
   # data
   dataset-fashion-mnist
   # plots (PNG) from JSON-lines metrics; PyTorch (the same 1.13) to check exported models
-  python3 python3-matplotlib python3-torch
+  # and to write the examples' own TorchScript models; scikit-learn for its bundled tables
+  python3 python3-matplotlib python3-torch python3-sklearn
 )
 if [ "$FUZZ" -eq 1 ]; then
   # clang, libclang_rt.fuzzer / asan / ubsan, llvm-symbolizer (readable stacks)

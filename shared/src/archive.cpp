@@ -5,6 +5,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "cutlayer/model/script_model.h"
 #include "cutlayer/state/checkpoint.h"
 
 namespace cutlayer::state {
@@ -175,6 +176,9 @@ crypto::Digest fingerprint(const std::string& description,
       s << i << ' ' << p.key() << ' ' << p.value().scalar_type() << ' ' << p.value().sizes() << '\n';
     for (const auto& b : parts[i]->named_buffers())
       s << i << " buffer " << b.key() << ' ' << b.value().scalar_type() << ' ' << b.value().sizes() << '\n';
+    for (const auto& c : parts[i]->children())  // a TorchScript part: what it computes, too
+      if (const auto* script = dynamic_cast<const model::ScriptedPartImpl*>(c.get()))
+        s << i << " torchscript " << script->code_sha256() << '\n';
   }
   const std::string text = s.str();
   return crypto::sha256(text.data(), text.size());

@@ -104,6 +104,12 @@ bool Object::has(const char* field) const {
   return value_ != nullptr && as_value(value_)->HasMember(field);
 }
 
+bool Object::is_object(const char* field) const {
+  return has(field) && as_value(value_)->FindMember(field)->value.IsObject();
+}
+
+std::string Object::resolve(const std::string& path) const { return doc_->resolve(path); }
+
 void Object::get(const char* field, std::string& out) {
   const auto* v = as_value(member(field));
   if (v == nullptr) return;

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "cutlayer/error.h"
+#include "cutlayer/model/script_model.h"
 
 namespace cutlayer::model {
 namespace {
@@ -138,12 +139,23 @@ SplitSpec preset(const std::string& name, bool u_shaped) {
   throw ConfigError("unknown model '" + name + "' (known: " + known + ")");
 }
 
+namespace {
+
+torch::nn::Sequential build_part(const std::string& spec, const std::vector<std::string>& files) {
+  if (files.empty()) return build(spec);
+  torch::nn::Sequential seq;
+  for (const auto& f : files) seq->push_back(load_scripted_part(f));
+  return seq;
+}
+
+}  // namespace
+
 SplitModel build_split(const SplitSpec& spec, std::uint64_t seed) {
   torch::manual_seed(seed);
   SplitModel m;
-  m.front = build(spec.front);
-  m.back = build(spec.back);
-  if (!spec.head.empty()) m.head = build(spec.head);
+  m.front = build_part(spec.front, spec.front_files);
+  m.back = build_part(spec.back, spec.back_files);
+  if (!spec.head.empty() || !spec.head_files.empty()) m.head = build_part(spec.head, spec.head_files);
   return m;
 }
 

@@ -7,6 +7,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/io/files.h"
+#include "cutlayer/model/script_model.h"
 
 namespace cutlayer::model {
 namespace {
@@ -53,6 +54,12 @@ std::string layer_line(torch::jit::Module& out, std::size_t i, const std::shared
   if (auto f = std::dynamic_pointer_cast<torch::nn::FlattenImpl>(m))
     return fmt::format("x = torch.flatten(x, {}, {})", f->options.start_dim(), f->options.end_dim());
   if (std::dynamic_pointer_cast<torch::nn::DropoutImpl>(m)) return "";  // the identity in eval mode
+  if (auto script = std::dynamic_pointer_cast<ScriptedPartImpl>(m)) {  // a user's own module, as trained
+    auto copy = script->script().deepcopy();
+    copy.eval();
+    out.register_module(fmt::format("l{}", i), copy);
+    return fmt::format("x = self.l{}.forward(x)", i);
+  }
   auto batch_norm = [&](const auto& bn) {
     if (!bn->options.affine() || !bn->options.track_running_stats())
       throw ConfigError("export: only batch norm with affine weights and running statistics can be exported");

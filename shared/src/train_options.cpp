@@ -5,31 +5,73 @@
 
 #include "cutlayer/config/reader.h"
 #include "cutlayer/error.h"
+#include "cutlayer/model/script_model.h"
 
 namespace cutlayer::train {
 
-TrainOptions read_train_options(config::Object& t) {
-  TrainOptions o;
+namespace {
+
+// The custom layer-spec model: front, back, head and input_shape in the "train" object.
+void read_layer_specs(config::Object& t, TrainOptions& o) {
   t.get("model", o.model);
-  t.get("u_shaped", o.u_shaped);
   t.get("front", o.front);
   t.get("back", o.back);
   t.get("head", o.head);
   t.get("input_shape", o.input_shape);
   const bool custom = !o.front.empty() || !o.back.empty() || !o.head.empty() || !o.input_shape.empty();
-  if (custom) {
-    if (o.front.empty() || o.back.empty() || o.input_shape.empty())
-      t.fail("front", "a custom model needs front, back and input_shape (and head when u_shaped)");
-    for (auto d : o.input_shape)
-      if (d < 1) t.fail("input_shape", "dimensions must be positive");
-    try {  // parse now, so that a bad layer is reported against this file
-      model::build(o.front);
-      model::build(o.back);
-      if (!o.head.empty()) model::build(o.head);
-    } catch (const ConfigError& e) {
-      t.fail("front", std::string("/back/head: ") + e.what());
-    }
+  if (!custom) return;
+  if (o.front.empty() || o.back.empty() || o.input_shape.empty())
+    t.fail("front", "a custom model needs front, back and input_shape (and head when u_shaped)");
+  for (auto d : o.input_shape)
+    if (d < 1) t.fail("input_shape", "dimensions must be positive");
+  try {  // parse now, so that a bad layer is reported against this file
+    model::build(o.front);
+    model::build(o.back);
+    if (!o.head.empty()) model::build(o.head);
+  } catch (const ConfigError& e) {
+    t.fail("front", std::string("/back/head: ") + e.what());
   }
+}
+
+// One TorchScript part: the path made absolute and the file loaded now, so that a bad file
+// is reported against this config's field.
+void read_script_file(config::Object& m, const char* field, std::string& out) {
+  m.get(field, out);
+  if (out.empty()) return;
+  out = m.resolve(out);
+  try {
+    model::load_scripted_part(out);
+  } catch (const ConfigError& e) {
+    m.fail(field, std::string("(TorchScript): ") + e.what());
+  }
+}
+
+// "model": {"front": "front.pt", "back": "back.pt", "head": "head.pt", "input_shape": [...]}.
+void read_script_model(config::Object& t, TrainOptions& o) {
+  auto m = t.child("model");
+  o.model = "torchscript";
+  m.get("name", o.model);
+  read_script_file(m, "front", o.front_file);
+  read_script_file(m, "back", o.back_file);
+  read_script_file(m, "head", o.head_file);
+  m.get("input_shape", o.input_shape);
+  m.finish();
+  if (o.front_file.empty()) m.fail("front", "is required: the client's part, a TorchScript file (torch.jit.save)");
+  if (o.u_shaped && o.head_file.empty()) m.fail("head", "is required when train.u_shaped is true");
+  if (o.input_shape.empty()) m.fail("input_shape", "is required: the shape of one example, e.g. [1, 28, 28]");
+  for (auto d : o.input_shape)
+    if (d < 1 || d > (1 << 24)) m.fail("input_shape", "dimensions must be from 1 to 2^24");
+  for (const char* f : {"front", "back", "head", "input_shape"})
+    if (t.has(f)) t.fail(f, "belongs inside \"model\" for a TorchScript model (or use layer specs without one)");
+}
+
+}  // namespace
+
+TrainOptions read_train_options(config::Object& t) {
+  TrainOptions o;
+  t.get("u_shaped", o.u_shaped);
+  if (t.is_object("model")) read_script_model(t, o);
+  else read_layer_specs(t, o);
   t.get_choice("dataset", o.data.dataset, {"fashion-mnist", "idx", "csv"});
   t.get("data_dir", o.data.data_dir);
   t.get("train_images", o.data.train_images);
@@ -78,7 +120,23 @@ TrainOptions read_train_options(config::Object& t) {
   return o;
 }
 
+namespace {
+
+model::SplitSpec script_spec(const TrainOptions& o) {
+  model::SplitSpec s;
+  s.name = o.model;
+  s.input_shape = o.input_shape;
+  s.front_files = {o.front_file};
+  if (!o.back_file.empty()) s.back_files = {o.back_file};
+  if (o.u_shaped) s.head_files = {o.head_file};
+  else if (!o.head_file.empty() && !o.back_file.empty()) s.back_files.push_back(o.head_file);  // the server's
+  return s;
+}
+
+}  // namespace
+
 model::SplitSpec split_spec(const TrainOptions& o) {
+  if (!o.front_file.empty()) return script_spec(o);
   if (o.front.empty()) return model::preset(o.model, o.u_shaped);
   if (o.u_shaped && o.head.empty())
     throw ConfigError("train.u_shaped needs train.head for the custom model '" + o.model + "'");

@@ -32,6 +32,10 @@ class Object {
   void get(const char* field, std::vector<std::int64_t>& out);
 
   bool has(const char* field) const;
+  // Whether `field` is present and a JSON object (a field that takes a name or an object).
+  bool is_object(const char* field) const;
+  // A path as written in this file, made absolute against the file's directory.
+  std::string resolve(const std::string& path) const;
   // Accepts `field` without reading it (a section meant for another program).
   void ignore(const char* field) { seen_.insert(field); }
   // A nested object; an absent field gives an empty object (all defaults).

@@ -22,6 +22,10 @@ struct SplitSpec {
   std::string back;   // server (vanilla: through the logits; U-shaped: up to the head)
   std::string head;   // client, U-shaped only ("" in vanilla mode)
   std::vector<std::int64_t> input_shape;  // per sample, e.g. {1, 28, 28}
+  // A user's own model (model/script_model.h): TorchScript files, in order, instead of the
+  // layer specs above; a part without files or a spec is empty (a client needs no back).
+  std::vector<std::string> front_files, back_files, head_files;
+  bool scripted() const { return !front_files.empty(); }
 };
 
 // Known presets: fmnist-cnn and fmnist-deep-front (docs/split-training.md).
@@ -35,6 +39,7 @@ struct SplitModel {
 
 // Builds every part in the order front, back, head after seeding LibTorch's generator
 // with `seed`, so that a split run and a monolithic run start from identical weights.
+// TorchScript parts are loaded from their files (their weights are the files').
 SplitModel build_split(const SplitSpec& spec, std::uint64_t seed);
 
 // The per-sample output shape of `net` for a per-sample input shape (a dry run).

@@ -4,7 +4,8 @@
 // A C++ frontend module cannot be scripted, so the export writes TorchScript source, one
 // functional call per layer, over the layer's weights registered on a torch::jit::Module
 // (Module::define). What it computes is the Sequential in eval mode: dropout is the
-// identity and batch norm uses its running statistics.
+// identity and batch norm uses its running statistics. A TorchScript part (a user's own
+// model) is included as a copy of its module with the trained weights, in eval mode.
 #pragma once
 
 #include <torch/script.h>

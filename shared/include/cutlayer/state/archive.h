@@ -64,7 +64,8 @@ class RngGuard {
 void save_rng(OutputArchive& a, const torch::Tensor& state);
 
 // SHA-256 of `description` and every parameter's and buffer's name, dtype and shape in
-// `parts`: two runs agree on it exactly when their models have the same structure.
+// `parts`, and of a TorchScript part's code: two runs agree on it exactly when their models
+// have the same structure.
 crypto::Digest fingerprint(const std::string& description,
                            const std::vector<const torch::nn::Module*>& parts);
 

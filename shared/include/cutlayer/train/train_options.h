@@ -25,6 +25,10 @@ struct TrainOptions {
   // layer specs as in model/model_spec.h, e.g. "conv2d(1,32,5) relu maxpool(2)".
   std::string front, back, head;
   std::vector<std::int64_t> input_shape;
+  // A user's own model: "model": {"front": "front.pt", "back": "back.pt", "head": "head.pt",
+  // "input_shape": [1, 28, 28], "name": "..."}, TorchScript files made absolute against the
+  // config's directory (model/script_model.h). A client needs no back file.
+  std::string front_file, back_file, head_file;
   // data (the same keys in the "train" object; see data/source.h)
   data::DataOptions data;
   // optimization
