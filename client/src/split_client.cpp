@@ -32,6 +32,12 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
   }
 }
 
+void SplitClient::set_fingerprints(wire::Join& j) const {
+  j.front_fingerprint = state::part_fingerprint(*model_.front);
+  if (model_.has_head()) j.head_fingerprint = state::part_fingerprint(*model_.head);
+  j.back_fingerprint = state::part_fingerprint(*model_.back);
+}
+
 void SplitClient::join() {
   wire::Join j;
   j.client_name = options_.name;
@@ -40,6 +46,7 @@ void SplitClient::join() {
   j.samples = static_cast<std::uint64_t>(data_.train.size());
   j.u_shaped = options_.train.u_shaped;
   j.sync = sync_ != nullptr;
+  set_fingerprints(j);
   const auto ack = link_.join(j);
   // The first join, or one within a training step, may take this client back to the
   // server's step; elsewhere (an evaluation, the last settle) the difference is only logged.

@@ -137,6 +137,7 @@ std::string SplitClient::predict(const std::string& input, const std::string& ou
   j.cut_shape = cut_shape_;
   j.u_shaped = options_.train.u_shaped;
   j.inference = true;
+  set_fingerprints(j);
   torch::NoGradGuard no_grad;
   model_.front->eval();
   if (model_.has_head()) model_.head->eval();

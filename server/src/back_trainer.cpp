@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cutlayer/error.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::server {
@@ -12,7 +13,12 @@ BackTrainer::BackTrainer(const train::TrainOptions& options, TrainerLimits limit
   // Same construction order and seed as the client and the monolithic reference, so the
   // back starts from the weights they would give it.
   auto m = model::build_split(spec_, options.seed);
+  if (m.back->is_empty())
+    throw ConfigError("train.model.back: the server needs the back's TorchScript file (the client's config may "
+                      "leave it out; the server's may not)");
   back_ = m.back;
+  fingerprints_ = {state::part_fingerprint(*m.front), m.has_head() ? state::part_fingerprint(*m.head) : "",
+                   state::part_fingerprint(*back_)};
   cut_shape_ = model::output_shape(m.front, spec_.input_shape);
   const auto out = model::output_shape(back_, cut_shape_);
   classes_ = out.empty() ? 0 : out.back();
@@ -29,6 +35,20 @@ std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const
   if (join.cut_shape != cut_shape_)
     return "cut shape " + model::shape_string(join.cut_shape) + " does not match " + options_.model +
            "'s cut layer " + model::shape_string(cut_shape_) + " (is the client's front model the same?)";
+  return check_fingerprints(join);
+}
+
+std::optional<std::string> BackTrainer::check_fingerprints(const wire::Join& join) const {
+  const auto& [front, head, back] = fingerprints_;
+  auto differs = [](const std::string& part, const std::string& theirs, const std::string& ours) {
+    return "the client's " + part + " (fingerprint " + theirs.substr(0, 12) + ") is not this server's (" +
+           ours.substr(0, 12) + "): give both the same model, the same layers, parameter names and shapes" +
+           (part == "back" ? "" : " and code");
+  };
+  if (join.front_fingerprint != front) return differs("front", join.front_fingerprint, front);
+  if (join.head_fingerprint != head) return differs("head", join.head_fingerprint, head);
+  if (!join.back_fingerprint.empty() && join.back_fingerprint != back)
+    return differs("back", join.back_fingerprint, back);
   return std::nullopt;
 }
 

@@ -184,6 +184,12 @@ crypto::Digest fingerprint(const std::string& description,
   return crypto::sha256(text.data(), text.size());
 }
 
+std::string part_fingerprint(const torch::nn::Module& part) {
+  if (part.children().empty() && part.parameters().empty()) return "";
+  const auto d = fingerprint("", {&part});
+  return crypto::to_hex(d.data(), d.size());
+}
+
 crypto::Digest values_hash(const std::vector<const torch::nn::Module*>& parts) {
   std::string bytes;
   auto add = [&bytes](const torch::Tensor& t) {

@@ -96,7 +96,7 @@ template <class M>
 void touch(const M&, Touch&) {}
 void touch(const wire::Join& m, Touch& t) {
   t(std::uint64_t{m.protocol}), t(m.client_name), t(m.model), t(m.cut_shape), t(m.samples),
-      t(m.u_shaped), t(m.sync), t(m.inference);
+      t(m.u_shaped), t(m.sync), t(m.inference), t(m.front_fingerprint), t(m.head_fingerprint), t(m.back_fingerprint);
 }
 void touch(const wire::JoinAck& m, Touch& t) {
   t(m.session_id), t(std::uint64_t{m.data_port}), t(std::uint64_t{m.heartbeat_ms}),

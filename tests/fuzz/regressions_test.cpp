@@ -123,13 +123,14 @@ TEST(FixedFindings, MetaFlagByteOtherThan0Or1IsRefused) {
   wire::Join join;
   join.u_shaped = true;
   auto msg = wire::make_message(join);
-  // The last three bytes are u_shaped, sync and inference.
+  // u_shaped, sync and inference, then three empty fingerprint strings (8-byte lengths).
+  const auto at = msg.meta.size() - 3 - 3 * 8;
   for (const std::uint8_t byte : {0, 1}) {
-    msg.meta[msg.meta.size() - 3] = byte;
+    msg.meta[at] = byte;
     EXPECT_EQ(wire::meta_as<wire::Join>(msg).u_shaped, byte == 1);
   }
   for (const std::uint8_t byte : {2, 255}) {
-    msg.meta[msg.meta.size() - 3] = byte;
+    msg.meta[at] = byte;
     try {
       (void)wire::meta_as<wire::Join>(msg);
       ADD_FAILURE() << "flag byte " << int(byte) << " accepted";

@@ -11,6 +11,7 @@
 #include "cutlayer/error.h"
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/server/service.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/transport/client_transport.h"
 
 namespace cutlayer::server {
@@ -67,7 +68,10 @@ class ServiceTest : public ::testing::Test {
     j.cut_shape = {8};
     j.u_shaped = u_shaped;
     j.samples = 100;
-    return j;
+    const auto m = model::build_split(train::split_spec(tiny(u_shaped)), 1);
+    j.front_fingerprint = state::part_fingerprint(*m.front);
+    if (u_shaped) j.head_fingerprint = state::part_fingerprint(*m.head);
+    return j;  // the back's left out, as a client that holds none
   }
   std::vector<torch::Tensor> back_state() const {
     std::vector<torch::Tensor> s;
@@ -89,6 +93,9 @@ class ServiceTest : public ::testing::Test {
     wire::Join j;
     j.model = "fmnist-cnn";
     j.cut_shape = {32, 12, 12};
+    const auto m = model::build_split(model::preset("fmnist-cnn", false), 1);
+    j.front_fingerprint = state::part_fingerprint(*m.front);
+    j.back_fingerprint = state::part_fingerprint(*m.back);
     return j;
   }
   // The server's answer to one message.
@@ -125,6 +132,33 @@ TEST_F(ServiceTest, MismatchedCutShapeIsRefusedAtJoin) {
   j.model = "resnet";
   EXPECT_THROW(c.join(j), AuthError);
   EXPECT_NO_THROW(c.join(good_join()));
+}
+
+// The cut shape can agree while the model does not: the parts' fingerprints tell.
+TEST_F(ServiceTest, AFrontOrBackOtherThanTheServersIsRefusedAtJoinWithTheReason) {
+  start();
+  auto c = make_client();
+  const auto other = model::build_split(model::preset("fmnist-deep-front", false), 1);
+  auto j = good_join();
+  j.front_fingerprint = state::part_fingerprint(*other.front);  // another front, same name and cut shape
+  try {
+    c.join(j);
+    FAIL() << "a client with another front joined";
+  } catch (const AuthError& e) {
+    EXPECT_NE(std::string(e.what()).find("the client's front (fingerprint " + j.front_fingerprint.substr(0, 12)),
+              std::string::npos) << e.what();
+  }
+  j = good_join();
+  j.back_fingerprint = state::part_fingerprint(*other.back);
+  try {
+    c.join(j);
+    FAIL() << "a client that knows another back joined";
+  } catch (const AuthError& e) {
+    EXPECT_NE(std::string(e.what()).find("the client's back"), std::string::npos) << e.what();
+  }
+  j = good_join();
+  j.back_fingerprint.clear();  // a client without the back: its front is enough
+  EXPECT_NO_THROW(c.join(j));
 }
 
 TEST_F(ServiceTest, MalformedTrainingMessagesGetAnError) {

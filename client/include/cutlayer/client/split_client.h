@@ -89,6 +89,8 @@ class SplitClient {
   // split_client_inference.cpp: the TorchScript export (and its parity reference).
   void export_parts(const std::string& path);
   std::vector<std::int64_t> head_input_shape() const;
+  // Join's fingerprints of the parts this client holds (the server checks them).
+  void set_fingerprints(wire::Join& j) const;
   std::int64_t load_trained();
   torch::Tensor predict_batch(const torch::Tensor& x, std::int64_t& width);
   template <class Fn>

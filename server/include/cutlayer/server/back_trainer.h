@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -137,6 +138,9 @@ class BackTrainer {
   torch::nn::Sequential back_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
   std::vector<std::int64_t> cut_shape_;
+  // Hex fingerprints of the front, the head ("" in vanilla) and the back (Join's check).
+  std::array<std::string, 3> fingerprints_;
+  std::optional<std::string> check_fingerprints(const wire::Join& join) const;
   std::int64_t classes_ = 0;  // vanilla: the back's output width (labels are checked against it)
   std::optional<Pending> pending_;  // U-shaped: the one step between forward and backward
   TrainerLimits limits_;

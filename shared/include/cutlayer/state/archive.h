@@ -69,6 +69,10 @@ void save_rng(OutputArchive& a, const torch::Tensor& state);
 crypto::Digest fingerprint(const std::string& description,
                            const std::vector<const torch::nn::Module*>& parts);
 
+// fingerprint("", {&part}) in hex: what a client tells the server of each part at Join;
+// "" for an empty part (a client that holds no back).
+std::string part_fingerprint(const torch::nn::Module& part);
+
 // SHA-256 of every parameter's and buffer's values in `parts` (in order, as raw bytes): two
 // models are bit-identical exactly when it agrees. Printed in summaries as "model_sha256".
 crypto::Digest values_hash(const std::vector<const torch::nn::Module*>& parts);

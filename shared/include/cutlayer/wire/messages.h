@@ -15,7 +15,8 @@ namespace cutlayer::wire {
 constexpr std::size_t kMaxName = 256;
 constexpr std::size_t kMaxText = 4096;
 constexpr std::size_t kMaxDims = 8;
-constexpr std::uint32_t kProtocolVersion = 2;  // 2: JoinAck.steps_held, Join.inference
+constexpr std::size_t kFingerprintHex = 64;  // a SHA-256 in hex
+constexpr std::uint32_t kProtocolVersion = 3;  // 2: JoinAck.steps_held, Join.inference; 3: Join's fingerprints
 constexpr std::uint64_t kStepsUnknown = ~std::uint64_t{0};
 
 // Client → server over the CURVE front door. No tensors.
@@ -29,11 +30,18 @@ struct Join {
   bool u_shaped = false;
   bool sync = false;                  // the client's front joins the cross-client aggregation
   bool inference = false;             // predictions only: evaluation batches without labels, no training
+  // Hex SHA-256 of each part's structure as the client holds it (parameter and buffer names,
+  // dtypes, shapes; a TorchScript part's code): the server refuses a front or head that is
+  // not its own, and a back the client knows ("" when it holds none) that is not its own.
+  std::string front_fingerprint, head_fingerprint, back_fingerprint;
   template <class A>
   void serialize(A& ar) {
     ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
        bounded(model, kMaxName, "Join.model"), bounded(cut_shape, kMaxDims, "Join.cut_shape"),
-       samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"), flag(inference, "Join.inference"));
+       samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"), flag(inference, "Join.inference"),
+       bounded(front_fingerprint, kFingerprintHex, "Join.front_fingerprint"),
+       bounded(head_fingerprint, kFingerprintHex, "Join.head_fingerprint"),
+       bounded(back_fingerprint, kFingerprintHex, "Join.back_fingerprint"));
   }
 };
 
