@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
     auto log = log::get("gradstudy");
     const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
     auto m = model::build_split(train::split_spec(opts), opts.seed);
+    model::require_back(m, "cutlayer-gradstudy");
     std::vector<torch::Tensor> params = m.front->parameters();
     for (auto& p : m.back->parameters()) params.push_back(p);
     if (m.has_head())

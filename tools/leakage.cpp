@@ -100,6 +100,7 @@ LabelLeakage label_leakage(train::TrainOptions opts, const data::Dataset& train_
   opts.u_shaped = true;
   const auto spec = train::split_spec(opts);
   auto m = model::build_split(spec, opts.seed);
+  model::require_back(m, "cutlayer-leakage");
   std::vector<torch::Tensor> params = m.front->parameters();
   for (auto& p : m.back->parameters()) params.push_back(p);
   for (auto& p : m.head->parameters()) params.push_back(p);

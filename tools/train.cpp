@@ -86,6 +86,7 @@ struct Monolithic {
   std::unique_ptr<torch::optim::Optimizer> opt;
 
   explicit Monolithic(const train::TrainOptions& o) : spec(train::split_spec(o)), m(model::build_split(spec, o.seed)) {
+    model::require_back(m, "cutlayer-train");
     std::vector<torch::Tensor> params = m.front->parameters();
     for (auto& p : m.back->parameters()) params.push_back(p);
     if (m.has_head()) for (auto& p : m.head->parameters()) params.push_back(p);

@@ -159,6 +159,12 @@ SplitModel build_split(const SplitSpec& spec, std::uint64_t seed) {
   return m;
 }
 
+void require_back(const SplitModel& m, const std::string& program) {
+  if (m.back->is_empty())
+    throw ConfigError("train.model.back: " + program + " needs the back's TorchScript file (only a client's "
+                      "config may leave it out)");
+}
+
 std::vector<std::int64_t> output_shape(torch::nn::Sequential& net, const std::vector<std::int64_t>& in) {
   torch::NoGradGuard no_grad;
   std::vector<std::int64_t> shape{2};

@@ -42,6 +42,10 @@ struct SplitModel {
 // TorchScript parts are loaded from their files (their weights are the files').
 SplitModel build_split(const SplitSpec& spec, std::uint64_t seed);
 
+// Throws ConfigError when `m` has no back (a TorchScript model whose config names no back
+// file): `program` needs one ("the server", "cutlayer-train").
+void require_back(const SplitModel& m, const std::string& program);
+
 // The per-sample output shape of `net` for a per-sample input shape (a dry run).
 std::vector<std::int64_t> output_shape(torch::nn::Sequential& net,
                                        const std::vector<std::int64_t>& input_shape);
