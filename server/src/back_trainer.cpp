@@ -13,9 +13,7 @@ BackTrainer::BackTrainer(const train::TrainOptions& options, TrainerLimits limit
   // Same construction order and seed as the client and the monolithic reference, so the
   // back starts from the weights they would give it.
   auto m = model::build_split(spec_, options.seed);
-  if (m.back->is_empty())
-    throw ConfigError("train.model.back: the server needs the back's TorchScript file (the client's config may "
-                      "leave it out; the server's may not)");
+  model::require_back(m, "the server");
   back_ = m.back;
   fingerprints_ = {state::part_fingerprint(*m.front), m.has_head() ? state::part_fingerprint(*m.head) : "",
                    state::part_fingerprint(*back_)};

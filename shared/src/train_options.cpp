@@ -80,6 +80,9 @@ TrainOptions read_train_options(config::Object& t) {
   t.get("test_labels", o.data.test_labels);
   t.get("train_csv", o.data.train_csv);
   t.get("test_csv", o.data.test_csv);
+  for (auto* path : {&o.data.data_dir, &o.data.train_images, &o.data.train_labels, &o.data.test_images,
+                     &o.data.test_labels, &o.data.train_csv, &o.data.test_csv})
+    if (!path->empty()) *path = t.resolve(*path);  // relative to the config, as the model's files
   t.get("label_column", o.data.label_column);
   auto n = t.child("normalization");
   n.get("scale", o.data.normalization.scale, 1e-12, 1e12);
