@@ -132,6 +132,7 @@ Dataset parse_csv(const std::string& path, const std::string& label_column, bool
   if (!in) throw IoError("cannot open '" + path + "': " + std::strerror(errno));
   std::string line;
   if (!std::getline(in, line)) throw ConfigError("'" + path + "' is empty (a header line is needed)");
+  if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF line ends (Python's csv, spreadsheets)
   std::vector<std::string> header;
   {
     std::stringstream ss(line);
@@ -148,6 +149,7 @@ Dataset parse_csv(const std::string& path, const std::string& label_column, bool
   int lineno = 1;
   while (std::getline(in, line)) {
     ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     std::stringstream ss(line);
     std::string cell;

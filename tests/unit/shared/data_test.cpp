@@ -78,6 +78,11 @@ TEST(Dataset, CsvWithLabelColumn) {
   std::ofstream(temp("bad.csv")) << "a,label\n1,x\n";
   EXPECT_THROW(data::load_csv(temp("bad.csv"), "label", {}), ConfigError);
   EXPECT_THROW(data::load_csv(temp("d.csv"), "class", {}), ConfigError);
+  // CRLF line ends (Python's csv module, spreadsheets) read the same.
+  std::ofstream(temp("crlf.csv")) << "a,label,b\r\n1,0,2\r\n3,1,4\r\n";
+  const auto c = data::load_csv(temp("crlf.csv"), "label", {1.0, 0.0, 1.0});
+  EXPECT_TRUE(torch::equal(c.x, d.x));
+  EXPECT_TRUE(torch::equal(c.y, d.y));
 }
 
 TEST(Dataset, ShardsAreDeterministicDisjointAndComplete) {
