@@ -4,6 +4,9 @@
 #     budget (THREADS, default 2), same steps, in the same run: ratio_to_monolithic.
 #  2. total samples/s with 2, 4 and 8 clients (each on its shard, STEPS steps each).
 #  3. convergence: 3 clients, EPOCHS (default 3) epochs each -> test accuracy.
+#  4. "model":"torchscript": the scripted copy of fmnist-cnn (examples/own-model) vs the
+#     C++ preset, same initial weights, 1 client split and monolithic, REPEATS (default 3)
+#     alternating pairs: step time ratio (median). SKIP_TO_TORCHSCRIPT=1 runs only this.
 set -euo pipefail
 bin=${1:-build/bin} configs=${2:-configs}
 threads=${THREADS:-2} steps=${STEPS:-300} epochs=${EPOCHS:-3}
@@ -11,15 +14,18 @@ work=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 "$bin/cutlayer-keygen" --out "$work/keys" --clients c0,c1,c2,c3,c4,c5,c6,c7 >/dev/null
 
-start_server() {
+start_server_with() {  # start_server_with CONFIG ARGS...
+  local cfg=$1
+  shift
   rm -f "$work/ready"
-  "$bin/cutlayer-server" -c "$configs/server.json" --server-key "$work/keys/server.key" \
+  "$bin/cutlayer-server" -c "$cfg" --server-key "$work/keys/server.key" \
     --allow-list "$work/keys/allow-list.txt" --join-port 0 --data-port 0 --log-level warn \
     --ready-file "$work/ready" "$@" >/dev/null 2>"$work/server.log" &
   server=$!
   for _ in $(seq 100); do [ -s "$work/ready" ] && break; sleep 0.1; done
   port=$(sed -E 's/.*"join_port":([0-9]+).*/\1/' "$work/ready")
 }
+start_server() { start_server_with "$configs/server.json" "$@"; }
 stop_server() { kill -TERM "$server"; wait "$server"; }
 field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
 client() {  # client INDEX SHARD ARGS...
@@ -29,6 +35,46 @@ client() {  # client INDEX SHARD ARGS...
     --server-public-key "$work/keys/server.pub" --client-key "$work/keys/c$i.key" --name "c$i" \
     --shard "$shard" "$@"
 }
+
+torchscript_bench() {
+  local models=$work/models
+  /usr/bin/python3 "$(dirname "$0")/../examples/own-model/make_models.py" --out "$models" >/dev/null
+  /usr/bin/python3 - "$configs" "$models" <<'PY'
+import json, sys
+configs, models = sys.argv[1:]
+for side in ("client", "server"):
+    c = json.load(open(f"{configs}/{side}.json"))
+    c["train"]["model"] = {"name": "fmnist-cnn-scripted", "front": "fmnist_cnn_front.pt",
+                           "back": "fmnist_cnn_back.pt", "input_shape": [1, 28, 28]}
+    json.dump(c, open(f"{models}/{side}.json", "w"))
+PY
+  for r in $(seq "${REPEATS:-3}"); do
+    for kind in preset torchscript; do
+      local cc=$configs/client.json sc=$configs/server.json
+      [ "$kind" = torchscript ] && cc=$models/client.json sc=$models/server.json
+      start_server_with "$sc" --threads "$threads"
+      split=$("$bin/cutlayer-client" -c "$cc" --log-level warn --join-port "$port" --server-public-key "$work/keys/server.pub"         --client-key "$work/keys/c0.key" --name c0 --threads "$threads" --steps "$steps" | field samples_per_s)
+      stop_server
+      mono=$("$bin/cutlayer-train" -c "$cc" --log-level warn --threads "$threads" --steps "$steps" | field samples_per_s)
+      echo "$r $kind $split $mono" >>"$work/ts"
+    done
+  done
+  /usr/bin/python3 - "$work/ts" "$threads" "$steps" <<'PY'
+import json, statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def ms(kind, col):  # step time (batch 64) in ms, per repeat
+    return [64000 / float(r[col]) for r in rows if r[1] == kind]
+for col, what in ((2, "split"), (3, "monolithic")):
+    p, t = ms("preset", col), ms("torchscript", col)
+    ratios = [b / a for a, b in zip(p, t)]
+    print(json.dumps({"bench": "e2e", "model": "torchscript", "run": what, "threads": int(sys.argv[2]),
+                      "steps": int(sys.argv[3]), "preset_step_ms": round(statistics.median(p), 3),
+                      "torchscript_step_ms": round(statistics.median(t), 3),
+                      "ratio_to_preset": round(statistics.median(ratios), 3),
+                      "ratios": [round(x, 3) for x in ratios]}))
+PY
+}
+if [ "${SKIP_TO_TORCHSCRIPT:-0}" = 1 ]; then torchscript_bench; exit 0; fi
 
 # 1. one client vs monolithic (eval excluded: rates are over training steps only). The
 #    client and the server each get THREADS threads: they take turns, never run together.
@@ -89,3 +135,6 @@ print(json.dumps({"bench": "convergence", "clients": 3, "epochs": epochs,
                   "test_acc": [r["test_acc"] for r in rs], "min_test_acc": min(r["test_acc"] for r in rs),
                   "seconds": round(max(r["seconds"] for r in rs), 1)}))
 PY
+
+# 4. the scripted fmnist-cnn against the preset
+torchscript_bench
