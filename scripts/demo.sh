@@ -8,17 +8,29 @@
 # to 1% with error feedback and aggregated by the server, synchronously.
 # Options: EPOCHS=1 (per client) MODE=vanilla|u-shaped SYNC=1|0 (0: fmnist-cnn, each
 # client's front its own; U-shaped runs use SYNC=0)
+# EXAMPLE=resnet|ushaped|tabular: a user's own TorchScript model instead (examples/own-model:
+# make_models.py writes the files with Debian's python3-torch; the example's configs set
+# the rest; EPOCHS then defaults to the example's own)
 set -euo pipefail
 [[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-bin=build/bin run=run/demo epochs=${EPOCHS:-1} mode=${MODE:-vanilla}
+bin=build/bin run=run/demo mode=${MODE:-vanilla}
+epochs=(--epochs "${EPOCHS:-1}")
 sync=${SYNC:-1}
 flag=()
 [ "$mode" = u-shaped ] && flag=(--u-shaped) && sync=0
 server_config=configs/server.json client_config=configs/client.json
 if [ "$sync" = 1 ]; then
   server_config=configs/server-aggregation.json client_config=configs/client-aggregation.json
+fi
+if [ -n "${EXAMPLE:-}" ]; then
+  case "$EXAMPLE" in resnet | ushaped | tabular) ;; *) echo "EXAMPLE must be resnet, ushaped or tabular" >&2; exit 2 ;; esac
+  /usr/bin/python3 examples/own-model/make_models.py >/dev/null
+  server_config=examples/own-model/$EXAMPLE-server.json client_config=examples/own-model/$EXAMPLE-client.json
+  flag=() mode=$EXAMPLE sync=$([ "$EXAMPLE" = resnet ] && echo 1 || echo 0)
+  if [ -z "${EPOCHS:-}" ]; then epochs=(); fi
+  echo "== own model: $client_config, $server_config (TorchScript files in examples/own-model)"
 fi
 rm -rf "$run" && mkdir -p "$run"
 "$bin/cutlayer-keygen" --out "$run/keys" --clients alice,bob,carol >/dev/null
@@ -37,7 +49,7 @@ echo "== cutlayer-server ($mode$([ "$sync" = 1 ] && echo ", fronts aggregated"))
 i=0
 clients=()
 for name in alice bob carol; do
-  "$bin/cutlayer-client" -c "$client_config" "${flag[@]}" --name "$name" --shard "$i/3" \
+  "$bin/cutlayer-client" -c "$client_config" "${flag[@]}" "${epochs[@]}" --name "$name" --shard "$i/3" \
     --join-port "$port" --server-public-key "$run/keys/server.pub" \
     --client-key "$run/keys/$name.key" --metrics "$run/$name-metrics.jsonl" \
     --eval-every 100 \
