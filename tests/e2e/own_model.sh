@@ -2,7 +2,8 @@
 # Users' own TorchScript models (examples/own-model, written here by make_models.py with
 # Debian's python3-torch), through the real binaries:
 #  1. parity: the scripted copy of fmnist-cnn (same initial weights) trains to the preset's
-#     losses within 1e-5 over 50 steps: monolithic, split vanilla, split U-shaped;
+#     losses within 1e-5 over 50 steps: monolithic (also with NoPeek), split vanilla, split
+#     U-shaped;
 #  2. checkpoints and export work for a scripted model: stopped and resumed, cutlayer-train
 #     ends bit-identical to the uninterrupted run; the export matches in PyTorch;
 #  3. a front other than the server's (the same parameters, other code) is refused at Join
@@ -49,6 +50,10 @@ for m in preset fm; do
   train -c "$models/$m-client.json" --steps 50 --metrics-every-step --metrics "$work/mono-$m.jsonl" >"$work/mono-$m.json"
 done
 compare_losses "$work/mono-fm.jsonl" "$work/mono-preset.jsonl" monolithic
+for m in preset fm; do  # with the NoPeek term: dCor(x, z) over the scripted front's cut
+  train -c "$models/$m-client.json" --steps 50 --alpha 0.5 --metrics-every-step --metrics "$work/nopeek-$m.jsonl" >/dev/null
+done
+compare_losses "$work/nopeek-fm.jsonl" "$work/nopeek-preset.jsonl" "monolithic with NoPeek"
 for m in preset fm presetu fmu; do
   server_config=$models/$m-server.json start_server "split-$m"
   client_config=$models/$m-client.json client --client-key "$work/keys/alice.key" --steps 50 --metrics-every-step \
