@@ -119,7 +119,8 @@ std::uint64_t data_start(const Reader& r, const Record& e) {
 // Checks the record's CRC-32 and size; appends its uncompressed bytes to `keep` when given.
 void check_data(const Reader& r, const Record& e, std::string* keep) {
   const auto packed = r.view(data_start(r, e), e.packed);
-  if (keep && e.size > kMaxCodeBytes - std::min<std::uint64_t>(keep->size(), kMaxCodeBytes))
+  const std::uint64_t kept = std::max<std::uint64_t>(e.size, e.method == 0 ? packed.size() : 0);
+  if (keep && kept > kMaxCodeBytes - std::min<std::uint64_t>(keep->size(), kMaxCodeBytes))
     r.fail("more than 64 MiB of code");
   uLong crc = crc32(0L, Z_NULL, 0);
   std::uint64_t produced = 0;
