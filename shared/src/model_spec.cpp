@@ -178,6 +178,9 @@ std::vector<std::int64_t> output_shape(torch::nn::Sequential& net, const std::ve
     if (was_training) net->train();
     throw ConfigError("model does not accept per-sample input " + shape_string(in) + ": " +
                       e.what_without_backtrace());
+  } catch (const std::exception& e) {  // a TorchScript assert/raise (JITException)
+    if (was_training) net->train();
+    throw ConfigError("model does not accept per-sample input " + shape_string(in) + ": " + e.what());
   }
   if (was_training) net->train();
   return std::vector<std::int64_t>(out.sizes().begin() + 1, out.sizes().end());

@@ -15,7 +15,8 @@ namespace {
 constexpr std::uint32_t kEndSig = 0x06054b50, kEnd64Sig = 0x06064b50, kLocator64Sig = 0x07064b50;
 constexpr std::uint32_t kCentralSig = 0x02014b50, kLocalSig = 0x04034b50;
 constexpr std::uint64_t kMaxRecords = 1 << 20;
-constexpr std::uint64_t kMaxCodeBytes = 64ull << 20;  // TorchScript source: kilobytes in practice
+constexpr std::uint64_t kMaxCodeBytes = 64ull << 20;
+constexpr std::uint64_t kMaxUnpackedBytes = 16ull << 30;  // TorchScript source: kilobytes in practice
 
 // Little-endian reads within the file; any read past its end is a truncated file.
 class Reader {
@@ -173,10 +174,16 @@ ScriptArchive check_script_archive(const std::string& bytes, const std::string& 
   ScriptArchive out;
   std::string code, version;
   bool has_version = false;
-  std::uint64_t at = dir.offset;
+  std::uint64_t at = dir.offset, packed_total = 0, size_total = 0;
   for (std::uint64_t i = 0; i < dir.records; ++i) {
     const auto e = read_record(r, at);
     if (at > dir.offset + dir.size) r.fail("corrupted (the directory overruns its declared size)");
+    // Records do not overlap, so their data add up to at most the file; and what they inflate
+    // to is bounded: the check's work stays proportional to the file.
+    packed_total += std::min<std::uint64_t>(e.packed, r.size() + 1);
+    size_total += std::min<std::uint64_t>(e.size, kMaxUnpackedBytes + 1);
+    if (packed_total > r.size()) r.fail("corrupted (records overlap or overrun the file)");
+    if (size_total > kMaxUnpackedBytes) r.fail("more than 16 GiB when unpacked");
     const auto inner = below_root(e.name);
     const bool is_code = inner.substr(0, 5) == "code/" && !ends_with(inner, ".debug_pkl");
     if (is_code) {

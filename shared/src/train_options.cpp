@@ -126,6 +126,8 @@ TrainOptions read_train_options(config::Object& t) {
 namespace {
 
 model::SplitSpec script_spec(const TrainOptions& o) {
+  if (o.u_shaped && o.head_file.empty())  // --u-shaped, or a tool that needs the U-shaped form
+    throw ConfigError("train.model.head: U-shaped split learning needs the head's TorchScript file");
   model::SplitSpec s;
   s.name = o.model;
   s.input_shape = o.input_shape;

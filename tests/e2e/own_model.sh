@@ -114,6 +114,8 @@ for i in 0 1; do
 done
 await -rn alice bob
 stop_server
+$py -c "import json,sys; a=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])['aggregation']; assert a['rounds'] > 0, a" \
+  "$work/resnet.out" || { echo "the fronts were not aggregated"; tail -3 "$work/resnet.out"; exit 1; }
 $py - "$work/alice-rn.json" "$work/bob-rn.json" <<'PY'
 import json, sys
 acc = [json.loads(open(f).read().strip().splitlines()[-1])["test_acc"] for f in sys.argv[1:]]
@@ -128,7 +130,9 @@ client_config=$models/us-client.json client --client-key "$work/keys/alice.key" 
   { tail "$work/us.log"; exit 1; }
 stop_server
 grep -q '"labels_received":0,' "$work/ushaped.out" || { echo "U-shaped server decoded labels"; exit 1; }
-echo "example (c), U-shaped, 300 steps: test accuracy $(field "$work/us.json" test_acc), no label reached the server"
+us_acc=$(field "$work/us.json" test_acc)
+echo "example (c), U-shaped, 300 steps: test accuracy $us_acc, no label reached the server"
+$py -c "import sys; assert float(sys.argv[1]) >= 0.75, sys.argv[1]" "$us_acc"
 
 # 6. example (b): the tabular MLP against the majority class of its test set
 server_config=$models/tabular-server.json start_server tabular
