@@ -121,11 +121,7 @@ ScriptedPart load_scripted_part(const std::string& path) {
   try {
     std::istringstream in(bytes);
     m = torch::jit::load(in, torch::kCPU);
-  } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    throw ConfigError(path + ": LibTorch cannot load it: " + what.substr(0, what.find('\n')) +
-                      " (write it with torch.jit.save from PyTorch 1.13)");
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // c10::Error and the unpickler's own
     const std::string what = e.what();
     throw ConfigError(path + ": LibTorch cannot load it: " + what.substr(0, what.find('\n')) +
                       " (write it with torch.jit.save from PyTorch 1.13)");
@@ -138,13 +134,6 @@ torch::nn::Sequential load_script_sequential(const std::string& path) {
   torch::nn::Sequential seq;
   seq->push_back(load_scripted_part(path));
   return seq;
-}
-
-std::vector<std::shared_ptr<ScriptedPartImpl>> scripted_parts(const torch::nn::Sequential& net) {
-  std::vector<std::shared_ptr<ScriptedPartImpl>> out;
-  for (const auto& c : net->children())
-    if (auto s = std::dynamic_pointer_cast<ScriptedPartImpl>(c)) out.push_back(s);
-  return out;
 }
 
 }  // namespace cutlayer::model

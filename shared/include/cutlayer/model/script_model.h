@@ -49,7 +49,4 @@ ScriptedPart load_scripted_part(const std::string& path);
 // The part as a Sequential of one module, as build() makes for a layer spec.
 torch::nn::Sequential load_script_sequential(const std::string& path);
 
-// The scripted parts within `net` (its direct children), empty for a layer-spec model.
-std::vector<std::shared_ptr<ScriptedPartImpl>> scripted_parts(const torch::nn::Sequential& net);
-
 }  // namespace cutlayer::model
