@@ -25,6 +25,7 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
   if (model_.has_head())
     for (auto& p : model_.head->parameters()) params.push_back(p);
   opt_ = train::make_optimizer(params, o);
+  kfac_ = train::make_kfac({model_.front, model_.head}, {"front", "head"}, o, options_.name);
   cut_shape_ = model::output_shape(model_.front, spec_.input_shape);
   if (options_.sync.enabled) {
     sync_ = std::make_unique<FrontSync>(options_.sync, sync::flat_params(model_.front, &model_.head), *opt_);
@@ -172,7 +173,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   const bool u = options_.train.u_shaped;
   train::set_lr(*opt_, train::lr_at(options_.train, b.step));
   opt_->zero_grad();
-  auto z = model_.front->forward(b.x);
+  auto z = kfac_->forward(model_.front, b.x);
   const auto s = static_cast<std::uint64_t>(b.step);
   StepResult r;
   // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
@@ -212,7 +213,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
       if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
         throw ProtocolError("server: ServerActivations of the wrong shape");
       auto h = fwd.tensors[0].clone().requires_grad_(true);
-      auto logits = model_.head->forward(h);
+      auto logits = kfac_->forward(model_.head, h);
       auto loss = torch::nn::functional::cross_entropy(logits, b.y);
       loss.backward();
       r.loss = loss.item<double>();
@@ -224,6 +225,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
       throw ProtocolError("server: CutGrad of the wrong shape");
     backprop_front(bwd.tensors[0]);
   }
+  kfac_->step(train::lr_at(options_.train, b.step));
   if (sync_)
     with_rejoin([&] { contribute(b); });
   else
@@ -361,11 +363,14 @@ void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& bat
       window = Window{};
     }
     if (o.eval_every > 0 && done % o.eval_every == 0) {
+      const double before = progress.seconds();
       const auto e = evaluate();
       log::get("client")->info(
           "{}: step {} test accuracy {:.4f} (loss {:.4f}); dCor(x, z) {:.4f}, bias-corrected dCor^2 {:.4f}",
           options_.name, done, e.accuracy, e.loss, e.dcor, e.dcor2_u);
-      metrics.write(e.json(done, round()));
+      // train_seconds: the run's time so far less its evaluations (time to an accuracy)
+      metrics.write(e.json(done, round()).add("train_seconds", before - eval_seconds_, 3));
+      eval_seconds_ += progress.seconds() - before;
     }
   }
 }

@@ -28,6 +28,7 @@ std::string SplitClient::snapshot(std::int64_t steps_done, const torch::Tensor& 
   if (model_.has_head()) state::save_part(a, "head", *model_.head);
   state::save_part(a, "optimizer", *opt_);
   if (sync_) sync_->save(a);
+  if (kfac_->active()) kfac_->save(a, "kfac");
   state::save_rng(a, rng);
   state::save_int(a, "steps_done", steps_done);
   return state::to_bytes(a);
@@ -40,6 +41,7 @@ std::int64_t SplitClient::restore(const std::string& bytes) {
   if (model_.has_head()) state::load_part(a, "head", *model_.head);
   state::load_part(a, "optimizer", *opt_);
   if (sync_) sync_->load(a);
+  if (kfac_->active()) kfac_->load(a, "kfac");
   state::load_rng(a);
   return state::load_int(a, "steps_done");
 }

@@ -21,6 +21,7 @@ BackTrainer::BackTrainer(const train::TrainOptions& options, TrainerLimits limit
   const auto out = model::output_shape(back_, cut_shape_);
   classes_ = out.empty() ? 0 : out.back();
   opt_ = train::make_optimizer(back_->parameters(), options_);
+  kfac_ = train::make_kfac({back_}, {"back"}, options_, "server");
 }
 
 std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const {
@@ -53,6 +54,7 @@ std::optional<std::string> BackTrainer::check_fingerprints(const wire::Join& joi
 void BackTrainer::save(state::OutputArchive& a) const {
   state::save_part(a, "back", *back_);
   state::save_part(a, "back_optimizer", *opt_);
+  if (kfac_->active()) kfac_->save(a, "back_kfac");
   state::save_int(a, "back_steps", stats_.steps);
   state::save_int(a, "back_samples", stats_.samples);
   state::save_counts(a, "client_steps", steps_held_);
@@ -61,6 +63,7 @@ void BackTrainer::save(state::OutputArchive& a) const {
 void BackTrainer::load(state::InputArchive& a) {
   state::load_part(a, "back", *back_);
   state::load_part(a, "back_optimizer", *opt_);
+  if (kfac_->active()) kfac_->load(a, "back_kfac");
   stats_.steps = state::load_int(a, "back_steps");
   stats_.samples = state::load_int(a, "back_samples");
   steps_held_ = state::load_counts(a, "client_steps", kMaxNamedClients, /*optional=*/true);  // older: none
@@ -142,7 +145,7 @@ wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& m
   }
   z = z.detach().requires_grad_(true);
   train::set_lr(*opt_, train::lr_at(options_, stats_.steps));
-  auto logits = back_->forward(z);
+  auto logits = kfac_->forward(back_, z);
   auto loss = torch::nn::functional::cross_entropy(logits, y);
   const float l = loss.item<float>();
   if (!std::isfinite(l))
@@ -150,6 +153,7 @@ wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& m
   opt_->zero_grad();
   loss.backward();
   check_grads();
+  kfac_->step(train::lr_at(options_, stats_.steps));
   opt_->step();
   ++stats_.steps;
   stats_.samples += n;
@@ -194,7 +198,7 @@ wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Activati
     return wire::make_message(wire::ServerActivations{a.step}, {h});
   }
   z = z.detach().requires_grad_(true);
-  auto h = back_->forward(z);
+  auto h = kfac_->forward(back_, z);
   if (!within_bound(h))
     throw ProtocolError("the back model's output for this batch is not finite: the step was not taken");
   pending_ = Pending{session, a.step, z, h, now + limits_.head_grad_timeout};
@@ -214,6 +218,7 @@ wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message
   opt_->zero_grad();
   pending_->h.backward(msg.tensors[0]);
   check_grads();
+  kfac_->step(train::lr_at(options_, stats_.steps));
   opt_->step();
   ++stats_.steps;
   stats_.samples += pending_->z.size(0);

@@ -14,6 +14,13 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
       params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
 }
 
+std::unique_ptr<Kfac> make_kfac(const std::vector<torch::nn::Sequential>& parts,
+                                const std::vector<std::string>& part_names, const TrainOptions& o,
+                                const std::string& who) {
+  if (o.optimizer != "kfac") return std::make_unique<Kfac>(std::vector<torch::nn::Sequential>{}, part_names, o.kfac, who);
+  return std::make_unique<Kfac>(parts, part_names, o.kfac, who);
+}
+
 double lr_at(const TrainOptions& o, std::int64_t step) {
   if (o.lr_schedule == "step") return o.lr * std::pow(o.lr_gamma, static_cast<double>(step / o.lr_step_every));
   if (o.lr_schedule == "cosine") {

@@ -65,6 +65,21 @@ void read_script_model(config::Object& t, TrainOptions& o) {
     if (t.has(f)) t.fail(f, "belongs inside \"model\" for a TorchScript model (or use layer specs without one)");
 }
 
+void read_kfac(config::Object& t, TrainOptions& o) {
+  if (!t.has("kfac")) return;
+  if (o.optimizer != "kfac") t.fail("kfac", "applies only with \"optimizer\": \"kfac\"; remove it or set the optimizer");
+  auto k = t.child("kfac");
+  k.get("damping", o.kfac.damping, 1e-12, 1e6);
+  k.get("factor_decay", o.kfac.factor_decay, 0.0, 0.999999);
+  k.get("kl_clip", o.kfac.kl_clip, 1e-12, 1e6);
+  k.get("factor_every", o.kfac.factor_every, 1, std::int64_t{1} << 30);
+  k.get("inverse_every", o.kfac.inverse_every, 1, std::int64_t{1} << 30);
+  if (o.kfac.inverse_every % o.kfac.factor_every != 0)
+    k.fail("inverse_every", "must be a multiple of factor_every (" + std::to_string(o.kfac.factor_every) +
+                                "), so that every eigendecomposition sees fresh factors");
+  k.finish();
+}
+
 }  // namespace
 
 TrainOptions read_train_options(config::Object& t) {
@@ -99,7 +114,8 @@ TrainOptions read_train_options(config::Object& t) {
   t.get_int("batch_size", o.batch_size, 1, 1 << 20);
   t.get_int("epochs", o.epochs, 1, 100000);
   t.get("max_steps", o.max_steps, 0, std::int64_t{1} << 40);
-  t.get_choice("optimizer", o.optimizer, {"sgd", "adam"});
+  t.get_choice("optimizer", o.optimizer, {"sgd", "adam", "kfac"});
+  read_kfac(t, o);
   t.get("lr", o.lr, 1e-12, 100.0);
   t.get("momentum", o.momentum, 0.0, 0.9999);
   t.get("weight_decay", o.weight_decay, 0.0, 1.0);
@@ -155,17 +171,28 @@ model::SplitSpec split_spec(const TrainOptions& o) {
   return s;
 }
 
+namespace {
+
+std::string kfac_identity(const TrainOptions& o) {
+  if (o.optimizer != "kfac") return "";
+  const auto& k = o.kfac;
+  return fmt::format("kfac damping={:.17g} factor_decay={:.17g} kl_clip={:.17g} factor_every={} inverse_every={}\n",
+                     k.damping, k.factor_decay, k.kl_clip, k.factor_every, k.inverse_every);
+}
+
+}  // namespace
+
 std::string run_identity(const TrainOptions& o) {
   const auto& d = o.data;
   return fmt::format(
       "model={} u_shaped={} front={} back={} head={} input_shape={}\n"
       "dataset={} clients={} client_index={} shard={} dirichlet_alpha={:.17g} normalization={:.17g},{:.17g},{:.17g}\n"
       "batch_size={} optimizer={} lr={:.17g} momentum={:.17g} weight_decay={:.17g} lr_schedule={} "
-      "lr_step_every={} lr_gamma={:.17g} lr_total_steps={} seed={}\n",
+      "lr_step_every={} lr_gamma={:.17g} lr_total_steps={} seed={}\n{}",
       o.model, o.u_shaped, o.front, o.back, o.head, fmt::join(o.input_shape, "x"), d.dataset, d.clients,
       d.client_index, d.shard, d.dirichlet_alpha, d.normalization.scale, d.normalization.mean,
       d.normalization.std, o.batch_size, o.optimizer, o.lr, o.momentum, o.weight_decay, o.lr_schedule,
-      o.lr_step_every, o.lr_gamma, o.lr_total_steps, o.seed);
+      o.lr_step_every, o.lr_gamma, o.lr_total_steps, o.seed, kfac_identity(o));
 }
 
 }  // namespace cutlayer::train

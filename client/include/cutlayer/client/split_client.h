@@ -102,6 +102,8 @@ class SplitClient {
   model::SplitSpec spec_;
   model::SplitModel model_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::unique_ptr<train::Kfac> kfac_;  // inactive unless the optimizer is "kfac"
+  double eval_seconds_ = 0;            // spent in periodic evaluations (metrics' train_seconds)
   std::vector<std::int64_t> cut_shape_;
   std::uint64_t eval_id_ = 1ull << 62;
   Dispatcher dispatch_;  // every wait for the server (deadline, stop flag, strays)

@@ -137,6 +137,7 @@ class BackTrainer {
   model::SplitSpec spec_;
   torch::nn::Sequential back_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::unique_ptr<train::Kfac> kfac_;  // inactive unless the optimizer is "kfac"
   std::vector<std::int64_t> cut_shape_;
   // Hex fingerprints of the front, the head ("" in vanilla) and the back (Join's check).
   std::array<std::string, 3> fingerprints_;

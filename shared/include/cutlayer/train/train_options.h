@@ -10,6 +10,7 @@
 
 #include "cutlayer/data/source.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/train/kfac.h"
 
 namespace cutlayer::config {
 class Object;
@@ -35,7 +36,8 @@ struct TrainOptions {
   int batch_size = 64;
   int epochs = 1;
   std::int64_t max_steps = 0;  // 0: no cap
-  std::string optimizer = "sgd";  // sgd | adam
+  std::string optimizer = "sgd";  // sgd | adam | kfac (SGD with momentum on K-FAC-preconditioned gradients)
+  KfacOptions kfac;               // the "kfac" object, with optimizer "kfac" only
   double lr = 0.05;
   double momentum = 0.9;
   double weight_decay = 0.0;

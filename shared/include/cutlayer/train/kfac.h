@@ -1,0 +1,108 @@
+// K-FAC (Martens & Grosse 2015; distributed form: Pauloski et al. 2020, kfac-pytorch):
+// each Linear and Conv2d layer's gradient is preconditioned with two Kronecker factors,
+//   A = E[a aᵀ] of the layer's input (Conv2d: unfolded patches, a bias column of ones, /T)
+//   G = E[g gᵀ] of the gradient w.r.t. its output (Conv2d: one row per position, /T),
+// kept as running averages F ← decay·F + (1−decay)·F_batch that start from the identity.
+// Eigen method: A = Q_A diag(d_A) Q_Aᵀ, G likewise, and
+//   ∇̃ = Q_G [(Q_Gᵀ ∇W Q_A) ⊘ (d_G d_Aᵀ + λ)] Q_Aᵀ   (∇W with the bias column appended),
+// all scaled by min(1, √(κ / |Σ lr²⟨∇̃, ∇W⟩|)) (the KL clip). The base optimizer (SGD with
+// momentum, optimizer.h) then steps on ∇̃.
+//
+// LibTorch's C++ modules have no hooks, so a party runs its parts through forward() here:
+// on a factor step it records each covered layer's input and, by an autograd hook on the
+// layer's output, the gradient w.r.t. it. Each party preconditions only its own layers
+// (the client its front and head, the server its back); factors never cross the cut.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cutlayer::train {
+
+struct KfacOptions {
+  double damping = 0.001;      // λ
+  double factor_decay = 0.95;  // running average of the factors
+  double kl_clip = 0.001;      // κ
+  std::int64_t factor_every = 10;    // steps between factor updates
+  std::int64_t inverse_every = 100;  // steps between eigendecompositions
+};
+
+// The factors of one batch (double or float, whatever the inputs are), as kfac-pytorch
+// computes them. `x`: the layer's input; `g`: the gradient w.r.t. its output.
+torch::Tensor linear_a_factor(const torch::Tensor& x, bool bias);
+torch::Tensor linear_g_factor(const torch::Tensor& g);
+struct ConvGeometry {
+  std::vector<std::int64_t> kernel, stride, padding, dilation;
+};
+torch::Tensor conv_a_factor(const torch::Tensor& x, const ConvGeometry& c, bool bias);
+torch::Tensor conv_g_factor(const torch::Tensor& g);
+
+// ∇̃ of a (out × in[+1]) gradient matrix from the eigendecompositions (before the clip).
+torch::Tensor eigen_precondition(const torch::Tensor& grad, const torch::Tensor& qa, const torch::Tensor& qg,
+                                 const torch::Tensor& dgda_inv);
+// 1 / (d_G d_Aᵀ + λ), the eigenvalues clamped at 0 first.
+torch::Tensor damped_inverse_eigenvalues(const torch::Tensor& dg, const torch::Tensor& da, double damping);
+// min(1, √(κ / |vg|)), 1 when vg is 0.
+double kl_clip_scale(double vg_sum, double kl_clip);
+
+class Kfac {
+ public:
+  // Covers every Linear and Conv2d (zero padding) layer of `parts`, named `part_names[i]`
+  // in logs ("front", "back", ...); everything else is left to the base optimizer. `who`
+  // prefixes the log line that lists them. An empty `parts` (optimizer not "kfac") makes
+  // forward() a plain forward and step() a no-op.
+  Kfac(const std::vector<torch::nn::Sequential>& parts, const std::vector<std::string>& part_names,
+       const KfacOptions& o, const std::string& who);
+  Kfac(const Kfac&) = delete;
+  Kfac& operator=(const Kfac&) = delete;
+
+  // part->forward(x), recording what the factors need on a factor step (in training mode
+  // with gradients on); a second forward of the same part in one step replaces the first's.
+  torch::Tensor forward(torch::nn::Sequential& part, torch::Tensor x);
+  // After backward, before the base optimizer's step: factors, eigendecompositions,
+  // preconditioned and clipped gradients (in place), for learning rate `lr`.
+  void step(double lr);
+
+  bool active() const { return !layers_.empty(); }
+  std::int64_t steps() const { return steps_; }
+  std::vector<std::string> covered() const;
+  double last_clip_scale() const { return last_scale_; }
+  // The running factors of covered layer `i` (undefined before the first update): what a
+  // data-parallel group would average.
+  struct Factors {
+    torch::Tensor a, g;
+  };
+  Factors factors(std::size_t i) const { return {layers_.at(i).a, layers_.at(i).g}; }
+
+  // Its state (steps, factors, eigendecompositions) under "<prefix>.…"; load refuses
+  // (CheckpointRefused) a missing or misshapen entry and then leaves this as it was.
+  void save(torch::serialize::OutputArchive& a, const std::string& prefix) const;
+  void load(torch::serialize::InputArchive& a, const std::string& prefix);
+
+ private:
+  struct Layer {
+    std::string name;
+    const torch::nn::Module* module = nullptr;
+    torch::Tensor weight, bias;  // bias undefined without one
+    bool conv = false;
+    ConvGeometry geometry;
+    torch::Tensor input, grad_output;  // this step's captures (factor steps only)
+    torch::Tensor a, g;                // running factors
+    torch::Tensor qa, qg, dgda_inv;    // eigendecompositions
+  };
+  Layer* find(const torch::nn::Module* m);
+  void update_factors();
+  void decompose();
+  torch::Tensor grad_matrix(const Layer& l) const;
+  void set_grad(Layer& l, const torch::Tensor& pg, double scale);
+
+  KfacOptions options_;
+  std::vector<Layer> layers_;
+  std::int64_t steps_ = 0;
+  double last_scale_ = 1.0;
+};
+
+}  // namespace cutlayer::train

@@ -1,0 +1,258 @@
+#include "cutlayer/train/kfac.h"
+
+#include <array>
+#include <cmath>
+#include <tuple>
+
+#include "cutlayer/error.h"
+#include "cutlayer/log.h"
+#include "cutlayer/state/checkpoint.h"
+
+namespace cutlayer::train {
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+// aᵀa / rows, made exactly symmetric (kfac-pytorch's get_cov).
+torch::Tensor covariance(const torch::Tensor& a) {
+  auto c = a.t().matmul(a / static_cast<double>(a.size(0)));
+  return (c + c.t()) / 2.0;
+}
+
+torch::Tensor append_ones(const torch::Tensor& a) {
+  return torch::cat({a, torch::ones({a.size(0), 1}, a.options())}, 1);
+}
+
+std::vector<std::int64_t> to_vector(torch::ExpandingArray<2> a) { return {(*a)[0], (*a)[1]}; }
+
+}  // namespace
+
+torch::Tensor linear_a_factor(const torch::Tensor& x, bool bias) {
+  auto a = x.reshape({-1, x.size(-1)});
+  return covariance(bias ? append_ones(a) : a);
+}
+
+torch::Tensor linear_g_factor(const torch::Tensor& g) { return covariance(g.reshape({-1, g.size(-1)})); }
+
+torch::Tensor conv_a_factor(const torch::Tensor& x, const ConvGeometry& c, bool bias) {
+  // (N, C·kh·kw, T) → (N·T, C·kh·kw): one row per output position, columns in the order
+  // of weight.view(out, -1).
+  auto p = F::unfold(x, F::UnfoldFuncOptions(c.kernel).dilation(c.dilation).padding(c.padding).stride(c.stride));
+  const auto positions = p.size(2);
+  p = p.transpose(1, 2).reshape({-1, p.size(1)});
+  if (bias) p = append_ones(p);
+  return covariance(p / static_cast<double>(positions));
+}
+
+torch::Tensor conv_g_factor(const torch::Tensor& g) {
+  const auto positions = g.size(2) * g.size(3);
+  auto rows = g.permute({0, 2, 3, 1}).reshape({-1, g.size(1)});
+  return covariance(rows / static_cast<double>(positions));
+}
+
+torch::Tensor eigen_precondition(const torch::Tensor& grad, const torch::Tensor& qa, const torch::Tensor& qg,
+                                 const torch::Tensor& dgda_inv) {
+  auto v = qg.t().matmul(grad).matmul(qa) * dgda_inv;
+  return qg.matmul(v).matmul(qa.t());
+}
+
+torch::Tensor damped_inverse_eigenvalues(const torch::Tensor& dg, const torch::Tensor& da, double damping) {
+  return 1.0 / (torch::outer(dg.clamp_min(0), da.clamp_min(0)) + damping);
+}
+
+double kl_clip_scale(double vg_sum, double kl_clip) {
+  if (vg_sum == 0.0) return 1.0;
+  return std::min(1.0, std::sqrt(kl_clip / std::abs(vg_sum)));
+}
+
+Kfac::Kfac(const std::vector<torch::nn::Sequential>& parts, const std::vector<std::string>& part_names,
+           const KfacOptions& o, const std::string& who)
+    : options_(o) {
+  std::vector<std::string> skipped;
+  for (std::size_t p = 0; p < parts.size(); ++p) {
+    if (parts[p].is_empty()) continue;
+    std::size_t i = 0;
+    for (const auto& child : parts[p]->children()) {
+      const auto name = part_names.at(p) + "." + std::to_string(i++);
+      Layer l;
+      l.name = name;
+      l.module = child.get();
+      if (auto* lin = dynamic_cast<const torch::nn::LinearImpl*>(child.get())) {
+        l.weight = lin->weight;
+        l.bias = lin->bias;
+      } else if (auto* conv = dynamic_cast<const torch::nn::Conv2dImpl*>(child.get())) {
+        const auto& co = conv->options;
+        const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&co.padding());
+        if (!pad || co.groups() != 1 || !c10::get_if<torch::enumtype::kZeros>(&co.padding_mode())) {
+          skipped.push_back(name + " (conv2d with groups, a padding mode or 'same'/'valid' padding)");
+          continue;
+        }
+        l.conv = true;
+        l.weight = conv->weight;
+        l.bias = conv->bias;
+        l.geometry = {to_vector(co.kernel_size()), to_vector(co.stride()), to_vector(*pad), to_vector(co.dilation())};
+      } else {
+        if (!child->parameters().empty()) skipped.push_back(name);
+        continue;
+      }
+      layers_.push_back(std::move(l));
+    }
+  }
+  if (parts.empty()) return;
+  auto names = covered();
+  log::get("kfac")->info("{}: K-FAC preconditions {} layer(s): {}{}{}", who, names.size(), fmt::join(names, ", "),
+                         skipped.empty() ? "" : "; the base optimizer alone trains ",
+                         fmt::join(skipped, ", "));
+}
+
+std::vector<std::string> Kfac::covered() const {
+  std::vector<std::string> names;
+  for (const auto& l : layers_) names.push_back(l.name);
+  return names;
+}
+
+Kfac::Layer* Kfac::find(const torch::nn::Module* m) {
+  for (auto& l : layers_)
+    if (l.module == m) return &l;
+  return nullptr;
+}
+
+torch::Tensor Kfac::forward(torch::nn::Sequential& part, torch::Tensor x) {
+  const bool capture = active() && steps_ % options_.factor_every == 0 && part->is_training() &&
+                       torch::GradMode::is_enabled();
+  if (!capture) return part->forward(x);
+  for (auto& m : *part) {
+    Layer* l = find(m.ptr().get());
+    if (l) {
+      l->input = x.detach();
+      l->grad_output = torch::Tensor();
+    }
+    x = m.forward(x);
+    if (l && x.requires_grad()) x.register_hook([l](const torch::Tensor& g) { l->grad_output = g.detach(); });
+  }
+  return x;
+}
+
+void Kfac::update_factors() {
+  const double d = options_.factor_decay;
+  for (auto& l : layers_) {
+    if (l.input.defined() && l.grad_output.defined()) {
+      torch::NoGradGuard no_grad;
+      auto a = l.conv ? conv_a_factor(l.input, l.geometry, l.bias.defined()) : linear_a_factor(l.input, l.bias.defined());
+      auto g = l.conv ? conv_g_factor(l.grad_output) : linear_g_factor(l.grad_output);
+      if (!l.a.defined()) l.a = torch::eye(a.size(0), a.options());
+      if (!l.g.defined()) l.g = torch::eye(g.size(0), g.options());
+      l.a = d * l.a + (1 - d) * a;
+      l.g = d * l.g + (1 - d) * g;
+    }
+    l.input = l.grad_output = torch::Tensor();
+  }
+}
+
+void Kfac::decompose() {
+  for (auto& l : layers_) {
+    if (!l.a.defined() || !l.g.defined()) continue;
+    auto [da, qa] = torch::linalg::eigh(l.a, "L");
+    auto [dg, qg] = torch::linalg::eigh(l.g, "L");
+    l.qa = qa;
+    l.qg = qg;
+    l.dgda_inv = damped_inverse_eigenvalues(dg, da, options_.damping);
+  }
+}
+
+torch::Tensor Kfac::grad_matrix(const Layer& l) const {
+  auto w = l.weight.grad().reshape({l.weight.size(0), -1});
+  if (!l.bias.defined() || !l.bias.grad().defined()) return w;
+  return torch::cat({w, l.bias.grad().reshape({-1, 1})}, 1);
+}
+
+void Kfac::set_grad(Layer& l, const torch::Tensor& pg, double scale) {
+  const auto in = l.weight.numel() / l.weight.size(0);
+  l.weight.mutable_grad().copy_(pg.narrow(1, 0, in).reshape(l.weight.sizes()) * scale);
+  if (pg.size(1) > in) l.bias.mutable_grad().copy_(pg.narrow(1, in, 1).reshape(l.bias.sizes()) * scale);
+}
+
+void Kfac::step(double lr) {
+  if (!active()) return;
+  torch::NoGradGuard no_grad;
+  if (steps_ % options_.factor_every == 0) update_factors();
+  if (steps_ % options_.inverse_every == 0) decompose();
+  std::vector<std::pair<Layer*, torch::Tensor>> done;
+  double vg = 0;
+  for (auto& l : layers_) {
+    if (!l.qa.defined() || !l.weight.grad().defined()) continue;
+    auto grad = grad_matrix(l);
+    if (grad.size(1) != l.qa.size(0)) continue;  // a bias without a gradient this step
+    auto pg = eigen_precondition(grad, l.qa, l.qg, l.dgda_inv);
+    vg += (pg * grad).sum().item<double>() * lr * lr;
+    done.emplace_back(&l, std::move(pg));
+  }
+  last_scale_ = kl_clip_scale(vg, options_.kl_clip);
+  for (auto& [l, pg] : done) set_grad(*l, pg, last_scale_);
+  ++steps_;
+}
+
+void Kfac::save(torch::serialize::OutputArchive& a, const std::string& prefix) const {
+  a.write(prefix + ".steps", c10::IValue(steps_));
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    const auto key = prefix + "." + std::to_string(i) + ".";
+    const torch::Tensor none = torch::zeros({0});
+    a.write(key + "a", l.a.defined() ? l.a : none);
+    a.write(key + "g", l.g.defined() ? l.g : none);
+    a.write(key + "qa", l.qa.defined() ? l.qa : none);
+    a.write(key + "qg", l.qg.defined() ? l.qg : none);
+    a.write(key + "dgda_inv", l.dgda_inv.defined() ? l.dgda_inv : none);
+  }
+}
+
+namespace {
+
+// A saved factor or eigendecomposition: empty (none yet) or rows × cols floats.
+torch::Tensor read_square(torch::serialize::InputArchive& a, const std::string& key, std::int64_t rows,
+                          std::int64_t cols) {
+  torch::Tensor t;
+  try {
+    a.read(key, t);
+  } catch (const c10::Error& e) {
+    throw state::CheckpointRefused("its K-FAC entry '" + key + "' does not read: " + e.what_without_backtrace());
+  }
+  if (t.numel() == 0) return torch::Tensor();
+  if (t.dim() != 2 || t.size(0) != rows || t.size(1) != cols || t.scalar_type() != torch::kFloat)
+    throw state::CheckpointRefused("its K-FAC entry '" + key + "' has the shape " + c10::str(t.sizes()) +
+                                   ", not [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+  return t;
+}
+
+}  // namespace
+
+void Kfac::load(torch::serialize::InputArchive& a, const std::string& prefix) {
+  c10::IValue steps;
+  if (!a.try_read(prefix + ".steps", steps) || !steps.isInt() || steps.toInt() < 0)
+    throw state::CheckpointRefused("it has no K-FAC state ('" + prefix + ".steps'): was it written by a run "
+                                   "with another optimizer?");
+  // Read everything first: a refused entry leaves this as it was. The layers stay where they
+  // are (a pending backward's hooks point at them).
+  std::vector<std::array<torch::Tensor, 5>> loaded;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    const auto key = prefix + "." + std::to_string(i) + ".";
+    const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0);
+    const auto out = l.weight.size(0);
+    loaded.push_back({read_square(a, key + "a", in, in), read_square(a, key + "g", out, out),
+                      read_square(a, key + "qa", in, in), read_square(a, key + "qg", out, out),
+                      read_square(a, key + "dgda_inv", out, in)});
+    const auto& t = loaded.back();
+    if (t[2].defined() != t[3].defined() || t[2].defined() != t[4].defined())
+      throw state::CheckpointRefused("its K-FAC entries for layer " + l.name + " are incomplete");
+  }
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    auto& l = layers_[i];
+    std::tie(l.a, l.g, l.qa, l.qg, l.dgda_inv) = std::tie(loaded[i][0], loaded[i][1], loaded[i][2], loaded[i][3], loaded[i][4]);
+    l.input = l.grad_output = torch::Tensor();
+  }
+  steps_ = steps.toInt();
+}
+
+}  // namespace cutlayer::train
