@@ -1,8 +1,6 @@
 #include "cutlayer/train/kfac.h"
 
-#include <array>
 #include <cmath>
-#include <tuple>
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
@@ -55,6 +53,11 @@ torch::Tensor eigen_precondition(const torch::Tensor& grad, const torch::Tensor&
                                  const torch::Tensor& dgda_inv) {
   auto v = qg.t().matmul(grad).matmul(qa) * dgda_inv;
   return qg.matmul(v).matmul(qa.t());
+}
+
+torch::Tensor damped_inverse(const torch::Tensor& f, double damping) {
+  auto damped = f + damping * torch::eye(f.size(0), f.options());
+  return torch::cholesky_inverse(torch::linalg::cholesky(damped));
 }
 
 torch::Tensor damped_inverse_eigenvalues(const torch::Tensor& dg, const torch::Tensor& da, double damping) {
@@ -119,8 +122,7 @@ Kfac::Layer* Kfac::find(const torch::nn::Module* m) {
 }
 
 torch::Tensor Kfac::forward(torch::nn::Sequential& part, torch::Tensor x) {
-  const bool capture = active() && steps_ % options_.factor_every == 0 && part->is_training() &&
-                       torch::GradMode::is_enabled();
+  const bool capture = active() && part->is_training() && torch::GradMode::is_enabled();
   if (!capture) return part->forward(x);
   for (auto& m : *part) {
     Layer* l = find(m.ptr().get());
@@ -146,13 +148,17 @@ void Kfac::update_factors() {
       l.a = d * l.a + (1 - d) * a;
       l.g = d * l.g + (1 - d) * g;
     }
-    l.input = l.grad_output = torch::Tensor();
   }
 }
 
 void Kfac::decompose() {
   for (auto& l : layers_) {
     if (!l.a.defined() || !l.g.defined()) continue;
+    if (options_.method == "inverse") {
+      l.a_inv = damped_inverse(l.a, options_.damping);
+      l.g_inv = damped_inverse(l.g, options_.damping);
+      continue;
+    }
     auto [da, qa] = torch::linalg::eigh(l.a, "L");
     auto [dg, qg] = torch::linalg::eigh(l.g, "L");
     l.qa = qa;
@@ -173,6 +179,29 @@ void Kfac::set_grad(Layer& l, const torch::Tensor& pg, double scale) {
   if (pg.size(1) > in) l.bias.mutable_grad().copy_(pg.narrow(1, in, 1).reshape(l.bias.sizes()) * scale);
 }
 
+bool Kfac::ready(const Layer& l) const {
+  return l.weight.grad().defined() && (options_.method == "inverse" ? l.a_inv.defined() : l.qa.defined());
+}
+
+torch::Tensor Kfac::precondition(const Layer& l, const torch::Tensor& grad) const {
+  if (options_.method != "inverse") return eigen_precondition(grad, l.qa, l.qg, l.dgda_inv);
+  const auto out = grad.size(0), in = grad.size(1);
+  if (!l.conv && l.input.defined() && l.grad_output.defined()) {
+    auto a = l.input.reshape({-1, l.input.size(-1)});
+    auto g = l.grad_output.reshape({-1, out});
+    const auto rows = a.size(0);
+    if (in > a.size(1)) a = torch::cat({a, torch::ones({rows, 1}, a.options())}, 1);
+    // Worth it, and this step's gradient is gᵀã (checked along a fixed direction v)?
+    if (a.size(1) == in && rows * (out + in) * 2 < out * in + std::min(out, in) * std::max(out, in)) {
+      auto v = (torch::arange(in, grad.options()).remainder(7) + 1) / 7.0;
+      auto direct = grad.matmul(v), factored = g.t().matmul(a.matmul(v));
+      if ((direct - factored).norm().item<double>() <= 1e-4 * (direct.norm().item<double>() + 1e-30))
+        return g.matmul(l.g_inv).t().matmul(a.matmul(l.a_inv));
+    }
+  }
+  return l.g_inv.matmul(grad).matmul(l.a_inv);
+}
+
 void Kfac::step(double lr) {
   if (!active()) return;
   torch::NoGradGuard no_grad;
@@ -181,36 +210,23 @@ void Kfac::step(double lr) {
   std::vector<std::pair<Layer*, torch::Tensor>> done;
   double vg = 0;
   for (auto& l : layers_) {
-    if (!l.qa.defined() || !l.weight.grad().defined()) continue;
+    if (!ready(l)) continue;
     auto grad = grad_matrix(l);
-    if (grad.size(1) != l.qa.size(0)) continue;  // a bias without a gradient this step
-    auto pg = eigen_precondition(grad, l.qa, l.qg, l.dgda_inv);
+    if (grad.size(1) != l.a.size(0)) continue;  // a bias without a gradient this step
+    auto pg = precondition(l, grad);
     vg += (pg * grad).sum().item<double>() * lr * lr;
     done.emplace_back(&l, std::move(pg));
   }
   last_scale_ = kl_clip_scale(vg, options_.kl_clip);
   for (auto& [l, pg] : done) set_grad(*l, pg, last_scale_);
+  for (auto& l : layers_) l.input = l.grad_output = torch::Tensor();
   ++steps_;
-}
-
-void Kfac::save(torch::serialize::OutputArchive& a, const std::string& prefix) const {
-  a.write(prefix + ".steps", c10::IValue(steps_));
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const auto& l = layers_[i];
-    const auto key = prefix + "." + std::to_string(i) + ".";
-    const torch::Tensor none = torch::zeros({0});
-    a.write(key + "a", l.a.defined() ? l.a : none);
-    a.write(key + "g", l.g.defined() ? l.g : none);
-    a.write(key + "qa", l.qa.defined() ? l.qa : none);
-    a.write(key + "qg", l.qg.defined() ? l.qg : none);
-    a.write(key + "dgda_inv", l.dgda_inv.defined() ? l.dgda_inv : none);
-  }
 }
 
 namespace {
 
-// A saved factor or eigendecomposition: empty (none yet) or rows × cols floats.
-torch::Tensor read_square(torch::serialize::InputArchive& a, const std::string& key, std::int64_t rows,
+// A saved factor, eigendecomposition or inverse: empty (none yet) or rows × cols floats.
+torch::Tensor read_matrix(torch::serialize::InputArchive& a, const std::string& key, std::int64_t rows,
                           std::int64_t cols) {
   torch::Tensor t;
   try {
@@ -227,6 +243,20 @@ torch::Tensor read_square(torch::serialize::InputArchive& a, const std::string& 
 
 }  // namespace
 
+std::vector<Kfac::Saved> Kfac::saved(Layer& l) {
+  const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0), out = l.weight.size(0);
+  return {{"a", &l.a, in, in},       {"g", &l.g, out, out},         {"qa", &l.qa, in, in},
+          {"qg", &l.qg, out, out},   {"dgda_inv", &l.dgda_inv, out, in}, {"a_inv", &l.a_inv, in, in},
+          {"g_inv", &l.g_inv, out, out}};
+}
+
+void Kfac::save(torch::serialize::OutputArchive& a, const std::string& prefix) const {
+  a.write(prefix + ".steps", c10::IValue(steps_));
+  for (std::size_t i = 0; i < layers_.size(); ++i)
+    for (const auto& e : saved(const_cast<Layer&>(layers_[i])))
+      a.write(prefix + "." + std::to_string(i) + "." + e.name, e.tensor->defined() ? *e.tensor : torch::zeros({0}));
+}
+
 void Kfac::load(torch::serialize::InputArchive& a, const std::string& prefix) {
   c10::IValue steps;
   if (!a.try_read(prefix + ".steps", steps) || !steps.isInt() || steps.toInt() < 0)
@@ -234,23 +264,19 @@ void Kfac::load(torch::serialize::InputArchive& a, const std::string& prefix) {
                                    "with another optimizer?");
   // Read everything first: a refused entry leaves this as it was. The layers stay where they
   // are (a pending backward's hooks point at them).
-  std::vector<std::array<torch::Tensor, 5>> loaded;
+  std::vector<std::vector<torch::Tensor>> loaded(layers_.size());
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const auto& l = layers_[i];
-    const auto key = prefix + "." + std::to_string(i) + ".";
-    const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0);
-    const auto out = l.weight.size(0);
-    loaded.push_back({read_square(a, key + "a", in, in), read_square(a, key + "g", out, out),
-                      read_square(a, key + "qa", in, in), read_square(a, key + "qg", out, out),
-                      read_square(a, key + "dgda_inv", out, in)});
-    const auto& t = loaded.back();
-    if (t[2].defined() != t[3].defined() || t[2].defined() != t[4].defined())
-      throw state::CheckpointRefused("its K-FAC entries for layer " + l.name + " are incomplete");
+    for (const auto& e : saved(layers_[i]))
+      loaded[i].push_back(read_matrix(a, prefix + "." + std::to_string(i) + "." + e.name, e.rows, e.cols));
+    const auto& t = loaded[i];  // a, g, qa, qg, dgda_inv, a_inv, g_inv: each set whole or not at all
+    if (t[0].defined() != t[1].defined() || t[2].defined() != t[3].defined() || t[2].defined() != t[4].defined() ||
+        t[5].defined() != t[6].defined())
+      throw state::CheckpointRefused("its K-FAC entries for layer " + layers_[i].name + " are incomplete");
   }
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    auto& l = layers_[i];
-    std::tie(l.a, l.g, l.qa, l.qg, l.dgda_inv) = std::tie(loaded[i][0], loaded[i][1], loaded[i][2], loaded[i][3], loaded[i][4]);
-    l.input = l.grad_output = torch::Tensor();
+    auto entries = saved(layers_[i]);
+    for (std::size_t k = 0; k < entries.size(); ++k) *entries[k].tensor = loaded[i][k];
+    layers_[i].input = layers_[i].grad_output = torch::Tensor();
   }
   steps_ = steps.toInt();
 }

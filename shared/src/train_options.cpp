@@ -74,6 +74,7 @@ void read_kfac(config::Object& t, TrainOptions& o) {
   k.get("kl_clip", o.kfac.kl_clip, 1e-12, 1e6);
   k.get("factor_every", o.kfac.factor_every, 1, std::int64_t{1} << 30);
   k.get("inverse_every", o.kfac.inverse_every, 1, std::int64_t{1} << 30);
+  k.get_choice("method", o.kfac.method, {"eigen", "inverse"});
   if (o.kfac.inverse_every % o.kfac.factor_every != 0)
     k.fail("inverse_every", "must be a multiple of factor_every (" + std::to_string(o.kfac.factor_every) +
                                 "), so that every eigendecomposition sees fresh factors");
@@ -176,8 +177,9 @@ namespace {
 std::string kfac_identity(const TrainOptions& o) {
   if (o.optimizer != "kfac") return "";
   const auto& k = o.kfac;
-  return fmt::format("kfac damping={:.17g} factor_decay={:.17g} kl_clip={:.17g} factor_every={} inverse_every={}\n",
-                     k.damping, k.factor_decay, k.kl_clip, k.factor_every, k.inverse_every);
+  return fmt::format(
+      "kfac method={} damping={:.17g} factor_decay={:.17g} kl_clip={:.17g} factor_every={} inverse_every={}\n",
+      k.method, k.damping, k.factor_decay, k.kl_clip, k.factor_every, k.inverse_every);
 }
 
 }  // namespace

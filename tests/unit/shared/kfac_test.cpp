@@ -119,6 +119,13 @@ TEST(Kfac, EigenPreconditioningEqualsTheDenseKroneckerSolve) {
   EXPECT_TRUE(torch::allclose(pg, solved, 1e-9, 1e-10)) << pg << solved;
 }
 
+TEST(Kfac, DampedInverseSolvesTheDampedFactor) {
+  torch::manual_seed(15);
+  auto a = spd(6);
+  EXPECT_TRUE(torch::allclose(damped_inverse(a, 0.01).matmul(a + 0.01 * torch::eye(6, torch::kFloat64)),
+                              torch::eye(6, torch::kFloat64), 1e-9, 1e-9));
+}
+
 TEST(Kfac, KlClipScale) {
   EXPECT_DOUBLE_EQ(kl_clip_scale(0.0, 0.001), 1.0);
   EXPECT_DOUBLE_EQ(kl_clip_scale(0.0005, 0.001), 1.0);  // below κ: untouched
@@ -140,8 +147,9 @@ TEST(Kfac, FactorsAveragedOverEqualMembersEqualTheConcatenatedBatch) {
   EXPECT_TRUE(torch::allclose(g_mean, conv_g_factor(torch::cat(gs)), 1e-12, 1e-12));
 }
 
-KfacOptions every_step(double decay = 0.0, double kl_clip = 1e9) {
+KfacOptions every_step(double decay = 0.0, double kl_clip = 1e9, const char* method = "eigen") {
   KfacOptions o;
+  o.method = method;
   o.factor_decay = decay;
   o.kl_clip = kl_clip;
   o.factor_every = 1;
@@ -213,6 +221,38 @@ TEST(Kfac, StepReplacesTheGradientsWithTheClippedPreconditionedOnes) {
                                 1e-4, 1e-9));
 }
 
+// The inverse method: (G+λI)⁻¹ ∇W (A+λI)⁻¹, whether a Linear layer's product is taken
+// through its factors (batch smaller than the layer) or densely (a layer used twice).
+TEST(Kfac, InverseMethodMatchesTheDenseProductOnBothPaths) {
+  for (const bool twice : {false, true}) {
+    torch::manual_seed(16);
+    auto net = model::build("linear(40,30)");
+    auto ref = model::build("linear(40,30)");
+    for (std::size_t i = 0; i < net->parameters().size(); ++i) ref->parameters()[i].data().copy_(net->parameters()[i]);
+    Kfac k({net}, {"n"}, every_step(0.5, 1e9, "inverse"), "test");
+    auto x = torch::randn({4, 40});
+    auto y = torch::randint(0, 30, {4});
+    auto loss = torch::nn::functional::cross_entropy(k.forward(net, x), y);
+    if (twice) loss = loss + torch::nn::functional::cross_entropy(net->forward(x * 2), y);  // no record of it
+    loss.backward();
+    auto ref_loss = torch::nn::functional::cross_entropy(ref->forward(x), y);
+    if (twice) ref_loss = ref_loss + torch::nn::functional::cross_entropy(ref->forward(x * 2), y);
+    ref_loss.backward();
+    k.step(0.1);
+    auto lin = ref[0]->as<torch::nn::Linear>();
+    auto grad = torch::cat({lin->weight.grad(), lin->bias.grad().reshape({-1, 1})}, 1).to(torch::kFloat64);
+    const auto f = k.factors(0);
+    auto expect = damped_inverse(f.g.to(torch::kFloat64), 0.001).matmul(grad).matmul(
+        damped_inverse(f.a.to(torch::kFloat64), 0.001));
+    auto got = net[0]->as<torch::nn::Linear>();
+    EXPECT_TRUE(torch::allclose(got->weight.grad().to(torch::kFloat64), expect.index({Slice(), Slice(0, 40)}), 1e-3,
+                                1e-5 * expect.abs().max().item<double>()))
+        << (twice ? "dense" : "factored");
+    EXPECT_TRUE(torch::allclose(got->bias.grad().to(torch::kFloat64), expect.index({Slice(), 40}), 1e-3,
+                                1e-5 * expect.abs().max().item<double>()));
+  }
+}
+
 TEST(Kfac, LayersItDoesNotCoverKeepTheirGradients) {
   torch::manual_seed(10);
   auto net = model::build("linear(4,6) batchnorm1d(6) relu linear(6,2)");
@@ -253,7 +293,8 @@ TEST(Kfac, SavedStateResumesIdenticallyAndAMisshapenOneIsRefused) {
     return model::build(spec);
   };
   auto a = make("linear(4,3) relu linear(3,2)"), b = make("linear(4,3) relu linear(3,2)");
-  KfacOptions o = every_step(0.9);
+  for (const char* method : {"eigen", "inverse"}) {
+  KfacOptions o = every_step(0.9, 1e9, method);
   o.inverse_every = 2;
   Kfac ka({a}, {"n"}, o, "test"), kb({b}, {"n"}, o, "test");
   torch::manual_seed(13);
@@ -280,6 +321,7 @@ TEST(Kfac, SavedStateResumesIdenticallyAndAMisshapenOneIsRefused) {
   EXPECT_EQ(ko.steps(), 0);
   EXPECT_FALSE(ko.factors(0).a.defined());
   EXPECT_THROW(ko.load(in, "nothing"), state::CheckpointRefused);
+  }
 }
 
 TEST(Kfac, InactiveWithoutParts) {
@@ -303,13 +345,15 @@ std::string config_error(const std::string& text) {
 
 TEST(Kfac, ConfigReadsItsObjectAndNamesWhatIsWrong) {
   auto doc = config::Document::parse(
-      R"({"optimizer": "kfac", "kfac": {"damping": 0.003, "factor_every": 1, "inverse_every": 10}})", "c.json");
+      R"({"optimizer": "kfac", "kfac": {"damping": 0.003, "factor_every": 1, "inverse_every": 10, "method": "inverse"}})",
+      "c.json");
   auto root = doc->root();
   const auto o = read_train_options(root);
   EXPECT_EQ(o.optimizer, "kfac");
   EXPECT_DOUBLE_EQ(o.kfac.damping, 0.003);
   EXPECT_EQ(o.kfac.inverse_every, 10);
   EXPECT_DOUBLE_EQ(o.kfac.kl_clip, 0.001);  // default
+  EXPECT_EQ(o.kfac.method, "inverse");
   EXPECT_NE(run_identity(o).find("damping=0.003"), std::string::npos);
   auto e = config_error(R"({"optimizer": "sgd", "kfac": {}})");
   EXPECT_NE(e.find("`kfac`"), std::string::npos) << e;
