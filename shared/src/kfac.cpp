@@ -57,7 +57,11 @@ torch::Tensor eigen_precondition(const torch::Tensor& grad, const torch::Tensor&
 
 torch::Tensor damped_inverse(const torch::Tensor& f, double damping) {
   auto damped = f + damping * torch::eye(f.size(0), f.options());
-  return torch::cholesky_inverse(torch::linalg::cholesky(damped));
+  auto [l, info] = torch::linalg_cholesky_ex(damped);
+  if (info.item<int>() == 0) return torch::cholesky_inverse(l);
+  // Rounding left it indefinite: through the eigenvalues, clamped at 0.
+  auto [d, q] = torch::linalg::eigh((f + f.t()) / 2, "L");
+  return q.matmul(torch::diag(1.0 / (d.clamp_min(0) + damping))).matmul(q.t());
 }
 
 torch::Tensor damped_inverse_eigenvalues(const torch::Tensor& dg, const torch::Tensor& da, double damping) {
@@ -143,6 +147,11 @@ void Kfac::update_factors() {
       torch::NoGradGuard no_grad;
       auto a = l.conv ? conv_a_factor(l.input, l.geometry, l.bias.defined()) : linear_a_factor(l.input, l.bias.defined());
       auto g = l.conv ? conv_g_factor(l.grad_output) : linear_g_factor(l.grad_output);
+      if (!torch::isfinite(a).all().item<bool>() || !torch::isfinite(g).all().item<bool>()) {
+        log::get("kfac")->warn("step {}: {}'s factors of this batch are not finite: kept the running ones", steps_,
+                               l.name);
+        continue;
+      }
       if (!l.a.defined()) l.a = torch::eye(a.size(0), a.options());
       if (!l.g.defined()) l.g = torch::eye(g.size(0), g.options());
       l.a = d * l.a + (1 - d) * a;
@@ -159,11 +168,16 @@ void Kfac::decompose() {
       l.g_inv = damped_inverse(l.g, options_.damping);
       continue;
     }
-    auto [da, qa] = torch::linalg::eigh(l.a, "L");
-    auto [dg, qg] = torch::linalg::eigh(l.g, "L");
-    l.qa = qa;
-    l.qg = qg;
-    l.dgda_inv = damped_inverse_eigenvalues(dg, da, options_.damping);
+    try {
+      auto [da, qa] = torch::linalg::eigh(l.a, "L");
+      auto [dg, qg] = torch::linalg::eigh(l.g, "L");
+      l.qa = qa;
+      l.qg = qg;
+      l.dgda_inv = damped_inverse_eigenvalues(dg, da, options_.damping);
+    } catch (const c10::Error& e) {  // LAPACK did not converge: the previous ones stay
+      log::get("kfac")->warn("step {}: {}'s eigendecomposition failed ({}): kept the previous one", steps_, l.name,
+                             e.what_without_backtrace());
+    }
   }
 }
 
@@ -217,7 +231,14 @@ void Kfac::step(double lr) {
     vg += (pg * grad).sum().item<double>() * lr * lr;
     done.emplace_back(&l, std::move(pg));
   }
-  last_scale_ = kl_clip_scale(vg, options_.kl_clip);
+  if (!std::isfinite(vg)) {  // the base optimizer's own checks see the gradients as they came
+    log::get("kfac")->warn("step {}: the preconditioned gradients are not finite: this step is not preconditioned",
+                           steps_);
+    done.clear();
+  }
+  last_scale_ = std::isfinite(vg) ? kl_clip_scale(vg, options_.kl_clip) : 1.0;
+  if (steps_ % options_.inverse_every == 0)
+    log::get("kfac")->debug("step {}: lr² ⟨∇̃, ∇⟩ = {:.4g}, KL clip scale {:.4g}", steps_, vg, last_scale_);
   for (auto& [l, pg] : done) set_grad(*l, pg, last_scale_);
   for (auto& l : layers_) l.input = l.grad_output = torch::Tensor();
   ++steps_;

@@ -124,6 +124,9 @@ TEST(Kfac, DampedInverseSolvesTheDampedFactor) {
   auto a = spd(6);
   EXPECT_TRUE(torch::allclose(damped_inverse(a, 0.01).matmul(a + 0.01 * torch::eye(6, torch::kFloat64)),
                               torch::eye(6, torch::kFloat64), 1e-9, 1e-9));
+  // Indefinite (rounding, in a real run): its negative eigenvalues count as 0.
+  EXPECT_TRUE(torch::allclose(damped_inverse(-2 * torch::eye(3, torch::kFloat64), 0.5),
+                              2 * torch::eye(3, torch::kFloat64), 1e-12, 1e-12));
 }
 
 TEST(Kfac, KlClipScale) {
@@ -150,6 +153,7 @@ TEST(Kfac, FactorsAveragedOverEqualMembersEqualTheConcatenatedBatch) {
 KfacOptions every_step(double decay = 0.0, double kl_clip = 1e9, const char* method = "eigen") {
   KfacOptions o;
   o.method = method;
+  o.damping = 0.001;
   o.factor_decay = decay;
   o.kl_clip = kl_clip;
   o.factor_every = 1;
