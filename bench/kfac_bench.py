@@ -57,7 +57,7 @@ def train_options(a, optimizer, epochs, steps_per_epoch):
         o.update(lr_schedule="cosine", lr_total_steps=a.epochs * steps_per_epoch)
     if optimizer == "kfac":
         o["kfac"] = {"damping": a.damping, "factor_every": a.factor_every, "inverse_every": a.inverse_every,
-                     "kl_clip": a.kl_clip}
+                     "kl_clip": a.kl_clip, "method": a.method}
     return o
 
 
@@ -126,10 +126,11 @@ def main():
     ap.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (default: 1/10 epoch)")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--cosine", action="store_true", help="a cosine schedule over the run (default: constant)")
-    ap.add_argument("--damping", type=float, default=0.001)
+    ap.add_argument("--damping", type=float, default=1.0)
     ap.add_argument("--kl-clip", type=float, default=0.001)
     ap.add_argument("--factor-every", type=int, default=10)
     ap.add_argument("--inverse-every", type=int, default=100)
+    ap.add_argument("--method", choices=["eigen", "inverse"], default="inverse")
     ap.add_argument("--only", choices=["fmnist-cnn", "fmnist-deep-front"], help="one setup only")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
