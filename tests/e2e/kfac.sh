@@ -49,6 +49,6 @@ print("K-FAC with aggregation: fronts identical at all", len(by_round), "rounds"
 PY
 
 # --- 2: crash-resume ----------------------------------------------------------------
-CASES="vanilla u-shaped agg-gaussiank" SPLIT_RESUME_STEPS=${SPLIT_RESUME_STEPS:-100} \
+CASES="vanilla u-shaped agg-gaussiank" SPLIT_RESUME_STEPS=${SPLIT_RESUME_STEPS:-80} \
   bash "$(dirname "$0")/split_resume.sh" "$bin" "$work/configs"
 echo "K-FAC: resumed runs bit-identical"
