@@ -157,7 +157,7 @@ def main():
                              step_overhead=round(per_step(r) / per_step(sgd) - 1, 4),
                              seconds_per_step=round(per_step(r), 5))
                 sgd_steps, sgd_s = to_target(sgd, target)
-                if kfac["steps_to_target"]:
+                if kfac["steps_to_target"] and sgd_steps:  # a cosine schedule may keep SGD below it
                     kfac.update(steps_ratio=round(kfac["steps_to_target"] / sgd_steps, 3),
                                 seconds_ratio=round(kfac["seconds_to_target"] / sgd_s, 3))
                 kfac["acc_delta_final"] = round(kfac["final_test_acc"] - sgd["final_test_acc"], 4)

@@ -205,8 +205,9 @@ torch::Tensor Kfac::precondition(const Layer& l, const torch::Tensor& grad) cons
     auto g = l.grad_output.reshape({-1, out});
     const auto rows = a.size(0);
     if (in > a.size(1)) a = torch::cat({a, torch::ones({rows, 1}, a.options())}, 1);
-    // Worth it, and this step's gradient is gᵀã (checked along a fixed direction v)?
-    if (a.size(1) == in && rows * (out + in) * 2 < out * in + std::min(out, in) * std::max(out, in)) {
+    // Fewer multiply-adds (g G⁻¹, ã A⁻¹, their product against G⁻¹ ∇W A⁻¹), and this step's
+    // gradient is gᵀã (checked along a fixed direction v)?
+    if (a.size(1) == in && rows * (out * out + in * in + out * in) < out * in * (out + in)) {
       auto v = (torch::arange(in, grad.options()).remainder(7) + 1) / 7.0;
       auto direct = grad.matmul(v), factored = g.t().matmul(a.matmul(v));
       if ((direct - factored).norm().item<double>() <= 1e-4 * (direct.norm().item<double>() + 1e-30))
