@@ -4,7 +4,11 @@
 Setups (each trained with SGD, then with K-FAC, same seed, data and schedule):
   fmnist-cnn         split, 1 client (the server preconditions its back, the client its front)
   fmnist-deep-front  3 clients, aggregation gaussiank 0.01 with error feedback (each client
-                     preconditions its own contribution to the shared front)
+                     preconditions its own contribution to the shared front); with --share,
+                     also K-FAC with the factors averaged across the clients and decomposed
+                     by the server once ("kfac-avg-server", the paper's COMM-OPT) or by every
+                     client ("kfac-avg-members"), with their factor traffic and decomposition
+                     time
 The target is SGD's own test accuracy after 1 epoch. One JSON line per run:
   {"bench":"kfac","model":..,"optimizer":"kfac"|"sgd","steps_to_target":..,
    "seconds_to_target":..,"final_test_acc":..,"step_overhead":..,...}
@@ -29,9 +33,11 @@ def last_json(text):
     return json.loads(text.strip().splitlines()[-1])
 
 
-def write_config(src, dst, **train):
+def write_config(src, dst, extra=None, **train):
     cfg = json.load(open(src))
     cfg["train"].update(train)
+    for section, values in (extra or {}).items():
+        cfg.setdefault(section, {}).update(values)
     json.dump(cfg, open(dst, "w"), indent=1)
     return dst
 
@@ -61,8 +67,9 @@ def train_options(a, optimizer, epochs, steps_per_epoch):
     return o
 
 
-def run(a, model, optimizer, clients, epochs, eval_every):
-    d = f"{a.work}/{model}-{optimizer}-{epochs}"
+def run(a, model, optimizer, clients, epochs, eval_every, share=None):
+    label = optimizer if not share else f"kfac-avg-{share}"
+    d = f"{a.work}/{model}-{label}-{epochs}"
     os.makedirs(d, exist_ok=True)
     agg = clients > 1
     per_epoch = -(-60000 // clients // 64)
@@ -71,8 +78,11 @@ def run(a, model, optimizer, clients, epochs, eval_every):
     server_o.pop("epochs")
     if agg and a.cosine:  # the server's steps count every client's batches
         server_o["lr_total_steps"] = clients * a.epochs * per_epoch
-    scfg = write_config(f"{a.configs}/server{'-aggregation' if agg else ''}.json", f"{d}/server.json", **server_o)
-    ccfg = write_config(f"{a.configs}/client{'-aggregation' if agg else ''}.json", f"{d}/client.json",
+    server_extra = {"aggregation": {"kfac_factors": "average", "kfac_decompositions": share}} if share else None
+    client_extra = {"sync": {"share_kfac_factors": True}} if share else None
+    scfg = write_config(f"{a.configs}/server{'-aggregation' if agg else ''}.json", f"{d}/server.json", server_extra,
+                        **server_o)
+    ccfg = write_config(f"{a.configs}/client{'-aggregation' if agg else ''}.json", f"{d}/client.json", client_extra,
                         eval_every=eval_every, **o)
     server, port = start_server(a, d, scfg)
     procs = []
@@ -90,7 +100,7 @@ def run(a, model, optimizer, clients, epochs, eval_every):
             sys.exit(f"client {i} of {model}/{optimizer} failed:\n" + open(f"{d}/c{i}.log").read()[-3000:])
         outs.append(last_json(out))
     server.terminate()
-    server.communicate()
+    summary = last_json(server.communicate()[0])
     # The curve: step, mean test accuracy over the clients, training seconds (the slowest).
     evals = {}
     for i in range(clients):
@@ -100,9 +110,12 @@ def run(a, model, optimizer, clients, epochs, eval_every):
                 evals.setdefault(r["step"], []).append((r["test_acc"], r["train_seconds"]))
     curve = [(s, sum(x[0] for x in v) / len(v), max(x[1] for x in v)) for s, v in sorted(evals.items())
              if len(v) == clients]
-    return {"model": model, "optimizer": optimizer, "clients": clients, "steps": outs[0]["steps"],
-            "final_test_acc": round(sum(o["test_acc"] for o in outs) / clients, 4), "curve": curve,
-            "kfac": o.get("kfac")}
+    r = {"model": model, "optimizer": label, "clients": clients, "steps": outs[0]["steps"],
+         "final_test_acc": round(sum(o["test_acc"] for o in outs) / clients, 4), "curve": curve,
+         "kfac": o.get("kfac")}
+    if share:
+        r["shared"] = summary["aggregation"]["kfac"]
+    return r
 
 
 def to_target(r, target):
@@ -132,6 +145,8 @@ def main():
     ap.add_argument("--inverse-every", type=int, default=100)
     ap.add_argument("--method", choices=["eigen", "inverse"], default="inverse")
     ap.add_argument("--only", choices=["fmnist-cnn", "fmnist-deep-front"], help="one setup only")
+    ap.add_argument("--share", action="store_true",
+                    help="fmnist-deep-front: also K-FAC with averaged factors (decomposed by the server, by the members)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     a.work = tempfile.mkdtemp()
@@ -150,22 +165,25 @@ def main():
                 target = run(a, model, "sgd", clients, epochs=1, eval_every=per_epoch)["final_test_acc"]
                 sgd = run(a, model, "sgd", clients, a.epochs, every)
                 kfac = run(a, model, "kfac", clients, a.epochs, every)
-                for r in (sgd, kfac):
+                shared = [run(a, model, "kfac", clients, a.epochs, every, share=m)
+                          for m in (("server", "members") if a.share and clients > 1 else ())]
+                for r in [sgd, kfac] + shared:
                     steps, seconds = to_target(r, target)
                     r.update(bench="kfac", target=target, steps_to_target=steps,
                              seconds_to_target=None if seconds is None else round(seconds, 2),
                              step_overhead=round(per_step(r) / per_step(sgd) - 1, 4),
                              seconds_per_step=round(per_step(r), 5))
                 sgd_steps, sgd_s = to_target(sgd, target)
-                if kfac["steps_to_target"] and sgd_steps:  # a cosine schedule may keep SGD below it
-                    kfac.update(steps_ratio=round(kfac["steps_to_target"] / sgd_steps, 3),
-                                seconds_ratio=round(kfac["seconds_to_target"] / sgd_s, 3))
-                kfac["acc_delta_final"] = round(kfac["final_test_acc"] - sgd["final_test_acc"], 4)
-                for r in (sgd, kfac):
+                for k in [kfac] + shared:
+                    if k["steps_to_target"] and sgd_steps:  # a cosine schedule may keep SGD below it
+                        k.update(steps_ratio=round(k["steps_to_target"] / sgd_steps, 3),
+                                 seconds_ratio=round(k["seconds_to_target"] / sgd_s, 3))
+                    k["acc_delta_final"] = round(k["final_test_acc"] - sgd["final_test_acc"], 4)
+                for r in [sgd, kfac] + shared:
                     results.append(r)
                     keys = ["bench", "model", "optimizer", "clients", "steps_to_target", "seconds_to_target",
                             "final_test_acc", "step_overhead", "target", "steps", "seconds_per_step", "steps_ratio",
-                            "seconds_ratio", "acc_delta_final", "kfac"]
+                            "seconds_ratio", "acc_delta_final", "kfac", "shared"]
                     print(json.dumps({k: r[k] for k in keys if k in r}), flush=True)
                     f.write(json.dumps(r) + "\n")
     finally:

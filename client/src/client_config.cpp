@@ -24,14 +24,17 @@ ClientConfig load_client_config(const std::string& path) {
   t.finish();
   auto privacy = root.child("privacy");
   c.nopeek = read_nopeek_options(privacy);
-  if (root.has("sync")) {
-    auto sy = root.child("sync");
-    c.sync = sync::read_sync_options(sy);
-  }
   if (root.has("train")) {
     auto tr = root.child("train");
     c.train = train::read_train_options(tr);
     c.has_train = true;
+  }
+  if (root.has("sync")) {
+    auto sy = root.child("sync");
+    c.sync = sync::read_sync_options(sy);
+    if (c.sync.share_kfac_factors && c.train.optimizer != "kfac")
+      sy.fail("share_kfac_factors", "shares K-FAC factors, but train.optimizer is \"" + c.train.optimizer +
+                                        "\": set it to \"kfac\" or remove share_kfac_factors");
   }
   auto ck = root.child("checkpoint");
   c.checkpoint = state::read_checkpoint_options(ck);

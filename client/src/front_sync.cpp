@@ -11,16 +11,19 @@
 
 namespace cutlayer::client {
 
-FrontSync::FrontSync(sync::SyncOptions options, sync::FlatParams params, torch::optim::Optimizer& opt)
+FrontSync::FrontSync(sync::SyncOptions options, sync::FlatParams params, torch::optim::Optimizer& opt,
+                     train::Kfac* kfac)
     : options_(std::move(options)),
       flat_(std::move(params)),
       opt_(opt),
+      kfac_(kfac && kfac->active() ? kfac : nullptr),
       compressor_(kernels::make_compressor(options_.compressor,
                                            kernels::CompressorOptions{options_.error_feedback, 3, options_.seed})),
       schedule_(options_.density_schedule.empty() ? kernels::DensitySchedule(options_.density)
                                                   : kernels::DensitySchedule::parse(options_.density_schedule)) {
   if (options_.error_feedback) residual_ = torch::zeros({flat_.numel()}, torch::kFloat32);
   grad_ = torch::zeros({flat_.numel()}, torch::kFloat32);  // one buffer for the whole run (compressor memory)
+  if (kfac_) kfac_->share(options_.share_kfac_factors);
 }
 
 // The buffer the compressor selects from: its remembered thresholds are keyed by their
@@ -75,8 +78,41 @@ void FrontSync::load(state::InputArchive& a) {
 
 wire::Message FrontSync::snapshot_request() { return wire::make_message(wire::SnapshotRequest{}); }
 
+// Both sides must agree on sharing K-FAC factors: they show the covariance of this client's
+// inputs, so a client shares them only when its config says so (docs/privacy.md).
+void FrontSync::check_kfac_sharing(const std::string& server_sharing, const std::string& server_method) const {
+  if (server_sharing.empty() && shares_kfac())
+    throw ConfigError("sync.share_kfac_factors: this client would share its K-FAC factors, but the server's "
+                      "aggregation keeps them with each member (aggregation.kfac_factors \"local\"): remove "
+                      "share_kfac_factors, or ask the operator to set kfac_factors \"average\"");
+  if (server_sharing.empty()) return;
+  if (!shares_kfac())
+    throw ConfigError("sync.share_kfac_factors: the server's aggregation averages its members' K-FAC factors (the "
+                      "covariance of each member's inputs, docs/privacy.md); to take part set train.optimizer "
+                      "\"kfac\" and sync.share_kfac_factors true, or ask the operator for kfac_factors \"local\"");
+  if (server_sharing == "server" && server_method != kfac_->options().method)
+    throw ConfigError("train.kfac.method: the server decomposes the shared factors with the \"" + server_method +
+                      "\" method, this client's is \"" + kfac_->options().method + "\": set it to \"" +
+                      server_method + "\"");
+}
+
+void FrontSync::install_kfac(wire::KfacContent content, const std::vector<torch::Tensor>& tensors) {
+  if (content == wire::KfacContent::kNone) {
+    if (!tensors.empty()) throw ProtocolError("server: K-FAC tensors without saying what they are");
+    return;
+  }
+  if (!shares_kfac()) throw ProtocolError("server: K-FAC factors for a member that keeps its own");
+  if (content == wire::KfacContent::kFactors) kfac_->install_factors(tensors);
+  else kfac_->install_decompositions(tensors);
+  stats_.kfac_bytes_down += sync::payload_bytes(tensors);
+}
+
 void FrontSync::load_snapshot(const wire::Message& snapshot) {
-  version_ = sync::load_snapshot(snapshot, flat_, opt_);
+  sync::SnapshotKfac shared;
+  const auto& meta = wire::meta_as<wire::ModelSnapshot>(snapshot);
+  check_kfac_sharing(meta.kfac_sharing, meta.kfac_method);
+  version_ = sync::load_snapshot(snapshot, flat_, opt_, &shared);
+  install_kfac(shared.content, shared.tensors);
   staleness_ = wire::meta_as<wire::ModelSnapshot>(snapshot).staleness;
   stats_.snapshot_round = version_;
   started_ = true;
@@ -121,14 +157,17 @@ void FrontSync::apply(const wire::Message& msg) {
     throw ProtocolError("server: Update for round " + std::to_string(u.round) + " while this client is at round " +
                         std::to_string(version_));
   if (!std::isfinite(u.lr) || u.lr < 0 || u.lr > 1e3) throw ProtocolError("server: Update with an impossible learning rate");
-  const auto update = sync::from_tensors(u.layout, msg.tensors, flat_.numel());
+  const auto kfac_tensors = sync::after_sparse(u.layout, msg.tensors, "Update");
+  const auto update_tensors = sync::leading(msg.tensors, kfac_tensors.size(), "Update");
+  const auto update = sync::from_tensors(u.layout, update_tensors, flat_.numel());
+  install_kfac(u.kfac, kfac_tensors);
   flat_.set_grads(update);
   train::set_lr(opt_, u.lr);
   opt_.step();
   version_ = u.round;
   if (u.mine) outstanding_.erase(u.mine);
   ++stats_.updates;
-  stats_.bytes_down += sync::payload_bytes(msg.tensors);
+  stats_.bytes_down += sync::payload_bytes(update_tensors);
   stats_.nnz_down += static_cast<std::uint64_t>(update.nnz());
 }
 
@@ -158,6 +197,12 @@ wire::Message FrontSync::contribute(std::uint64_t samples, int epoch) {
     s = std::move(e.sent);
   }
   const auto bytes = sync::payload_bytes(tensors);
+  if (shares_kfac()) {
+    const auto factors = kfac_->take_batch_factors();  // a factor step's (empty otherwise)
+    g.kfac_tensors = static_cast<std::uint32_t>(factors.size());
+    stats_.kfac_bytes_up += sync::payload_bytes(factors);
+    for (const auto& f : factors) tensors.push_back(f.contiguous());
+  }
   unsent_ = Contribution{g.seq, std::move(s), bytes};
   return wire::make_message(g, std::move(tensors));
 }

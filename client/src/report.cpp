@@ -42,6 +42,8 @@ report::Json SyncReport::json() const {
       .add("density_down", per(stats.nnz_down, stats.updates), 6)
       .add("bytes_ratio_to_dense", ratio_to_dense(), 6)
       .add("front_hash", front_hash);
+  if (options.share_kfac_factors)
+    j.add("kfac_bytes_up", stats.kfac_bytes_up).add("kfac_bytes_down", stats.kfac_bytes_down);
   return j;
 }
 

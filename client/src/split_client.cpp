@@ -28,7 +28,8 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
   kfac_ = train::make_kfac({model_.front, model_.head}, {"front", "head"}, o, options_.name);
   cut_shape_ = model::output_shape(model_.front, spec_.input_shape);
   if (options_.sync.enabled) {
-    sync_ = std::make_unique<FrontSync>(options_.sync, sync::flat_params(model_.front, &model_.head), *opt_);
+    sync_ = std::make_unique<FrontSync>(options_.sync, sync::flat_params(model_.front, &model_.head), *opt_,
+                                        kfac_.get());
     dispatch_.set_stray_handler([this](wire::Message& m) { return sync_->offer(m); });
   }
 }
@@ -380,6 +381,7 @@ report::Json SplitClient::step_json(std::int64_t step, const StepResult& r) cons
   report::Json j;
   j.add("step", step).add_significant("loss", r.loss, 9).add_significant("dcor", r.dcor, 6);
   if (sync_) j.add("round", sync_->version()).add("front_hash", sync_->hash());
+  if (sync_ && !sync_->kfac_hash().empty()) j.add("kfac_hash", sync_->kfac_hash());
   return j;
 }
 

@@ -22,7 +22,13 @@ Aggregator::Aggregator(const train::TrainOptions& train, AggregatorOptions optio
       model_(model::build_split(train::split_spec(train), train.seed)),
       flat_(sync::flat_params(model_.front, &model_.head)),
       opt_(train::make_optimizer(flat_.params(), train)),
-      acc_(flat_.numel()) {}
+      acc_(flat_.numel()) {
+  if (options_.kfac_factors == "average")
+    kfac_ = std::make_unique<train::Kfac>(std::vector<torch::nn::Sequential>{model_.front, model_.head},
+                                          std::vector<std::string>{"front", "head"}, train.kfac,
+                                          "aggregation (averaged factors, decomposed by the " +
+                                              options_.kfac_decompositions + ")");
+}
 
 void Aggregator::save(state::OutputArchive& a) const {
   state::save_part(a, "replica_front", *model_.front);
@@ -31,6 +37,11 @@ void Aggregator::save(state::OutputArchive& a) const {
   state::save_int(a, "round", static_cast<std::int64_t>(version_));
   // The clip's history: a resumed run clips as the uninterrupted one would.
   a.write("clip_norms", torch::tensor(std::vector<double>(norms_.begin(), norms_.end()), torch::kFloat64));
+  if (!kfac_) return;
+  kfac_->save(a, "replica_kfac");
+  state::save_int(a, "replica_kfac_shipped", static_cast<std::int64_t>(kfac_shipped_.size()));
+  for (std::size_t i = 0; i < kfac_shipped_.size(); ++i)
+    a.write("replica_kfac_shipped." + std::to_string(i), kfac_shipped_[i]);
 }
 
 void Aggregator::load(state::InputArchive& a) {
@@ -51,8 +62,24 @@ void Aggregator::load(state::InputArchive& a) {
   const auto* p = norms.data_ptr<double>();
   const auto keep = std::min<std::int64_t>(norms.numel(), static_cast<std::int64_t>(std::max<std::size_t>(options_.clip_window, 1)));
   norms_.assign(p + norms.numel() - keep, p + norms.numel());
+  if (kfac_) load_kfac(a);
   round_.clear();
   round_samples_ = 0;
+}
+
+void Aggregator::load_kfac(state::InputArchive& a) {
+  const auto n = state::load_int(a, "replica_kfac_shipped");
+  std::vector<torch::Tensor> shipped(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
+  for (std::size_t i = 0; i < shipped.size(); ++i)
+    if (!a.try_read("replica_kfac_shipped." + std::to_string(i), shipped[i]))
+      throw state::CheckpointRefused("its shared K-FAC state is incomplete");
+  try {
+    if (!shipped.empty() && options_.kfac_decompositions == "members") kfac_->check_factors(shipped, "shipped");
+  } catch (const ProtocolError& e) {
+    throw state::CheckpointRefused(e.what());
+  }
+  kfac_->load(a, "replica_kfac");  // refuses without changing anything
+  kfac_shipped_ = std::move(shipped);
 }
 
 std::vector<const torch::nn::Module*> Aggregator::replica_parts() const {
@@ -68,7 +95,16 @@ Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::stri
   auto& m = members_[session];
   m.name = name;
   m.declared_samples = declared_samples;
-  out.emplace_back(session, sync::make_snapshot(version_, options_.staleness, flat_, *opt_));
+  sync::SnapshotKfac shared;
+  if (kfac_) {
+    shared.sharing = options_.kfac_decompositions;
+    shared.method = train_.kfac.method;
+    if (!kfac_shipped_.empty())
+      shared.content = options_.kfac_decompositions == "server" ? wire::KfacContent::kDecompositions
+                                                                : wire::KfacContent::kFactors;
+    shared.tensors = kfac_shipped_;
+  }
+  out.emplace_back(session, sync::make_snapshot(version_, options_.staleness, flat_, *opt_, shared));
   log::get("aggregator")->info("'{}' joined the aggregation at round {} ({} members)", name, version_,
                                members_.size());
   if (!quorum_ && members_.size() >= options_.start_members) {
@@ -111,7 +147,8 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
   c.seq = g.seq;
   c.base = g.base;
   c.samples = g.samples;
-  c.grad = sync::from_tensors(g.layout, msg.tensors, flat_.numel());
+  c.factors = read_factors(m, msg, g.kfac_tensors);
+  c.grad = sync::from_tensors(g.layout, sync::leading(msg.tensors, g.kfac_tensors, "SparseGrad"), flat_.numel());
   check_values(c.grad.values, options_.max_abs_value, "SparseGrad");
   // Its weight: at most the examples the member declared at Join (a batch never holds more).
   if (m.declared_samples > 0 && c.samples > m.declared_samples) {
@@ -122,7 +159,8 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
   }
   clip(c);
   m.last_seq = g.seq;
-  stats_.bytes_up += sync::payload_bytes(msg.tensors);
+  stats_.kfac_bytes_up += sync::payload_bytes(c.factors);
+  stats_.bytes_up += sync::payload_bytes(msg.tensors) - sync::payload_bytes(c.factors);
   stats_.nnz_up += static_cast<std::uint64_t>(c.grad.nnz());
   Outbox out;
   if (m.in_round) {
@@ -132,6 +170,20 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
     maybe_close(now, out);
   }
   return out;
+}
+
+// A contribution's batch K-FAC factors (its last `n` tensors), checked: the layers' shapes,
+// finite, within max_abs_value, covariances (symmetric, diagonal >= 0).
+std::vector<torch::Tensor> Aggregator::read_factors(const Member& m, const wire::Message& msg, std::uint32_t n) {
+  if (n == 0) return {};
+  if (!kfac_)
+    throw ProtocolError("SparseGrad with K-FAC factors, but this aggregation keeps them with each member "
+                        "(aggregation.kfac_factors \"local\")");
+  if (n > msg.tensors.size()) throw ProtocolError("SparseGrad: more K-FAC tensors than tensors");
+  std::vector<torch::Tensor> f(msg.tensors.end() - n, msg.tensors.end());
+  kfac_->check_factors(f, "batch factors from '" + m.name + "'");
+  for (const auto& t : f) check_values(t, options_.max_abs_value, "SparseGrad's K-FAC factors");
+  return f;
 }
 
 void Aggregator::clip(Contribution& c) {
@@ -233,13 +285,17 @@ void Aggregator::close(Outbox& out) {
   u.samples = round_samples_;
   u.lr = lr;
   auto tensors = sync::to_tensors(update, false, true, u.layout);
-  const auto bytes = sync::payload_bytes(tensors);
+  std::vector<torch::Tensor> shipped;
+  u.kfac = fold_factors(shipped);
+  const auto bytes = sync::payload_bytes(tensors), kfac_bytes = sync::payload_bytes(shipped);
+  for (auto& t : shipped) tensors.push_back(t);
   for (auto& [s, m] : members_) {
     u.mine = 0;
     for (const auto& c : round_)
       if (c.session == s) u.mine = c.seq;
     out.emplace_back(s, wire::make_message(u, tensors));
     stats_.bytes_down += bytes;
+    stats_.kfac_bytes_down += kfac_bytes;
     ++stats_.updates_sent;
     m.in_round = false;
   }
@@ -248,6 +304,42 @@ void Aggregator::close(Outbox& out) {
   ++stats_.rounds;
   round_.clear();
   round_samples_ = 0;
+}
+
+// The round's batch factors, averaged by examples, join the running ones; every
+// inverse_every/factor_every-th factor round (the first too) ships them, or the server's
+// decompositions of them, to every member.
+wire::KfacContent Aggregator::fold_factors(std::vector<torch::Tensor>& shipped) {
+  if (!kfac_) return wire::KfacContent::kNone;
+  std::vector<torch::Tensor> mean;
+  double total = 0;
+  for (const auto& c : round_) {
+    if (c.factors.empty()) continue;
+    const double w = static_cast<double>(c.samples);
+    total += w;
+    if (mean.empty())
+      for (const auto& f : c.factors) mean.push_back(f * w);
+    else
+      for (std::size_t i = 0; i < mean.size(); ++i) mean[i].add_(c.factors[i], w);
+  }
+  if (mean.empty()) return wire::KfacContent::kNone;
+  for (auto& f : mean) f.div_(total);
+  const auto folds = kfac_->fold(mean);
+  ++stats_.kfac_rounds;
+  const auto every = std::max<std::int64_t>(1, train_.kfac.inverse_every / train_.kfac.factor_every);
+  if ((folds - 1) % every != 0) return wire::KfacContent::kNone;
+  ++stats_.kfac_shipped;
+  if (options_.kfac_decompositions == "members") {
+    kfac_shipped_ = kfac_->factor_tensors();
+    shipped = kfac_shipped_;
+    return wire::KfacContent::kFactors;
+  }
+  const auto t0 = Clock::now();
+  kfac_->decompose_now();
+  stats_.kfac_decompose_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  kfac_shipped_ = kfac_->decomposition_tensors();
+  shipped = kfac_shipped_;
+  return wire::KfacContent::kDecompositions;
 }
 
 Aggregator::Outbox Aggregator::tick(Clock::time_point now) {

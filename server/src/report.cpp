@@ -138,6 +138,15 @@ AggregationSummary AggregationSummary::of(const Aggregator& aggregator) {
   s.bytes_up = a.bytes_up;
   s.bytes_down = a.bytes_down;
   s.front_hash = aggregator.hash();
+  if (aggregator.options().kfac_factors == "average")
+    s.kfac = report::Json()
+                 .add("decompositions", aggregator.options().kfac_decompositions)
+                 .add("factor_rounds", a.kfac_rounds)
+                 .add("shipped", a.kfac_shipped)
+                 .add("bytes_up", a.kfac_bytes_up)
+                 .add("bytes_down", a.kfac_bytes_down)
+                 .add("decompose_ms", a.kfac_decompose_ms, 1)
+                 .add("hash", aggregator.kfac_hash());
   return s;
 }
 
@@ -157,6 +166,7 @@ report::Json AggregationSummary::json() const {
       .add("bytes_up", bytes_up)
       .add("bytes_down", bytes_down)
       .add("front_hash", front_hash);
+  if (kfac) j.add("kfac", *kfac);
   return j;
 }
 

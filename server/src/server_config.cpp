@@ -69,6 +69,12 @@ ServerConfig load_server_config(const std::string& path) {
                          std::to_string(c.aggregation.clip));
     a.get_int("clip_window", c.aggregation.clip_window, 1, 100000);
     a.get_int("start_members", c.aggregation.start_members, 1, 100000);
+    a.get_choice("kfac_factors", c.aggregation.kfac_factors, {"local", "average"});
+    if (c.aggregation.kfac_factors == "average" && c.train.optimizer != "kfac")
+      a.fail("kfac_factors", "\"average\" shares K-FAC factors, but train.optimizer is \"" + c.train.optimizer +
+                                 "\": set it to \"kfac\" (its \"kfac\" object sets the shared factors' decay, "
+                                 "cadence, damping and method) or use \"local\"");
+    a.get_choice("kfac_decompositions", c.aggregation.kfac_decompositions, {"server", "members"});
     a.finish();
     c.has_aggregation = true;
   }

@@ -1,7 +1,9 @@
 #include "cutlayer/train/kfac.h"
 
 #include <cmath>
+#include <utility>
 
+#include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/state/checkpoint.h"
@@ -141,23 +143,151 @@ torch::Tensor Kfac::forward(torch::nn::Sequential& part, torch::Tensor x) {
 }
 
 void Kfac::update_factors() {
-  const double d = options_.factor_decay;
+  std::vector<torch::Tensor> batch;
   for (auto& l : layers_) {
-    if (l.input.defined() && l.grad_output.defined()) {
-      torch::NoGradGuard no_grad;
-      auto a = l.conv ? conv_a_factor(l.input, l.geometry, l.bias.defined()) : linear_a_factor(l.input, l.bias.defined());
-      auto g = l.conv ? conv_g_factor(l.grad_output) : linear_g_factor(l.grad_output);
-      if (!torch::isfinite(a).all().item<bool>() || !torch::isfinite(g).all().item<bool>()) {
-        log::get("kfac")->warn("step {}: {}'s factors of this batch are not finite: kept the running ones", steps_,
-                               l.name);
-        continue;
-      }
-      if (!l.a.defined()) l.a = torch::eye(a.size(0), a.options());
-      if (!l.g.defined()) l.g = torch::eye(g.size(0), g.options());
-      l.a = d * l.a + (1 - d) * a;
-      l.g = d * l.g + (1 - d) * g;
+    if (!l.input.defined() || !l.grad_output.defined()) {
+      batch.clear();  // shared: all layers or none (members' means are of whole sets)
+      if (sharing_) break;
+      continue;
+    }
+    auto a = l.conv ? conv_a_factor(l.input, l.geometry, l.bias.defined()) : linear_a_factor(l.input, l.bias.defined());
+    auto g = l.conv ? conv_g_factor(l.grad_output) : linear_g_factor(l.grad_output);
+    if (!torch::isfinite(a).all().item<bool>() || !torch::isfinite(g).all().item<bool>()) {
+      log::get("kfac")->warn("step {}: {}'s factors of this batch are not finite: kept the running ones", steps_,
+                             l.name);
+      batch.clear();
+      if (sharing_) break;
+      continue;
+    }
+    if (sharing_) {
+      batch.push_back(a);
+      batch.push_back(g);
+    } else {
+      fold_layer(l, a, g);
     }
   }
+  if (sharing_) batch_ = std::move(batch);
+}
+
+void Kfac::fold_layer(Layer& l, const torch::Tensor& a, const torch::Tensor& g) {
+  const double d = options_.factor_decay;
+  if (!l.a.defined()) l.a = torch::eye(a.size(0), a.options());
+  if (!l.g.defined()) l.g = torch::eye(g.size(0), g.options());
+  l.a = d * l.a + (1 - d) * a;
+  l.g = d * l.g + (1 - d) * g;
+}
+
+std::vector<torch::Tensor> Kfac::take_batch_factors() { return std::exchange(batch_, {}); }
+
+std::int64_t Kfac::fold(const std::vector<torch::Tensor>& batch) {
+  check_factors(batch, "batch factors");
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < layers_.size(); ++i) fold_layer(layers_[i], batch[2 * i], batch[2 * i + 1]);
+  return ++steps_;
+}
+
+std::vector<std::pair<std::int64_t, std::int64_t>> Kfac::factor_shapes() const {
+  std::vector<std::pair<std::int64_t, std::int64_t>> s;
+  for (const auto& l : layers_) {
+    const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0), out = l.weight.size(0);
+    s.emplace_back(in, in);
+    s.emplace_back(out, out);
+  }
+  return s;
+}
+
+std::vector<std::pair<std::int64_t, std::int64_t>> Kfac::decomposition_shapes() const {
+  if (options_.method == "inverse") return factor_shapes();
+  std::vector<std::pair<std::int64_t, std::int64_t>> s;
+  for (const auto& l : layers_) {
+    const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0), out = l.weight.size(0);
+    s.insert(s.end(), {{in, in}, {out, out}, {out, in}});
+  }
+  return s;
+}
+
+namespace {
+
+void check_matrices(const std::vector<torch::Tensor>& t,
+                    const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes, const std::string& what) {
+  if (t.size() != shapes.size())
+    throw ProtocolError("K-FAC " + what + ": " + std::to_string(t.size()) + " tensors, this model's layers take " +
+                        std::to_string(shapes.size()));
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const auto [rows, cols] = shapes[i];
+    if (t[i].scalar_type() != torch::kFloat || t[i].dim() != 2 || t[i].size(0) != rows || t[i].size(1) != cols)
+      throw ProtocolError("K-FAC " + what + ": tensor " + std::to_string(i) + " is not a float32 [" +
+                          std::to_string(rows) + ", " + std::to_string(cols) + "] matrix");
+    if (!torch::isfinite(t[i]).all().item<bool>())
+      throw ProtocolError("K-FAC " + what + ": tensor " + std::to_string(i) + " holds NaN or infinite values");
+  }
+}
+
+}  // namespace
+
+void Kfac::check_factors(const std::vector<torch::Tensor>& t, const std::string& what) const {
+  check_matrices(t, factor_shapes(), what);
+  for (std::size_t i = 0; i < t.size(); ++i)  // a covariance: exactly symmetric as computed, E[a²] ≥ 0
+    if (!torch::equal(t[i], t[i].t()) || (t[i].diagonal() < 0).any().item<bool>())
+      throw ProtocolError("K-FAC " + what + ": tensor " + std::to_string(i) +
+                          " is not a covariance (not symmetric, or a negative diagonal)");
+}
+
+std::vector<torch::Tensor> Kfac::factor_tensors() const {
+  std::vector<torch::Tensor> t;
+  for (const auto& l : layers_) {
+    if (!l.a.defined() || !l.g.defined()) return {};
+    t.push_back(l.a);
+    t.push_back(l.g);
+  }
+  return t;
+}
+
+std::vector<torch::Tensor> Kfac::decomposition_tensors() const {
+  std::vector<torch::Tensor> t;
+  for (const auto& l : layers_) {
+    const bool inv = options_.method == "inverse";
+    if (inv ? !l.a_inv.defined() : !l.qa.defined()) return {};
+    if (inv) t.insert(t.end(), {l.a_inv, l.g_inv});
+    else t.insert(t.end(), {l.qa, l.qg, l.dgda_inv});
+  }
+  return t;
+}
+
+void Kfac::install_factors(const std::vector<torch::Tensor>& t) {
+  check_factors(t, "factors");
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i].a = t[2 * i].clone();
+    layers_[i].g = t[2 * i + 1].clone();
+  }
+  torch::NoGradGuard no_grad;
+  decompose();
+}
+
+void Kfac::install_decompositions(const std::vector<torch::Tensor>& t) {
+  check_matrices(t, decomposition_shapes(), "decompositions");
+  const std::size_t per = options_.method == "inverse" ? 2 : 3;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    auto& l = layers_[i];
+    const auto* x = &t[per * i];
+    if (per == 2) {
+      l.a_inv = x[0].clone();
+      l.g_inv = x[1].clone();
+    } else {
+      l.qa = x[0].clone();
+      l.qg = x[1].clone();
+      l.dgda_inv = x[2].clone();
+    }
+  }
+}
+
+std::string Kfac::hash() const {
+  std::vector<torch::Tensor> flat;
+  for (auto& t : decomposition_tensors()) flat.push_back(t.reshape({-1}));
+  if (flat.empty()) return "none";
+  auto cat = torch::cat(flat).contiguous();
+  const auto d = crypto::sha256(cat.data_ptr(), static_cast<std::size_t>(cat.numel()) * sizeof(float));
+  return crypto::to_hex(d.data(), 8);
 }
 
 void Kfac::decompose() {
@@ -221,13 +351,14 @@ void Kfac::step(double lr) {
   if (!active()) return;
   torch::NoGradGuard no_grad;
   if (steps_ % options_.factor_every == 0) update_factors();
-  if (steps_ % options_.inverse_every == 0) decompose();
+  if (steps_ % options_.inverse_every == 0 && !sharing_) decompose();
   std::vector<std::pair<Layer*, torch::Tensor>> done;
   double vg = 0;
   for (auto& l : layers_) {
     if (!ready(l)) continue;
     auto grad = grad_matrix(l);
-    if (grad.size(1) != l.a.size(0)) continue;  // a bias without a gradient this step
+    const auto& a_side = options_.method == "inverse" ? l.a_inv : l.qa;  // (a sharing member may hold no A)
+    if (grad.size(1) != a_side.size(0)) continue;  // a bias without a gradient this step
     auto pg = precondition(l, grad);
     vg += (pg * grad).sum().item<double>() * lr * lr;
     done.emplace_back(&l, std::move(pg));

@@ -34,6 +34,7 @@ SyncOptions read_sync_options(config::Object& s) {
   s.get_choice("indices", indices, {"varint", "raw"});
   o.varint_indices = indices == "varint";
   s.get_int("seed", o.seed, 0, std::numeric_limits<std::int64_t>::max());
+  s.get("share_kfac_factors", o.share_kfac_factors);
   s.finish();
   return o;
 }

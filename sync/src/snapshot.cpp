@@ -46,7 +46,7 @@ std::string optimizer_kind(torch::optim::Optimizer& opt) {
 }  // namespace
 
 wire::Message make_snapshot(std::uint64_t round, std::uint32_t staleness, const FlatParams& p,
-                            torch::optim::Optimizer& opt) {
+                            torch::optim::Optimizer& opt, const SnapshotKfac& kfac) {
   wire::ModelSnapshot s;
   s.round = round;
   s.names = p.names();
@@ -74,10 +74,15 @@ wire::Message make_snapshot(std::uint64_t round, std::uint32_t staleness, const 
   }
   if (state.empty()) s.state_per_param = 0;
   for (auto& x : state) tensors.push_back(x);
+  s.kfac_sharing = kfac.sharing;
+  s.kfac_method = kfac.method;
+  s.kfac = kfac.content;
+  for (auto& x : kfac.tensors) tensors.push_back(x.detach());
   return wire::make_message(s, std::move(tensors));
 }
 
-std::uint64_t load_snapshot(const wire::Message& msg, FlatParams& p, torch::optim::Optimizer& opt) {
+std::uint64_t load_snapshot(const wire::Message& msg, FlatParams& p, torch::optim::Optimizer& opt,
+                            SnapshotKfac* kfac) {
   const auto s = wire::meta_as<wire::ModelSnapshot>(msg);
   if (s.names != p.names())
     throw ProtocolError(
@@ -92,9 +97,13 @@ std::uint64_t load_snapshot(const wire::Message& msg, FlatParams& p, torch::opti
                         " state tensors per parameter; " + kind + " keeps " +
                         std::to_string(expect_state));
   const auto n = p.params().size();
-  if (msg.tensors.size() != n * (1 + s.state_per_param))
+  const auto model_tensors = n * (1 + s.state_per_param);
+  // K-FAC tensors follow only when the snapshot says what they are.
+  if (msg.tensors.size() < model_tensors ||
+      (s.kfac == wire::KfacContent::kNone && msg.tensors.size() != model_tensors))
     throw ProtocolError("model snapshot with " + std::to_string(msg.tensors.size()) +
-                        " tensors, expected " + std::to_string(n * (1 + s.state_per_param)));
+                        " tensors, expected " + std::to_string(model_tensors) +
+                        (s.kfac == wire::KfacContent::kNone ? "" : " and K-FAC's"));
   auto check = [&](const torch::Tensor& t, const torch::Tensor& like, const std::string& what) {
     if (t.scalar_type() != like.scalar_type() || t.sizes() != like.sizes())
       throw ProtocolError("model snapshot: " + what + " has the wrong shape or dtype");
@@ -140,6 +149,12 @@ std::uint64_t load_snapshot(const wire::Message& msg, FlatParams& p, torch::opti
       st->step(x[2].item<std::int64_t>());
       opt.state()[state_key(t)] = std::move(st);
     }
+  }
+  if (kfac) {
+    kfac->sharing = s.kfac_sharing;
+    kfac->method = s.kfac_method;
+    kfac->content = s.kfac;
+    kfac->tensors.assign(msg.tensors.begin() + static_cast<std::ptrdiff_t>(model_tensors), msg.tensors.end());
   }
   return s.round;
 }

@@ -61,6 +61,22 @@ kernels::SparseTensor from_tensors(const wire::SparseLayout& layout,
   return s;
 }
 
+std::vector<torch::Tensor> leading(const std::vector<torch::Tensor>& tensors, std::size_t trailing, const char* what) {
+  if (trailing > tensors.size())
+    throw ProtocolError(std::string(what) + ": " + std::to_string(trailing) + " trailing tensors declared, " +
+                        std::to_string(tensors.size()) + " in all");
+  return {tensors.begin(), tensors.end() - static_cast<std::ptrdiff_t>(trailing)};
+}
+
+std::vector<torch::Tensor> after_sparse(const wire::SparseLayout& layout, const std::vector<torch::Tensor>& tensors,
+                                        const char* what) {
+  const std::size_t n = layout.dense ? 1 : 2;
+  if (tensors.size() < n)
+    throw ProtocolError(std::string(what) + ": " + std::to_string(tensors.size()) + " tensors, a " +
+                        (layout.dense ? "dense" : "sparse") + " vector takes " + std::to_string(n));
+  return {tensors.begin() + static_cast<std::ptrdiff_t>(n), tensors.end()};
+}
+
 std::size_t payload_bytes(const std::vector<torch::Tensor>& tensors) {
   std::size_t n = 0;
   for (auto& t : tensors) n += t.numel() * t.element_size();

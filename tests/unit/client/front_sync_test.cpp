@@ -243,6 +243,86 @@ TEST(FrontSync, ARejoinGivesUpWhatWasInFlightAndIgnoresTheOldSession) {
   EXPECT_EQ(m.sync->version(), 0u);
 }
 
+// A member with K-FAC on its front (factors and inverses every step).
+struct KfacMember {
+  torch::nn::Sequential front{torch::nn::Linear(4, 3)};
+  torch::optim::SGD opt{front->parameters(), torch::optim::SGDOptions(0.1)};
+  train::Kfac kfac;
+  FrontSync sync;
+
+  explicit KfacMember(bool share, const char* method = "inverse")
+      : kfac({front}, {"front"}, options(method), "member"), sync(sync_options(share), sync::flat_params(front, nullptr), opt, &kfac) {}
+  static train::KfacOptions options(const char* method) {
+    train::KfacOptions o;
+    o.method = method;
+    o.factor_every = o.inverse_every = 1;
+    return o;
+  }
+  static sync::SyncOptions sync_options(bool share) {
+    auto o = Member::dense();
+    o.share_kfac_factors = share;
+    return o;
+  }
+  // A snapshot from an aggregation with `sharing` ("" local), carrying `tensors` as `content`.
+  wire::Message snapshot(const std::string& sharing, const std::string& method = "inverse",
+                         wire::KfacContent content = wire::KfacContent::kNone,
+                         std::vector<torch::Tensor> tensors = {}) {
+    Member server(99);
+    return sync::make_snapshot(0, 0, sync::flat_params(server.front, nullptr), *server.opt,
+                               sync::SnapshotKfac{sharing, method, content, std::move(tensors)});
+  }
+};
+
+TEST(FrontSync, SharingKfacFactorsNeedsBothSidesToAgree) {
+  EXPECT_THROW(KfacMember(true).sync.load_snapshot(KfacMember(true).snapshot("")), ConfigError);
+  EXPECT_THROW(KfacMember(false).sync.load_snapshot(KfacMember(false).snapshot("server")), ConfigError);
+  EXPECT_THROW(KfacMember(false).sync.load_snapshot(KfacMember(false).snapshot("members")), ConfigError);
+  EXPECT_THROW(KfacMember(true, "eigen").sync.load_snapshot(KfacMember(true).snapshot("server", "inverse")),
+               ConfigError);  // the server's decompositions would not be of its method
+  KfacMember local(false), shared(true, "eigen");
+  EXPECT_NO_THROW(local.sync.load_snapshot(local.snapshot("")));
+  EXPECT_NO_THROW(shared.sync.load_snapshot(shared.snapshot("members", "inverse")));  // it decomposes itself
+  EXPECT_EQ(local.sync.kfac_hash(), "");
+}
+
+TEST(FrontSync, ASharingMemberSendsItsBatchFactorsAndTakesTheServersDecompositions) {
+  KfacMember m(true);
+  const std::vector<torch::Tensor> inverses{torch::eye(5) * 0.5, torch::eye(3) * 0.25};
+  m.sync.load_snapshot(m.snapshot("server", "inverse", wire::KfacContent::kDecompositions, inverses));
+  const auto installed = m.sync.kfac_hash();
+  EXPECT_NE(installed, "none");
+  // A factor step: its batch factors ride after the gradient's tensors.
+  auto x = torch::randn({8, 4});
+  m.opt.zero_grad();
+  m.kfac.forward(m.front, x).pow(2).sum().backward();
+  m.kfac.step(0.1);
+  auto msg = m.sync.contribute(8, 0);
+  m.sync.sent();
+  const auto g = wire::meta_as<wire::SparseGrad>(msg);
+  ASSERT_EQ(g.kfac_tensors, 2u);
+  ASSERT_EQ(msg.tensors.size(), 3u);  // [values] (dense) + A, G
+  EXPECT_TRUE(torch::allclose(msg.tensors[1], train::linear_a_factor(x, true), 1e-5, 1e-7));
+  EXPECT_GT(m.sync.stats().kfac_bytes_up, 0u);
+  // An Update that carries decompositions replaces the preconditioner at the safe point.
+  auto u = update(1, g.seq, torch::zeros({kNumel}));
+  auto meta = wire::meta_as<wire::Update>(u);
+  meta.kfac = wire::KfacContent::kDecompositions;
+  auto tensors = u.tensors;
+  tensors.push_back(torch::eye(5));
+  tensors.push_back(torch::eye(3));
+  auto with = wire::make_message(meta, tensors);
+  EXPECT_TRUE(m.sync.offer(with));
+  m.sync.settle(0);
+  EXPECT_NE(m.sync.kfac_hash(), installed);
+  EXPECT_EQ(m.sync.version(), 1u);
+  // Trailing tensors the Update does not name are refused.
+  meta.round = 2;
+  meta.kfac = wire::KfacContent::kNone;
+  auto unnamed = wire::make_message(meta, tensors);
+  EXPECT_TRUE(m.sync.offer(unnamed));
+  EXPECT_THROW(m.sync.settle(0), ProtocolError);
+}
+
 TEST(FrontSync, OtherMessagesAreNotItsOwn) {
   Member m(1);
   auto cg = wire::make_message(wire::CutGrad{});

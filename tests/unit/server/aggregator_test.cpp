@@ -10,6 +10,7 @@
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/sync/snapshot.h"
 #include "cutlayer/sync/sparse_wire.h"
+#include "cutlayer/train/kfac.h"
 #include "cutlayer/train/optimizer.h"
 
 namespace cutlayer::server {
@@ -402,6 +403,172 @@ TEST(Aggregator, NormClipIsOffByDefault) {
   auto out = a.contribute(1, contribution(11, 10, 64, big), t);
   EXPECT_TRUE(torch::allclose(update_values(of_type(out, wire::MsgType::kUpdate).at(0)), big.to_dense(), 1e-6, 0));
   EXPECT_EQ(a.stats().clipped, 0u);
+}
+
+// Shared K-FAC on the tiny model: factors every step, decompositions every 2nd factor round.
+train::TrainOptions tiny_kfac() {
+  auto o = tiny();
+  o.optimizer = "kfac";
+  o.kfac.factor_decay = 0.5;
+  o.kfac.factor_every = 1;
+  o.kfac.inverse_every = 2;
+  return o;
+}
+
+AggregatorOptions averaged(const char* decompositions) {
+  AggregatorOptions o;
+  o.kfac_factors = "average";
+  o.kfac_decompositions = decompositions;
+  return o;
+}
+
+// A batch's factors for the tiny front (linear(16,8), linear(8,6)): covariances of random rows.
+std::vector<torch::Tensor> batch_factors(std::uint64_t seed) {
+  torch::manual_seed(seed);
+  return {train::linear_a_factor(torch::randn({5, 16}), true), train::linear_g_factor(torch::randn({5, 8})),
+          train::linear_a_factor(torch::randn({5, 8}), true), train::linear_g_factor(torch::randn({5, 6}))};
+}
+
+wire::Message with_factors(wire::Message m, const std::vector<torch::Tensor>& f) {
+  auto g = wire::meta_as<wire::SparseGrad>(m);
+  g.kfac_tensors = static_cast<std::uint32_t>(f.size());
+  auto tensors = m.tensors;
+  for (auto& t : f) tensors.push_back(t);
+  return wire::make_message(g, tensors);
+}
+
+TEST(Aggregator, SharedKfacFactorsAreTheExampleWeightedMeanAndShipEveryInverseRound) {
+  const auto o = tiny_kfac();
+  Aggregator a(o, averaged("server"));
+  const auto t = Clock::now();
+  a.add_member(1, "a");
+  a.add_member(2, "b");
+  const auto f1 = batch_factors(1), f2 = batch_factors(2);
+  a.contribute(1, with_factors(contribution(1, 0, 64, random_sparse(1)), f1), t);
+  auto out = a.contribute(2, with_factors(contribution(1, 0, 32, random_sparse(2)), f2), t);
+  auto updates = of_type(out, wire::MsgType::kUpdate);
+  ASSERT_EQ(updates.size(), 2u);
+  // Round 1 (the first factor round) ships the server's decompositions of
+  // 0.5·I + 0.5·(64 F1 + 32 F2)/96 to both members, after the update's own tensors.
+  for (const auto& u : updates) {
+    const auto meta = wire::meta_as<wire::Update>(u);
+    ASSERT_EQ(meta.kfac, wire::KfacContent::kDecompositions);
+    const auto k = sync::after_sparse(meta.layout, u.tensors, "Update");
+    ASSERT_EQ(k.size(), 4u);
+    for (std::size_t i = 0; i < 4; ++i) {
+      auto running = 0.5 * torch::eye(f1[i].size(0)) + 0.5 * (64 * f1[i] + 32 * f2[i]) / 96;
+      EXPECT_TRUE(torch::allclose(k[i], train::damped_inverse(running, o.kfac.damping), 1e-5, 1e-6)) << i;
+    }
+  }
+  EXPECT_EQ(a.stats().kfac_rounds, 1u);
+  EXPECT_EQ(a.stats().kfac_bytes_up, 2 * (17 * 17 + 8 * 8 + 9 * 9 + 6 * 6) * 4u);
+  // Round 2 folds without shipping; round 3 ships again; a round without factors folds nothing.
+  a.contribute(1, with_factors(contribution(2, 1, 64, random_sparse(3)), f2), t);
+  out = a.contribute(2, contribution(2, 1, 32, random_sparse(4)), t);
+  EXPECT_EQ(wire::meta_as<wire::Update>(of_type(out, wire::MsgType::kUpdate).at(0)).kfac, wire::KfacContent::kNone);
+  a.contribute(1, contribution(3, 2, 64, random_sparse(5)), t);
+  out = a.contribute(2, contribution(3, 2, 32, random_sparse(6)), t);
+  EXPECT_EQ(wire::meta_as<wire::Update>(of_type(out, wire::MsgType::kUpdate).at(0)).kfac, wire::KfacContent::kNone);
+  a.contribute(1, with_factors(contribution(4, 3, 64, random_sparse(7)), f1), t);
+  out = a.contribute(2, contribution(4, 3, 32, random_sparse(8)), t);
+  EXPECT_EQ(wire::meta_as<wire::Update>(of_type(out, wire::MsgType::kUpdate).at(0)).kfac,
+            wire::KfacContent::kDecompositions);
+  EXPECT_EQ(a.stats().kfac_rounds, 3u);
+  EXPECT_EQ(a.stats().kfac_shipped, 2u);
+}
+
+TEST(Aggregator, AJoinerGetsTheLastShippedKfacStateAndACheckpointKeepsIt) {
+  for (const char* mode : {"server", "members"}) {
+    Aggregator a(tiny_kfac(), averaged(mode));
+    const auto t = Clock::now();
+    a.add_member(1, "a");
+    a.contribute(1, with_factors(contribution(1, 0, 64, random_sparse(1)), batch_factors(1)), t);  // ships
+    a.contribute(1, with_factors(contribution(2, 1, 64, random_sparse(2)), batch_factors(2)), t);  // folds only
+    // A member's K-FAC over the same front, installing what the snapshot carries.
+    auto o = tiny_kfac();
+    auto m = model::build_split(train::split_spec(o), o.seed);
+    auto flat = sync::flat_params(m.front, &m.head);
+    auto opt = train::make_optimizer(flat.params(), o);
+    train::Kfac member({m.front}, {"front"}, o.kfac, "member");
+    member.share(true);
+    sync::SnapshotKfac shared;
+    sync::load_snapshot(a.add_member(2, "joiner").at(0).second, flat, *opt, &shared);
+    EXPECT_EQ(shared.sharing, mode);
+    EXPECT_EQ(shared.method, "inverse");
+    if (std::string(mode) == "server") {
+      ASSERT_EQ(shared.content, wire::KfacContent::kDecompositions);
+      member.install_decompositions(shared.tensors);
+      EXPECT_EQ(member.hash(), a.kfac_hash());
+    } else {
+      ASSERT_EQ(shared.content, wire::KfacContent::kFactors);
+      member.install_factors(shared.tensors);  // the factors of round 1, not the running ones of round 2
+      train::Kfac at_round_1({m.front}, {"front"}, o.kfac, "reference");
+      at_round_1.fold(batch_factors(1));
+      EXPECT_TRUE(torch::equal(shared.tensors[0], at_round_1.factors(0).a));
+      EXPECT_EQ(a.kfac_hash(), "none");  // the server decomposes nothing
+    }
+    // Saved and loaded: the same state and what was shipped; the next ship the same.
+    state::OutputArchive out;
+    a.save(out);
+    Aggregator b(tiny_kfac(), averaged(mode));
+    state::InputArchive in;
+    state::from_bytes(in, state::to_bytes(out));
+    b.load(in);
+    EXPECT_EQ(b.kfac_hash(), a.kfac_hash());
+    auto snap = [](Aggregator& x) {
+      auto s = wire::meta_as<wire::ModelSnapshot>(x.add_member(9, "j").at(0).second);
+      return s.kfac;
+    };
+    EXPECT_EQ(snap(b), snap(a));
+    b.add_member(1, "a");
+    a.add_member(3, "c");
+    const auto f = batch_factors(3);
+    a.remove_member(9, t);
+    a.remove_member(2, t);
+    a.remove_member(3, t);
+    b.remove_member(9, t);
+    auto ua = of_type(a.contribute(1, with_factors(contribution(3, 2, 64, random_sparse(3)), f), t),
+                      wire::MsgType::kUpdate).at(0);
+    auto ub = of_type(b.contribute(1, with_factors(contribution(3, 2, 64, random_sparse(3)), f), t),
+                      wire::MsgType::kUpdate).at(0);
+    ASSERT_EQ(ua.tensors.size(), ub.tensors.size());
+    for (std::size_t i = 0; i < ua.tensors.size(); ++i) EXPECT_TRUE(torch::equal(ua.tensors[i], ub.tensors[i])) << i;
+  }
+}
+
+TEST(Aggregator, MalformedOrUnwantedKfacFactorsAreProtocolErrorsAndNothingIsApplied) {
+  const auto t = Clock::now();
+  {
+    Aggregator local(tiny_kfac(), {});  // factors stay with the members
+    local.add_member(1, "a");
+    EXPECT_THROW(local.contribute(1, with_factors(contribution(1, 0, 64, random_sparse(1)), batch_factors(1)), t),
+                 ProtocolError);
+    EXPECT_EQ(local.version(), 0u);
+  }
+  Aggregator a(tiny_kfac(), averaged("server"));
+  a.add_member(1, "a");
+  auto f = batch_factors(1);
+  std::uint64_t seq = 0;
+  auto refused = [&](const std::vector<torch::Tensor>& bad) {
+    EXPECT_THROW(a.contribute(1, with_factors(contribution(++seq, 0, 64, random_sparse(1)), bad), t), ProtocolError);
+  };
+  refused({f[0], f[1], f[2]});                                   // a factor short
+  refused({f[1], f[0], f[2], f[3]});                             // shapes swapped
+  auto skew = f[0].clone();
+  skew[0][1] += 1;
+  refused({skew, f[1], f[2], f[3]});                             // not a covariance
+  auto huge = f[0] * 1e12;
+  refused({huge, f[1], f[2], f[3]});                             // past max_abs_value
+  auto g = wire::meta_as<wire::SparseGrad>(contribution(++seq, 0, 64, random_sparse(1)));
+  g.kfac_tensors = 9;                                            // more than it carries
+  EXPECT_THROW(a.contribute(1, wire::make_message(g, contribution(seq, 0, 64, random_sparse(1)).tensors), t),
+               ProtocolError);
+  EXPECT_EQ(a.version(), 0u);
+  EXPECT_EQ(a.stats().kfac_rounds, 0u);
+  EXPECT_EQ(a.kfac_hash(), "none");
+  a.contribute(1, with_factors(contribution(++seq, 0, 64, random_sparse(1)), f), t);
+  EXPECT_EQ(a.version(), 1u);
+  EXPECT_NE(a.kfac_hash(), "none");
 }
 
 }  // namespace

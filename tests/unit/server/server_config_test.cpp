@@ -87,6 +87,9 @@ TEST(ServerConfig, OutOfRangeLimitsAreRefusedNamingTheField) {
       {R"({"limits": {"max_refusals": 3}})", "max_refusals"},
       {R"({"train": {"head_grad_timeout_ms": 0}})", "head_grad_timeout_ms"},
       {R"({"train": {"max_deferred_per_session": 0}})", "max_deferred_per_session"},
+      {R"({"train": {}, "aggregation": {"kfac_factors": "average"}})", "aggregation.kfac_factors"},
+      {R"({"train": {"optimizer": "kfac"}, "aggregation": {"kfac_factors": "all"}})", "kfac_factors"},
+      {R"({"train": {"optimizer": "kfac"}, "aggregation": {"kfac_decompositions": "x"}})", "kfac_decompositions"},
   };
   for (const auto& [text, field] : cases) {
     try {
@@ -96,6 +99,15 @@ TEST(ServerConfig, OutOfRangeLimitsAreRefusedNamingTheField) {
       EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(ServerConfig, SharedKfacFactorsAreRead) {
+  const auto c = load_text(R"({"train": {"optimizer": "kfac"},
+      "aggregation": {"kfac_factors": "average", "kfac_decompositions": "members"}})");
+  EXPECT_EQ(c.aggregation.kfac_factors, "average");
+  EXPECT_EQ(c.aggregation.kfac_decompositions, "members");
+  const auto d = load_text(R"({"train": {"optimizer": "kfac"}, "aggregation": {}})");
+  EXPECT_EQ(d.aggregation.kfac_factors, "local");
 }
 
 }  // namespace

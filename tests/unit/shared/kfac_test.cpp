@@ -291,6 +291,77 @@ TEST(Kfac, FactorsUpdateOnlyEveryFactorEverySteps) {
   EXPECT_EQ(k.steps(), 3);
 }
 
+TEST(Kfac, ASharingPartyHandsOutItsBatchFactorsAndPreconditionsWithWhatItReceives) {
+  auto make = [] {
+    torch::manual_seed(21);
+    return model::build("linear(4,3) tanh linear(3,2)");
+  };
+  auto net = make(), peer = make();
+  for (const char* method : {"inverse", "eigen"}) {
+    KfacOptions o = every_step(0.5, 1e9, method);
+    Kfac member({net}, {"net"}, o, "member"), source({peer}, {"net"}, o, "source");
+    member.share(true);
+    auto x = torch::randn({6, 4});
+    auto y = torch::randint(0, 2, {6});
+    train_step(member, net, x, y, 0.1);
+    // Its own batch's factors are handed out, not folded in; nothing to precondition with yet.
+    auto batch = member.take_batch_factors();
+    ASSERT_EQ(batch.size(), 4u);
+    EXPECT_TRUE(torch::allclose(batch[0], linear_a_factor(x, true), 1e-5, 1e-7));
+    EXPECT_FALSE(member.factors(0).a.defined());
+    EXPECT_EQ(member.hash(), "none");
+    EXPECT_TRUE(member.take_batch_factors().empty());
+    // The aggregation's running factors: a fold from the identity, as a factor step would.
+    EXPECT_EQ(source.fold(batch), 1);
+    EXPECT_TRUE(torch::allclose(source.factors(0).a, 0.5 * torch::eye(5) + 0.5 * batch[0]));
+    source.decompose_now();
+    // Decomposed by the member from the factors, or by the source: the same preconditioner.
+    member.install_factors(source.factor_tensors());
+    EXPECT_EQ(member.hash(), source.hash()) << method;
+    Kfac other({net}, {"net"}, o, "other");
+    other.share(true);
+    other.install_decompositions(source.decomposition_tensors());
+    EXPECT_EQ(other.hash(), source.hash()) << method;
+    // ... and the next step is preconditioned with it: ∇̃ = (G+λI)⁻¹ ∇W (A+λI)⁻¹ for the inverse method.
+    for (auto& p : net->parameters()) p.grad().zero_();
+    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+    auto lin = net[2]->as<torch::nn::Linear>();
+    auto grad = torch::cat({lin->weight.grad(), lin->bias.grad().reshape({-1, 1})}, 1).clone();
+    for (auto& p : net->parameters()) p.grad().zero_();
+    train_step(member, net, x, y, 0.1);
+    if (std::string(method) == "inverse") {
+      const auto f = source.factors(1);
+      auto expect = damped_inverse(f.g, o.damping).matmul(grad).matmul(damped_inverse(f.a, o.damping));
+      EXPECT_TRUE(torch::allclose(lin->weight.grad(), expect.narrow(1, 0, 3), 1e-4, 1e-6));
+    }
+  }
+}
+
+TEST(Kfac, ReceivedFactorsAndDecompositionsAreCheckedBeforeUse) {
+  torch::manual_seed(22);
+  auto net = model::build("linear(4,3)");
+  Kfac k({net}, {"net"}, every_step(0.5, 1e9, "inverse"), "member");
+  k.share(true);
+  const std::vector<torch::Tensor> good{torch::eye(5), torch::eye(3)};
+  EXPECT_NO_THROW(k.check_factors(good, "factors"));
+  EXPECT_THROW(k.install_factors({torch::eye(5)}), ProtocolError);                   // a layer short
+  EXPECT_THROW(k.install_factors({torch::eye(4), torch::eye(3)}), ProtocolError);    // shape
+  EXPECT_THROW(k.install_factors({torch::eye(5, torch::kFloat64), torch::eye(3)}), ProtocolError);  // dtype
+  auto nan = torch::eye(5);
+  nan[0][0] = std::nanf("");
+  EXPECT_THROW(k.install_factors({nan, torch::eye(3)}), ProtocolError);
+  auto skew = torch::eye(5);
+  skew[0][1] = 0.5;
+  EXPECT_THROW(k.install_factors({skew, torch::eye(3)}), ProtocolError);  // not symmetric
+  EXPECT_THROW(k.install_factors({-torch::eye(5), torch::eye(3)}), ProtocolError);  // negative variance
+  EXPECT_THROW(k.fold({skew, torch::eye(3)}), ProtocolError);
+  EXPECT_THROW(k.install_decompositions({torch::eye(5), torch::eye(3), torch::eye(3)}), ProtocolError);
+  EXPECT_EQ(k.hash(), "none");  // nothing refused was kept
+  EXPECT_EQ(k.steps(), 0);
+  k.install_factors(good);
+  EXPECT_NE(k.hash(), "none");
+}
+
 TEST(Kfac, SavedStateResumesIdenticallyAndAMisshapenOneIsRefused) {
   auto make = [](const char* spec) {
     torch::manual_seed(12);

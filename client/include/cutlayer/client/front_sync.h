@@ -21,6 +21,8 @@
 #include "cutlayer/state/archive.h"
 #include "cutlayer/sync/flat_params.h"
 #include "cutlayer/sync/options.h"
+#include "cutlayer/train/kfac.h"
+#include "cutlayer/wire/messages.h"
 #include "cutlayer/wire/message.h"
 
 namespace cutlayer::client {
@@ -31,11 +33,15 @@ struct SyncStats {
   std::uint64_t nnz_up = 0, nnz_down = 0;
   std::uint64_t snapshot_round = 0;            // where this member started
   std::uint64_t waits = 0;                     // contributions that had to wait for an update
+  std::uint64_t kfac_bytes_up = 0, kfac_bytes_down = 0;  // shared K-FAC factors / decompositions
 };
 
 class FrontSync {
  public:
-  FrontSync(sync::SyncOptions options, sync::FlatParams params, torch::optim::Optimizer& opt);
+  // `kfac`: this party's K-FAC (null or inactive without optimizer "kfac"); with
+  // options.share_kfac_factors its factors are the aggregation's (Kfac::share).
+  FrontSync(sync::SyncOptions options, sync::FlatParams params, torch::optim::Optimizer& opt,
+            train::Kfac* kfac = nullptr);
 
   // A (re-)join: contributions in flight in the old session are given up, and nothing is
   // taken until the new session's snapshot is loaded.
@@ -70,6 +76,8 @@ class FrontSync {
   std::uint64_t oldest_outstanding() const { return outstanding_.empty() ? 0 : outstanding_.begin()->first; }
   std::uint64_t version() const { return version_; }
   std::string hash() const { return flat_.hash(); }
+  // The shared preconditioner's hash ("" when this member's factors are its own).
+  std::string kfac_hash() const { return shares_kfac() ? kfac_->hash() : ""; }
   std::int64_t numel() const { return flat_.numel(); }
   const SyncStats& stats() const { return stats_; }
   const sync::SyncOptions& options() const { return options_; }
@@ -79,10 +87,14 @@ class FrontSync {
   const void* compressed_buffer() const;
   std::size_t buffer_bytes() const;
   void take_back(const wire::SyncReject& r);
+  bool shares_kfac() const { return kfac_ && kfac_->sharing(); }
+  void check_kfac_sharing(const std::string& server_sharing, const std::string& server_method) const;
+  void install_kfac(wire::KfacContent content, const std::vector<torch::Tensor>& tensors);
 
   sync::SyncOptions options_;
   sync::FlatParams flat_;
   torch::optim::Optimizer& opt_;
+  train::Kfac* kfac_;
   std::unique_ptr<kernels::Compressor> compressor_;
   kernels::DensitySchedule schedule_;
   torch::Tensor grad_, residual_;

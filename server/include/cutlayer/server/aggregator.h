@@ -33,7 +33,9 @@
 #include "cutlayer/server/checks.h"
 #include "cutlayer/state/archive.h"
 #include "cutlayer/sync/flat_params.h"
+#include "cutlayer/train/kfac.h"
 #include "cutlayer/train/train_options.h"
+#include "cutlayer/wire/messages.h"
 #include "cutlayer/wire/message.h"
 
 namespace cutlayer::server {
@@ -56,6 +58,14 @@ struct AggregatorOptions {
   // restart waits for them again): every round then has the same company from the start,
   // instead of the first to join running rounds alone. 1: rounds start with the first.
   std::size_t start_members = 1;
+  // K-FAC factors of the members' fronts (docs/kfac.md): "local" (each member keeps its own)
+  // or "average" (members that consent send their batch factors with their contributions;
+  // a round averages them by examples into the aggregation's running factors). Averaged,
+  // every inverse_every/factor_every-th factor round ships either the decompositions the
+  // server computed once (kfac_decompositions "server") or the factors, which every member
+  // then decomposes itself ("members").
+  std::string kfac_factors = "local";
+  std::string kfac_decompositions = "server";
 };
 
 constexpr std::size_t kClipMinHistory = 5;
@@ -76,6 +86,10 @@ struct AggregatorStats {
   // latency: it was busy, or blocked), and how many stayed more than kOverdue past it.
   std::uint64_t max_overrun_ms = 0;
   std::uint64_t overdue = 0;
+  // Shared K-FAC: factor bytes received, factor rounds, rounds that shipped factors or
+  // decompositions, and their bytes (every member's copy).
+  std::uint64_t kfac_bytes_up = 0, kfac_rounds = 0, kfac_shipped = 0, kfac_bytes_down = 0;
+  double kfac_decompose_ms = 0;  // the server's decompositions, all together
 };
 
 // A round closed this long after its deadline is "overdue" (AggregatorStats::overdue).
@@ -122,6 +136,9 @@ class Aggregator {
   std::uint64_t version() const { return version_; }
   std::int64_t numel() const { return flat_.numel(); }
   std::string hash() const { return flat_.hash(); }
+  // The shared preconditioner's hash (Kfac::hash; "none" before the first, or when the
+  // factors stay local).
+  std::string kfac_hash() const { return kfac_ ? kfac_->hash() : "none"; }
   // The replica's parameters (tests check them).
   const std::vector<torch::Tensor>& params() const { return flat_.params(); }
   const AggregatorStats& stats() const { return stats_; }
@@ -131,6 +148,7 @@ class Aggregator {
   struct Contribution {
     std::uint64_t session = 0, seq = 0, base = 0, samples = 0;
     kernels::SparseTensor grad;
+    std::vector<torch::Tensor> factors;  // shared K-FAC: the batch factors sent with it
   };
   struct Member {
     std::string name;
@@ -144,6 +162,11 @@ class Aggregator {
   void close_late(Clock::time_point now);  // counts a deadline close and its overrun
   void close(Outbox& out);
   void clip(Contribution& c);
+  void load_kfac(state::InputArchive& a);
+  std::vector<torch::Tensor> read_factors(const Member& m, const wire::Message& msg, std::uint32_t n);
+  // Folds the round's batch factors; when this factor round ships, the factors or
+  // decompositions (and their kind) that every Update of the round carries.
+  wire::KfacContent fold_factors(std::vector<torch::Tensor>& shipped);
 
   train::TrainOptions train_;
   AggregatorOptions options_;
@@ -159,6 +182,8 @@ class Aggregator {
   std::uint64_t version_ = 0;  // rounds applied
   std::int64_t schedule_steps_ = -1;
   bool quorum_ = false;  // start_members have joined
+  std::unique_ptr<train::Kfac> kfac_;  // kfac_factors "average": the shared factors
+  std::vector<torch::Tensor> kfac_shipped_;  // what the last shipping round sent (joiners get it)
   AggregatorStats stats_;
 };
 

@@ -71,6 +71,7 @@ struct AggregationSummary {
   std::uint64_t max_overrun_ms = 0, overdue = 0;  // AggregatorStats
   std::uint64_t bytes_up = 0, bytes_down = 0;
   std::string front_hash;
+  std::optional<report::Json> kfac;  // shared K-FAC factors: their traffic and the server's work
 
   static AggregationSummary of(const Aggregator& aggregator);
   report::Json json() const;

@@ -83,6 +83,7 @@ class Kfac {
   void step(double lr);
 
   bool active() const { return !layers_.empty(); }
+  const KfacOptions& options() const { return options_; }
   std::int64_t steps() const { return steps_; }
   std::vector<std::string> covered() const;
   double last_clip_scale() const { return last_scale_; }
@@ -92,6 +93,33 @@ class Kfac {
     torch::Tensor a, g;
   };
   Factors factors(std::size_t i) const { return {layers_.at(i).a, layers_.at(i).g}; }
+
+  // Shared factors (an aggregation's members; docs/kfac.md). A sharing party's step() keeps
+  // a factor step's batch factors for take_batch_factors() instead of folding them into its
+  // own, and never decomposes: its preconditioner is what install_* last received.
+  void share(bool on) { sharing_ = on; }
+  bool sharing() const { return sharing_; }
+  // A, G of each covered layer from the last factor step; empty when there was none since
+  // the last take (or a layer had no records, or a factor was not finite).
+  std::vector<torch::Tensor> take_batch_factors();
+  // The aggregator: folds batch factors (A, G per layer, e.g. the members' weighted mean)
+  // into the running ones, as a factor step does; returns how many folds so far.
+  std::int64_t fold(const std::vector<torch::Tensor>& batch);
+  // The running factors (A, G per layer), and the decompositions of the configured method
+  // (inverse: A⁻¹, G⁻¹; eigen: Q_A, Q_G, 1/(d_G d_Aᵀ + λ) per layer): what members receive.
+  std::vector<torch::Tensor> factor_tensors() const;
+  std::vector<torch::Tensor> decomposition_tensors() const;
+  void decompose_now() { decompose(); }
+  // Members: received factors (then decomposed here) or decompositions replace this party's.
+  // Throws ProtocolError, changing nothing, unless they are of this model's layers: count,
+  // shapes, float32, finite; factors also symmetric with a non-negative diagonal.
+  void install_factors(const std::vector<torch::Tensor>& t);
+  void install_decompositions(const std::vector<torch::Tensor>& t);
+  // Throws ProtocolError unless `t` are batch or running factors of these layers (as above).
+  void check_factors(const std::vector<torch::Tensor>& t, const std::string& what) const;
+  // A hash of the preconditioner (the decompositions; "none" before the first): with shared
+  // factors it is the same on every member at the same round.
+  std::string hash() const;
 
   // Its state (steps, factors, eigendecompositions) under "<prefix>.…"; load refuses
   // (CheckpointRefused) a missing or misshapen entry and then leaves this as it was.
@@ -118,6 +146,9 @@ class Kfac {
   static std::vector<Saved> saved(Layer& l);  // what save() writes of a layer
   Layer* find(const torch::nn::Module* m);
   void update_factors();
+  void fold_layer(Layer& l, const torch::Tensor& a, const torch::Tensor& g);
+  std::vector<std::pair<std::int64_t, std::int64_t>> factor_shapes() const;
+  std::vector<std::pair<std::int64_t, std::int64_t>> decomposition_shapes() const;
   void decompose();
   torch::Tensor grad_matrix(const Layer& l) const;
   torch::Tensor precondition(const Layer& l, const torch::Tensor& grad) const;
@@ -128,6 +159,8 @@ class Kfac {
   std::vector<Layer> layers_;
   std::int64_t steps_ = 0;
   double last_scale_ = 1.0;
+  bool sharing_ = false;
+  std::vector<torch::Tensor> batch_;  // sharing: the last factor step's A, G per layer
 };
 
 }  // namespace cutlayer::train

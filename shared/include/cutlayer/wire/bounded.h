@@ -90,6 +90,40 @@ inline Flag flag(const bool& value, const char* what) {
   return Flag{const_cast<bool&>(value), what};
 }
 
+// An enum on the wire as its underlying integer, refused past its last enumerator (a value
+// outside the enumeration is never seen by a switch).
+template <class E>
+struct EnumIn {
+  E& value;
+  E last;
+  const char* what;
+  using U = std::underlying_type_t<E>;
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(static_cast<U>(value));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    U raw{};
+    ar(raw);
+    if (static_cast<long long>(raw) < 0 || raw > static_cast<U>(last))
+      throw ProtocolError(std::string(what) + ": " + std::to_string(+raw) + " is not one of 0.." +
+                          std::to_string(+static_cast<U>(last)));
+    value = static_cast<E>(raw);
+  }
+};
+
+// ar(enum_in(kfac, KfacContent::kDecompositions, "Update.kfac"))
+template <class E>
+EnumIn<E> enum_in(E& value, E last, const char* what) {
+  return EnumIn<E>{value, last, what};
+}
+template <class E>
+EnumIn<E> enum_in(const E& value, E last, const char* what) {
+  return EnumIn<E>{const_cast<E&>(value), last, what};
+}
+
 // ar(bounded(name, 256, "Join.client_name"))
 template <class T>
 Bounded<T> bounded(T& value, std::size_t max, const char* what) {

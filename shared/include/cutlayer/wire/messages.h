@@ -16,7 +16,9 @@ constexpr std::size_t kMaxName = 256;
 constexpr std::size_t kMaxText = 4096;
 constexpr std::size_t kMaxDims = 8;
 constexpr std::size_t kFingerprintHex = 64;  // a SHA-256 in hex
-constexpr std::uint32_t kProtocolVersion = 3;  // 2: JoinAck.steps_held, Join.inference; 3: Join's fingerprints
+// 2: JoinAck.steps_held, Join.inference; 3: Join's fingerprints; 4: shared K-FAC factors
+// (SparseGrad.kfac_tensors, Update.kfac, ModelSnapshot.kfac)
+constexpr std::uint32_t kProtocolVersion = 4;
 constexpr std::uint64_t kStepsUnknown = ~std::uint64_t{0};
 
 // Client → server over the CURVE front door. No tensors.
@@ -158,16 +160,24 @@ struct SparseLayout {
   }
 };
 
-// Client → server: one compressed front-gradient contribution (see SparseLayout).
+// What a message's trailing K-FAC tensors are (shared factors, docs/kfac.md): per covered
+// layer in order, kFactors: A, G; kDecompositions (inverse method): A⁻¹, G⁻¹, (eigen
+// method): Q_A, Q_G, 1/(d_G d_Aᵀ + λ).
+enum class KfacContent : std::uint8_t { kNone = 0, kFactors = 1, kDecompositions = 2 };
+
+// Client → server: one compressed front-gradient contribution (see SparseLayout). With
+// shared K-FAC factors, a factor step's batch factors (A, G per layer) follow the
+// gradient's tensors: `kfac_tensors` of them.
 struct SparseGrad {
   static constexpr MsgType kType = MsgType::kSparseGrad;
   std::uint64_t seq = 0;      // the client's contribution counter, from 1
   std::uint64_t base = 0;     // the model version (rounds applied) the gradient was computed on
   std::uint64_t samples = 0;  // examples behind it (its weight in the round)
   SparseLayout layout;
+  std::uint32_t kfac_tensors = 0;
   template <class A>
   void serialize(A& ar) {
-    ar(seq, base, samples, layout);
+    ar(seq, base, samples, layout, kfac_tensors);
   }
 };
 
@@ -181,9 +191,13 @@ struct Update {
   std::uint64_t samples = 0;
   double lr = 0;                   // the learning rate to apply it with
   SparseLayout layout;
+  // Shared K-FAC: the update's tensors are followed by the aggregation's factors (each
+  // member decomposes them) or decompositions (the server's), see KfacContent.
+  KfacContent kfac = KfacContent::kNone;
   template <class A>
   void serialize(A& ar) {
-    ar(round, mine, contributors, samples, lr, layout);
+    ar(round, mine, contributors, samples, lr, layout,
+       enum_in(kfac, KfacContent::kDecompositions, "Update.kfac"));
   }
 };
 
@@ -203,7 +217,8 @@ struct SyncReject {
 // Server → a joining member: the current front (and head) model and the optimizer state
 // behind it. Tensors: one per parameter in `names` order, then `state_per_param` state
 // tensors per parameter (SGD: momentum; Adam: exp_avg, exp_avg_sq, step) when the
-// optimizer has stepped.
+// optimizer has stepped; then, when the aggregation shares K-FAC factors, its last shipped
+// factors or decompositions (`kfac`, KfacContent).
 struct ModelSnapshot {
   static constexpr MsgType kType = MsgType::kModelSnapshot;
   std::uint64_t round = 0;
@@ -212,11 +227,18 @@ struct ModelSnapshot {
   std::uint32_t state_per_param = 0;
   std::uint32_t staleness = 0;  // the server's bound s: run at most s contributions ahead
   double momentum = 0, weight_decay = 0;  // the optimizer every member applies updates with
+  // The aggregation's K-FAC: "" (none: each member keeps its factors), or how members
+  // share them: "members" (the server averages the factors, each member decomposes) or
+  // "server" (the server decomposes once); then the method the decompositions are of.
+  std::string kfac_sharing, kfac_method;
+  KfacContent kfac = KfacContent::kNone;
   template <class A>
   void serialize(A& ar) {
     ar(round, bounded(names, 4096, "ModelSnapshot.names"),
        bounded(optimizer, kMaxName, "ModelSnapshot.optimizer"), state_per_param, staleness, momentum,
-       weight_decay);
+       weight_decay, bounded(kfac_sharing, kMaxName, "ModelSnapshot.kfac_sharing"),
+       bounded(kfac_method, kMaxName, "ModelSnapshot.kfac_method"),
+       enum_in(kfac, KfacContent::kDecompositions, "ModelSnapshot.kfac"));
   }
 };
 

@@ -23,6 +23,11 @@ struct SyncOptions {
   bool fp16_values = false;
   bool varint_indices = true;  // delta + LEB128 indices (about 1 byte each at density 0.01)
   std::uint64_t seed = 0;      // randomk
+  // With optimizer "kfac": consent to send this front's K-FAC factors (the covariance of its
+  // inputs, docs/privacy.md) for an aggregation that averages them (the server's
+  // aggregation.kfac_factors "average"). Both sides must agree: a client that does not
+  // consent cannot join such an aggregation, nor one that consents a "local" one.
+  bool share_kfac_factors = false;
 };
 
 // Reads a present "sync" object (enabled unless it says "enabled": false).

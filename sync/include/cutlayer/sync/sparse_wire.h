@@ -40,6 +40,14 @@ kernels::SparseTensor from_tensors(const wire::SparseLayout& layout,
                                    const std::vector<torch::Tensor>& tensors,
                                    std::int64_t expect_numel);
 
+// A message's sparse-vector tensors when `trailing` other tensors follow them (SparseGrad's
+// K-FAC factors): ProtocolError when there are fewer than `trailing`.
+std::vector<torch::Tensor> leading(const std::vector<torch::Tensor>& tensors, std::size_t trailing, const char* what);
+// The tensors after `layout`'s sparse vector ([indices, values] or [values]) in a message
+// that starts with one (an Update's K-FAC tensors); ProtocolError when there are too few.
+std::vector<torch::Tensor> after_sparse(const wire::SparseLayout& layout, const std::vector<torch::Tensor>& tensors,
+                                        const char* what);
+
 // Bytes of index and value data in those tensors (what the accounting counts).
 std::size_t payload_bytes(const std::vector<torch::Tensor>& tensors);
 
