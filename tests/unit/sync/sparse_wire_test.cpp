@@ -41,13 +41,19 @@ kernels::SparseTensor make_vector(std::uint32_t seed, std::int64_t numel, std::i
 }
 
 // What the codec turns into frames (its type, meta bytes and each tensor's dtype, shape
-// and bytes), hashed.
+// and bytes), hashed. Protocol 4 appended SparseGrad.kfac_tensors to the meta (a uint32,
+// 0 without K-FAC factors): it must be 0 here, and the bytes before it are protocol 3's,
+// which the digests pin.
 std::string wire_digest(const wire::Message& msg) {
   std::string bytes;
   auto put = [&](const void* p, std::size_t n) { bytes.append(static_cast<const char*>(p), n); };
   const auto type = static_cast<std::uint16_t>(msg.type);
   put(&type, sizeof type);
-  put(msg.meta.data(), msg.meta.size());
+  constexpr std::size_t kKfacTensors = sizeof(std::uint32_t);
+  EXPECT_GE(msg.meta.size(), kKfacTensors);
+  const auto tail = msg.meta.substr(msg.meta.size() - kKfacTensors);
+  EXPECT_EQ(tail, std::string(kKfacTensors, '\0')) << "SparseGrad.kfac_tensors is not the meta's last field, or not 0";
+  put(msg.meta.data(), msg.meta.size() - kKfacTensors);
   for (const auto& t : msg.tensors) {
     const auto dtype = static_cast<std::int32_t>(t.scalar_type());
     put(&dtype, sizeof dtype);
