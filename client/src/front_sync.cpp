@@ -102,7 +102,7 @@ void FrontSync::install_kfac(wire::KfacContent content, const std::vector<torch:
     return;
   }
   if (!shares_kfac()) throw ProtocolError("server: K-FAC factors for a member that keeps its own");
-  if (content == wire::KfacContent::kFactors) kfac_->install_factors(tensors);
+  if (content == wire::KfacContent::kFactors) kfac_->install_factors(kfac_->unpack(tensors, "factors"));
   else kfac_->install_decompositions(tensors);
   stats_.kfac_bytes_down += sync::payload_bytes(tensors);
 }
@@ -198,7 +198,7 @@ wire::Message FrontSync::contribute(std::uint64_t samples, int epoch) {
   }
   const auto bytes = sync::payload_bytes(tensors);
   if (shares_kfac()) {
-    const auto factors = kfac_->take_batch_factors();  // a factor step's (empty otherwise)
+    const auto factors = train::Kfac::pack(kfac_->take_batch_factors());  // a factor step's (else none)
     g.kfac_tensors = static_cast<std::uint32_t>(factors.size());
     stats_.kfac_bytes_up += sync::payload_bytes(factors);
     for (const auto& f : factors) tensors.push_back(f.contiguous());

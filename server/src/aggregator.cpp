@@ -74,7 +74,8 @@ void Aggregator::load_kfac(state::InputArchive& a) {
     if (!a.try_read("replica_kfac_shipped." + std::to_string(i), shipped[i]))
       throw state::CheckpointRefused("its shared K-FAC state is incomplete");
   try {
-    if (!shipped.empty() && options_.kfac_decompositions == "members") kfac_->check_factors(shipped, "shipped");
+    if (!shipped.empty() && options_.kfac_decompositions == "members")
+      kfac_->check_factors(kfac_->unpack(shipped, "shipped"), "shipped");
   } catch (const ProtocolError& e) {
     throw state::CheckpointRefused(e.what());
   }
@@ -159,8 +160,9 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
   }
   clip(c);
   m.last_seq = g.seq;
-  stats_.kfac_bytes_up += sync::payload_bytes(c.factors);
-  stats_.bytes_up += sync::payload_bytes(msg.tensors) - sync::payload_bytes(c.factors);
+  const auto kfac_bytes = sync::payload_bytes({msg.tensors.end() - g.kfac_tensors, msg.tensors.end()});
+  stats_.kfac_bytes_up += kfac_bytes;
+  stats_.bytes_up += sync::payload_bytes(msg.tensors) - kfac_bytes;
   stats_.nnz_up += static_cast<std::uint64_t>(c.grad.nnz());
   Outbox out;
   if (m.in_round) {
@@ -180,9 +182,11 @@ std::vector<torch::Tensor> Aggregator::read_factors(const Member& m, const wire:
     throw ProtocolError("SparseGrad with K-FAC factors, but this aggregation keeps them with each member "
                         "(aggregation.kfac_factors \"local\")");
   if (n > msg.tensors.size()) throw ProtocolError("SparseGrad: more K-FAC tensors than tensors");
-  std::vector<torch::Tensor> f(msg.tensors.end() - n, msg.tensors.end());
-  kfac_->check_factors(f, "batch factors from '" + m.name + "'");
-  for (const auto& t : f) check_values(t, options_.max_abs_value, "SparseGrad's K-FAC factors");
+  const std::vector<torch::Tensor> packed(msg.tensors.end() - n, msg.tensors.end());
+  const auto what = "batch factors from '" + m.name + "'";
+  auto f = kfac_->unpack(packed, what);  // lengths checked before anything is allocated
+  kfac_->check_factors(f, what);
+  for (const auto& t : packed) check_values(t, options_.max_abs_value, "SparseGrad's K-FAC factors");
   return f;
 }
 
@@ -330,7 +334,7 @@ wire::KfacContent Aggregator::fold_factors(std::vector<torch::Tensor>& shipped) 
   if ((folds - 1) % every != 0) return wire::KfacContent::kNone;
   ++stats_.kfac_shipped;
   if (options_.kfac_decompositions == "members") {
-    kfac_shipped_ = kfac_->factor_tensors();
+    kfac_shipped_ = train::Kfac::pack(kfac_->factor_tensors());
     shipped = kfac_shipped_;
     return wire::KfacContent::kFactors;
   }

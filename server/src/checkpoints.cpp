@@ -15,7 +15,10 @@ state::Identity server_identity(const BackTrainer& trainer, const Aggregator* ag
   std::vector<const torch::nn::Module*> parts{trainer.back_model().ptr().get()};
   if (aggregator)
     for (const auto* m : aggregator->replica_parts()) parts.push_back(m);
-  const std::string run = train::run_identity(o) + (aggregator ? "aggregation=on" : "aggregation=off");
+  std::string run = train::run_identity(o) + (aggregator ? "aggregation=on" : "aggregation=off");
+  // Shared K-FAC factors are state of their own (a run with local factors has none).
+  if (aggregator && aggregator->options().kfac_factors == "average")
+    run += " kfac_factors=average kfac_decompositions=" + aggregator->options().kfac_decompositions;
   return {"server", state::fingerprint(spec.front + "|" + spec.back + "|" + spec.head, parts),
           crypto::sha256(run.data(), run.size())};
 }

@@ -75,6 +75,19 @@ double kl_clip_scale(double vg_sum, double kl_clip) {
   return std::min(1.0, std::sqrt(kl_clip / std::abs(vg_sum)));
 }
 
+torch::Tensor pack_symmetric(const torch::Tensor& m) {
+  const auto i = torch::triu_indices(m.size(0), m.size(1), 0, torch::kLong);
+  return m.index({i[0], i[1]});
+}
+
+torch::Tensor unpack_symmetric(const torch::Tensor& packed, std::int64_t n) {
+  const auto i = torch::triu_indices(n, n, 0, torch::kLong);
+  auto m = torch::zeros({n, n}, packed.options());
+  m.index_put_({i[0], i[1]}, packed);
+  m.index_put_({i[1], i[0]}, packed);
+  return m;
+}
+
 Kfac::Kfac(const std::vector<torch::nn::Sequential>& parts, const std::vector<std::string>& part_names,
            const KfacOptions& o, const std::string& who)
     : options_(o) {
@@ -231,6 +244,29 @@ void Kfac::check_factors(const std::vector<torch::Tensor>& t, const std::string&
     if (!torch::equal(t[i], t[i].t()) || (t[i].diagonal() < 0).any().item<bool>())
       throw ProtocolError("K-FAC " + what + ": tensor " + std::to_string(i) +
                           " is not a covariance (not symmetric, or a negative diagonal)");
+}
+
+std::vector<torch::Tensor> Kfac::pack(const std::vector<torch::Tensor>& factors) {
+  std::vector<torch::Tensor> p;
+  for (const auto& f : factors) p.push_back(pack_symmetric(f));
+  return p;
+}
+
+std::vector<torch::Tensor> Kfac::unpack(const std::vector<torch::Tensor>& packed, const std::string& what) const {
+  const auto shapes = factor_shapes();
+  if (packed.size() != shapes.size())
+    throw ProtocolError("K-FAC " + what + ": " + std::to_string(packed.size()) + " tensors, this model's layers take " +
+                        std::to_string(shapes.size()));
+  std::vector<torch::Tensor> m;
+  for (std::size_t i = 0; i < packed.size(); ++i) {
+    const auto n = shapes[i].first;
+    if (packed[i].scalar_type() != torch::kFloat || packed[i].dim() != 1 || packed[i].numel() != n * (n + 1) / 2)
+      throw ProtocolError("K-FAC " + what + ": tensor " + std::to_string(i) + " is not the " + std::to_string(n) +
+                          "x" + std::to_string(n) + " upper triangle (" + std::to_string(n * (n + 1) / 2) +
+                          " float32 values)");
+    m.push_back(unpack_symmetric(packed[i], n));
+  }
+  return m;
 }
 
 std::vector<torch::Tensor> Kfac::factor_tensors() const {

@@ -10,6 +10,7 @@
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/sync/sparse_wire.h"
+#include "cutlayer/train/kfac.h"
 #include "cutlayer/wire/dtype.h"
 #include "frame_codec.h"
 #include "fuzz_common.h"
@@ -238,6 +239,29 @@ Seeds sync_seeds() {
     op(in, 1, 1), in += frames_of(wire::make_message(u, t));
     op(in, 1, 1), in += frames_of(wire::make_message(wire::SyncReject{1, 1, "stale"}));
     s.emplace_back("client_snapshot_update", in);
+  }
+  for (const int members : {0, 1}) {  // K-FAC with averaged factors, decomposed by the server or the members
+    auto with_factors = [&](std::uint64_t seq, std::uint64_t base, std::uint64_t seed) {
+      auto m = contribution(seq, base, seed, true);
+      auto g = wire::meta_as<wire::SparseGrad>(m);
+      torch::manual_seed(seed);
+      std::vector<torch::Tensor> f{train::linear_a_factor(torch::randn({6, 4}), true),
+                                   train::linear_g_factor(torch::randn({6, 3})),
+                                   train::linear_a_factor(torch::randn({6, 3}), true),
+                                   train::linear_g_factor(torch::randn({6, 2}))};
+      g.kfac_tensors = static_cast<std::uint32_t>(f.size());
+      auto t = m.tensors;
+      for (const auto& x : f) t.push_back(train::pack_symmetric(x));
+      return wire::make_message(g, t);
+    };
+    std::string in(1, static_cast<char>(16 | (members ? 32 : 0)));
+    op(in, 3, 1);
+    op(in, 3, 2);
+    op(in, 2, 1), in += frames_of(with_factors(1, 0, 30));
+    op(in, 2, 2), in += frames_of(with_factors(1, 0, 31));
+    op(in, 2, 1), in += frames_of(contribution(2, 1, 32, true));
+    op(in, 2, 2), in += frames_of(with_factors(2, 1, 33));
+    s.emplace_back(members ? "kfac_shared_members" : "kfac_shared_server", in);
   }
   return s;
 }

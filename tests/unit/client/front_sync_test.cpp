@@ -301,7 +301,7 @@ TEST(FrontSync, ASharingMemberSendsItsBatchFactorsAndTakesTheServersDecompositio
   const auto g = wire::meta_as<wire::SparseGrad>(msg);
   ASSERT_EQ(g.kfac_tensors, 2u);
   ASSERT_EQ(msg.tensors.size(), 3u);  // [values] (dense) + A, G
-  EXPECT_TRUE(torch::allclose(msg.tensors[1], train::linear_a_factor(x, true), 1e-5, 1e-7));
+  EXPECT_TRUE(torch::allclose(msg.tensors[1], train::pack_symmetric(train::linear_a_factor(x, true)), 1e-5, 1e-7));
   EXPECT_GT(m.sync.stats().kfac_bytes_up, 0u);
   // An Update that carries decompositions replaces the preconditioner at the safe point.
   auto u = update(1, g.seq, torch::zeros({kNumel}));

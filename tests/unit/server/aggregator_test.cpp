@@ -433,7 +433,7 @@ wire::Message with_factors(wire::Message m, const std::vector<torch::Tensor>& f)
   auto g = wire::meta_as<wire::SparseGrad>(m);
   g.kfac_tensors = static_cast<std::uint32_t>(f.size());
   auto tensors = m.tensors;
-  for (auto& t : f) tensors.push_back(t);
+  for (auto& t : f) tensors.push_back(train::pack_symmetric(t));  // as members send them
   return wire::make_message(g, tensors);
 }
 
@@ -461,7 +461,8 @@ TEST(Aggregator, SharedKfacFactorsAreTheExampleWeightedMeanAndShipEveryInverseRo
     }
   }
   EXPECT_EQ(a.stats().kfac_rounds, 1u);
-  EXPECT_EQ(a.stats().kfac_bytes_up, 2 * (17 * 17 + 8 * 8 + 9 * 9 + 6 * 6) * 4u);
+  // Upper triangles: n(n+1)/2 floats per factor.
+  EXPECT_EQ(a.stats().kfac_bytes_up, 2 * (17 * 18 / 2 + 8 * 9 / 2 + 9 * 10 / 2 + 6 * 7 / 2) * 4u);
   // Round 2 folds without shipping; round 3 ships again; a round without factors folds nothing.
   a.contribute(1, with_factors(contribution(2, 1, 64, random_sparse(3)), f2), t);
   out = a.contribute(2, contribution(2, 1, 32, random_sparse(4)), t);
@@ -501,10 +502,10 @@ TEST(Aggregator, AJoinerGetsTheLastShippedKfacStateAndACheckpointKeepsIt) {
       EXPECT_EQ(member.hash(), a.kfac_hash());
     } else {
       ASSERT_EQ(shared.content, wire::KfacContent::kFactors);
-      member.install_factors(shared.tensors);  // the factors of round 1, not the running ones of round 2
+      member.install_factors(member.unpack(shared.tensors, "factors"));  // of round 1, not the running ones of round 2
       train::Kfac at_round_1({m.front}, {"front"}, o.kfac, "reference");
       at_round_1.fold(batch_factors(1));
-      EXPECT_TRUE(torch::equal(shared.tensors[0], at_round_1.factors(0).a));
+      EXPECT_TRUE(torch::equal(shared.tensors[0], train::pack_symmetric(at_round_1.factors(0).a)));
       EXPECT_EQ(a.kfac_hash(), "none");  // the server decomposes nothing
     }
     // Saved and loaded: the same state and what was shipped; the next ship the same.
@@ -554,9 +555,14 @@ TEST(Aggregator, MalformedOrUnwantedKfacFactorsAreProtocolErrorsAndNothingIsAppl
   };
   refused({f[0], f[1], f[2]});                                   // a factor short
   refused({f[1], f[0], f[2], f[3]});                             // shapes swapped
-  auto skew = f[0].clone();
-  skew[0][1] += 1;
-  refused({skew, f[1], f[2], f[3]});                             // not a covariance
+  {
+    auto g = wire::meta_as<wire::SparseGrad>(contribution(++seq, 0, 64, random_sparse(1)));
+    auto tensors = contribution(seq, 0, 64, random_sparse(1)).tensors;
+    g.kfac_tensors = 4;
+    for (auto& t : f) tensors.push_back(t);  // whole matrices, not the upper triangles
+    EXPECT_THROW(a.contribute(1, wire::make_message(g, tensors), t), ProtocolError);
+  }
+  refused({-f[0], f[1], f[2], f[3]});                            // a negative variance
   auto huge = f[0] * 1e12;
   refused({huge, f[1], f[2], f[3]});                             // past max_abs_value
   auto g = wire::meta_as<wire::SparseGrad>(contribution(++seq, 0, 64, random_sparse(1)));

@@ -356,6 +356,13 @@ TEST(Kfac, ReceivedFactorsAndDecompositionsAreCheckedBeforeUse) {
   EXPECT_THROW(k.install_factors({-torch::eye(5), torch::eye(3)}), ProtocolError);  // negative variance
   EXPECT_THROW(k.fold({skew, torch::eye(3)}), ProtocolError);
   EXPECT_THROW(k.install_decompositions({torch::eye(5), torch::eye(3), torch::eye(3)}), ProtocolError);
+  // As they travel: upper triangles of the layers' lengths (5·6/2 and 3·4/2).
+  auto sym = linear_a_factor(torch::randn({7, 4}), true);
+  const auto packed = Kfac::pack({sym, torch::eye(3)});
+  ASSERT_EQ(packed[0].numel(), 15);
+  EXPECT_TRUE(torch::equal(k.unpack(packed, "factors")[0], sym));
+  EXPECT_THROW(k.unpack({packed[0], torch::ones({5})}, "factors"), ProtocolError);
+  EXPECT_THROW(k.unpack({sym, torch::eye(3)}, "factors"), ProtocolError);  // whole matrices
   EXPECT_EQ(k.hash(), "none");  // nothing refused was kept
   EXPECT_EQ(k.steps(), 0);
   k.install_factors(good);

@@ -63,6 +63,11 @@ torch::Tensor damped_inverse_eigenvalues(const torch::Tensor& dg, const torch::T
 // min(1, √(κ / |vg|)), 1 when vg is 0.
 double kl_clip_scale(double vg_sum, double kl_clip);
 
+// A symmetric matrix as its upper triangle, row by row (n(n+1)/2 values: how shared factors
+// travel), and back.
+torch::Tensor pack_symmetric(const torch::Tensor& m);
+torch::Tensor unpack_symmetric(const torch::Tensor& packed, std::int64_t n);
+
 class Kfac {
  public:
   // Covers every Linear and Conv2d (zero padding) layer of `parts`, named `part_names[i]`
@@ -117,6 +122,10 @@ class Kfac {
   void install_decompositions(const std::vector<torch::Tensor>& t);
   // Throws ProtocolError unless `t` are batch or running factors of these layers (as above).
   void check_factors(const std::vector<torch::Tensor>& t, const std::string& what) const;
+  // Factors as they travel (each packed: pack_symmetric), and back: ProtocolError unless
+  // `packed` are float32 vectors of these layers' lengths.
+  static std::vector<torch::Tensor> pack(const std::vector<torch::Tensor>& factors);
+  std::vector<torch::Tensor> unpack(const std::vector<torch::Tensor>& packed, const std::string& what) const;
   // A hash of the preconditioner (the decompositions; "none" before the first): with shared
   // factors it is the same on every member at the same round.
   std::string hash() const;
