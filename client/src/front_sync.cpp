@@ -1,5 +1,7 @@
 #include "cutlayer/client/front_sync.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "cutlayer/error.h"
@@ -79,21 +81,38 @@ void FrontSync::load(state::InputArchive& a) {
 wire::Message FrontSync::snapshot_request() { return wire::make_message(wire::SnapshotRequest{}); }
 
 // Both sides must agree on sharing K-FAC factors: they show the covariance of this client's
-// inputs, so a client shares them only when its config says so (docs/privacy.md).
-void FrontSync::check_kfac_sharing(const std::string& server_sharing, const std::string& server_method) const {
-  if (server_sharing.empty() && shares_kfac())
+// inputs, so a client shares them only when its config says so (docs/privacy.md). Members
+// decompose with the same method and damping, so their preconditioners are the same.
+void FrontSync::check_kfac_sharing(const wire::ModelSnapshot& s) const {
+  if (!s.kfac_sharing.empty() && s.kfac_sharing != "server" && s.kfac_sharing != "members")
+    throw ProtocolError("model snapshot: K-FAC sharing '" + s.kfac_sharing + "' is not \"server\" or \"members\"");
+  if (s.kfac_sharing.empty() && shares_kfac())
     throw ConfigError("sync.share_kfac_factors: this client would share its K-FAC factors, but the server's "
                       "aggregation keeps them with each member (aggregation.kfac_factors \"local\"): remove "
                       "share_kfac_factors, or ask the operator to set kfac_factors \"average\"");
-  if (server_sharing.empty()) return;
+  if (s.kfac_sharing.empty()) return;
   if (!shares_kfac())
     throw ConfigError("sync.share_kfac_factors: the server's aggregation averages its members' K-FAC factors (the "
                       "covariance of each member's inputs, docs/privacy.md); to take part set train.optimizer "
                       "\"kfac\" and sync.share_kfac_factors true, or ask the operator for kfac_factors \"local\"");
-  if (server_sharing == "server" && server_method != kfac_->options().method)
-    throw ConfigError("train.kfac.method: the server decomposes the shared factors with the \"" + server_method +
-                      "\" method, this client's is \"" + kfac_->options().method + "\": set it to \"" +
-                      server_method + "\"");
+  const auto& mine = kfac_->options();
+  if (s.kfac_method != mine.method)
+    throw ConfigError("train.kfac.method: the aggregation's shared K-FAC uses the \"" + s.kfac_method +
+                      "\" method, this client's is \"" + mine.method + "\": set it to \"" + s.kfac_method + "\"");
+  if (s.kfac_sharing == "members" && s.kfac_damping != mine.damping)
+    throw ConfigError("train.kfac.damping: the aggregation's members decompose the shared factors with damping " +
+                      fmt::format("{}", s.kfac_damping) + ", this client's is " + fmt::format("{}", mine.damping) +
+                      ": set it to the same");
+}
+
+// The snapshot's K-FAC part, checked before anything of the snapshot is loaded.
+void FrontSync::check_kfac_part(const wire::ModelSnapshot& s, const std::vector<torch::Tensor>& tensors) const {
+  if (s.kfac == wire::KfacContent::kNone || !shares_kfac()) return;
+  const auto model = s.names.size() * (1 + static_cast<std::size_t>(s.state_per_param));
+  if (tensors.size() < model) return;  // load_snapshot refuses it
+  const std::vector<torch::Tensor> part(tensors.begin() + static_cast<std::ptrdiff_t>(model), tensors.end());
+  if (s.kfac == wire::KfacContent::kFactors) kfac_->check_factors(kfac_->unpack(part, "factors"), "factors");
+  else kfac_->check_decompositions(part);
 }
 
 void FrontSync::install_kfac(wire::KfacContent content, const std::vector<torch::Tensor>& tensors) {
@@ -108,12 +127,15 @@ void FrontSync::install_kfac(wire::KfacContent content, const std::vector<torch:
 }
 
 void FrontSync::load_snapshot(const wire::Message& snapshot) {
+  const auto meta = wire::meta_as<wire::ModelSnapshot>(snapshot);
+  check_kfac_sharing(meta);
+  check_kfac_part(meta, snapshot.tensors);
   sync::SnapshotKfac shared;
-  const auto& meta = wire::meta_as<wire::ModelSnapshot>(snapshot);
-  check_kfac_sharing(meta.kfac_sharing, meta.kfac_method);
   version_ = sync::load_snapshot(snapshot, flat_, opt_, &shared);
+  // The aggregation's preconditioner replaces this member's (none when it has shipped none).
+  if (shares_kfac() && shared.content == wire::KfacContent::kNone) kfac_->clear_shared();
   install_kfac(shared.content, shared.tensors);
-  staleness_ = wire::meta_as<wire::ModelSnapshot>(snapshot).staleness;
+  staleness_ = meta.staleness;
   stats_.snapshot_round = version_;
   started_ = true;
   log::get("client")->info("front synced from the server's snapshot at round {} ({} parameters, staleness bound {})",
@@ -197,19 +219,21 @@ wire::Message FrontSync::contribute(std::uint64_t samples, int epoch) {
     s = std::move(e.sent);
   }
   const auto bytes = sync::payload_bytes(tensors);
+  std::size_t kfac_bytes = 0;
   if (shares_kfac()) {
     const auto factors = train::Kfac::pack(kfac_->take_batch_factors());  // a factor step's (else none)
     g.kfac_tensors = static_cast<std::uint32_t>(factors.size());
-    stats_.kfac_bytes_up += sync::payload_bytes(factors);
+    kfac_bytes = sync::payload_bytes(factors);
     for (const auto& f : factors) tensors.push_back(f.contiguous());
   }
-  unsent_ = Contribution{g.seq, std::move(s), bytes};
+  unsent_ = Contribution{g.seq, std::move(s), bytes, kfac_bytes};
   return wire::make_message(g, std::move(tensors));
 }
 
 void FrontSync::sent() {
   if (!unsent_) throw InternalError("FrontSync::sent without a contribution");
   stats_.bytes_up += unsent_->bytes;
+  stats_.kfac_bytes_up += unsent_->kfac_bytes;
   stats_.nnz_up += static_cast<std::uint64_t>(unsent_->values.nnz());
   ++stats_.contributions;
   outstanding_.emplace(unsent_->seq, std::move(unsent_->values));

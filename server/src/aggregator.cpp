@@ -100,6 +100,7 @@ Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::stri
   if (kfac_) {
     shared.sharing = options_.kfac_decompositions;
     shared.method = train_.kfac.method;
+    shared.damping = train_.kfac.damping;
     if (!kfac_shipped_.empty())
       shared.content = options_.kfac_decompositions == "server" ? wire::KfacContent::kDecompositions
                                                                 : wire::KfacContent::kFactors;
@@ -258,6 +259,9 @@ void Aggregator::close_late(Clock::time_point now) {
 }
 
 void Aggregator::close(Outbox& out) {
+  // The shared K-FAC part first: it cannot throw, and nothing of the round is applied yet.
+  std::vector<torch::Tensor> shipped;
+  const auto kfac = fold_factors(shipped);
   // Weights: the contribution's share of the round's examples, times the staleness
   // factor (1/(1 + tau) by default).
   for (const auto& c : round_) {
@@ -289,8 +293,7 @@ void Aggregator::close(Outbox& out) {
   u.samples = round_samples_;
   u.lr = lr;
   auto tensors = sync::to_tensors(update, false, true, u.layout);
-  std::vector<torch::Tensor> shipped;
-  u.kfac = fold_factors(shipped);
+  u.kfac = kfac;
   const auto bytes = sync::payload_bytes(tensors), kfac_bytes = sync::payload_bytes(shipped);
   for (auto& t : shipped) tensors.push_back(t);
   for (auto& [s, m] : members_) {
@@ -315,35 +318,42 @@ void Aggregator::close(Outbox& out) {
 // decompositions of them, to every member.
 wire::KfacContent Aggregator::fold_factors(std::vector<torch::Tensor>& shipped) {
   if (!kfac_) return wire::KfacContent::kNone;
-  std::vector<torch::Tensor> mean;
   double total = 0;
+  for (const auto& c : round_)
+    if (!c.factors.empty()) total += static_cast<double>(c.samples);
+  if (total == 0) return wire::KfacContent::kNone;
+  std::vector<torch::Tensor> mean;  // a convex combination of checked covariances: finite, one too
   for (const auto& c : round_) {
     if (c.factors.empty()) continue;
-    const double w = static_cast<double>(c.samples);
-    total += w;
+    const double w = static_cast<double>(c.samples) / total;
     if (mean.empty())
       for (const auto& f : c.factors) mean.push_back(f * w);
     else
       for (std::size_t i = 0; i < mean.size(); ++i) mean[i].add_(c.factors[i], w);
   }
-  if (mean.empty()) return wire::KfacContent::kNone;
-  for (auto& f : mean) f.div_(total);
-  const auto folds = kfac_->fold(mean);
+  std::int64_t folds = 0;
+  try {
+    folds = kfac_->fold(mean);
+  } catch (const ProtocolError& e) {  // rounding made the mean unusable: this round's factors are dropped
+    log::get("aggregator")->warn("round {}: the members' averaged K-FAC factors were dropped ({})", version_ + 1,
+                                 e.what());
+    return wire::KfacContent::kNone;
+  }
   ++stats_.kfac_rounds;
   const auto every = std::max<std::int64_t>(1, train_.kfac.inverse_every / train_.kfac.factor_every);
   if ((folds - 1) % every != 0) return wire::KfacContent::kNone;
-  ++stats_.kfac_shipped;
-  if (options_.kfac_decompositions == "members") {
-    kfac_shipped_ = train::Kfac::pack(kfac_->factor_tensors());
-    shipped = kfac_shipped_;
-    return wire::KfacContent::kFactors;
+  const bool members = options_.kfac_decompositions == "members";
+  if (!members) {
+    const auto t0 = Clock::now();
+    kfac_->decompose_now();  // a layer whose decomposition fails keeps its previous one
+    stats_.kfac_decompose_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   }
-  const auto t0 = Clock::now();
-  kfac_->decompose_now();
-  stats_.kfac_decompose_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  kfac_shipped_ = kfac_->decomposition_tensors();
+  auto next = members ? train::Kfac::pack(kfac_->factor_tensors()) : kfac_->decomposition_tensors();
+  if (next.empty()) return wire::KfacContent::kNone;  // nothing whole to ship yet
+  ++stats_.kfac_shipped;
+  kfac_shipped_ = std::move(next);
   shipped = kfac_shipped_;
-  return wire::KfacContent::kDecompositions;
+  return members ? wire::KfacContent::kFactors : wire::KfacContent::kDecompositions;
 }
 
 Aggregator::Outbox Aggregator::tick(Clock::time_point now) {

@@ -199,10 +199,15 @@ std::int64_t Kfac::fold(const std::vector<torch::Tensor>& batch) {
   return ++steps_;
 }
 
+// A layer's factor sizes: its inputs (with the bias column) and outputs.
+std::pair<std::int64_t, std::int64_t> Kfac::dims(const Layer& l) {
+  return {l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0), l.weight.size(0)};
+}
+
 std::vector<std::pair<std::int64_t, std::int64_t>> Kfac::factor_shapes() const {
   std::vector<std::pair<std::int64_t, std::int64_t>> s;
   for (const auto& l : layers_) {
-    const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0), out = l.weight.size(0);
+    const auto [in, out] = dims(l);
     s.emplace_back(in, in);
     s.emplace_back(out, out);
   }
@@ -213,7 +218,7 @@ std::vector<std::pair<std::int64_t, std::int64_t>> Kfac::decomposition_shapes() 
   if (options_.method == "inverse") return factor_shapes();
   std::vector<std::pair<std::int64_t, std::int64_t>> s;
   for (const auto& l : layers_) {
-    const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0), out = l.weight.size(0);
+    const auto [in, out] = dims(l);
     s.insert(s.end(), {{in, in}, {out, out}, {out, in}});
   }
   return s;
@@ -300,8 +305,17 @@ void Kfac::install_factors(const std::vector<torch::Tensor>& t) {
   decompose();
 }
 
-void Kfac::install_decompositions(const std::vector<torch::Tensor>& t) {
+void Kfac::check_decompositions(const std::vector<torch::Tensor>& t) const {
   check_matrices(t, decomposition_shapes(), "decompositions");
+}
+
+void Kfac::clear_shared() {
+  for (auto& l : layers_) l.a = l.g = l.qa = l.qg = l.dgda_inv = l.a_inv = l.g_inv = torch::Tensor();
+  batch_.clear();
+}
+
+void Kfac::install_decompositions(const std::vector<torch::Tensor>& t) {
+  check_decompositions(t);
   const std::size_t per = options_.method == "inverse" ? 2 : 3;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     auto& l = layers_[i];
@@ -317,9 +331,13 @@ void Kfac::install_decompositions(const std::vector<torch::Tensor>& t) {
   }
 }
 
-std::string Kfac::hash() const {
+std::string Kfac::hash(bool with_factors) const {
   std::vector<torch::Tensor> flat;
   for (auto& t : decomposition_tensors()) flat.push_back(t.reshape({-1}));
+  if (with_factors) {
+    for (auto& t : factor_tensors()) flat.push_back(t.reshape({-1}));
+    flat.push_back(torch::tensor({static_cast<float>(steps_)}));
+  }
   if (flat.empty()) return "none";
   auto cat = torch::cat(flat).contiguous();
   const auto d = crypto::sha256(cat.data_ptr(), static_cast<std::size_t>(cat.numel()) * sizeof(float));
@@ -329,19 +347,20 @@ std::string Kfac::hash() const {
 void Kfac::decompose() {
   for (auto& l : layers_) {
     if (!l.a.defined() || !l.g.defined()) continue;
-    if (options_.method == "inverse") {
-      l.a_inv = damped_inverse(l.a, options_.damping);
-      l.g_inv = damped_inverse(l.g, options_.damping);
-      continue;
-    }
-    try {
+    try {  // LAPACK did not converge (the inverse method's eigenvalue fallback too): the previous ones stay
+      if (options_.method == "inverse") {
+        auto a_inv = damped_inverse(l.a, options_.damping), g_inv = damped_inverse(l.g, options_.damping);
+        l.a_inv = a_inv;
+        l.g_inv = g_inv;
+        continue;
+      }
       auto [da, qa] = torch::linalg::eigh(l.a, "L");
       auto [dg, qg] = torch::linalg::eigh(l.g, "L");
       l.qa = qa;
       l.qg = qg;
       l.dgda_inv = damped_inverse_eigenvalues(dg, da, options_.damping);
-    } catch (const c10::Error& e) {  // LAPACK did not converge: the previous ones stay
-      log::get("kfac")->warn("step {}: {}'s eigendecomposition failed ({}): kept the previous one", steps_, l.name,
+    } catch (const c10::Error& e) {
+      log::get("kfac")->warn("step {}: {}'s decomposition failed ({}): kept the previous one", steps_, l.name,
                              e.what_without_backtrace());
     }
   }
@@ -433,7 +452,7 @@ torch::Tensor read_matrix(torch::serialize::InputArchive& a, const std::string& 
 }  // namespace
 
 std::vector<Kfac::Saved> Kfac::saved(Layer& l) {
-  const auto in = l.weight.numel() / l.weight.size(0) + (l.bias.defined() ? 1 : 0), out = l.weight.size(0);
+  const auto [in, out] = dims(l);
   return {{"a", &l.a, in, in},       {"g", &l.g, out, out},         {"qa", &l.qa, in, in},
           {"qg", &l.qg, out, out},   {"dgda_inv", &l.dgda_inv, out, in}, {"a_inv", &l.a_inv, in, in},
           {"g_inv", &l.g_inv, out, out}};

@@ -76,6 +76,7 @@ wire::Message make_snapshot(std::uint64_t round, std::uint32_t staleness, const 
   for (auto& x : state) tensors.push_back(x);
   s.kfac_sharing = kfac.sharing;
   s.kfac_method = kfac.method;
+  s.kfac_damping = kfac.damping;
   s.kfac = kfac.content;
   for (auto& x : kfac.tensors) tensors.push_back(x.detach());
   return wire::make_message(s, std::move(tensors));
@@ -153,6 +154,7 @@ std::uint64_t load_snapshot(const wire::Message& msg, FlatParams& p, torch::opti
   if (kfac) {
     kfac->sharing = s.kfac_sharing;
     kfac->method = s.kfac_method;
+    kfac->damping = s.kfac_damping;
     kfac->content = s.kfac;
     kfac->tensors.assign(msg.tensors.begin() + static_cast<std::ptrdiff_t>(model_tensors), msg.tensors.end());
   }

@@ -167,13 +167,13 @@ int fuzz_one(const std::uint8_t* data, std::size_t size) {
       case 2: {
         auto msg = next_message();
         if (!msg) break;
-        const auto hash = agg.hash(), kfac_hash = agg.kfac_hash();
+        const auto hash = agg.hash(), kfac_state = agg.kfac_state_hash();
         const auto version = agg.version();
         try {
           out = agg.contribute(session, *msg, now);
         } catch (const ProtocolError&) {
           check(agg.hash() == hash && agg.version() == version, "a refused SparseGrad changed the replica");
-          check(agg.kfac_hash() == kfac_hash, "a refused SparseGrad changed the shared K-FAC state");
+          check(agg.kfac_state_hash() == kfac_state, "a refused SparseGrad changed the shared K-FAC state");
           break;
         }
         deliver(out);

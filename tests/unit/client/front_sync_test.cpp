@@ -266,10 +266,10 @@ struct KfacMember {
   // A snapshot from an aggregation with `sharing` ("" local), carrying `tensors` as `content`.
   wire::Message snapshot(const std::string& sharing, const std::string& method = "inverse",
                          wire::KfacContent content = wire::KfacContent::kNone,
-                         std::vector<torch::Tensor> tensors = {}) {
+                         std::vector<torch::Tensor> tensors = {}, double damping = train::KfacOptions{}.damping) {
     Member server(99);
     return sync::make_snapshot(0, 0, sync::flat_params(server.front, nullptr), *server.opt,
-                               sync::SnapshotKfac{sharing, method, content, std::move(tensors)});
+                               sync::SnapshotKfac{sharing, method, damping, content, std::move(tensors)});
   }
 };
 
@@ -279,9 +279,15 @@ TEST(FrontSync, SharingKfacFactorsNeedsBothSidesToAgree) {
   EXPECT_THROW(KfacMember(false).sync.load_snapshot(KfacMember(false).snapshot("members")), ConfigError);
   EXPECT_THROW(KfacMember(true, "eigen").sync.load_snapshot(KfacMember(true).snapshot("server", "inverse")),
                ConfigError);  // the server's decompositions would not be of its method
-  KfacMember local(false), shared(true, "eigen");
+  EXPECT_THROW(KfacMember(true).sync.load_snapshot(KfacMember(true).snapshot("members", "eigen")),
+               ConfigError);  // every member decomposes with the same method ...
+  EXPECT_THROW(KfacMember(true).sync.load_snapshot(
+                   KfacMember(true).snapshot("members", "inverse", wire::KfacContent::kNone, {}, 0.5)),
+               ConfigError);  // ... and damping
+  EXPECT_THROW(KfacMember(true).sync.load_snapshot(KfacMember(true).snapshot("everyone")), ProtocolError);
+  KfacMember local(false), shared(true);
   EXPECT_NO_THROW(local.sync.load_snapshot(local.snapshot("")));
-  EXPECT_NO_THROW(shared.sync.load_snapshot(shared.snapshot("members", "inverse")));  // it decomposes itself
+  EXPECT_NO_THROW(shared.sync.load_snapshot(shared.snapshot("members", "inverse")));
   EXPECT_EQ(local.sync.kfac_hash(), "");
 }
 
@@ -291,6 +297,24 @@ TEST(FrontSync, ASharingMemberSendsItsBatchFactorsAndTakesTheServersDecompositio
   m.sync.load_snapshot(m.snapshot("server", "inverse", wire::KfacContent::kDecompositions, inverses));
   const auto installed = m.sync.kfac_hash();
   EXPECT_NE(installed, "none");
+  // A snapshot whose K-FAC part does not fit is refused before anything of it is loaded.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : m.front->parameters()) p.add_(1);  // unlike the snapshot's front
+  }
+  const auto front = m.sync.hash();
+  EXPECT_THROW(m.sync.load_snapshot(m.snapshot("server", "inverse", wire::KfacContent::kDecompositions,
+                                               {torch::eye(4), torch::eye(3)})),
+               ProtocolError);
+  EXPECT_EQ(m.sync.hash(), front);
+  EXPECT_EQ(m.sync.kfac_hash(), installed);
+  // One from an aggregation that has shipped nothing yet leaves no preconditioner from before.
+  {
+    KfacMember again(true);
+    again.sync.load_snapshot(again.snapshot("server", "inverse", wire::KfacContent::kDecompositions, inverses));
+    again.sync.load_snapshot(again.snapshot("server"));
+    EXPECT_EQ(again.sync.kfac_hash(), "none");
+  }
   // A factor step: its batch factors ride after the gradient's tensors.
   auto x = torch::randn({8, 4});
   m.opt.zero_grad();

@@ -515,7 +515,7 @@ TEST(Aggregator, AJoinerGetsTheLastShippedKfacStateAndACheckpointKeepsIt) {
     state::InputArchive in;
     state::from_bytes(in, state::to_bytes(out));
     b.load(in);
-    EXPECT_EQ(b.kfac_hash(), a.kfac_hash());
+    EXPECT_EQ(b.kfac_state_hash(), a.kfac_state_hash());
     auto snap = [](Aggregator& x) {
       auto s = wire::meta_as<wire::ModelSnapshot>(x.add_member(9, "j").at(0).second);
       return s.kfac;
@@ -575,6 +575,12 @@ TEST(Aggregator, MalformedOrUnwantedKfacFactorsAreProtocolErrorsAndNothingIsAppl
   a.contribute(1, with_factors(contribution(++seq, 0, 64, random_sparse(1)), f), t);
   EXPECT_EQ(a.version(), 1u);
   EXPECT_NE(a.kfac_hash(), "none");
+  // Once it holds running factors: a refused contribution leaves them, and their count, as they were.
+  const auto state = a.kfac_state_hash();
+  EXPECT_THROW(a.contribute(1, with_factors(contribution(++seq, 1, 64, random_sparse(2)), {-f[0], f[1], f[2], f[3]}), t),
+               ProtocolError);
+  EXPECT_EQ(a.kfac_state_hash(), state);
+  EXPECT_EQ(a.version(), 1u);
 }
 
 }  // namespace

@@ -88,7 +88,8 @@ class FrontSync {
   std::size_t buffer_bytes() const;
   void take_back(const wire::SyncReject& r);
   bool shares_kfac() const { return kfac_ && kfac_->sharing(); }
-  void check_kfac_sharing(const std::string& server_sharing, const std::string& server_method) const;
+  void check_kfac_sharing(const wire::ModelSnapshot& s) const;
+  void check_kfac_part(const wire::ModelSnapshot& s, const std::vector<torch::Tensor>& tensors) const;
   void install_kfac(wire::KfacContent content, const std::vector<torch::Tensor>& tensors);
 
   sync::SyncOptions options_;
@@ -101,7 +102,7 @@ class FrontSync {
   struct Contribution {
     std::uint64_t seq = 0;
     kernels::SparseTensor values;  // as the server will decode them
-    std::size_t bytes = 0;
+    std::size_t bytes = 0, kfac_bytes = 0;
   };
   std::optional<Contribution> unsent_;                          // contribute()d, not yet sent()
   std::map<std::uint64_t, kernels::SparseTensor> outstanding_;  // seq -> what was sent

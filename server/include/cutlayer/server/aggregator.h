@@ -139,6 +139,8 @@ class Aggregator {
   // The shared preconditioner's hash (Kfac::hash; "none" before the first, or when the
   // factors stay local).
   std::string kfac_hash() const { return kfac_ ? kfac_->hash() : "none"; }
+  // ... and of all the shared K-FAC state (the running factors and their count too).
+  std::string kfac_state_hash() const { return kfac_ ? kfac_->hash(true) : "none"; }
   // The replica's parameters (tests check them).
   const std::vector<torch::Tensor>& params() const { return flat_.params(); }
   const AggregatorStats& stats() const { return stats_; }

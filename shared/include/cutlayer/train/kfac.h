@@ -120,6 +120,9 @@ class Kfac {
   // shapes, float32, finite; factors also symmetric with a non-negative diagonal.
   void install_factors(const std::vector<torch::Tensor>& t);
   void install_decompositions(const std::vector<torch::Tensor>& t);
+  void check_decompositions(const std::vector<torch::Tensor>& t) const;  // as install_decompositions
+  // A sharing member joining an aggregation that has shipped nothing yet: no preconditioner.
+  void clear_shared();
   // Throws ProtocolError unless `t` are batch or running factors of these layers (as above).
   void check_factors(const std::vector<torch::Tensor>& t, const std::string& what) const;
   // Factors as they travel (each packed: pack_symmetric), and back: ProtocolError unless
@@ -127,8 +130,9 @@ class Kfac {
   static std::vector<torch::Tensor> pack(const std::vector<torch::Tensor>& factors);
   std::vector<torch::Tensor> unpack(const std::vector<torch::Tensor>& packed, const std::string& what) const;
   // A hash of the preconditioner (the decompositions; "none" before the first): with shared
-  // factors it is the same on every member at the same round.
-  std::string hash() const;
+  // factors it is the same on every member at the same round. with_factors: of the running
+  // factors and the step count too (all the state a refused input must leave alone).
+  std::string hash(bool with_factors = false) const;
 
   // Its state (steps, factors, eigendecompositions) under "<prefix>.…"; load refuses
   // (CheckpointRefused) a missing or misshapen entry and then leaves this as it was.
@@ -156,6 +160,7 @@ class Kfac {
   Layer* find(const torch::nn::Module* m);
   void update_factors();
   void fold_layer(Layer& l, const torch::Tensor& a, const torch::Tensor& g);
+  static std::pair<std::int64_t, std::int64_t> dims(const Layer& l);
   std::vector<std::pair<std::int64_t, std::int64_t>> factor_shapes() const;
   std::vector<std::pair<std::int64_t, std::int64_t>> decomposition_shapes() const;
   void decompose();

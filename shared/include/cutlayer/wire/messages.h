@@ -229,15 +229,16 @@ struct ModelSnapshot {
   double momentum = 0, weight_decay = 0;  // the optimizer every member applies updates with
   // The aggregation's K-FAC: "" (none: each member keeps its factors), or how members
   // share them: "members" (the server averages the factors, each member decomposes) or
-  // "server" (the server decomposes once); then the method the decompositions are of.
+  // "server" (the server decomposes once); then the method and damping of the decompositions.
   std::string kfac_sharing, kfac_method;
+  double kfac_damping = 0;  // λ of the decompositions (members must decompose with the same)
   KfacContent kfac = KfacContent::kNone;
   template <class A>
   void serialize(A& ar) {
     ar(round, bounded(names, 4096, "ModelSnapshot.names"),
        bounded(optimizer, kMaxName, "ModelSnapshot.optimizer"), state_per_param, staleness, momentum,
        weight_decay, bounded(kfac_sharing, kMaxName, "ModelSnapshot.kfac_sharing"),
-       bounded(kfac_method, kMaxName, "ModelSnapshot.kfac_method"),
+       bounded(kfac_method, kMaxName, "ModelSnapshot.kfac_method"), kfac_damping,
        enum_in(kfac, KfacContent::kDecompositions, "ModelSnapshot.kfac"));
   }
 };

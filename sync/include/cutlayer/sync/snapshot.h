@@ -18,6 +18,7 @@ namespace cutlayer::sync {
 // when the members keep their factors.
 struct SnapshotKfac {
   std::string sharing, method;
+  double damping = 0;
   wire::KfacContent content = wire::KfacContent::kNone;
   std::vector<torch::Tensor> tensors;
 };
