@@ -9,7 +9,15 @@ ClientTrainConfig load_client_train_config(const std::string& path) {
   auto c = client::load_client_config(path);
   if (!c.has_train)
     throw ConfigError(path + ": no \"train\" object: these tools train the model it describes (see configs/client.json)");
-  return {c.log_level, c.threads, c.train, c.nopeek, c.client_key, c.checkpoint};
+  ClientTrainConfig t;
+  t.log_level = c.log_level;
+  t.threads = c.threads;
+  t.train = c.train;
+  t.nopeek = c.nopeek;
+  t.client_key = c.client_key;
+  t.cut = c.cut;
+  t.checkpoint = c.checkpoint;
+  return t;
 }
 
 }  // namespace cutlayer::tools

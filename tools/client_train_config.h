@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "cutlayer/cut/options.h"
 #include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/state/checkpoint.h"
 #include "cutlayer/train/train_options.h"
@@ -18,6 +19,7 @@ struct ClientTrainConfig {
   train::TrainOptions train;
   privacy::NoPeekOptions nopeek;
   std::string client_key;
+  cut::CutOptions cut;  // the cut's compression, simulated (cut::through_cut)
   state::CheckpointOptions checkpoint;
 };
 // Reads the file as cutlayer-client does, and requires its "train" object. Throws

@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <torch/torch.h>
 
+#include "cutlayer/cut/codec.h"
+#include "cutlayer/cut/flags.h"
 #include "cutlayer/process_tuning.h"
 
 #include <cstring>
@@ -178,6 +180,8 @@ int main(int argc, char** argv) {
   double noise = -1;
   app.add_option("--noise", noise, "std of the Gaussian noise the client adds to what it sends (overrides privacy.noise_std)")
       ->check(CLI::Range(0.0, 1e3));
+  cut::CutFlags cut_flags;
+  cut_flags.add(app);
   std::int64_t label_steps = 0, label_record = 50;
   app.add_option("--label-steps", label_steps,
                  "also measure label leakage: train the U-shaped form for this many steps, recording dL/dh")
@@ -186,7 +190,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
   CLI11_PARSE(app, argc, argv);
   try {
-    const auto client_cfg = tools::load_client_train_config(config_path);
+    auto client_cfg = tools::load_client_train_config(config_path);
+    cut_flags.apply(client_cfg.cut);
     auto opts = client_cfg.train;
     opts.eval_samples = eval_n + aux_n;
     torch::set_num_threads(threads);
@@ -208,12 +213,19 @@ int main(int argc, char** argv) {
     const auto x_eval = data.test.x.narrow(0, 0, eval_n);
     const auto y_eval = data.test.y.narrow(0, 0, eval_n);
     const auto x_aux = data.test.x.narrow(0, eval_n, aux_n);
-    // What the server observes: the activations as sent, noise included.
+    // What the server observes: the activations as sent, noise included, as the cut's
+    // coding delivers them.
     auto nopeek = client_cfg.nopeek;
     if (noise >= 0) nopeek.noise_std = noise;
     torch::manual_seed(seed + 1);
-    const auto z_eval = privacy::cut_to_send(m.front->forward(x_eval), nopeek);
-    const auto z_aux = privacy::cut_to_send(m.front->forward(x_aux), nopeek);
+    const auto as_sent = [&](const torch::Tensor& z) {
+      const auto noisy = privacy::cut_to_send(z, nopeek);
+      const auto& c = client_cfg.cut;
+      if (!c.compressed()) return noisy;
+      return cut::encode_activations(noisy, cut::coding_for(c, z.numel() / z.size(0)), c.random).as_received;
+    };
+    const auto z_eval = as_sent(m.front->forward(x_eval));
+    const auto z_aux = as_sent(m.front->forward(x_aux));
 
     // a. distance correlation on the evaluation set
     const double dc = privacy::dcor(x_eval, z_eval).item<double>();
@@ -303,6 +315,7 @@ int main(int argc, char** argv) {
     summary.add("model", opts.model)
         .add("front", front_path)
         .add("noise_std", nopeek.noise_std)
+        .add("cut", cut::identity(client_cfg.cut))
         .add("n", eval_n)
         .add("dcor", dc, 6)
         .add("dcor2_u", dc2u, 6)

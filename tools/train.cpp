@@ -11,6 +11,8 @@
 #include "client_train_config.h"
 #include "cutlayer/cli.h"
 #include "cutlayer/crypto/crypto.h"
+#include "cutlayer/cut/codec.h"
+#include "cutlayer/cut/flags.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
@@ -35,6 +37,7 @@ struct Flags {
   double alpha = -1, noise = -1;
   bool every_step = false, u_shaped = false;
   cli::CheckpointFlags checkpoint;
+  cut::CutFlags cut;
 };
 
 void add_flags(CLI::App& app, Flags& f) {
@@ -56,6 +59,7 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--epochs", f.epochs, "epochs (overrides train.epochs)")->check(CLI::Range(1, 100000));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   f.checkpoint.add(app, "steps");
+  f.cut.add(app);
   app.add_option("--client-key", f.client_key, "the key pair file that seals checkpoints (overrides transport.client_key)");
 }
 
@@ -76,6 +80,7 @@ tools::ClientTrainConfig load_config(const Flags& f) {
   if (f.alpha_warmup >= 0) p.alpha_warmup_steps = f.alpha_warmup;
   if (!f.client_key.empty()) cfg.client_key = f.client_key;
   f.checkpoint.apply(cfg.checkpoint, f.config_path);
+  f.cut.apply(cfg.cut);
   return cfg;
 }
 
@@ -99,9 +104,16 @@ struct Monolithic {
     if (m.has_head()) p.push_back(m.head.ptr().get());
     return p;
   }
-  torch::Tensor forward(const torch::Tensor& x, const privacy::NoPeekOptions& p) {
-    auto h = m.back->forward(privacy::cut_to_send(m.front->forward(x), p));
+  torch::Tensor forward(const torch::Tensor& x, const privacy::NoPeekOptions& p, const cut::CutOptions& c = {}) {
+    auto h = m.back->forward(across_cut(m.front->forward(x), p, c));
     return m.has_head() ? m.head->forward(h) : h;
+  }
+  // What the back gets of z in a split run: z with the cut's noise, as the cut's coding
+  // sends it (and its gradient as the coding returns it).
+  static torch::Tensor across_cut(const torch::Tensor& z, const privacy::NoPeekOptions& p, const cut::CutOptions& c) {
+    const auto noisy = privacy::cut_to_send(z, p);
+    if (!c.compressed()) return noisy;
+    return cut::through_cut(noisy, cut::coding_for(c, z.numel() / std::max<std::int64_t>(1, z.size(0))), c.random);
   }
   void train(bool on) {
     m.front->train(on);
@@ -110,8 +122,10 @@ struct Monolithic {
   }
   state::Identity identity(const tools::ClientTrainConfig& cfg) const {
     const auto& p = cfg.nopeek;
-    const std::string run = train::run_identity(cfg.train) + fmt::format("alpha={:.17g} noise_std={:.17g} alpha_warmup_steps={}",
-                                                                         p.alpha, p.noise_std, p.alpha_warmup_steps);
+    const std::string run = train::run_identity(cfg.train) +
+                            fmt::format("alpha={:.17g} noise_std={:.17g} alpha_warmup_steps={}", p.alpha, p.noise_std,
+                                        p.alpha_warmup_steps) +
+                            (cfg.cut.compressed() ? " cut " + cut::identity(cfg.cut) : "");
     return {"train", state::fingerprint(spec.front + "|" + spec.back + "|" + spec.head, parts()),
             crypto::sha256(run.data(), run.size())};
   }
@@ -153,7 +167,8 @@ void export_model(Monolithic& net, const data::Dataset& test, const std::string&
 }
 
 // Test accuracy and mean loss over `d`.
-std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::NoPeekOptions& p) {
+std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::NoPeekOptions& p,
+                                   const cut::CutOptions& c) {
   torch::NoGradGuard no_grad;
   state::RngGuard rng;  // the cut's noise draws: training's numbers stay as they were
   net.train(false);
@@ -161,7 +176,7 @@ std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, cons
   double loss = 0;
   for (std::int64_t b = 0; b < d.size(); b += 1000) {
     const auto n = std::min<std::int64_t>(1000, d.size() - b);
-    auto logits = net.forward(d.x.narrow(0, b, n), p);
+    auto logits = net.forward(d.x.narrow(0, b, n), p, c);
     auto y = d.y.narrow(0, b, n);
     loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
     correct += train::count_correct(logits, y);
@@ -243,12 +258,14 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
   while (!stop_flag() && batches.next(b)) {
     train::set_lr(*net.opt, train::lr_at(opts, b.step));
     auto z = net.kfac->forward(net.m.front, b.x);
-    auto h = net.kfac->forward(net.m.back, privacy::cut_to_send(z, nopeek));
+    const auto sent = Monolithic::across_cut(z, nopeek, cfg.cut);
+    auto h = net.kfac->forward(net.m.back, sent);
     auto logits = net.m.has_head() ? net.kfac->forward(net.m.head, h) : h;
     auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
     net.opt->zero_grad();
     const double alpha_now = privacy::alpha_at(nopeek, b.step);
-    if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, z)).backward();
+    // As the client: NoPeek measures z, or what is sent when the cut is compressed.
+    if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, cfg.cut.compressed() ? sent : z)).backward();
     else loss.backward();
     net.kfac->step(train::lr_at(opts, b.step));
     net.opt->step();
@@ -270,7 +287,7 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
     }
     if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
       const double before = progress.seconds();
-      const auto [acc, tl] = evaluate(net, data.test, nopeek);
+      const auto [acc, tl] = evaluate(net, data.test, nopeek, cfg.cut);
       log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
       // train_seconds: the run's time so far less its evaluations (time to an accuracy)
       metrics_file.write(report::Json().add("step", b.step + 1).add("test_acc", acc, 4).add("test_loss", tl, 4)
@@ -305,7 +322,7 @@ int run(const Flags& flags) {
   if (!flags.export_path.empty() && !stop_flag()) export_model(net, data.test, flags.export_path);
   double test_acc = -1, test_loss = -1;
   if (data.test.size() > 0 && !stop_flag()) {
-    std::tie(test_acc, test_loss) = evaluate(net, data.test, cfg.nopeek);
+    std::tie(test_acc, test_loss) = evaluate(net, data.test, cfg.nopeek, cfg.cut);
     metrics_file.write(report::Json().add("step", out.steps_done).add("test_acc", test_acc, 4).add("test_loss", test_loss, 4).add("final", true));
   }
   const auto hash = state::values_hash(net.parts());

@@ -36,6 +36,8 @@ ClientConfig load_client_config(const std::string& path) {
       sy.fail("share_kfac_factors", "shares K-FAC factors, but train.optimizer is \"" + c.train.optimizer +
                                         "\": set it to \"kfac\" or remove share_kfac_factors");
   }
+  auto cut = root.child("cut");
+  c.cut = cut::read_cut_options(cut);
   auto ck = root.child("checkpoint");
   c.checkpoint = state::read_checkpoint_options(ck);
   root.finish();

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cutlayer/cut/flags.h"
 #include "cutlayer/cli.h"
 #include "cutlayer/client/client_config.h"
 #include "cutlayer/client/split_client.h"
@@ -77,6 +78,7 @@ struct Flags {
   double probe_mb = 8, alpha = -1, noise = -1, density = 0;
   bool every_step = false, u_shaped = false;
   cli::CheckpointFlags checkpoint;
+  cut::CutFlags cut;
 };
 
 void add_flags(CLI::App& app, Flags& f) {
@@ -111,6 +113,7 @@ void add_flags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(1e-6, 1.0));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
   f.checkpoint.add(app, "steps");
+  f.cut.add(app);
   app.add_option("--export", f.export_path,
                  "after training, write the front (U-shaped: and head) as TorchScript here (Python: torch.jit.load; "
                  "cutlayer-export joins it with the server's back), and beside it PATH.check, a parity reference");
@@ -167,6 +170,7 @@ client::ClientConfig load_config(const Flags& f) {
     throw ConfigError(f.config_path + ": no `train` object, so there is nothing to train; add one "
                       "(see configs/client.json) or run the link self-check with --probes N");
   f.checkpoint.apply(cfg.checkpoint, f.config_path);
+  f.cut.apply(cfg.cut);
   return cfg;
 }
 
@@ -201,6 +205,7 @@ int run(const Flags& flags) {
   so.name = cfg.name;
   so.train = cfg.train;
   so.nopeek = cfg.nopeek;
+  so.cut = cfg.cut;
   so.sync = cfg.sync;
   so.save_front = flags.save_front;
   so.checkpoint = cfg.checkpoint;

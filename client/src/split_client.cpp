@@ -27,6 +27,7 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
   opt_ = train::make_optimizer(params, o);
   kfac_ = train::make_kfac({model_.front, model_.head}, {"front", "head"}, o, options_.name);
   cut_shape_ = model::output_shape(model_.front, spec_.input_shape);
+  cut_coding_ = cut::coding_for(options_.cut, c10::multiply_integers(cut_shape_));
   if (options_.sync.enabled) {
     sync_ = std::make_unique<FrontSync>(options_.sync, sync::flat_params(model_.front, &model_.head), *opt_,
                                         kfac_.get());
@@ -48,6 +49,7 @@ void SplitClient::join() {
   j.samples = static_cast<std::uint64_t>(data_.train.size());
   j.u_shaped = options_.train.u_shaped;
   j.sync = sync_ != nullptr;
+  j.cut = cut_coding_;
   set_fingerprints(j);
   const auto ack = link_.join(j);
   // The first join, or one within a training step, may take this client back to the
@@ -177,27 +179,29 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   auto z = kfac_->forward(model_.front, b.x);
   const auto s = static_cast<std::uint64_t>(b.step);
   StepResult r;
+  // What leaves this client: z with the configured noise, as the cut's coding sends it.
+  const auto sent = send_cut(z.detach());
   // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
-  // beside the server's dL/dz.
+  // beside the server's dL/dz. With a compressed cut it is measured on what is sent.
   const double alpha = privacy::alpha_at(options_.nopeek, b.step);
   torch::Tensor dcor_term;
   if (alpha > 0) {
-    dcor_term = privacy::dcor(b.x, z);
+    dcor_term = privacy::dcor(b.x, options_.cut.compressed() ? cut::straight_through(z, sent) : z);
     r.dcor = dcor_term.item<double>();
   }
-  const auto sent = privacy::cut_to_send(z.detach(), options_.nopeek);
-  auto backprop_front = [&](const torch::Tensor& dz) {
+  auto backprop_front = [&](const wire::Message& reply) {
+    const auto dz = cut::decode_gradient(reply.tensors, cut_coding_, sent.cols, z.sizes(), kMaxCutGrad);
     if (alpha > 0) torch::autograd::backward({z, alpha * dcor_term}, {dz, torch::Tensor()});
     else z.backward(dz);
   };
+  auto with_labels = sent.tensors;
   if (!u) {
+    with_labels.push_back(b.y);
     auto reply = with_rejoin([&] {
-      dispatch_.send(wire::make_message(wire::Activations{s, true, true}, {sent, b.y}));
+      dispatch_.send(wire::make_message(wire::Activations{s, true, true}, with_labels));
       return dispatch_.await<wire::CutGrad>(s);
     });
-    const auto& dz = reply.msg.tensors;
-    if (dz.size() != 1 || dz[0].sizes() != z.sizes()) throw ProtocolError("server: CutGrad of the wrong shape");
-    backprop_front(dz[0]);
+    backprop_front(reply.msg);
     r.loss = reply.meta.loss;
     r.correct = reply.meta.correct;
   } else {
@@ -209,7 +213,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
       if (model_.has_head())
         for (auto& p : model_.head->parameters())
           if (p.grad().defined()) p.grad().zero_();
-      dispatch_.send(wire::make_message(wire::Activations{s, false, true}, {sent}));
+      dispatch_.send(wire::make_message(wire::Activations{s, false, true}, sent.tensors));
       const auto fwd = dispatch_.await<wire::ServerActivations>(s).msg;
       if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
         throw ProtocolError("server: ServerActivations of the wrong shape");
@@ -222,9 +226,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
       dispatch_.send(wire::make_message(wire::HeadGrad{s}, {h.grad()}));
       return dispatch_.await<wire::CutGrad>(s).msg;
     });
-    if (bwd.tensors.size() != 1 || bwd.tensors[0].sizes() != z.sizes())
-      throw ProtocolError("server: CutGrad of the wrong shape");
-    backprop_front(bwd.tensors[0]);
+    backprop_front(bwd);
   }
   kfac_->step(train::lr_at(options_.train, b.step));
   if (sync_)
@@ -232,6 +234,10 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   else
     opt_->step();
   return r;
+}
+
+cut::Sent SplitClient::send_cut(const torch::Tensor& z) const {
+  return cut::encode_activations(privacy::cut_to_send(z, options_.nopeek), cut_coding_, options_.cut.random);
 }
 
 Evaluation SplitClient::evaluate() {
@@ -248,22 +254,24 @@ Evaluation SplitClient::evaluate() {
     auto x = d.x.narrow(0, b, n);
     auto y = d.y.narrow(0, b, n);
     auto z = model_.front->forward(x);
-    const auto sent = privacy::cut_to_send(z, options_.nopeek);
+    const auto cut = send_cut(z);
     if (b == 0 && n >= 4) {  // what a curious server could measure on what it sees
-      out.dcor = privacy::dcor(x, sent).item<double>();
-      out.dcor2_u = privacy::dcor2_unbiased(x, sent).item<double>();
+      out.dcor = privacy::dcor(x, cut.as_received).item<double>();
+      out.dcor2_u = privacy::dcor2_unbiased(x, cut.as_received).item<double>();
     }
+    auto with_labels = cut.tensors;
+    with_labels.push_back(y.contiguous());
     const auto id = eval_id_++;
     if (!options_.train.u_shaped) {
       const auto er = with_rejoin([&] {
-        dispatch_.send(wire::make_message(wire::Activations{id, true, false}, {sent, y.contiguous()}));
+        dispatch_.send(wire::make_message(wire::Activations{id, true, false}, with_labels));
         return dispatch_.await<wire::EvalResult>(id).meta;
       });
       correct += er.accuracy * n;
       loss += er.loss * n;
     } else {
       const auto reply = with_rejoin([&] {
-        dispatch_.send(wire::make_message(wire::Activations{id, false, false}, {sent}));
+        dispatch_.send(wire::make_message(wire::Activations{id, false, false}, cut.tensors));
         return dispatch_.await<wire::ServerActivations>(id).msg;
       });
       auto logits = model_.head->forward(reply.tensors.at(0));
@@ -322,6 +330,8 @@ void SplitClient::announce() const {
     log->info("{}: front synced across clients: {} at density {}{}, error feedback {}", options_.name,
               so.compressor, so.density, so.density_schedule.empty() ? "" : " (warm-up " + so.density_schedule + ")",
               so.error_feedback ? "on" : "off");
+  if (options_.cut.compressed())
+    log->info("{}: compressed cut: {}", options_.name, cut::describe(cut_coding_, c10::multiply_integers(cut_shape_)));
   if (options_.nopeek.alpha > 0)
     log->info("{}: NoPeek on, alpha {} (dCor(x, z) added to the front's loss)", options_.name,
               options_.nopeek.alpha);

@@ -93,9 +93,9 @@ std::int64_t SplitClient::load_trained() {
 // One batch through the split model: the class probabilities, [m x classes].
 torch::Tensor SplitClient::predict_batch(const torch::Tensor& x, std::int64_t& width) {
   const auto m = x.size(0);
-  const auto sent = privacy::cut_to_send(model_.front->forward(x), options_.nopeek);
+  const auto sent = send_cut(model_.front->forward(x));
   const auto id = eval_id_++;
-  dispatch_.send(wire::make_message(wire::Activations{id, false, false}, {sent}));
+  dispatch_.send(wire::make_message(wire::Activations{id, false, false}, sent.tensors));
   const auto reply = dispatch_.await<wire::ServerActivations>(id).msg;
   auto logits = checked_reply(reply, m, width);
   if (model_.has_head()) logits = model_.head->forward(logits);
@@ -136,6 +136,7 @@ std::string SplitClient::predict(const std::string& input, const std::string& ou
   j.model = options_.train.model;
   j.cut_shape = cut_shape_;
   j.u_shaped = options_.train.u_shaped;
+  j.cut = cut_coding_;
   j.inference = true;
   set_fingerprints(j);
   torch::NoGradGuard no_grad;

@@ -8,11 +8,8 @@
 
 namespace cutlayer::kernels {
 
-std::vector<torch::Tensor> pack(const SparseTensor& s, const PackOptions& o) {
-  auto values = o.values == ValueType::kFloat16 ? s.values.to(torch::kFloat16) : s.values;
-  if (s.dense()) return {values};
-  if (o.index == IndexCoding::kRaw) return {s.indices.to(index_dtype_for(s.numel)), values};
-  const auto idx = s.indices.to(torch::kInt64).contiguous();
+torch::Tensor encode_varint_indices(const torch::Tensor& indices) {
+  const auto idx = indices.to(torch::kInt64).contiguous();
   const auto* pi = idx.data_ptr<std::int64_t>();
   std::vector<std::uint8_t> out;
   out.reserve(static_cast<std::size_t>(idx.numel()) * 2);
@@ -29,7 +26,14 @@ std::vector<torch::Tensor> pack(const SparseTensor& s, const PackOptions& o) {
   }
   auto bytes = torch::empty({static_cast<std::int64_t>(out.size())}, torch::kUInt8);
   if (!out.empty()) std::memcpy(bytes.data_ptr(), out.data(), out.size());  // data() may be null
-  return {bytes, values};
+  return bytes;
+}
+
+std::vector<torch::Tensor> pack(const SparseTensor& s, const PackOptions& o) {
+  auto values = o.values == ValueType::kFloat16 ? s.values.to(torch::kFloat16) : s.values;
+  if (s.dense()) return {values};
+  if (o.index == IndexCoding::kRaw) return {s.indices.to(index_dtype_for(s.numel)), values};
+  return {encode_varint_indices(s.indices), values};
 }
 
 SparseTensor as_unpacked(const SparseTensor& s, const std::vector<torch::Tensor>& packed) {
@@ -40,30 +44,13 @@ SparseTensor as_unpacked(const SparseTensor& s, const std::vector<torch::Tensor>
   return u;
 }
 
-SparseTensor unpack(const std::vector<torch::Tensor>& packed, IndexCoding coding,
-                    std::int64_t numel, std::int64_t max_numel) {
-  if (numel < 0 || numel > max_numel)
-    throw ProtocolError("sparse tensor: numel " + std::to_string(numel) + " outside [0, " +
-                        std::to_string(max_numel) + "]");
-  if (packed.size() != 1 && packed.size() != 2)
-    throw ProtocolError("sparse tensor: " + std::to_string(packed.size()) +
-                        " tensors, expected [indices, values] or [values]");
-  const auto& values = packed.back();
-  if (!values.defined() || values.dim() != 1 ||
-      (values.scalar_type() != torch::kFloat32 && values.scalar_type() != torch::kFloat16))
-    throw ProtocolError("sparse tensor: values must be 1-D float32 or float16");
-  SparseTensor s;
-  s.numel = numel;
-  s.values = values.to(torch::kFloat32).contiguous();
-  const std::int64_t nnz = s.values.numel();
-  if (packed.size() == 1) {
-    if (nnz != numel) throw ProtocolError("dense tensor: values count differs from numel");
-    return s;
-  }
-  const auto& indices = packed.front();
-  if (nnz > numel) throw ProtocolError("sparse tensor: more values than elements");
+torch::Tensor decode_indices(const torch::Tensor& indices, IndexCoding coding, std::int64_t nnz,
+                             std::int64_t numel) {
   if (!indices.defined() || indices.dim() != 1)
     throw ProtocolError("sparse tensor: indices must be 1-D");
+  if (nnz < 0 || nnz > numel) throw ProtocolError("sparse tensor: more values than elements");
+  // Each index takes at least one byte of varint (one element of raw): checked before allocating.
+  if (indices.numel() < nnz) throw ProtocolError("sparse tensor: fewer index elements (or varint bytes) than values");
   auto idx = torch::empty({nnz}, torch::kInt64);
   auto* out = idx.data_ptr<std::int64_t>();
   std::int64_t prev = -1;
@@ -105,7 +92,32 @@ SparseTensor unpack(const std::vector<torch::Tensor>& packed, IndexCoding coding
   } else {
     throw ProtocolError("sparse tensor: unknown index coding");
   }
-  s.indices = idx.to(index_dtype_for(numel));
+  return idx.to(index_dtype_for(numel));
+}
+
+SparseTensor unpack(const std::vector<torch::Tensor>& packed, IndexCoding coding,
+                    std::int64_t numel, std::int64_t max_numel) {
+  if (numel < 0 || numel > max_numel)
+    throw ProtocolError("sparse tensor: numel " + std::to_string(numel) + " outside [0, " +
+                        std::to_string(max_numel) + "]");
+  if (packed.size() != 1 && packed.size() != 2)
+    throw ProtocolError("sparse tensor: " + std::to_string(packed.size()) +
+                        " tensors, expected [indices, values] or [values]");
+  const auto& values = packed.back();
+  if (!values.defined() || values.dim() != 1 ||
+      (values.scalar_type() != torch::kFloat32 && values.scalar_type() != torch::kFloat16))
+    throw ProtocolError("sparse tensor: values must be 1-D float32 or float16");
+  SparseTensor s;
+  s.numel = numel;
+  s.values = values.to(torch::kFloat32).contiguous();
+  const std::int64_t nnz = s.values.numel();
+  if (packed.size() == 1) {
+    if (nnz != numel) throw ProtocolError("dense tensor: values count differs from numel");
+    return s;
+  }
+  const auto& indices = packed.front();
+  if (nnz > numel) throw ProtocolError("sparse tensor: more values than elements");
+  s.indices = decode_indices(indices, coding, nnz, numel);
   return s;
 }
 

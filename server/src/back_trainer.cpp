@@ -34,6 +34,10 @@ std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const
   if (join.cut_shape != cut_shape_)
     return "cut shape " + model::shape_string(join.cut_shape) + " does not match " + options_.model +
            "'s cut layer " + model::shape_string(cut_shape_) + " (is the client's front model the same?)";
+  const auto per_sample = c10::multiply_integers(cut_shape_);
+  if (join.cut.kept > static_cast<std::uint64_t>(per_sample))
+    return "the client's cut keeps the top " + std::to_string(join.cut.kept) + " of each sample's activations, of " +
+           std::to_string(per_sample) + " (cut.topk must be at most 1)";
   return check_fingerprints(join);
 }
 
@@ -74,6 +78,17 @@ void BackTrainer::load(state::InputArchive& a) {
 
 void BackTrainer::name_session(std::uint64_t session, const std::string& name) { session_names_[session] = name; }
 
+void BackTrainer::set_cut(std::uint64_t session, const wire::CutCoding& coding) {
+  if (coding == wire::CutCoding{}) codings_.erase(session);
+  else codings_[session] = coding;
+}
+
+const wire::CutCoding& BackTrainer::coding(std::uint64_t session) const {
+  static const wire::CutCoding plain;
+  const auto it = codings_.find(session);
+  return it == codings_.end() ? plain : it->second;
+}
+
 std::uint64_t BackTrainer::steps_held(const std::string& name) const {
   auto it = steps_held_.find(name);
   return it == steps_held_.end() ? wire::kStepsUnknown : it->second;
@@ -91,17 +106,8 @@ std::optional<std::uint64_t> BackTrainer::pending_session() const {
   return pending_->session;
 }
 
-torch::Tensor BackTrainer::check_cut(const wire::Message& msg) const {
-  if (msg.tensors.empty()) throw ProtocolError("Activations without the cut tensor");
-  const auto& z = msg.tensors[0];
-  if (z.scalar_type() != torch::kFloat32) throw ProtocolError("cut activations must be float32");
-  std::vector<std::int64_t> per_sample(z.sizes().begin() + std::min<std::int64_t>(1, z.dim()), z.sizes().end());
-  if (z.dim() < 1 || per_sample != cut_shape_ || z.size(0) < 1 || z.size(0) > kMaxBatch)
-    throw ProtocolError("cut activations of shape " + model::shape_string(z.sizes().vec()) +
-                        ", expected [B x " + model::shape_string(cut_shape_).substr(1) +
-                        " with 1 <= B <= " + std::to_string(kMaxBatch));
-  check_values(z, limits_.max_abs_value, "cut activations");
-  return z;
+cut::Received BackTrainer::check_cut(std::uint64_t session, const wire::Message& msg) const {
+  return cut::decode_activations(msg.tensors, coding(session), cut_shape_, kMaxBatch, limits_.max_abs_value);
 }
 
 // Before the optimizer steps: a gradient past kMaxParamGrad (or not finite) would put an
@@ -115,11 +121,14 @@ void BackTrainer::check_grads() const {
 
 wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& msg) {
   const auto a = wire::meta_as<wire::Activations>(msg);
-  auto z = check_cut(msg);
-  if (!a.train && !a.has_labels && msg.tensors.size() == 1) return predict(a, z);
-  if (!a.has_labels || msg.tensors.size() != 2)
+  const auto& c = coding(session);
+  const auto received = check_cut(session, msg);
+  auto z = received.z;
+  const auto cut_tensors = cut::activation_tensors(c);
+  if (!a.train && !a.has_labels && msg.tensors.size() == cut_tensors) return predict(a, z);
+  if (!a.has_labels || msg.tensors.size() != cut_tensors + 1)
     throw ProtocolError("vanilla Activations need labels (only a prediction, train false, comes without)");
-  const auto& y = msg.tensors[1];
+  const auto& y = msg.tensors[cut_tensors];
   if (y.scalar_type() != torch::kInt64 || y.dim() != 1 || y.size(0) != z.size(0))
     throw ProtocolError("labels must be int64 [B] matching the batch");
   if (y.min().item<std::int64_t>() < 0 || y.max().item<std::int64_t>() >= classes_)
@@ -162,7 +171,8 @@ wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& m
   stats_.loss_samples += n;
   stats_.correct += correct;
   count_step(session, a.step);
-  return wire::make_message(wire::CutGrad{a.step, l, static_cast<std::uint32_t>(correct)}, {z.grad()});
+  return wire::make_message(wire::CutGrad{a.step, l, static_cast<std::uint32_t>(correct)},
+                            cut::encode_gradient(z.grad(), received.cols, c));
 }
 
 // A prediction (vanilla, no labels): the logits go back.
@@ -181,8 +191,9 @@ wire::Message BackTrainer::predict(const wire::Activations& a, const torch::Tens
   return wire::make_message(wire::ServerActivations{a.step}, {logits});
 }
 
-wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Activations& a, torch::Tensor z,
+wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Activations& a, cut::Received cut,
                                      Clock::time_point now) {
+  auto z = std::move(cut.z);
   if (!a.train) {
     torch::NoGradGuard no_grad;
     back_->eval();
@@ -201,7 +212,7 @@ wire::Message BackTrainer::u_forward(std::uint64_t session, const wire::Activati
   auto h = kfac_->forward(back_, z);
   if (!within_bound(h))
     throw ProtocolError("the back model's output for this batch is not finite: the step was not taken");
-  pending_ = Pending{session, a.step, z, h, now + limits_.head_grad_timeout};
+  pending_ = Pending{session, a.step, z, h, std::move(cut.cols), now + limits_.head_grad_timeout};
   return wire::make_message(wire::ServerActivations{a.step}, {h.detach()});
 }
 
@@ -222,11 +233,11 @@ wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message
   opt_->step();
   ++stats_.steps;
   stats_.samples += pending_->z.size(0);
-  auto dz = pending_->z.grad();
+  auto dz = cut::encode_gradient(pending_->z.grad(), pending_->cols, coding(session));
   const auto step = pending_->step;
   count_step(session, step);
   pending_.reset();
-  return wire::make_message(wire::CutGrad{step, 0.f, 0}, {dz});
+  return wire::make_message(wire::CutGrad{step, 0.f, 0}, std::move(dz));
 }
 
 BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg, Clock::time_point now) {
@@ -256,34 +267,35 @@ BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg
     throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in U-shaped mode");
   // Validated before anything else, a deferred batch included.
   const auto a = wire::meta_as<wire::Activations>(msg);
-  auto z = check_cut(msg);
-  if (a.has_labels || msg.tensors.size() != 1) {
+  auto received = check_cut(session, msg);
+  if (a.has_labels || msg.tensors.size() != cut::activation_tensors(coding(session))) {
     ++stats_.labels_received;  // counted, then refused: labels must not come here
     throw ProtocolError("U-shaped Activations must not carry labels");
   }
   // Between one client's forward and backward the back's weights must not change, so a
   // second client's training batch waits for the first to finish its step.
   if (pending_ && a.train) {
-    defer(session, a, std::move(z));
+    defer(session, a, std::move(received));
     return out;
   }
-  out.emplace_back(session, u_forward(session, a, std::move(z), now));
+  out.emplace_back(session, u_forward(session, a, std::move(received), now));
   return out;
 }
 
-void BackTrainer::defer(std::uint64_t session, const wire::Activations& a, torch::Tensor z) {
+void BackTrainer::defer(std::uint64_t session, const wire::Activations& a, cut::Received cut) {
   std::size_t mine = 0;
   for (const auto& d : deferred_) mine += d.session == session;
   if (mine >= limits_.max_deferred_per_session)
     throw ProtocolError("more than " + std::to_string(limits_.max_deferred_per_session) +
                         " training batches of this client wait for another client's step "
                         "(train.max_deferred_per_session): batch " + std::to_string(a.step) + " dropped");
-  const auto bytes = static_cast<std::size_t>(z.nbytes());
+  const auto bytes = static_cast<std::size_t>(cut.z.nbytes()) +
+                     (cut.cols.defined() ? static_cast<std::size_t>(cut.cols.nbytes()) : 0);
   if (deferred_bytes_ + bytes > limits_.max_deferred_bytes)
     throw ProtocolError("the server's queue of batches waiting for another client's step is full (" +
                         std::to_string(deferred_bytes_ >> 20) + " MiB, train.max_deferred_mb): batch " +
                         std::to_string(a.step) + " dropped");
-  deferred_.push_back(Deferred{session, a, std::move(z), bytes});
+  deferred_.push_back(Deferred{session, a, std::move(cut), bytes});
   deferred_bytes_ += bytes;
 }
 
@@ -302,7 +314,7 @@ void BackTrainer::drain(Outbox& out, Clock::time_point now) {
     deferred_.pop_front();
     deferred_bytes_ -= d.bytes;
     try {
-      out.emplace_back(d.session, u_forward(d.session, d.meta, std::move(d.z), now));
+      out.emplace_back(d.session, u_forward(d.session, d.meta, std::move(d.cut), now));
     } catch (const std::exception& e) {
       out.emplace_back(d.session, error_message(error_text(e)));
     }
@@ -328,6 +340,7 @@ BackTrainer::Outbox BackTrainer::forget(std::uint64_t session, Clock::time_point
   if (pending_ && pending_->session == session) pending_.reset();
   drop_deferred(session);
   session_names_.erase(session);
+  codings_.erase(session);
   drain(out, now);
   return out;
 }

@@ -1,5 +1,6 @@
 #include "cutlayer/server/service.h"
 
+#include "cutlayer/cut/options.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/server/checks.h"
@@ -107,6 +108,7 @@ void Service::on_join(const transport::JoinRequest& req) {
   const auto session = transport_.accept(req, aggregator_ ? aggregator_->version() : 0,
                                          trains ? trainer_->steps_held(req.client_name) : wire::kStepsUnknown);
   clients_[session] = Client{req.client_name, req.join.samples};
+  if (trainer_ && !probe_only) trainer_->set_cut(session, req.join.cut);
   if (probe_only) {
     probe_only_.insert(session);
     return;
@@ -118,8 +120,11 @@ void Service::on_join(const transport::JoinRequest& req) {
   }
   if (trainer_) trainer_->name_session(session, req.client_name);
   if (trainer_)
-    log::get("server")->info("client '{}' ({} examples, {} mode) joined", req.client_name,
-                             req.join.samples, req.join.u_shaped ? "U-shaped" : "vanilla");
+    log::get("server")->info("client '{}' ({} examples, {} mode{}) joined", req.client_name, req.join.samples,
+                             req.join.u_shaped ? "U-shaped" : "vanilla",
+                             req.join.cut == wire::CutCoding{}
+                                 ? ""
+                                 : ", cut " + cut::describe(req.join.cut, c10::multiply_integers(trainer_->cut_shape())));
 }
 
 // Why a join that names a model cannot be served here (size, model, mode, aggregation), or

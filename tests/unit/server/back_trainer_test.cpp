@@ -298,5 +298,52 @@ TEST(BackTrainer, ABatchTheModelCannotTakeThrowsAndTheNextOneTrains) {
   EXPECT_EQ(count(u.handle(2, u_batch(1, torch::randn({4, 8}))), 2, wire::MsgType::kServerActivations), 1u);
 }
 
+// A compressed cut (int8 up, top 3 of 8, bf16 down): the back learns from exactly what the
+// client says it sent (the same step as a plain session sending those values), and only the
+// kept entries' gradients go back, rounded to bf16. A plain session's float32 cut is not
+// read as a compressed one's, nor the other way round.
+TEST(BackTrainer, ACompressedCutTrainsOnWhatWasSentAndAnswersForTheKeptEntries) {
+  wire::CutCoding c;
+  c.values = wire::CutValues::kInt8;
+  c.grad_values = wire::CutValues::kBf16;
+  c.kept = 3;
+  BackTrainer t(tiny(false)), plain(tiny(false));
+  t.set_cut(1, c);
+  torch::manual_seed(5);
+  const auto z = torch::relu(torch::randn({4, 8}));
+  const auto y = torch::randint(0, 3, {4}, torch::kInt64);
+  const auto sent = cut::encode_activations(z, c);
+  auto tensors = sent.tensors;
+  tensors.push_back(y);
+  const auto out = t.handle(1, wire::make_message(wire::Activations{0, true, true}, tensors));
+  const auto ref = plain.handle(1, wire::make_message(wire::Activations{0, true, true}, {sent.as_received, y}));
+  ASSERT_EQ(out.at(0).second.type, wire::MsgType::kCutGrad);
+  EXPECT_TRUE(identical(state_of(t), state_of(plain)));
+  const auto& g = out.at(0).second.tensors;
+  ASSERT_EQ(g.size(), 1u);
+  EXPECT_EQ(g[0].scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(g[0].sizes(), torch::IntArrayRef({4, 3}));
+  const auto full = ref.at(0).second.tensors.at(0);
+  EXPECT_TRUE(g[0].equal(full.gather(1, sent.cols).to(torch::kBFloat16)));
+
+  const auto before = state_of(t);
+  EXPECT_THROW(t.handle(1, vanilla_batch(1, z)), ProtocolError);  // float32 where int8 top-k is agreed
+  EXPECT_THROW(plain.handle(2, wire::make_message(wire::Activations{1, true, true}, tensors)), ProtocolError);
+  EXPECT_TRUE(identical(before, state_of(t)));
+  t.forget(1, Clock::now());  // the next session 1 is a plain one
+  EXPECT_EQ(t.handle(1, vanilla_batch(2, z)).at(0).second.type, wire::MsgType::kCutGrad);
+}
+
+TEST(BackTrainer, AJoinWhoseCutKeepsMoreThanTheCutHasIsRefused) {
+  BackTrainer t(tiny(false));
+  wire::Join j;
+  j.model = "tiny";
+  j.cut_shape = t.cut_shape();
+  j.cut.kept = 9;  // of 8
+  const auto why = t.check_join(j);
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("cut.topk"), std::string::npos) << *why;
+}
+
 }  // namespace
 }  // namespace cutlayer::server

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/cut/options.h"
 #include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/state/checkpoint.h"
 #include "cutlayer/sync/options.h"
@@ -32,6 +33,7 @@ struct ClientConfig {
   train::TrainOptions train;
   privacy::NoPeekOptions nopeek;  // the "privacy" object
   sync::SyncOptions sync;       // the "sync" object: aggregation of the fronts across clients
+  cut::CutOptions cut;          // the "cut" object: how activations and gradients cross the wire
   state::CheckpointOptions checkpoint;  // the "checkpoint" object; sealed with client_key
 };
 

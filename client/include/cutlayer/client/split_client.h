@@ -14,6 +14,8 @@
 #include "cutlayer/client/report.h"
 #include "cutlayer/data/source.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/cut/codec.h"
+#include "cutlayer/cut/options.h"
 #include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/state/checkpoint.h"
 #include "cutlayer/train/loop.h"
@@ -26,6 +28,7 @@ struct SplitClientOptions {
   std::string name = "client";
   train::TrainOptions train;
   privacy::NoPeekOptions nopeek;
+  cut::CutOptions cut;                               // how the cut crosses the wire
   std::chrono::milliseconds reply_timeout{120000};  // one step's answer
   int rejoins = 5;                                   // after the server went away
   std::string save_front;                            // torch::save the trained front here
@@ -105,6 +108,11 @@ class SplitClient {
   std::unique_ptr<train::Kfac> kfac_;  // inactive unless the optimizer is "kfac"
   double eval_seconds_ = 0;            // spent in periodic evaluations (metrics' train_seconds)
   std::vector<std::int64_t> cut_shape_;
+  // dL/dz from the server: finite and within this bound, else a ProtocolError.
+  static constexpr double kMaxCutGrad = 1e18;
+  wire::CutCoding cut_coding_;  // options_.cut for this cut shape (sent at Join)
+  // What leaves this client for front activations z: noise (privacy), then the cut's coding.
+  cut::Sent send_cut(const torch::Tensor& z) const;
   std::uint64_t eval_id_ = 1ull << 62;
   Dispatcher dispatch_;  // every wait for the server (deadline, stop flag, strays)
   std::unique_ptr<FrontSync> sync_;

@@ -40,6 +40,16 @@ inline IndexCoding packed_coding(const SparseTensor& s, const PackOptions& optio
 // index_dtype_for(s.numel). May share storage with `s` and `packed`.
 SparseTensor as_unpacked(const SparseTensor& s, const std::vector<torch::Tensor>& packed);
 
+// The index part of pack() on its own: ascending, unique `indices` (any integer dtype) as
+// delta + varint bytes (uint8, 1-D).
+torch::Tensor encode_varint_indices(const torch::Tensor& indices);
+
+// The index part of unpack() on its own: `nnz` indices in [0, numel), strictly ascending,
+// from raw int32/int64 or varint bytes; in index_dtype_for(numel). Untrusted input:
+// ProtocolError for anything malformed (checked before allocating).
+torch::Tensor decode_indices(const torch::Tensor& indices, IndexCoding coding, std::int64_t nnz,
+                             std::int64_t numel);
+
 // The vector `packed` stands for: dense when it holds one tensor, sparse with two.
 // Throws cutlayer::ProtocolError for anything malformed: numel over `max_numel`, a tensor
 // count other than 1 or 2, counts that differ, indices out of range or not strictly

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "cutlayer/cut/codec.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/server/checks.h"
 #include "cutlayer/state/archive.h"
@@ -81,6 +82,10 @@ class BackTrainer {
   // A session ended: drop its pending step and deferred batches.
   Outbox forget(std::uint64_t session, Clock::time_point now = Clock::now());
 
+  // How a session's cut travels (its Join's; check_join has accepted it). A session
+  // without one sends a float32 cut.
+  void set_cut(std::uint64_t session, const wire::CutCoding& coding);
+
   // Which client (its allow-list name) a session is; the training steps of each client are
   // counted by name (steps_held), so that they outlive sessions and restarts.
   void name_session(std::uint64_t session, const std::string& name);
@@ -113,23 +118,25 @@ class BackTrainer {
     std::uint64_t session = 0;
     std::uint64_t step = 0;
     torch::Tensor z, h;
+    torch::Tensor cols;  // top-k cut: the columns sent (the gradient goes back for those)
     Clock::time_point deadline;
   };
   struct Deferred {  // a validated training batch waiting for another client's step
     std::uint64_t session = 0;
     wire::Activations meta;
-    torch::Tensor z;
+    cut::Received cut;
     std::size_t bytes = 0;
   };
-  torch::Tensor check_cut(const wire::Message& msg) const;
+  const wire::CutCoding& coding(std::uint64_t session) const;
+  cut::Received check_cut(std::uint64_t session, const wire::Message& msg) const;
   void check_grads() const;
   wire::Message vanilla(std::uint64_t session, const wire::Message& msg);
   wire::Message predict(const wire::Activations& a, const torch::Tensor& z);
   void count_step(std::uint64_t session, std::uint64_t step);
-  wire::Message u_forward(std::uint64_t session, const wire::Activations& a, torch::Tensor z,
+  wire::Message u_forward(std::uint64_t session, const wire::Activations& a, cut::Received cut,
                           Clock::time_point now);
   wire::Message u_backward(std::uint64_t session, const wire::Message& msg);
-  void defer(std::uint64_t session, const wire::Activations& a, torch::Tensor z);
+  void defer(std::uint64_t session, const wire::Activations& a, cut::Received cut);
   void drop_deferred(std::uint64_t session);
   void drain(Outbox& out, Clock::time_point now);
 
@@ -150,6 +157,7 @@ class BackTrainer {
   TrainerStats stats_;
   static constexpr std::size_t kMaxNamedClients = 1 << 16;
   std::map<std::uint64_t, std::string> session_names_;
+  std::map<std::uint64_t, wire::CutCoding> codings_;  // sessions whose cut is not plain float32
   std::map<std::string, std::uint64_t> steps_held_;
 };
 

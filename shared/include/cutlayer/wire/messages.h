@@ -17,9 +17,32 @@ constexpr std::size_t kMaxText = 4096;
 constexpr std::size_t kMaxDims = 8;
 constexpr std::size_t kFingerprintHex = 64;  // a SHA-256 in hex
 // 2: JoinAck.steps_held, Join.inference; 3: Join's fingerprints; 4: shared K-FAC factors
-// (SparseGrad.kfac_tensors, Update.kfac, ModelSnapshot.kfac)
-constexpr std::uint32_t kProtocolVersion = 4;
+// (SparseGrad.kfac_tensors, Update.kfac, ModelSnapshot.kfac); 5: Join.cut (compressed cut)
+constexpr std::uint32_t kProtocolVersion = 5;
 constexpr std::uint64_t kStepsUnknown = ~std::uint64_t{0};
+
+// How cut values travel (the client's config "cut"): float32, bfloat16, float16, or int8
+// with one float32 scale per sample (value = q * scale, |q| <= 127).
+enum class CutValues : std::uint8_t { kFp32 = 0, kBf16 = 1, kFp16 = 2, kInt8 = 3 };
+
+// How a session's cut crosses the wire, both ways (cut/codec.h encodes and decodes it).
+// `kept` > 0: only that many of each sample's activations travel (top-k by magnitude), as
+// [indices (delta-varint bytes over the batch's flat positions), values [B x kept]], and
+// their gradients alone come back as [B x kept]; 0: every activation, [B x cut shape].
+// int8 values are followed by their scales, float32 [B].
+struct CutCoding {
+  CutValues values = CutValues::kFp32;       // activations, client → server
+  CutValues grad_values = CutValues::kFp32;  // their gradients, server → client
+  std::uint32_t kept = 0;
+  bool operator==(const CutCoding& o) const {
+    return values == o.values && grad_values == o.grad_values && kept == o.kept;
+  }
+  template <class A>
+  void serialize(A& ar) {
+    ar(enum_in(values, CutValues::kInt8, "Join.cut.values"),
+       enum_in(grad_values, CutValues::kInt8, "Join.cut.grad_values"), kept);
+  }
+};
 
 // Client → server over the CURVE front door. No tensors.
 struct Join {
@@ -36,6 +59,7 @@ struct Join {
   // dtypes, shapes; a TorchScript part's code): the server refuses a front or head that is
   // not its own, and a back the client knows ("" when it holds none) that is not its own.
   std::string front_fingerprint, head_fingerprint, back_fingerprint;
+  CutCoding cut;  // how this client's cut travels (the server refuses what it cannot decode)
   template <class A>
   void serialize(A& ar) {
     ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
@@ -43,7 +67,7 @@ struct Join {
        samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"), flag(inference, "Join.inference"),
        bounded(front_fingerprint, kFingerprintHex, "Join.front_fingerprint"),
        bounded(head_fingerprint, kFingerprintHex, "Join.head_fingerprint"),
-       bounded(back_fingerprint, kFingerprintHex, "Join.back_fingerprint"));
+       bounded(back_fingerprint, kFingerprintHex, "Join.back_fingerprint"), cut);
   }
 };
 
@@ -97,7 +121,8 @@ struct ErrorMsg {
   }
 };
 
-// Tensors: z (cut activations), then y (labels) unless U-shaped. `train` false: an
+// Tensors: z (cut activations: one tensor, or as the session's CutCoding says), then y
+// (labels) unless U-shaped. `train` false: an
 // evaluation batch (vanilla: answered with EvalResult; U-shaped: ServerActivations, no
 // gradient follows); vanilla without labels: a prediction, answered with the logits in a
 // ServerActivations.
@@ -113,7 +138,7 @@ struct Activations {
   }
 };
 
-// Tensors: dL/dz. Vanilla: the batch's loss and correct predictions ride along.
+// Tensors: dL/dz (one tensor, or as the session's CutCoding says). Vanilla: the batch's loss and correct predictions ride along.
 struct CutGrad {
   static constexpr MsgType kType = MsgType::kCutGrad;
   std::uint64_t step = 0;
