@@ -8,6 +8,7 @@
 #include "cutlayer/cut/options.h"
 #include "cutlayer/error.h"
 #include "cutlayer/kernels/sparse_codec.h"
+#include "cutlayer/wire/values.h"
 
 namespace cutlayer::cut {
 
@@ -49,14 +50,6 @@ std::vector<torch::Tensor> encode_values(const torch::Tensor& x, CutValues v) {
   throw ProtocolError("cut: unknown value coding");
 }
 
-void check_finite(const torch::Tensor& x, double max_abs, const char* what) {
-  if (x.numel() == 0) return;
-  const auto m = x.abs().max().item<double>();
-  if (!std::isfinite(m) || m > max_abs)
-    throw ProtocolError(std::string(what) + ": a value that is not finite or whose magnitude exceeds " +
-                        std::to_string(max_abs) + " (limits.max_abs_value)");
-}
-
 // The float32 values that `t` (tensors [at, at + 1 (+1 int8)]) stands for, of shape `shape`.
 torch::Tensor decode_values(const std::vector<torch::Tensor>& t, std::size_t at, CutValues v,
                             const std::vector<std::int64_t>& shape, double max_abs, const char* what) {
@@ -70,13 +63,13 @@ torch::Tensor decode_values(const std::vector<torch::Tensor>& t, std::size_t at,
     const auto& s = t[at + 1];
     if (!s.defined() || s.scalar_type() != torch::kFloat32 || s.dim() != 1 || s.size(0) != shape[0])
       throw ProtocolError(std::string(what) + ": int8 values need float32 scales [" + std::to_string(shape[0]) + "]");
-    check_finite(s, max_abs, what);
+    wire::check_values(s, max_abs, what);
     if (s.numel() > 0 && s.min().item<float>() < 0) throw ProtocolError(std::string(what) + ": a negative int8 scale");
     x = (q.to(torch::kFloat32).reshape({shape[0], -1}) * s.unsqueeze(1)).reshape(shape);
   } else {
     x = q.to(torch::kFloat32).contiguous();
   }
-  check_finite(x, max_abs, what);
+  wire::check_values(x, max_abs, what);
   return x;
 }
 

@@ -123,8 +123,9 @@ TEST(FixedFindings, MetaFlagByteOtherThan0Or1IsRefused) {
   wire::Join join;
   join.u_shaped = true;
   auto msg = wire::make_message(join);
-  // u_shaped, sync and inference, then three empty fingerprint strings (8-byte lengths).
-  const auto at = msg.meta.size() - 3 - 3 * 8;
+  // u_shaped, sync and inference, then three empty fingerprint strings (8-byte lengths)
+  // and the cut's coding (two enum bytes, a uint32).
+  const auto at = msg.meta.size() - 3 - 3 * 8 - 6;
   for (const std::uint8_t byte : {0, 1}) {
     msg.meta[at] = byte;
     EXPECT_EQ(wire::meta_as<wire::Join>(msg).u_shaped, byte == 1);

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cutlayer/wire/message.h"
+#include "cutlayer/wire/values.h"
 
 namespace cutlayer::server {
 
@@ -29,12 +30,9 @@ constexpr double kDefaultMaxAbsValue = 1e6;
 // finite.
 constexpr double kMaxParamGrad = 1e18;
 
-// True when every element of the float32 tensor `t` is finite and |v| <= max_abs (NaN and
-// Inf never are). A tensor of another dtype, or undefined, is not checked (true).
-bool within_bound(const torch::Tensor& t, double max_abs = FLT_MAX);
+using wire::check_values;  // wire/values.h
+using wire::within_bound;
 
-// Throws ProtocolError naming `what` unless within_bound(t, max_abs).
-void check_values(const torch::Tensor& t, double max_abs, const char* what);
 
 // The text of an Error answering `e`: the message of ProtocolError and other cutlayer
 // errors, a LibTorch error's without its backtrace; control characters as spaces, at most
