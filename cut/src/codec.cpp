@@ -206,10 +206,10 @@ struct RoundGrad : torch::autograd::Function<RoundGrad> {
 
 torch::Tensor through_cut(const torch::Tensor& z, const wire::CutCoding& c, double random) {
   const auto s = encode_activations(z.detach(), c, random);
-  auto y = straight_through(z, s);
-  if (c.grad_values != CutValues::kFp32 && y.requires_grad())
-    y = RoundGrad::apply(y, static_cast<std::int64_t>(c.grad_values));
-  return y;
+  // Rounded after straight_through's mask: int8's scale is then that of the kept entries,
+  // as on the wire.
+  const bool round = c.grad_values != CutValues::kFp32 && z.requires_grad();
+  return straight_through(round ? RoundGrad::apply(z, static_cast<std::int64_t>(c.grad_values)) : z, s);
 }
 
 }  // namespace cutlayer::cut
