@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Whole-system benchmark of split training on loopback; one JSON object per line.
 #  1. 1 client over the sealed channel vs the monolithic cutlayer-train, same thread
-#     budget (THREADS, default 2), same steps, in the same run: ratio_to_monolithic.
+#     budget (THREADS, default 2), same steps, in the same run: ratio_to_monolithic; once
+#     per cut coding in CUTS (default "fp32 bf16", --cut-values), each against its own
+#     monolithic run (the reference is float32 throughout).
 #  2. total samples/s with 2, 4 and 8 clients (each on its shard, STEPS steps each).
 #  3. convergence: 3 clients, EPOCHS (default 3) epochs each -> test accuracy.
 #  4. "model":"torchscript": the scripted copy of fmnist-cnn (examples/own-model) vs the
@@ -78,12 +80,14 @@ if [ "${SKIP_TO_TORCHSCRIPT:-0}" = 1 ]; then torchscript_bench; exit 0; fi
 
 # 1. one client vs monolithic (eval excluded: rates are over training steps only). The
 #    client and the server each get THREADS threads: they take turns, never run together.
-start_server --threads "$threads"
-split=$(client 0 0/1 --threads "${CLIENT_THREADS:-$threads}" --steps "$steps" | field samples_per_s)
-stop_server
-mono=$("$bin/cutlayer-train" -c "$configs/client.json" --log-level warn --threads "$threads" \
-  --steps "$steps" | field samples_per_s)
-/usr/bin/python3 -c "print('{\"bench\":\"e2e\",\"clients\":1,\"threads\":$threads,\"steps\":$steps,\"samples_per_s\":%.1f,\"monolithic_samples_per_s\":%.1f,\"ratio_to_monolithic\":%.3f}' % ($split, $mono, $split / $mono))"
+for cut in ${CUTS:-fp32 bf16}; do
+  start_server --threads "$threads"
+  split=$(client 0 0/1 --threads "${CLIENT_THREADS:-$threads}" --steps "$steps" --cut-values "$cut" | field samples_per_s)
+  stop_server
+  mono=$("$bin/cutlayer-train" -c "$configs/client.json" --log-level warn --threads "$threads" \
+    --steps "$steps" | field samples_per_s)
+  /usr/bin/python3 -c "print('{\"bench\":\"e2e\",\"clients\":1,\"cut\":\"$cut\",\"threads\":$threads,\"steps\":$steps,\"samples_per_s\":%.1f,\"monolithic_samples_per_s\":%.1f,\"ratio_to_monolithic\":%.3f}' % ($split, $mono, $split / $mono))"
+done
 
 # 2. many clients at once, each on its shard
 for n in 2 4 8; do
