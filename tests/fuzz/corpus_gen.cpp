@@ -7,6 +7,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cutlayer/cut/codec.h"
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/sync/sparse_wire.h"
@@ -158,6 +159,15 @@ Seeds sealed_seeds() {
   return s;
 }
 
+// A tensor as read_tensor (fuzz_common.h) reads it.
+void put_tensor(std::string& out, const torch::Tensor& t) {
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(wire::from_torch(t.scalar_type())));
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(t.dim()));
+  for (auto d : t.sizes()) put<std::uint16_t>(out, static_cast<std::uint16_t>(d));
+  auto c = t.contiguous();
+  out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+}
+
 std::string sparse_input(const kernels::SparseTensor& v, bool fp16, bool varint) {
   wire::SparseLayout layout;
   auto tensors = sync::to_tensors(v, fp16, varint, layout);
@@ -167,14 +177,41 @@ std::string sparse_input(const kernels::SparseTensor& v, bool fp16, bool varint)
   put<std::uint16_t>(out, static_cast<std::uint16_t>(v.numel));
   put<std::uint8_t>(out, 0);
   put<std::uint8_t>(out, static_cast<std::uint8_t>(tensors.size()));
-  for (auto& t : tensors) {
-    put<std::uint8_t>(out, static_cast<std::uint8_t>(wire::from_torch(t.scalar_type())));
-    put<std::uint8_t>(out, static_cast<std::uint8_t>(t.dim()));
-    for (auto d : t.sizes()) put<std::uint16_t>(out, static_cast<std::uint16_t>(d));
-    auto c = t.contiguous();
-    out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
-  }
+  for (auto& t : tensors) put_tensor(out, t);
   return out;
+}
+
+// cut_decode: a client's activations under a coding (as the header describes), and the
+// server's gradient for them. The cut is 2x3x4.
+std::string cut_input(wire::CutValues up, wire::CutValues down, std::uint32_t kept, std::int64_t batch) {
+  wire::CutCoding c;
+  c.values = up;
+  c.grad_values = down;
+  c.kept = kept;
+  torch::manual_seed(static_cast<std::uint64_t>(kept) * 16 + static_cast<std::uint64_t>(up));
+  const auto sent = cut::encode_activations(torch::randn({batch, 2, 3, 4}), c);
+  std::string out;
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(up));
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(down));
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(kept));
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(sent.tensors.size()));
+  for (auto& t : sent.tensors) put_tensor(out, t);
+  const auto grad = cut::encode_gradient(torch::randn({batch, 2, 3, 4}), sent.cols, c);
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(grad.size()));
+  for (auto& t : grad) put_tensor(out, t);
+  return out;
+}
+
+Seeds cut_seeds() {
+  using V = wire::CutValues;
+  Seeds s;
+  s.emplace_back("fp32_dense", cut_input(V::kFp32, V::kFp32, 0, 4));
+  s.emplace_back("bf16_dense", cut_input(V::kBf16, V::kBf16, 0, 3));
+  s.emplace_back("int8_dense_fp16_down", cut_input(V::kInt8, V::kFp16, 0, 2));
+  s.emplace_back("int8_top5", cut_input(V::kInt8, V::kInt8, 5, 4));
+  s.emplace_back("fp16_top1", cut_input(V::kFp16, V::kBf16, 1, 8));
+  s.emplace_back("fp32_top24", cut_input(V::kFp32, V::kFp32, 24, 1));
+  return s;
 }
 
 Seeds sparse_seeds() {
@@ -320,6 +357,7 @@ std::map<std::string, Seeds> generate_corpus(const std::string& configs_dir) {
   c["wire_decode"] = wire_seeds();
   c["sealed_open"] = sealed_seeds();
   c["sparse_wire"] = sparse_seeds();
+  c["cut_decode"] = cut_seeds();
   c["sync_messages"] = sync_seeds();
   c["config"] = config_seeds(configs_dir);
   c["keys"] = keys_seeds();

@@ -12,9 +12,32 @@
 #include <typeinfo>
 
 #include "cutlayer/error.h"
+#include "cutlayer/wire/dtype.h"
 #include "cutlayer/log.h"
 
 namespace cutlayer::fuzz {
+
+torch::Tensor read_tensor(Input& in, std::int64_t max_elements) {
+  const auto code = in.take<std::uint8_t>();
+  const auto dt = wire::is_valid_dtype(code) ? static_cast<wire::DType>(code) : wire::DType::kFloat32;
+  const int ndim = in.take<std::uint8_t>() % 3;
+  std::vector<std::int64_t> shape;
+  std::int64_t numel = 1;
+  for (int k = 0; k < ndim; ++k) {
+    const std::int64_t d = in.take<std::uint16_t>();
+    numel *= d;
+    if (numel > max_elements) {
+      numel = 0;
+      shape.assign(ndim, 0);
+      break;
+    }
+    shape.push_back(d);
+  }
+  auto t = torch::zeros(shape, torch::TensorOptions().dtype(wire::to_torch(dt)));
+  const std::string b = in.bytes(t.nbytes());
+  if (!b.empty()) std::memcpy(t.data_ptr(), b.data(), b.size());
+  return t;
+}
 
 std::vector<zmq::message_t> read_frames(Input& in, FillBudget& budget) {
   std::vector<zmq::message_t> frames;

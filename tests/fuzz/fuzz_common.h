@@ -64,6 +64,12 @@ class Input {
   const std::uint8_t* end_;
 };
 
+// A tensor as the wire codec could hand one over (any dtype, any shape, any bytes):
+//   tensor := u8 dtype (wire::DType code; an unknown one reads as float32), u8 ndim (mod 3),
+//             u16 dim{ndim}, then the tensor's bytes (zeros past the end of the input)
+// A shape of more than max_elements elements reads as all-zero dimensions.
+torch::Tensor read_tensor(Input& in, std::int64_t max_elements);
+
 // The frame container: how a message's ZeroMQ frames are laid out in a fuzz input.
 //   message := u8 frame_count, frame{frame_count}
 //   frame   := u8 kind, then

@@ -10,6 +10,7 @@
   X(wire_decode)                     \
   X(sealed_open)                     \
   X(sparse_wire)                     \
+  X(cut_decode)                      \
   X(sync_messages)                   \
   X(config)                          \
   X(keys)                            \

@@ -4,8 +4,7 @@
 //   input := u8 dense, u8 index_coding, u16 expect_numel, u8 numel_from_input,
 //            [u64 layout.numel when numel_from_input is odd], u8 tensor_count (mod 4),
 //            tensor{tensor_count}
-//   tensor := u8 dtype (wire::DType code), u8 ndim (mod 3), u16 dim{ndim}, then the
-//             tensor's bytes (zeros past the end of the input)
+//   tensor := as fuzz_common.h's read_tensor reads it (dtype, shape, bytes)
 // Refusal is ProtocolError. An accepted vector is well formed (float32 finite values;
 // indices of the right dtype, strictly ascending, in range) and survives every encoding
 // (fp32/fp16 values x raw/varint indices) and decoding again, bit for bit as encode()
@@ -14,35 +13,12 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/sync/sparse_wire.h"
-#include "cutlayer/wire/dtype.h"
 #include "fuzz_common.h"
 
 namespace cutlayer::fuzz::sparse_wire {
 namespace {
 
 constexpr std::int64_t kMaxElements = 1 << 16;
-
-torch::Tensor read_tensor(Input& in) {
-  const auto code = in.take<std::uint8_t>();
-  const auto dt = wire::is_valid_dtype(code) ? static_cast<wire::DType>(code) : wire::DType::kFloat32;
-  const int ndim = in.take<std::uint8_t>() % 3;
-  std::vector<std::int64_t> shape;
-  std::int64_t numel = 1;
-  for (int k = 0; k < ndim; ++k) {
-    const std::int64_t d = in.take<std::uint16_t>();
-    numel *= d;
-    if (numel > kMaxElements) {
-      numel = 0;
-      shape.assign(ndim, 0);
-      break;
-    }
-    shape.push_back(d);
-  }
-  auto t = torch::zeros(shape, torch::TensorOptions().dtype(wire::to_torch(dt)));
-  const std::string b = in.bytes(t.nbytes());
-  if (!b.empty()) std::memcpy(t.data_ptr(), b.data(), b.size());
-  return t;
-}
 
 void check_well_formed(const kernels::SparseTensor& s, std::int64_t numel) {
   check(s.numel == numel, "numel differs from the expected one");
@@ -87,7 +63,7 @@ int fuzz_one(const std::uint8_t* data, std::size_t size) {
                                                     : static_cast<std::uint64_t>(expect);
   const int count = in.take<std::uint8_t>() % 4;
   std::vector<torch::Tensor> tensors;
-  for (int i = 0; i < count; ++i) tensors.push_back(read_tensor(in));
+  for (int i = 0; i < count; ++i) tensors.push_back(read_tensor(in, kMaxElements));
 
   kernels::SparseTensor s;
   try {
