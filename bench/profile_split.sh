@@ -4,14 +4,15 @@
 # fmnist-cnn steps, both processes under `perf record`; then the monolithic reference the
 # same way. Prints one JSON line per process: wall ms per step, and CPU ms per step by
 # category (compute: LibTorch/OpenMP/BLAS; seal_open: OpenSSL; copies: libc memcpy/memset;
+# malloc: libc allocation; loader: dynamic symbol lookups (start-up);
 # zmq: libzmq; kernel: system calls and loopback TCP; other), plus idle = the two cores'
 # wall time not used by either process. Extra args go to the client (e.g. --cut-values bf16).
-# Needs perf (linux-perf) and root or perf_event_paranoid <= 1 ... 2 for own processes.
+# Needs perf (Debian linux-perf) allowed to profile its own processes (perf_event_paranoid <= 2).
 set -euo pipefail
 bin=${BIN:-build/bin} configs=${CONFIGS:-configs}
 threads=${THREADS:-2} steps=${STEPS:-400} freq=${FREQ:-2999}
 work=$(mktemp -d)
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp -r "$work" "$KEEP"; rm -rf "$work"' EXIT
 export OMP_WAIT_POLICY=PASSIVE  # as the daemons set it (no re-exec under perf)
 "$bin/cutlayer-keygen" --out "$work/keys" --clients c0 >/dev/null
 /usr/bin/python3 - "$configs/client.json" "$work/client.json" <<'PY'
@@ -59,23 +60,26 @@ def categories(path):
             c = "zmq"
         elif "libc" in dso and re.search(r"mem(cpy|move|set)", sym):
             c = "copies"
-        elif re.search(r"torch|gomp|blas|c10|mkl|dnnl|libm", dso):
+        elif "libc" in dso and re.search(r"malloc|free|alloc", sym):
+            c = "malloc"
+        elif "ld-linux" in dso:
+            c = "loader"
+        elif re.search(r"torch|gomp|blas|c10|mkl|dnnl|pthreadpool|libm", dso):
             c = "compute"
         else:
             c = "other"
         cats[c] = cats.get(c, 0) + pct
         total += pct
     return {k: v / max(total, 1e-9) for k, v in cats.items()}
-def samples(path):
-    n = 0
+def cpu_seconds(path):  # the cpu-clock event counts nanoseconds of CPU time
     for line in open(path):
-        m = re.match(r"# Samples: (\d+)", line)
+        m = re.match(r"# Event count \(approx.\): (\d+)", line)
         if m:
-            n += int(m[1])
-    return n
+            return int(m[1]) / 1e9
+    return 0.0
 out = {}
 for p in ("client", "server", "mono"):
-    cpu_s = samples(f"{work}/{p}.txt") / freq  # perf samples each running thread at freq
+    cpu_s = cpu_seconds(f"{work}/{p}.txt")
     cats = categories(f"{work}/{p}.txt")
     out[p] = (cpu_s, cats)
 summary = json.loads(open(f"{work}/client.json.out").read().strip().splitlines()[-1])

@@ -95,6 +95,7 @@ report::Json ClientSummary::json() const {
       .add("eval_dcor2_u", eval.dcor2_u, 4)
       .add("bytes_up", bytes_up)
       .add("bytes_down", bytes_down);
+  if (step_ms > 0) j.add("step_ms", step_ms, 3).add("wait_ms", wait_ms, 3);
   if (!model_sha256.empty()) j.add("model_sha256", model_sha256);
   if (sync) j.add("sync", sync->json());
   return j;

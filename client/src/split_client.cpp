@@ -173,12 +173,20 @@ void SplitClient::settle_sync(std::size_t max_outstanding) {
 }
 
 SplitClient::StepResult SplitClient::step(const train::Batch& b) {
+  const auto start = std::chrono::steady_clock::now();
   const bool u = options_.train.u_shaped;
   train::set_lr(*opt_, train::lr_at(options_.train, b.step));
   opt_->zero_grad();
   auto z = kfac_->forward(model_.front, b.x);
   const auto s = static_cast<std::uint64_t>(b.step);
   StepResult r;
+  // Time spent waiting for the server's answers (its compute, the transport both ways).
+  auto await_timed = [&](auto&& wait) {
+    const auto t = std::chrono::steady_clock::now();
+    auto reply = wait();
+    r.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    return reply;
+  };
   // What leaves this client: z with the configured noise, as the cut's coding sends it.
   const auto sent = send_cut(z.detach());
   // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
@@ -199,7 +207,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     with_labels.push_back(b.y);
     auto reply = with_rejoin([&] {
       dispatch_.send(wire::make_message(wire::Activations{s, true, true}, with_labels));
-      return dispatch_.await<wire::CutGrad>(s);
+      return await_timed([&] { return dispatch_.await<wire::CutGrad>(s); });
     });
     backprop_front(reply.msg);
     r.loss = reply.meta.loss;
@@ -214,7 +222,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
         for (auto& p : model_.head->parameters())
           if (p.grad().defined()) p.grad().zero_();
       dispatch_.send(wire::make_message(wire::Activations{s, false, true}, sent.tensors));
-      const auto fwd = dispatch_.await<wire::ServerActivations>(s).msg;
+      const auto fwd = await_timed([&] { return dispatch_.await<wire::ServerActivations>(s).msg; });
       if (fwd.tensors.size() != 1 || fwd.tensors[0].dim() != 2 || fwd.tensors[0].size(0) != b.x.size(0))
         throw ProtocolError("server: ServerActivations of the wrong shape");
       auto h = fwd.tensors[0].clone().requires_grad_(true);
@@ -224,7 +232,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
       r.loss = loss.item<double>();
       r.correct = train::count_correct(logits.detach(), b.y);
       dispatch_.send(wire::make_message(wire::HeadGrad{s}, {h.grad()}));
-      return dispatch_.await<wire::CutGrad>(s).msg;
+      return await_timed([&] { return dispatch_.await<wire::CutGrad>(s).msg; });
     });
     backprop_front(bwd);
   }
@@ -233,6 +241,7 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
     with_rejoin([&] { contribute(b); });
   else
     opt_->step();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }
 
@@ -364,6 +373,9 @@ void SplitClient::train_steps(const std::atomic<bool>& stop, train::Batches& bat
     ++totals.steps;
     totals.samples += n;
     totals.last_loss = r.loss;
+    ++totals.timed;
+    totals.step_seconds += r.seconds;
+    totals.wait_seconds += r.wait_seconds;
     window.add(r.loss, r.dcor, r.correct, n);
     if (o.metrics_every_step) metrics.write(step_json(b.step, r));
     const auto done = b.step + 1;
@@ -441,6 +453,10 @@ std::string SplitClient::finish(const std::atomic<bool>& stop, train::MetricsFil
   s.eval = e;
   s.bytes_up = ts.bytes_out;
   s.bytes_down = ts.bytes_in;
+  if (totals.timed > 0) {
+    s.step_ms = 1e3 * totals.step_seconds / static_cast<double>(totals.timed);
+    s.wait_ms = 1e3 * totals.wait_seconds / static_cast<double>(totals.timed);
+  }
   s.sync = sync_report();
   std::vector<const torch::nn::Module*> parts{model_.front.ptr().get()};
   if (model_.has_head()) parts.push_back(model_.head.ptr().get());

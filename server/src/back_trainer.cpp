@@ -8,6 +8,21 @@
 
 namespace cutlayer::server {
 
+namespace {
+// Adds the scope's wall time to `total` (seconds).
+class ScopeTimer {
+ public:
+  explicit ScopeTimer(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~ScopeTimer() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  ScopeTimer(const ScopeTimer&) = delete;
+  ScopeTimer& operator=(const ScopeTimer&) = delete;
+
+ private:
+  double& total_;
+  std::chrono::steady_clock::time_point start_;
+};
+}  // namespace
+
 BackTrainer::BackTrainer(const train::TrainOptions& options, TrainerLimits limits)
     : options_(options), spec_(train::split_spec(options)), limits_(limits) {
   // Same construction order and seed as the client and the monolithic reference, so the
@@ -241,6 +256,7 @@ wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message
 }
 
 BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg, Clock::time_point now) {
+  ScopeTimer timer(stats_.busy_seconds);
   Outbox out;
   if (!options_.u_shaped) {
     if (msg.type != wire::MsgType::kActivations)

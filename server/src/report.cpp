@@ -179,6 +179,7 @@ report::Json ServerSummary::json() const {
       .add("labels_received", labels_received)
       .add("eval_batches", eval_batches)
       .add("predict_batches", predict_batches)
+      .add("busy_ms_per_step", steps > 0 ? 1e3 * busy_seconds / static_cast<double>(steps) : 0.0, 3)
       .add("probes", probes)
       .add("sessions_open", sessions_open)
       .add("messages_in", messages_in)

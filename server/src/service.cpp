@@ -303,6 +303,7 @@ ServerSummary Service::summary() const {
     s.samples = st.samples;
     s.labels_received = st.labels_received;
     s.eval_batches = st.eval_batches;
+    s.busy_seconds = st.busy_seconds;
     s.predict_batches = st.predict_batches;
     const auto h = state::values_hash({trainer_->back_model().ptr().get()});
     s.back_sha256 = crypto::to_hex(h.data(), h.size());

@@ -60,6 +60,9 @@ struct ClientSummary {
   double seconds = 0, final_loss = 0;
   Evaluation eval;
   std::uint64_t bytes_up = 0, bytes_down = 0;
+  // Per training step of this run: its time, and of it the waits for the server's answers
+  // (its compute, the transport both ways, the hand-offs); 0 when none was taken.
+  double step_ms = 0, wait_ms = 0;
   std::optional<SyncReport> sync;
   std::string model_sha256;  // over the front's (and head's) parameters and buffers
 

@@ -55,11 +55,14 @@ class SplitClient {
     double loss = 0;
     std::int64_t correct = 0;
     double dcor = 0;  // NoPeek term of this batch (alpha > 0)
+    double seconds = 0, wait_seconds = 0;  // the step's, and of them waiting for the server
   };
   StepResult step(const train::Batch& b);
   struct Totals {
     std::int64_t steps = 0, samples = 0;
     double last_loss = 0;
+    std::int64_t timed = 0;                     // training steps taken in this run
+    double step_seconds = 0, wait_seconds = 0;  // over them
   };
   Evaluation evaluate();
   void contribute(const train::Batch& b);

@@ -39,6 +39,10 @@ struct TrainerStats {
   double loss_sum = 0;               // over vanilla training batches since the last report
   std::int64_t loss_samples = 0;
   std::int64_t correct = 0;
+  // Time handling the clients' training and evaluation messages: decoding the cut, the
+  // back's forward, backward and optimizer step, encoding the answer (what a client's wait
+  // holds besides the transport and the hand-offs).
+  double busy_seconds = 0;
 };
 
 // What one client may ask of the back model (server config: train.head_grad_timeout_ms,
