@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -186,6 +187,7 @@ def main():
                 print(json.dumps(line), flush=True)
                 f.write(json.dumps(line) + "\n")
     plot(results, f"{a.out}/cut.png")
+    shutil.rmtree(a.work, ignore_errors=True)
 
 
 if __name__ == "__main__":
