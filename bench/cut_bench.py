@@ -74,8 +74,8 @@ def train_bytes(metrics):
     return last["bytes_up"] + last["bytes_down"], last["step"]
 
 
-def run(a, s):
-    tag = "-".join(str(v) for v in s.values())
+def run(a, s, index):
+    tag = f"{index}-" + "-".join(str(v) for v in s.values())  # a setting may come twice (the spread)
     d = f"{a.work}/{tag}"
     os.makedirs(d, exist_ok=True)
     server, port = start_server(a, d)
@@ -154,7 +154,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0, help="stop each client after this many steps (a quick look)")
     ap.add_argument("--settings", default=DEFAULT,
-                    help="comma-separated VALUES[/GRAD_VALUES][:TOPK[:RANDOM]], the first the baseline (fp32)")
+                    help="comma-separated VALUES[/GRAD_VALUES][:TOPK[:RANDOM]], the first the baseline (fp32); "
+                         "a setting given twice shows the run-to-run spread")
     ap.add_argument("--decoder-epochs", type=int, default=4)
     ap.add_argument("--no-leakage", action="store_true")
     a = ap.parse_args()
@@ -171,8 +172,8 @@ def main():
         json.dump(cfg, open(f"{a.work}/{name}.json", "w"))
     results = []
     with open(f"{a.out}/results.jsonl", "w") as f:
-        for setting in a.settings.split(","):
-            r = run(a, parse(setting))
+        for index, setting in enumerate(a.settings.split(",")):
+            r = run(a, parse(setting), index)
             base = results[0] if results else r
             r["ratio_bytes"] = round(r["bytes_per_step"] / base["bytes_per_step"], 5)
             r["acc_delta"] = round(100 * (r["test_acc"] - base["test_acc"]), 2)

@@ -105,14 +105,15 @@ struct Monolithic {
     return p;
   }
   torch::Tensor forward(const torch::Tensor& x, const privacy::NoPeekOptions& p, const cut::CutOptions& c = {}) {
-    auto h = m.back->forward(across_cut(m.front->forward(x), p, c));
+    auto h = m.back->forward(across_cut(m.front->forward(x), p, c).back);
     return m.has_head() ? m.head->forward(h) : h;
   }
   // What the back gets of z in a split run: z with the cut's noise, as the cut's coding
-  // sends it (and its gradient as the coding returns it).
-  static torch::Tensor across_cut(const torch::Tensor& z, const privacy::NoPeekOptions& p, const cut::CutOptions& c) {
+  // sends it (and its gradient as the coding returns it); and what NoPeek measures.
+  static cut::ThroughCut across_cut(const torch::Tensor& z, const privacy::NoPeekOptions& p,
+                                    const cut::CutOptions& c) {
     const auto noisy = privacy::cut_to_send(z, p);
-    if (!c.compressed()) return noisy;
+    if (!c.compressed()) return {noisy, z};
     return cut::through_cut(noisy, cut::coding_for(c, z.numel() / std::max<std::int64_t>(1, z.size(0))), c.random);
   }
   void train(bool on) {
@@ -259,13 +260,13 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
     train::set_lr(*net.opt, train::lr_at(opts, b.step));
     auto z = net.kfac->forward(net.m.front, b.x);
     const auto sent = Monolithic::across_cut(z, nopeek, cfg.cut);
-    auto h = net.kfac->forward(net.m.back, sent);
+    auto h = net.kfac->forward(net.m.back, sent.back);
     auto logits = net.m.has_head() ? net.kfac->forward(net.m.head, h) : h;
     auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
     net.opt->zero_grad();
     const double alpha_now = privacy::alpha_at(nopeek, b.step);
     // As the client: NoPeek measures z, or what is sent when the cut is compressed.
-    if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, cfg.cut.compressed() ? sent : z)).backward();
+    if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, sent.nopeek)).backward();
     else loss.backward();
     net.kfac->step(train::lr_at(opts, b.step));
     net.opt->step();

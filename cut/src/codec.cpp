@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cfloat>
 #include <cmath>
 #include <string>
 
@@ -18,6 +19,12 @@ using wire::CutValues;
 
 constexpr double kFp16Max = 65504.0;
 
+// The bound decoded values must keep, and its name in a refusal.
+struct Bound {
+  double max_abs;
+  const char* name;
+};
+
 torch::ScalarType dtype_of(CutValues v) {
   switch (v) {
     case CutValues::kBf16: return torch::kBFloat16;
@@ -27,9 +34,11 @@ torch::ScalarType dtype_of(CutValues v) {
   }
 }
 
-// int8: one scale per row, |q| <= 127.
+// int8: one scale per row, |q| <= 127. A row whose scale would be below float32's smallest
+// normal (its inverse would overflow) travels as zeros: scale 0.
 torch::Tensor row_scales(const torch::Tensor& x) {
-  return x.reshape({x.size(0), -1}).abs().amax(1) / 127.0;
+  const auto s = x.reshape({x.size(0), -1}).abs().amax(1) / 127.0;
+  return torch::where(s >= FLT_MIN, s, torch::zeros_like(s));
 }
 
 std::vector<std::int64_t> row_view(const torch::Tensor& x) { return {x.size(0), x.numel() / std::max<std::int64_t>(1, x.size(0))}; }
@@ -50,26 +59,32 @@ std::vector<torch::Tensor> encode_values(const torch::Tensor& x, CutValues v) {
   throw ProtocolError("cut: unknown value coding");
 }
 
+// The float32 values encode_values' tensors [at, ...] stand for (their shape checked).
+torch::Tensor dequantize(const std::vector<torch::Tensor>& t, std::size_t at, CutValues v) {
+  const auto& q = t[at];
+  if (v != CutValues::kInt8) return q.to(torch::kFloat32).contiguous();
+  return (q.to(torch::kFloat32).reshape(row_view(q)) * t[at + 1].unsqueeze(1)).reshape(q.sizes());
+}
+
 // The float32 values that `t` (tensors [at, at + 1 (+1 int8)]) stands for, of shape `shape`.
 torch::Tensor decode_values(const std::vector<torch::Tensor>& t, std::size_t at, CutValues v,
-                            const std::vector<std::int64_t>& shape, double max_abs, const char* what) {
+                            const std::vector<std::int64_t>& shape, const Bound& bound, const char* what) {
   const auto& q = t[at];
   if (!q.defined() || q.scalar_type() != dtype_of(v) || q.sizes() != torch::IntArrayRef(shape))
     throw ProtocolError(std::string(what) + ": expected " + values_name(v) + " values of shape " +
                         torch::str(torch::IntArrayRef(shape)) + ", got " +
                         (q.defined() ? std::string(c10::toString(q.scalar_type())) + " " + torch::str(q.sizes()) : "none"));
-  torch::Tensor x;
   if (v == CutValues::kInt8) {
     const auto& s = t[at + 1];
     if (!s.defined() || s.scalar_type() != torch::kFloat32 || s.dim() != 1 || s.size(0) != shape[0])
       throw ProtocolError(std::string(what) + ": int8 values need float32 scales [" + std::to_string(shape[0]) + "]");
-    wire::check_values(s, max_abs, what);
+    wire::check_values(s, bound.max_abs, what, bound.name);
     if (s.numel() > 0 && s.min().item<float>() < 0) throw ProtocolError(std::string(what) + ": a negative int8 scale");
-    x = (q.to(torch::kFloat32).reshape({shape[0], -1}) * s.unsqueeze(1)).reshape(shape);
-  } else {
-    x = q.to(torch::kFloat32).contiguous();
+    if (q.numel() > 0 && q.min().item<std::int8_t>() < -127)
+      throw ProtocolError(std::string(what) + ": an int8 value of -128 (the coding's range is -127..127)");
   }
-  wire::check_values(x, max_abs, what);
+  auto x = dequantize(t, at, v);
+  wire::check_values(x, bound.max_abs, what, bound.name);
   return x;
 }
 
@@ -98,14 +113,8 @@ torch::Tensor flat_positions(const torch::Tensor& cols, std::int64_t n) {
 }  // namespace
 
 torch::Tensor round_values(const torch::Tensor& x, CutValues v) {
-  switch (v) {
-    case CutValues::kFp32: return x;
-    case CutValues::kInt8: {
-      const auto e = encode_values(x, v);
-      return (e[0].to(torch::kFloat32).reshape(row_view(x)) * e[1].unsqueeze(1)).reshape(x.sizes());
-    }
-    default: return encode_values(x, v)[0].to(torch::kFloat32);
-  }
+  if (v == CutValues::kFp32) return x;
+  return dequantize(encode_values(x, v), 0, v);
 }
 
 std::size_t activation_tensors(const wire::CutCoding& c) { return value_tensors(c.values) + (c.kept > 0 ? 1 : 0); }
@@ -114,7 +123,7 @@ Sent encode_activations(const torch::Tensor& z, const wire::CutCoding& c, double
   Sent s;
   if (c.kept == 0) {
     s.tensors = encode_values(z, c.values);
-    s.as_received = round_values(z, c.values);
+    s.as_received = c.values == CutValues::kFp32 ? z : dequantize(s.tensors, 0, c.values);
     return s;
   }
   const auto rows = z.reshape(row_view(z));
@@ -124,13 +133,14 @@ Sent encode_activations(const torch::Tensor& z, const wire::CutCoding& c, double
   const auto vals = rows.gather(1, s.cols);
   s.tensors = {kernels::encode_varint_indices(flat_positions(s.cols, n))};
   for (auto& t : encode_values(vals, c.values)) s.tensors.push_back(std::move(t));
-  s.as_received = torch::zeros_like(rows).scatter_(1, s.cols, round_values(vals, c.values)).reshape(z.sizes());
+  s.as_received = torch::zeros_like(rows).scatter_(1, s.cols, dequantize(s.tensors, 1, c.values)).reshape(z.sizes());
   return s;
 }
 
 Received decode_activations(const std::vector<torch::Tensor>& t, const wire::CutCoding& c,
                             const std::vector<std::int64_t>& cut_shape, std::int64_t max_batch, double max_abs) {
   const char* what = "cut activations";
+  const Bound bound{max_abs, "the server's limits.max_abs_value"};
   if (t.size() < activation_tensors(c))
     throw ProtocolError("Activations: " + std::to_string(t.size()) + " tensors, the cut alone takes " +
                         std::to_string(activation_tensors(c)));
@@ -145,12 +155,12 @@ Received decode_activations(const std::vector<torch::Tensor>& t, const wire::Cut
   Received r;
   if (c.kept == 0) {
     shape.insert(shape.end(), cut_shape.begin(), cut_shape.end());
-    r.z = decode_values(t, 0, c.values, shape, max_abs, what);
+    r.z = decode_values(t, 0, c.values, shape, bound, what);
     return r;
   }
   const std::int64_t k = c.kept;
   if (k > n) throw ProtocolError("cut: " + std::to_string(k) + " kept of " + std::to_string(n) + " per sample");
-  auto vals = decode_values(t, 1, c.values, {b, k}, max_abs, what);
+  auto vals = decode_values(t, 1, c.values, {b, k}, bound, what);
   const auto flat = kernels::decode_indices(t[0], kernels::IndexCoding::kDeltaVarint, b * k, b * n).to(torch::kInt64);
   const auto rows = torch::arange(b * k, torch::kInt64).div(k, "floor");
   if (!flat.div(n, "floor").equal(rows))
@@ -172,11 +182,12 @@ std::vector<torch::Tensor> encode_gradient(const torch::Tensor& dz, const torch:
 torch::Tensor decode_gradient(const std::vector<torch::Tensor>& t, const wire::CutCoding& c,
                               const torch::Tensor& cols, torch::IntArrayRef sizes, double max_abs) {
   const char* what = "server: CutGrad";
+  const Bound bound{max_abs, "this client's bound on the server's gradients"};
   if (t.size() != value_tensors(c.grad_values))
     throw ProtocolError(std::string(what) + " with " + std::to_string(t.size()) + " tensors, expected " +
                         std::to_string(value_tensors(c.grad_values)));
-  if (c.kept == 0) return decode_values(t, 0, c.grad_values, sizes.vec(), max_abs, what);
-  const auto vals = decode_values(t, 0, c.grad_values, {cols.size(0), cols.size(1)}, max_abs, what);
+  if (c.kept == 0) return decode_values(t, 0, c.grad_values, sizes.vec(), bound, what);
+  const auto vals = decode_values(t, 0, c.grad_values, {cols.size(0), cols.size(1)}, bound, what);
   const auto n = c10::multiply_integers(sizes) / std::max<std::int64_t>(1, sizes[0]);
   return torch::zeros({sizes[0], n}).scatter_(1, cols, vals).reshape(sizes);
 }
@@ -204,12 +215,14 @@ struct RoundGrad : torch::autograd::Function<RoundGrad> {
 };
 }  // namespace
 
-torch::Tensor through_cut(const torch::Tensor& z, const wire::CutCoding& c, double random) {
+ThroughCut through_cut(const torch::Tensor& z, const wire::CutCoding& c, double random) {
   const auto s = encode_activations(z.detach(), c, random);
   // Rounded after straight_through's mask: int8's scale is then that of the kept entries,
   // as on the wire.
   const bool round = c.grad_values != CutValues::kFp32 && z.requires_grad();
-  return straight_through(round ? RoundGrad::apply(z, static_cast<std::int64_t>(c.grad_values)) : z, s);
+  const auto nopeek = straight_through(z, s);
+  if (!round) return {nopeek, nopeek};
+  return {straight_through(RoundGrad::apply(z, static_cast<std::int64_t>(c.grad_values)), s), nopeek};
 }
 
 }  // namespace cutlayer::cut

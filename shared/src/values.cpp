@@ -26,13 +26,13 @@ bool within_bound(const torch::Tensor& t, double max_abs) {
   return true;
 }
 
-void check_values(const torch::Tensor& t, double max_abs, const char* what) {
+void check_values(const torch::Tensor& t, double max_abs, const char* what, const char* bound_name) {
   if (within_bound(t, max_abs)) return;
   if (!within_bound(t)) throw ProtocolError(std::string(what) + " with a NaN or infinite value: refused, nothing applied");
   char bound[32];
   std::snprintf(bound, sizeof bound, "%g", max_abs);
-  throw ProtocolError(std::string(what) + " with a value of magnitude above " + bound +
-                      " (the server's limits.max_abs_value): refused, nothing applied");
+  throw ProtocolError(std::string(what) + " with a value of magnitude above " + bound + " (" + bound_name +
+                      "): refused, nothing applied");
 }
 
 }  // namespace cutlayer::wire

@@ -3,13 +3,15 @@
 # ten of them drawn at random), bf16 gradients. The split run is the monolithic reference
 # run through the same cut (cutlayer-train --cut-*): the server learns from exactly what the
 # client sent and the client from exactly what came back, so the per-step losses agree as
-# they do for the float32 cut. And the bytes that crossed are what the coding says.
+# they do for the float32 cut (vanilla with NoPeek on: its dCor is measured on what is
+# sent, on both sides). And the bytes that crossed are what the coding says.
 source "$(dirname "$0")/lib.sh"
 cut=(--cut-values int8 --cut-grad-values bf16 --cut-topk 0.1 --cut-random 0.1)
 for mode in vanilla u-shaped; do
-  flag=()
-  [ "$mode" = u-shaped ] && flag=(--u-shaped)
-  start_server "$mode" "${flag[@]}"
+  flag=(--alpha 0.5)
+  server_flag=()
+  [ "$mode" = u-shaped ] && flag=(--u-shaped) server_flag=(--u-shaped)
+  start_server "$mode" "${server_flag[@]}"
   client --client-key "$work/keys/alice.key" "${flag[@]}" "${cut[@]}" --steps 40 --metrics-every-step \
     --metrics "$work/split-$mode.jsonl" >"$work/client-$mode.json" 2>"$work/client-$mode.log" ||
     { cat "$work/client-$mode.log"; exit 1; }

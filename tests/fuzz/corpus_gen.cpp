@@ -182,21 +182,21 @@ std::string sparse_input(const kernels::SparseTensor& v, bool fp16, bool varint)
 }
 
 // cut_decode: a client's activations under a coding (as the header describes), and the
-// server's gradient for them. The cut is 2x3x4.
+// server's gradient for them. The cut is 24 per sample.
 std::string cut_input(wire::CutValues up, wire::CutValues down, std::uint32_t kept, std::int64_t batch) {
   wire::CutCoding c;
   c.values = up;
   c.grad_values = down;
   c.kept = kept;
   torch::manual_seed(static_cast<std::uint64_t>(kept) * 16 + static_cast<std::uint64_t>(up));
-  const auto sent = cut::encode_activations(torch::randn({batch, 2, 3, 4}), c);
+  const auto sent = cut::encode_activations(torch::randn({batch, 24}), c);
   std::string out;
   put<std::uint8_t>(out, static_cast<std::uint8_t>(up));
   put<std::uint8_t>(out, static_cast<std::uint8_t>(down));
   put<std::uint8_t>(out, static_cast<std::uint8_t>(kept));
   put<std::uint8_t>(out, static_cast<std::uint8_t>(sent.tensors.size()));
   for (auto& t : sent.tensors) put_tensor(out, t);
-  const auto grad = cut::encode_gradient(torch::randn({batch, 2, 3, 4}), sent.cols, c);
+  const auto grad = cut::encode_gradient(torch::randn({batch, 24}), sent.cols, c);
   put<std::uint8_t>(out, static_cast<std::uint8_t>(grad.size()));
   for (auto& t : grad) put_tensor(out, t);
   return out;

@@ -1,12 +1,13 @@
 // cut_decode: the compressed cut's receiving sides (cut/codec.h): the server's
 // decode_activations and the client's decode_gradient, for any coding and the tensors a
-// peer could send after the wire codec (any dtype, any shape, any bytes). The cut is
-// 2x3x4 (24 per sample), batches of at most 8.
+// peer could send after the wire codec (any dtype, any shape, any bytes). The cut is 24
+// per sample (one dimension: read_tensor's shapes reach the dense form), batches of at
+// most 8.
 //   input := u8 values (mod 4), u8 grad_values (mod 4), u8 kept (mod 26),
 //            u8 tensor_count (mod 5), tensor{tensor_count},
 //            u8 grad_tensor_count (mod 3), tensor{grad_tensor_count}
 //   tensor := as fuzz_common.h's read_tensor reads it (dtype, shape, bytes)
-// Refusal is ProtocolError. Accepted activations are float32 [B x 2x3x4], 1 <= B <= 8,
+// Refusal is ProtocolError. Accepted activations are float32 [B x 24], 1 <= B <= 8,
 // finite and within the bound; with top-k, `cols` is [B x kept], each row strictly
 // ascending in [0, 24), and z is zero outside it. A gradient encoded for them decodes
 // again (the value coding's rounding of it, zero outside cols); a dense fp32/bf16/fp16
@@ -22,7 +23,7 @@
 namespace cutlayer::fuzz::cut_decode {
 namespace {
 
-const std::vector<std::int64_t> kShape{2, 3, 4};
+const std::vector<std::int64_t> kShape{24};
 constexpr std::int64_t kPerSample = 24;
 constexpr std::int64_t kMaxBatch = 8;
 constexpr double kBound = 1e6;
@@ -33,7 +34,7 @@ bool same(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 void check_accepted(const cut::Received& r, const wire::CutCoding& c) {
-  check(r.z.defined() && r.z.scalar_type() == torch::kFloat32 && r.z.dim() == 4, "z is not float32 [B x 2x3x4]");
+  check(r.z.defined() && r.z.scalar_type() == torch::kFloat32 && r.z.dim() == 2, "z is not float32 [B x 24]");
   const auto b = r.z.size(0);
   check(b >= 1 && b <= kMaxBatch && r.z.sizes().slice(1) == torch::IntArrayRef(kShape), "z of the wrong shape");
   check(wire::within_bound(r.z.contiguous(), kBound), "a value past the bound was accepted");

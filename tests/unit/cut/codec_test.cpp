@@ -146,6 +146,22 @@ TEST(CutCodec, Int8TopKCarriesScalesAndBothWaysRound) {
   EXPECT_TRUE(((got - kept).abs() <= half_step * 1.0001).all().item<bool>());
 }
 
+// A sample whose values are all below float32's smallest normal times 127 travels as zeros
+// (its scale's inverse would overflow), the others as usual.
+TEST(CutCodec, Int8SamplesOfTinyValuesTravelAsZeros) {
+  auto z = batch(3);
+  z[1].fill_(1e-38f);
+  z[1][0][0][0] = -1e-37f;
+  const auto c = coding(CutValues::kInt8);
+  const auto s = encode_activations(z, c);
+  EXPECT_EQ(s.tensors[1][1].item<float>(), 0.f);
+  EXPECT_EQ(s.tensors[0][1].abs().sum().item<std::int64_t>(), 0);
+  const auto r = decode_activations(s.tensors, c, kShape, 64, kMax);
+  EXPECT_TRUE(same_bits(r.z, s.as_received));
+  EXPECT_EQ(r.z[1].abs().sum().item<float>(), 0.f);
+  EXPECT_GT(r.z[0].abs().sum().item<float>(), 0.f);
+}
+
 // Top 10% of 4608 per sample at int8 ≈ 5% of the float32 bytes: a byte of value and one of
 // index (gaps below 128) per kept entry, and a scale per sample.
 TEST(CutCodec, CompressedCutsAreSmall) {
@@ -198,6 +214,9 @@ TEST(CutCodec, MalformedActivationsAreRefused) {
   EXPECT_THROW(decode_activations(inf, coding(CutValues::kBf16), kShape, 64, kMax), ProtocolError);
   EXPECT_THROW(decode_activations(good, coding(CutValues::kInt8, CutValues::kInt8, 61), kShape, 64, kMax),
                ProtocolError);  // more kept than the cut has
+  auto q = good[1].clone();
+  q.index_put_({0, 0}, -128);
+  refused({good[0], q, good[2]}, "an int8 value outside -127..127");
 }
 
 TEST(CutCodec, MalformedGradientsAreRefused) {
@@ -234,12 +253,16 @@ TEST(CutCodec, StraightThroughPassesTheGradientToTheKeptEntriesOnly) {
 TEST(CutCodec, ThroughCutRoundsTheGradientAsItWouldTravel) {
   auto z = batch(4).requires_grad_(true);
   const auto c = coding(CutValues::kFp32, CutValues::kInt8);
-  auto y = through_cut(z, c);
-  EXPECT_TRUE(same_bits(y.detach(), z.detach()));
-  const auto w = torch::randn_like(y);
-  (y * w).sum().backward();
+  const auto t = through_cut(z, c);
+  EXPECT_TRUE(same_bits(t.back.detach(), z.detach()));
+  EXPECT_TRUE(same_bits(t.nopeek.detach(), z.detach()));
+  const auto w = torch::randn_like(z);
+  (t.back * w).sum().backward();
   EXPECT_TRUE(same_bits(z.grad(), round_values(w, CutValues::kInt8)));
   EXPECT_FALSE(z.grad().equal(w));
+  z.grad().zero_();
+  (t.nopeek * w).sum().backward();  // NoPeek's gradient stays on the client: not rounded
+  EXPECT_TRUE(same_bits(z.grad(), w));
 }
 
 TEST(CutOptions, ConfigChoicesAndTheKeptCount) {

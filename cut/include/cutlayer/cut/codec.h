@@ -59,9 +59,14 @@ torch::Tensor decode_gradient(const std::vector<torch::Tensor>& tensors, const w
 // NoPeek's dCor on what is sent uses it.
 torch::Tensor straight_through(const torch::Tensor& z, const Sent& s);
 
-// The cut without a wire (cutlayer-train, cutlayer-leakage): z as the server would decode
-// it (straight_through), and its gradient rounded to c.grad_values as it would come back.
-torch::Tensor through_cut(const torch::Tensor& z, const wire::CutCoding& c, double random = 0);
+// The cut without a wire (cutlayer-train): `back` is z as the server would decode it
+// (straight_through) with its gradient rounded to c.grad_values as it would come back;
+// `nopeek` the same values with the gradient passed unrounded, as the client's NoPeek term
+// takes them (its gradient never travels).
+struct ThroughCut {
+  torch::Tensor back, nopeek;
+};
+ThroughCut through_cut(const torch::Tensor& z, const wire::CutCoding& c, double random = 0);
 
 // Values as they arrive after travelling as `v` (float32 in, float32 out); rows are the
 // first dimension (int8 scales are per row).

@@ -82,7 +82,7 @@ struct ServerSummary {
   double seconds = 0;
   std::int64_t steps = 0, samples = 0, labels_received = 0,
                eval_batches = 0, predict_batches = 0;  // 0 without a trainer
-  double busy_seconds = 0;  // handling the clients' batches (TrainerStats::busy_seconds)
+  double busy_seconds = 0;  // handling the clients' training and evaluation batches (TrainerStats)
   std::uint64_t probes = 0;
   std::size_t sessions_open = 0;
   std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0, dropped = 0;

@@ -14,7 +14,8 @@ namespace cutlayer::wire {
 bool within_bound(const torch::Tensor& t, double max_abs = FLT_MAX);
 
 // Throws ProtocolError naming `what` unless within_bound(t, max_abs): "... refused, nothing
-// applied" (the bound is the server's limits.max_abs_value).
-void check_values(const torch::Tensor& t, double max_abs, const char* what);
+// applied", naming the bound (by default the server's limits.max_abs_value).
+void check_values(const torch::Tensor& t, double max_abs, const char* what,
+                  const char* bound_name = "the server's limits.max_abs_value");
 
 }  // namespace cutlayer::wire
