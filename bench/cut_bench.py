@@ -23,14 +23,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = ("fp32,bf16,fp16,int8,int8:0.1,int8:0.05,int8:0.02,int8:0.02:0.1,int8:0.01")
-
-
-def last_json(text):
-    return json.loads(text.strip().splitlines()[-1])
 
 
 def parse(setting):  # VALUES[/GRAD_VALUES][:TOPK[:RANDOM]]
@@ -49,21 +47,6 @@ def flags(s):
     return f
 
 
-def start_server(a, d):
-    ready = f"{d}/ready"
-    server = subprocess.Popen(
-        [f"{a.bin}/cutlayer-server", "-c", f"{a.work}/server.json", "--server-key", f"{a.work}/keys/server.key",
-         "--allow-list", f"{a.work}/keys/allow-list.txt", "--join-port", "0", "--data-port", "0",
-         "--ready-file", ready, "--log-level", "warn"],
-        stdout=subprocess.PIPE, stderr=open(f"{d}/server.log", "w"), text=True)
-    for _ in range(400):
-        if os.path.exists(ready) and os.path.getsize(ready) > 0:
-            return server, json.load(open(ready))["join_port"]
-        time.sleep(0.05)
-    server.kill()
-    sys.exit(f"the server did not start:\n{open(f'{d}/server.log').read()[-3000:]}")
-
-
 def train_bytes(metrics):
     """bytes up + down at the last progress line before the final evaluation, and its step."""
     last = None
@@ -78,7 +61,7 @@ def run(a, s, index):
     tag = f"{index}-" + "-".join(str(v) for v in s.values())  # a setting may come twice (the spread)
     d = f"{a.work}/{tag}"
     os.makedirs(d, exist_ok=True)
-    server, port = start_server(a, d)
+    server, port = loopback.start_server(a.bin, f"{a.work}/keys", f"{a.work}/server.json", d, log_level="warn")
     procs = []
     for i in range(3):
         cmd = [f"{a.bin}/cutlayer-client", "-c", f"{a.work}/client.json", "--join-port", str(port),
@@ -90,13 +73,7 @@ def run(a, s, index):
         if i == 0:
             cmd += ["--save-front", f"{d}/front.pt"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(f"{d}/c{i}.log", "w"), text=True))
-    outs = []
-    for i, p in enumerate(procs):
-        out, _ = p.communicate()
-        if p.returncode != 0:
-            server.kill()
-            sys.exit(f"client {i} of {tag} failed:\n" + open(f"{d}/c{i}.log").read()[-3000:])
-        outs.append(last_json(out))
+    outs = loopback.finish_clients(procs, server, d, tag)
     server.terminate()
     server.communicate()
     per_step = []
@@ -113,7 +90,7 @@ def leakage(a, r):
     d = os.path.dirname(r["front"])
     cmd = [f"{a.bin}/cutlayer-leakage", "-c", f"{a.work}/client.json", "--front", r["front"], "-o", f"{d}/leakage",
            "--threads", "2", "--epochs", str(a.decoder_epochs)] + flags(r)
-    out = last_json(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    out = loopback.last_json(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return {"bench": "cut-leakage", "values": r["values"], "grad_values": r["grad_values"], "topk": r["topk"],
             "random": r["random"], "dcor": round(out["dcor"], 4), "dcor2_u": round(out["dcor2_u"], 4),
             "decoder_ssim": round(out["decoder"]["ssim"], 4), "decoder_psnr": round(out["decoder"]["psnr"], 3)}

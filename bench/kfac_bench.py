@@ -24,13 +24,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def last_json(text):
-    return json.loads(text.strip().splitlines()[-1])
 
 
 def write_config(src, dst, extra=None, **train):
@@ -40,21 +38,6 @@ def write_config(src, dst, extra=None, **train):
         cfg.setdefault(section, {}).update(values)
     json.dump(cfg, open(dst, "w"), indent=1)
     return dst
-
-
-def start_server(a, d, cfg):
-    ready = f"{d}/ready"
-    server = subprocess.Popen(
-        [f"{a.bin}/cutlayer-server", "-c", cfg, "--server-key", f"{a.work}/keys/server.key",
-         "--allow-list", f"{a.work}/keys/allow-list.txt", "--join-port", "0", "--data-port", "0",
-         "--ready-file", ready, "--log-level", "info"],
-        stdout=subprocess.PIPE, stderr=open(f"{d}/server.log", "w"), text=True)
-    for _ in range(400):
-        if os.path.exists(ready) and os.path.getsize(ready) > 0:
-            return server, json.load(open(ready))["join_port"]
-        time.sleep(0.05)
-    server.kill()
-    sys.exit(f"the server did not start:\n{open(f'{d}/server.log').read()[-3000:]}")
 
 
 def train_options(a, optimizer, epochs, steps_per_epoch):
@@ -84,7 +67,7 @@ def run(a, model, optimizer, clients, epochs, eval_every, share=None):
                         **server_o)
     ccfg = write_config(f"{a.configs}/client{'-aggregation' if agg else ''}.json", f"{d}/client.json", client_extra,
                         eval_every=eval_every, **o)
-    server, port = start_server(a, d, scfg)
+    server, port = loopback.start_server(a.bin, f"{a.work}/keys", scfg, d)
     procs = []
     for i in range(clients):
         procs.append(subprocess.Popen(
@@ -92,15 +75,9 @@ def run(a, model, optimizer, clients, epochs, eval_every, share=None):
              "--server-public-key", f"{a.work}/keys/server.pub", "--client-key", f"{a.work}/keys/c{i}.key",
              "--name", f"c{i}", "--shard", f"{i}/{clients}", "--metrics", f"{d}/c{i}.jsonl", "--log-level", "info"],
             stdout=subprocess.PIPE, stderr=open(f"{d}/c{i}.log", "w"), text=True))
-    outs = []
-    for i, p in enumerate(procs):
-        out, _ = p.communicate()
-        if p.returncode != 0:
-            server.kill()
-            sys.exit(f"client {i} of {model}/{optimizer} failed:\n" + open(f"{d}/c{i}.log").read()[-3000:])
-        outs.append(last_json(out))
+    outs = loopback.finish_clients(procs, server, d, f"{model}/{optimizer}")
     server.terminate()
-    summary = last_json(server.communicate()[0])
+    summary = loopback.last_json(server.communicate()[0])
     # The curve: step, mean test accuracy over the clients, training seconds (the slowest).
     evals = {}
     for i in range(clients):
