@@ -96,6 +96,7 @@ TEST(ServerSummary, WithoutAndWithAggregation) {
   s.samples = 6400;
   s.labels_received = 100;
   s.eval_batches = 3;
+  s.busy_seconds = 1.25;  // 12.5 ms per step
   s.probes = 0;
   s.sessions_open = 1;
   s.messages_in = 203;
@@ -105,7 +106,8 @@ TEST(ServerSummary, WithoutAndWithAggregation) {
   s.dropped = 0;
   const std::string head =
       R"({"server":"summary","seconds":12.346,"steps":100,"samples":6400,"labels_received":100,)"
-      R"("eval_batches":3,"predict_batches":0,"probes":0,"sessions_open":1,"messages_in":203,"messages_out":203,)"
+      R"("eval_batches":3,"predict_batches":0,"busy_ms_per_step":12.500,"probes":0,"sessions_open":1,)"
+      R"("messages_in":203,"messages_out":203,)"
       R"("bytes_in":555,"bytes_out":666,"dropped":0)";
   EXPECT_EQ(s.json().str(), head + "}");
   AggregationSummary a;
