@@ -12,6 +12,7 @@
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/sync/sparse_wire.h"
 #include "cutlayer/train/kfac.h"
+#include "cutlayer/vertical/psi.h"
 #include "cutlayer/wire/dtype.h"
 #include "frame_codec.h"
 #include "fuzz_common.h"
@@ -350,6 +351,23 @@ Seeds allow_list_seeds() {
   return s;
 }
 
+// psi_rounds: as its header describes.
+Seeds psi_seeds() {
+  Seeds s;
+  const vertical::PsiParty other({"id0", "id2", "someone else"});
+  const auto& peer = other.blinded();
+  s.emplace_back("reblind", std::string(1, '\0') + std::string(peer.begin(), peer.end()));
+  s.emplace_back("reblind_small_order", std::string(1, '\0') + std::string(32, '\0'));
+  std::string both(1, '\1');
+  put<std::uint16_t>(both, 5 * vertical::kTagBytes);
+  for (int k = 0; k < 8; ++k) both += std::string(vertical::kTagBytes, static_cast<char>('a' + k % 6));
+  s.emplace_back("intersect", both);
+  std::string positions(1, '\2');
+  for (std::uint32_t p : {4u, 0u, 2u}) put(positions, p);
+  s.emplace_back("indices_at", positions);
+  return s;
+}
+
 }  // namespace
 
 std::map<std::string, Seeds> generate_corpus(const std::string& configs_dir) {
@@ -362,6 +380,7 @@ std::map<std::string, Seeds> generate_corpus(const std::string& configs_dir) {
   c["config"] = config_seeds(configs_dir);
   c["keys"] = keys_seeds();
   c["allow_list"] = allow_list_seeds();
+  c["psi_rounds"] = psi_seeds();
   return c;
 }
 

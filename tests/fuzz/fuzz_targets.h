@@ -14,7 +14,8 @@
   X(sync_messages)                   \
   X(config)                          \
   X(keys)                            \
-  X(allow_list)
+  X(allow_list)                      \
+  X(psi_rounds)
 
 namespace cutlayer::fuzz {
 
