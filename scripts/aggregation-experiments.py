@@ -23,10 +23,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def last_json(text):
-    return json.loads(text.strip().splitlines()[-1])
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import loopback  # noqa: E402  (bench/loopback.py: the server start and client wait the benches share)
 
 
 def run(bin_dir, configs, work, compressor, density, staleness, epochs, steps, eval_every, clients=3,
@@ -34,7 +32,6 @@ def run(bin_dir, configs, work, compressor, density, staleness, epochs, steps, e
     tag = f"{compressor}-{density}-s{staleness}-m{momentum}-{stale_weight}"
     d = os.path.join(work, tag)
     os.makedirs(d, exist_ok=True)
-    ready = os.path.join(d, "ready")
     # The server's train block drives the back and (through the Updates) every front: a
     # cosine schedule over all of the back's steps, so that final accuracies are settled.
     per_client = steps if steps else epochs * -(-60000 // clients // 64)
@@ -44,17 +41,9 @@ def run(bin_dir, configs, work, compressor, density, staleness, epochs, steps, e
         cfg["aggregation"]["stale_weight"] = stale_weight
     stale_weight = cfg["aggregation"].get("stale_weight", "inv")
     json.dump(cfg, open(f"{d}/server.json", "w"))
-    server = subprocess.Popen(
-        [f"{bin_dir}/cutlayer-server", "-c", f"{d}/server.json",
-         "--server-key", f"{work}/keys/server.key", "--allow-list", f"{work}/keys/allow-list.txt",
-         "--join-port", "0", "--data-port", "0", "--ready-file", ready, "--log-level", "warn",
-         "--staleness", str(staleness), "--metrics", f"{d}/server.jsonl"],
-        stdout=subprocess.PIPE, stderr=open(f"{d}/server.log", "w"), text=True)
-    for _ in range(200):
-        if os.path.exists(ready) and os.path.getsize(ready) > 0:
-            break
-        time.sleep(0.05)
-    port = json.load(open(ready))["join_port"]
+    server, port = loopback.start_server(bin_dir, f"{work}/keys", f"{d}/server.json", d,
+                                         ["--staleness", str(staleness), "--metrics", f"{d}/server.jsonl"],
+                                         log_level="warn")
     procs = []
     t0 = time.time()
     for i in range(clients):
@@ -66,17 +55,11 @@ def run(bin_dir, configs, work, compressor, density, staleness, epochs, steps, e
         if steps:
             args += ["--steps", str(steps)]
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(f"{d}/c{i}.log", "w"), text=True))
-    outs = []
-    for i, p in enumerate(procs):
-        out, _ = p.communicate()
-        if p.returncode != 0:
-            server.kill()
-            sys.exit(f"client {i} of {tag} failed:\n" + open(f"{d}/c{i}.log").read()[-3000:])
-        outs.append(last_json(out))
+    outs = loopback.finish_clients(procs, server, d, tag)
     seconds = time.time() - t0
     server.terminate()
     sout, _ = server.communicate()
-    agg = last_json(sout)["aggregation"]
+    agg = loopback.last_json(sout)["aggregation"]
     syncs = [o["sync"] for o in outs]
     accs = [o["test_acc"] for o in outs]
     # Bytes of one training step without sync: cut activations up (B x 512 float32) plus
