@@ -1,7 +1,7 @@
 // Private set intersection of sample IDs (vertical/psi.h): K parties of `ids` IDs each,
-// every party's set a random `keep` share of a common population sized so that the
-// two-party overlap is `overlap`; all parties in this one process, as align() runs them
-// (party 0 coordinates). One JSON line: wall seconds from the first party's round 1 to
+// party k holding [k * shift, k * shift + ids) with shift = ids * (1 - overlap), so that
+// neighbours share `overlap` of their IDs, in shuffled row orders; all parties in this one
+// process, as align() runs them (party 0 coordinates). One JSON line: wall seconds from the first party's round 1 to
 // the last party's result, the bytes the rounds would put on the wire, and a check that
 // every party found the true intersection.
 #include <CLI/CLI.hpp>
@@ -61,11 +61,11 @@ int main(int argc, char** argv) {
     for (std::size_t j = 0; correct && j < out[k].size(); ++j)
       correct = ps[k]->ids()[out[k][j]] == ps[0]->ids()[out[0][j]];
   }
-  // Round 1 both ways and round 2 both ways between party 0 and each other party, and the
-  // positions party 0 sends each (4 bytes each).
+  // Between party 0 and each other party: round 1 both ways, the party's round 2 for party
+  // 0's points, and the positions party 0 sends back (4 bytes each).
   std::size_t bytes = 0;
   for (std::size_t k = 1; k < ps.size(); ++k)
-    bytes += (ids + ids) * (kPointBytes + kTagBytes) + out[k].size() * 4;
+    bytes += (ids + ids) * kPointBytes + ids * kTagBytes + out[k].size() * 4;
   std::printf("{\"bench\":\"psi\",\"parties\":%d,\"psi_ids\":%zu,\"overlap\":%.2f,\"common\":%zu,\"psi_s\":%.3f,"
               "\"round1_s\":%.3f,\"bytes\":%zu,\"threads\":%u,\"correct\":%s}\n",
               parties, ids, overlap, out.empty() ? 0 : out[0].size(), psi_s, round1_s, bytes,

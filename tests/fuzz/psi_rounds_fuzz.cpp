@@ -6,7 +6,7 @@
 //             this party's round 2 for the peer (the rest)          -> intersect
 //     mode 2: u32 positions (the rest, little-endian)               -> indices_at
 // Refusal is ProtocolError. Accepted: reblind gives one 16-byte tag per 32-byte point,
-// its points were canonical (top bit clear, u < 2^255 - 19) and distinct; intersect took
+// its points were canonical (top bit clear, u < 2^255 - 19), on the curve and distinct; intersect took
 // exactly one tag per point of this party and its indices ascend below 5; indices_at's
 // are distinct, below 5 and as many as the positions.
 #include <algorithm>
@@ -16,6 +16,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/vertical/psi.h"
+#include "field25519.h"  // vertical/src
 #include "fuzz_common.h"
 
 namespace cutlayer::fuzz::psi_rounds {
@@ -41,6 +42,7 @@ void reblind(const std::string& points) {
     const std::string u = points.substr(k * vertical::kPointBytes, vertical::kPointBytes);
     check((static_cast<std::uint8_t>(u[31]) & 0x80) == 0, "a point with the top bit set was accepted");
     check(u != std::string("\xed") + std::string(30, '\xff') + "\x7f", "u = p was accepted");
+    check(vertical::field25519::curve_or_twist(bytes_of(u)) == 1, "a point off the curve was accepted");
     check(seen.insert(u).second, "a repeated point was accepted");
   }
 }

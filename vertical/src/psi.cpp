@@ -9,10 +9,12 @@
 #include <mutex>
 #include <numeric>
 #include <string_view>
+#include <system_error>
 #include <thread>
 
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
+#include "field25519.h"
 
 namespace cutlayer::vertical {
 namespace {
@@ -20,18 +22,26 @@ namespace {
 using Point = std::array<std::uint8_t, kPointBytes>;
 using Tag = std::array<std::uint8_t, kTagBytes>;
 
-constexpr std::string_view kHashDomain = "cutlayer psi x25519 v1: id\n";
-constexpr std::string_view kTagDomain = "cutlayer psi x25519 v1: tag\n";
+constexpr std::string_view kHashDomain = "cutlayer psi x25519 v2: id\n";
+constexpr std::string_view kTagDomain = "cutlayer psi x25519 v2: tag\n";
 
-// H(id): SHA-256 over the domain and the ID, top bit cleared (a u-coordinate).
+// H(id): SHA-256 over the domain, a counter byte and the ID, top bit cleared, for the
+// first counter whose u is on the curve itself (about two tries): a point of the twist
+// would tell anyone who tests it one bit of its ID, a bit blinding does not change.
 Point hash_to_point(const std::string& id) {
   std::string msg(kHashDomain);
+  msg += '\0';
+  const std::size_t counter_at = msg.size() - 1;
   msg += id;
-  const auto d = crypto::sha256(msg.data(), msg.size());
-  Point p;
-  std::memcpy(p.data(), d.data(), p.size());
-  p[31] &= 0x7f;
-  return p;
+  for (int counter = 0; counter < 256; ++counter) {
+    msg[counter_at] = static_cast<char>(counter);
+    const auto d = crypto::sha256(msg.data(), msg.size());
+    Point p;
+    std::memcpy(p.data(), d.data(), p.size());
+    p[31] &= 0x7f;
+    if (field25519::curve_or_twist(p.data()) == 1) return p;
+  }
+  throw CryptoError("PSI: no curve point in 256 tries (probability 2^-256)");
 }
 
 Tag tag_of(const std::uint8_t* twice) {
@@ -74,8 +84,13 @@ void parallel(std::size_t n, int threads, Make&& make, Body&& body) {
     }
   };
   std::vector<std::thread> pool;
-  for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  std::size_t started = 1;
+  try {
+    for (; started < workers; ++started) pool.emplace_back(run, started);
+  } catch (const std::system_error&) {  // no more threads: this one takes their ranges
+  }
   run(0);
+  for (std::size_t w = started; w < workers; ++w) run(w);
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
 }
@@ -153,6 +168,16 @@ PsiParty::PsiParty(std::vector<std::string> ids, PsiOptions options) : ids_(std:
                         std::to_string(std::max(by_id[k - 1], by_id[k])) + "); IDs must be unique");
   }
   crypto::random_bytes(scalar_.data(), scalar_.size());
+  try {
+    blind_own();
+  } catch (...) {  // no destructor runs for a half-built party
+    crypto::wipe(scalar_.data(), scalar_.size());
+    throw;
+  }
+}
+
+void PsiParty::blind_own() {
+  const std::size_t n = ids_.size();
   // A random order for round 1 (Fisher-Yates over OpenSSL's generator).
   order_.resize(n);
   std::iota(order_.begin(), order_.end(), 0u);
@@ -182,20 +207,25 @@ std::vector<std::uint8_t> PsiParty::reblind(const std::uint8_t* points, std::siz
   for (std::size_t k = 0; k < n; ++k)
     if (!canonical(points + k * kPointBytes))
       throw ProtocolError("PSI: point " + std::to_string(k) + " of round 1 is not a canonical X25519 encoding");
-  auto sorted = as_arrays<kPointBytes>(points, n);
-  std::sort(sorted.begin(), sorted.end());
-  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
-    throw ProtocolError("PSI: round 1 repeats a point (each ID is blinded once)");
   std::vector<std::uint8_t> tags(n * kTagBytes);
   parallel(
       n, options_.threads, [&] { return Curve(scalar_); },
       [&](Curve& c, std::size_t k) {
+        const std::uint8_t* u = points + k * kPointBytes;
+        const int on = field25519::curve_or_twist(u);
+        if (on < 0) throw ProtocolError("PSI: point " + std::to_string(k) + " of round 1 is not on the curve (it is on the twist)");
         Point twice;
-        if (!c.mul(points + k * kPointBytes, twice.data()))
+        if (on == 0 || !c.mul(u, twice.data()))
           throw ProtocolError("PSI: point " + std::to_string(k) + " of round 1 has small order");
         const Tag t = tag_of(twice.data());
         std::memcpy(tags.data() + k * kTagBytes, t.data(), kTagBytes);
       });
+  // Each ID is blinded once: equal tags mean a point repeated, or repeated up to a point of
+  // small order (P and P + T have different u but the same multiple by a clamped scalar).
+  auto sorted = as_arrays<kTagBytes>(tags.data(), n);
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    throw ProtocolError("PSI: round 1 repeats a point (each ID is blinded once)");
   return tags;
 }
 
@@ -258,6 +288,9 @@ std::vector<std::uint32_t> PsiParty::positions_of(const std::vector<std::size_t>
 }
 
 std::vector<std::size_t> PsiParty::indices_at(const std::vector<std::uint32_t>& positions) const {
+  if (positions.size() > order_.size())
+    throw ProtocolError("PSI: " + std::to_string(positions.size()) + " positions for this party's " +
+                        std::to_string(order_.size()) + " points");
   std::vector<std::size_t> out;
   out.reserve(positions.size());
   for (const auto p : positions) {
@@ -282,17 +315,17 @@ std::vector<std::vector<std::size_t>> align(const std::vector<PsiParty*>& partie
   if (parties.empty()) return {};
   PsiParty& coordinator = *parties[0];
   const std::size_t k = parties.size();
-  // Round 2 both ways between party 0 and each other party i.
-  std::vector<std::vector<std::uint8_t>> to_party(k), to_coordinator(k);
+  // Per other party i: its round 2 for party 0 (sent), party 0's for it (kept by party 0).
+  std::vector<std::vector<std::uint8_t>> from_party(k), kept(k);
   std::vector<std::size_t> common(coordinator.ids().size());
   std::iota(common.begin(), common.end(), std::size_t{0});
+  const auto& ours = coordinator.blinded();
   for (std::size_t i = 1; i < k; ++i) {
     const auto& theirs = parties[i]->blinded();
-    to_party[i] = coordinator.reblind(theirs.data(), theirs.size());
-    const auto& ours = coordinator.blinded();
-    to_coordinator[i] = parties[i]->reblind(ours.data(), ours.size());
-    const auto pair = coordinator.intersect(to_coordinator[i].data(), to_coordinator[i].size(), to_party[i].data(),
-                                            to_party[i].size());
+    kept[i] = coordinator.reblind(theirs.data(), theirs.size());
+    from_party[i] = parties[i]->reblind(ours.data(), ours.size());
+    const auto pair =
+        coordinator.intersect(from_party[i].data(), from_party[i].size(), kept[i].data(), kept[i].size());
     std::vector<std::size_t> both;
     std::set_intersection(common.begin(), common.end(), pair.begin(), pair.end(), std::back_inserter(both));
     common.swap(both);
@@ -300,8 +333,8 @@ std::vector<std::vector<std::size_t>> align(const std::vector<PsiParty*>& partie
   std::vector<std::vector<std::size_t>> out(k);
   out[0] = shared_order(coordinator, common);
   for (std::size_t i = 1; i < k; ++i) {
-    const auto positions = coordinator.positions_of(common, to_coordinator[i].data(), to_coordinator[i].size(),
-                                                    to_party[i].data(), to_party[i].size());
+    const auto positions = coordinator.positions_of(common, from_party[i].data(), from_party[i].size(),
+                                                    kept[i].data(), kept[i].size());
     out[i] = shared_order(*parties[i], parties[i]->indices_at(positions));
   }
   return out;

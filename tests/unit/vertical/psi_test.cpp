@@ -8,8 +8,11 @@
 #include <string>
 #include <vector>
 
+#include <openssl/bn.h>
+
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
+#include "field25519.h"  // vertical/src
 
 using namespace cutlayer;
 using namespace cutlayer::vertical;
@@ -42,16 +45,21 @@ struct Run {
   std::vector<std::uint8_t> transcript;
 };
 
-Run two_party(std::vector<std::string> a_ids, std::vector<std::string> b_ids) {
-  PsiParty a(std::move(a_ids)), b(std::move(b_ids));
+// A coordinates, B is the party (psi.h's rounds); the transcript is everything sent.
+Run two_party(std::vector<std::string> a_ids, std::vector<std::string> b_ids, PsiOptions o = {}) {
+  PsiParty a(std::move(a_ids), o), b(std::move(b_ids), o);
   const auto& a1 = a.blinded();
   const auto& b1 = b.blinded();
-  const auto a2 = a.reblind(b1.data(), b1.size());  // A's round 2, for B
-  const auto b2 = b.reblind(a1.data(), a1.size());  // B's round 2, for A
+  const auto kept = a.reblind(b1.data(), b1.size());  // A's round 2 for B: stays with A
+  const auto b2 = b.reblind(a1.data(), a1.size());    // B's round 2, sent to A
   Run r;
-  r.a_common = pick(a, shared_order(a, a.intersect(b2.data(), b2.size(), a2.data(), a2.size())));
-  r.b_common = pick(b, shared_order(b, b.intersect(a2.data(), a2.size(), b2.data(), b2.size())));
-  for (const auto* part : {&a1, &b1, &a2, &b2}) r.transcript.insert(r.transcript.end(), part->begin(), part->end());
+  const auto common = a.intersect(b2.data(), b2.size(), kept.data(), kept.size());
+  const auto positions = a.positions_of(common, b2.data(), b2.size(), kept.data(), kept.size());
+  r.a_common = pick(a, shared_order(a, common));
+  r.b_common = pick(b, shared_order(b, b.indices_at(positions)));
+  for (const auto* part : {&a1, &b1, &b2}) r.transcript.insert(r.transcript.end(), part->begin(), part->end());
+  const auto* p = reinterpret_cast<const std::uint8_t*>(positions.data());
+  r.transcript.insert(r.transcript.end(), p, p + positions.size() * sizeof(std::uint32_t));
   return r;
 }
 
@@ -93,6 +101,15 @@ TEST(Psi, DisjointAndIdentical) {
   EXPECT_EQ(r.b_common, want);
 }
 
+TEST(Psi, ManyWorkersGiveTheSameResult) {
+  PsiOptions four;
+  four.threads = 4;  // more workers than this machine may have cores
+  const auto a = names("x", 0, 3000), b = names("x", 1000, 4000);
+  const auto r = two_party(a, b, four);
+  EXPECT_EQ(r.a_common, sorted_intersection(a, b));
+  EXPECT_EQ(r.b_common, sorted_intersection(a, b));
+}
+
 TEST(Psi, TenThousandIdsHalfShared) {
   // Two parties of 10k IDs each, 5k in common, in shuffled row orders.
   auto a = names("person-", 0, 10000), b = names("person-", 5000, 15000);
@@ -127,10 +144,13 @@ TEST(Psi, TranscriptCarriesNoIdNorItsUnblindedPoint) {
   for (const auto* set : {&a, &b})
     for (const auto& id : *set) {
       ASSERT_EQ(bytes.find(id), std::string::npos) << id;
-      // H(id) (the point before blinding): its first 16 bytes nowhere in the transcript.
-      const std::string msg = "cutlayer psi x25519 v1: id\n" + id;
-      const auto h = crypto::sha256(msg.data(), msg.size());
-      ASSERT_EQ(bytes.find(std::string(h.begin(), h.begin() + 16)), std::string::npos) << id;
+      // H(id) (the point before blinding, whichever counter it took): its first 16 bytes
+      // nowhere in the transcript.
+      for (int counter = 0; counter < 8; ++counter) {
+        const std::string msg = "cutlayer psi x25519 v2: id\n" + std::string(1, static_cast<char>(counter)) + id;
+        const auto h = crypto::sha256(msg.data(), msg.size());
+        ASSERT_EQ(bytes.find(std::string(h.begin(), h.begin() + 16)), std::string::npos) << id;
+      }
     }
 }
 
@@ -145,10 +165,10 @@ TEST(Psi, BadRoundOnePointsAreRefused) {
     const auto pt = hex(h);
     return p.reblind(pt.data(), pt.size());
   };
-  // Small order (the identity after multiplying): 0, 1, p - 1 and the two of order 8.
+  // Small order on the curve (the identity after multiplying): 0, 1 (order 4) and the two
+  // of order 8.
   for (const char* h : {"0000000000000000000000000000000000000000000000000000000000000000",
                         "0100000000000000000000000000000000000000000000000000000000000000",
-                        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
                         "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
                         "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"}) {
     try {
@@ -156,6 +176,17 @@ TEST(Psi, BadRoundOnePointsAreRefused) {
       FAIL() << h << " was accepted";
     } catch (const ProtocolError& e) {
       EXPECT_NE(std::string(e.what()).find("small order"), std::string::npos) << e.what();
+    }
+  }
+  // On the twist, not the curve: p - 1 (of order 4 there), 2 and 3.
+  for (const char* h : {"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+                        "0200000000000000000000000000000000000000000000000000000000000000",
+                        "0300000000000000000000000000000000000000000000000000000000000000"}) {
+    try {
+      try_point(h);
+      FAIL() << h << " was accepted";
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("not on the curve"), std::string::npos) << e.what();
     }
   }
   // Not canonical: p, p + 1, the top bit set.
@@ -180,6 +211,53 @@ TEST(Psi, BadRoundOnePointsAreRefused) {
   PsiParty q({"a"}, small);
   const auto two = PsiParty({"c", "d"}).blinded();
   EXPECT_THROW(q.reblind(two.data(), two.size()), ProtocolError);
+  // A bad point far into a round that several workers share: refused all the same.
+  PsiOptions four;
+  four.threads = 4;
+  PsiParty r({"a"}, four);
+  PsiParty big(names("n", 0, 2000));
+  auto round1 = big.blinded();
+  std::fill(round1.begin() + 1900 * kPointBytes, round1.begin() + 1901 * kPointBytes, 0);  // u = 0
+  try {
+    r.reblind(round1.data(), round1.size());
+    FAIL() << "a small-order point at 1900 was accepted";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("point 1900 "), std::string::npos) << e.what();
+  }
+}
+
+TEST(Psi, CurveOrTwistAgreesWithOpenSsl) {
+  // field25519's Euler criterion against BN_kronecker on random and edge u values.
+  BN_CTX* ctx = BN_CTX_new();
+  BIGNUM *p = BN_new(), *u = BN_new(), *t = BN_new(), *v = BN_new();
+  BN_set_bit(p, 255);
+  BN_sub_word(p, 19);
+  std::mt19937_64 g(5);
+  int on = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::uint8_t b[32];
+    for (auto& x : b) x = static_cast<std::uint8_t>(g());
+    b[31] &= 0x7f;
+    if (i < 40) {  // 0..19, and 2^255 - 1 down to 2^255 - 20 (p and above: not canonical)
+      std::fill(b, b + 32, i < 20 ? 0 : 0xff);
+      b[31] = i < 20 ? 0 : 0x7f;
+      b[0] = static_cast<std::uint8_t>(i < 20 ? i : 0xff - (i - 20));
+    }
+    BN_lebin2bn(b, 32, u);
+    BN_mod(u, u, p, ctx);
+    BN_set_word(t, 486662);
+    BN_add(t, t, u);
+    BN_mod_mul(t, t, u, p, ctx);
+    BN_add_word(t, 1);
+    BN_mod_mul(v, t, u, p, ctx);
+    const int want = BN_is_zero(v) ? 0 : BN_kronecker(v, p, ctx);
+    ASSERT_EQ(field25519::curve_or_twist(b), want) << i;
+    on += want == 1;
+  }
+  EXPECT_GT(on, 1300);  // about half of all u are on the curve
+  EXPECT_LT(on, 1700);
+  BN_free(p), BN_free(u), BN_free(t), BN_free(v);
+  BN_CTX_free(ctx);
 }
 
 TEST(Psi, BadRoundTwoAndPositionsAreRefused) {

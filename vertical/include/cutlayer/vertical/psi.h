@@ -1,23 +1,27 @@
 // Private set intersection of the parties' sample IDs (vertical split learning): each
-// party learns which of its own IDs every other party holds too, and how many there are,
-// and nothing else about the others' IDs; whoever relays the messages learns nothing.
+// party learns which of its own IDs all parties hold, and nothing else about the others'
+// IDs; whoever relays the messages learns the set sizes and the size of the common set
+// (a server trains on that many samples anyway), nothing about any ID. Honest-but-curious
+// parties: a party that deviates can make the result wrong (docs/vertical.md).
 //
-// Diffie–Hellman PSI on X25519 (RFC 7748). Each ID is hashed to a point H(id) (SHA-256,
-// domain-separated, top bit cleared: a u-coordinate); a party blinds its points with its
-// secret scalar a, the other re-blinds them with b, and since X25519(b, X25519(a, H)) ==
-// X25519(a, X25519(b, H)) the twice-blinded values of common IDs match, while a value
-// blinded once reveals nothing of the ID (DDH) and the scalars never leave their parties.
+// Diffie–Hellman PSI on X25519 (RFC 7748). Each ID is hashed to a point H(id) of the curve
+// (SHA-256, domain-separated, the first of a few counters whose u-coordinate is on the
+// curve and not its twist); a party blinds its points with its secret scalar a, the other
+// re-blinds them with b, and since X25519(b, X25519(a, H)) == X25519(a, X25519(b, H)) the
+// twice-blinded values of common IDs match, while a value blinded once reveals nothing
+// of the ID (DDH) and the scalars never leave their parties.
 //
-// Two parties A and B, two rounds each way (in either order, or at once):
-//   1. A sends A.blinded() to B, B sends B.blinded() to A;
-//   2. A sends A.reblind(B's round 1) to B, B sends B.reblind(A's round 1) to A;
-//   3. A calls A.intersect(B's round 2, A's own round 2), B likewise.
+// Two roles: a coordinator C and a party P (K parties: C and each other party, align()).
+//   1. C sends C.blinded() to P, P sends P.blinded() to C;
+//   2. P sends P.reblind(C's round 1) to C; C computes C.reblind(P's round 1) and keeps it
+//      (sent, it would let anyone holding both round 2s match them);
+//   3. C: common = C.intersect(P's round 2, its own round 2), and sends P
+//      C.positions_of(common, ...); P: P.indices_at(those positions).
 // Points from the wire are checked before use: the byte count (a multiple of 32, at most
-// `max_ids` points, the count each round expects), canonical encodings (u < 2^255 - 19,
-// top bit clear), no point of small order (the multiplication would give the identity),
-// no repeated point. X25519 works on the curve and on its quadratic twist, both of
-// cofactor x large prime order (RFC 7748's twist security), so every canonical u of
-// large order is a valid input; see docs/vertical.md.
+// `max_ids` points, the count each later round expects), canonical encodings (u < 2^255
+// - 19, top bit clear), on the curve (not its twist), not of small order (the
+// multiplication would give the identity), no point repeated (even up to a point of small
+// order: equal tags). Refusals are ProtocolErrors.
 #pragma once
 
 #include <array>
@@ -48,29 +52,30 @@ class PsiParty {
   PsiParty& operator=(const PsiParty&) = delete;
 
   // Round 1: this party's points blinded, n x 32 bytes in an order drawn at random (the
-  // order of a party's IDs says nothing on the wire).
+  // order of a party's IDs says nothing on the wire). Sent to the other role.
   const std::vector<std::uint8_t>& blinded() const { return blinded_; }
 
   // Round 2: the peer's round-1 points blinded again, as tags (n x 16 bytes) in the
-  // peer's order. Throws ProtocolError when the bytes are not valid round-1 points.
+  // peer's order: a party sends its round 2 to the coordinator; the coordinator keeps its
+  // own. Throws ProtocolError when the bytes are not valid round-1 points.
   std::vector<std::uint8_t> reblind(const std::uint8_t* points, std::size_t bytes) const;
 
-  // Indices into ids() of the IDs the peer holds too, ascending. `returned`: the peer's
-  // round 2 for this party's round 1; `peer_tags`: this party's round 2 for the peer.
+  // The coordinator's side: indices into ids() of the IDs the peer holds too, ascending.
+  // `returned`: the peer's round 2 for this party's round 1; `peer_tags`: this party's
+  // round 2 for the peer (its own computation, never sent).
   // Throws ProtocolError when `returned` does not have one tag per point sent.
   std::vector<std::size_t> intersect(const std::uint8_t* returned, std::size_t returned_bytes,
                                      const std::uint8_t* peer_tags, std::size_t peer_tag_bytes) const;
 
-  // The positions in the peer's round 1 (the order of `peer_tags`, this party's round 2
-  // for it) whose IDs are among `mine` (indices into ids() that the peer holds too, as
-  // intersect() found them): how a coordinator tells a party which of its IDs are common
-  // to all parties (align()). `returned` as for intersect().
+  // The coordinator's answer to a party: the positions in the party's round 1 (the order
+  // of `peer_tags`) whose IDs are among `mine` (indices into ids() that the party holds
+  // too, e.g. those common to all parties). `returned` and `peer_tags` as for intersect().
   std::vector<std::uint32_t> positions_of(const std::vector<std::size_t>& mine, const std::uint8_t* returned,
                                           std::size_t returned_bytes, const std::uint8_t* peer_tags,
                                           std::size_t peer_tag_bytes) const;
 
-  // The IDs of `positions` in this party's own round 1 (what positions_of() computed on
-  // the other side), as indices into ids(), ascending. ProtocolError on a position out of
+  // A party's result: the IDs at `positions` of its own round 1 (the coordinator's
+  // positions_of()), as indices into ids(), ascending. ProtocolError on a position out of
   // range or repeated.
   std::vector<std::size_t> indices_at(const std::vector<std::uint32_t>& positions) const;
 
@@ -84,12 +89,13 @@ class PsiParty {
   std::vector<std::uint8_t> blinded_;     // round 1, in the drawn order
   std::vector<std::uint32_t> order_;      // blinded_ point k is ids_[order_[k]]
   void check_returned(std::size_t bytes) const;  // one tag per point of blinded()
+  void blind_own();                              // round 1 (the constructor's work)
 };
 
 // K parties, star-shaped around party 0 (the coordinator, e.g. the one with the labels):
-// party 0 runs the two-party protocol with each other party, intersects the results and
-// tells each party the positions of its own round-1 points that all parties hold. Every
-// party ends with the same IDs; party 0 also learns each pairwise intersection with it
+// party 0 runs the rounds above with each other party, intersects the results and tells
+// each party the positions of its own round-1 points that all parties hold. Every party
+// ends with the same IDs; party 0 also learns each pairwise intersection with it
 // (docs/vertical.md). This is the in-process form (tests, benchmarks): `parties[i]` is
 // party i. Returns, per party, the indices into its ids() of the common IDs, in the
 // shared order (the IDs sorted bytewise, which every party can compute alone).
