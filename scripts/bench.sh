@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # scripts/bench.sh NAME [ARGS...]: builds what NAME needs and runs it; prints one JSON
-# object per result line. Names: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi
+# object per result line. Names: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi, vertical
 # (load: 8 then 32 clients and a churn run, see bench/load_bench.py --help; --seconds 600
 # for the 10-minute churn run; kfac: SGD and K-FAC side by side, bench/kfac_bench.py --help;
 # cut: accuracy against bytes per step for compressed cuts, bench/cut_bench.py --help;
-# psi: private set intersection of 100k x 100k sample IDs, --ids/--parties/--overlap)
+# psi: private set intersection of 100k x 100k sample IDs, --ids/--parties/--overlap;
+# vertical: cutlayer-train --vertical K against whole images, and PSI, bench/vertical_bench.py --help)
 set -euo pipefail
 [[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 name=${1:-}
-[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|cut|dcor|aggregation|leakage|resume|load|kfac|psi; --help: more)" >&2; exit 2; }
+[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|cut|dcor|aggregation|leakage|resume|load|kfac|psi|vertical; --help: more)" >&2; exit 2; }
 shift
 bash scripts/build.sh >&2
 case "$name" in
@@ -28,5 +29,6 @@ case "$name" in
   kfac) exec /usr/bin/python3 bench/kfac_bench.py --bin build/bin --configs configs "$@" ;;
   cut) exec /usr/bin/python3 bench/cut_bench.py --bin build/bin --configs configs "$@" ;;
   psi) exec build/bin/cutlayer-bench-psi "$@" ;;
-  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi)" >&2; exit 2 ;;
+  vertical) exec /usr/bin/python3 bench/vertical_bench.py --bin build/bin --configs configs "$@" ;;
+  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi, vertical)" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "client_train_config.h"
+#include "train_vertical.h"
 #include "cutlayer/cli.h"
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/cut/codec.h"
@@ -38,6 +39,7 @@ struct Flags {
   bool every_step = false, u_shaped = false;
   cli::CheckpointFlags checkpoint;
   cut::CutFlags cut;
+  tools::VerticalRun vertical;
 };
 
 void add_flags(CLI::App& app, Flags& f) {
@@ -61,6 +63,12 @@ void add_flags(CLI::App& app, Flags& f) {
   f.checkpoint.add(app, "steps");
   f.cut.add(app);
   app.add_option("--client-key", f.client_key, "the key pair file that seals checkpoints (overrides transport.client_key)");
+  app.add_option("--vertical", f.vertical.parties,
+                 "vertical split learning's reference: K parties, each a strip of every image, aligned by private set "
+                 "intersection (docs/vertical.md)")
+      ->check(CLI::Range(1, 7));
+  app.add_option("--vertical-keep", f.vertical.keep, "with --vertical: each party's share of the people")
+      ->check(CLI::Range(0.01, 1.0));
 }
 
 // The config file with the flags laid over it.
@@ -308,6 +316,11 @@ int run(const Flags& flags) {
   log::set_level(cfg.log_level);
   torch::set_num_threads(cfg.threads);
   install_stop_handlers();
+  if (flags.vertical.parties > 0) {
+    if (!flags.save_front.empty() || !flags.export_path.empty())
+      throw ConfigError("--vertical does not take --save-front or --export yet: leave them out of this run");
+    return tools::run_vertical(cfg, flags.vertical);
+  }
   const auto& opts = cfg.train;
   const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
   Monolithic net(opts);
