@@ -63,12 +63,15 @@ void add_flags(CLI::App& app, Flags& f) {
   f.checkpoint.add(app, "steps");
   f.cut.add(app);
   app.add_option("--client-key", f.client_key, "the key pair file that seals checkpoints (overrides transport.client_key)");
-  app.add_option("--vertical", f.vertical.parties,
-                 "vertical split learning's reference: K parties, each a strip of every image, aligned by private set "
-                 "intersection (docs/vertical.md)")
-      ->check(CLI::Range(1, 7));
+  // At most 7: Fashion-MNIST's 28 columns give each strip at least 4 (a table's width is
+  // checked when the model is built).
+  auto* vertical = app.add_option("--vertical", f.vertical.parties,
+                                  "vertical split learning's reference: K parties, each a strip of every image (or a "
+                                  "group of a table's columns), aligned by private set intersection (docs/vertical.md)")
+                       ->check(CLI::Range(1, 7));
   app.add_option("--vertical-keep", f.vertical.keep, "with --vertical: each party's share of the people")
-      ->check(CLI::Range(0.01, 1.0));
+      ->check(CLI::Range(0.01, 1.0))
+      ->needs(vertical);
 }
 
 // The config file with the flags laid over it.

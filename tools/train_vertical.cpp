@@ -1,12 +1,15 @@
 #include "train_vertical.h"
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <iostream>
 
+#include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/report/json.h"
 #include "cutlayer/stop_signal.h"
 #include "cutlayer/train/loop.h"
@@ -24,6 +27,9 @@ void refuse_unsupported(const ClientTrainConfig& cfg) {
   else if (cfg.cut.compressed()) what = "a compressed cut (cut, --cut-*)";
   else if (cfg.checkpoint.enabled()) what = "checkpoints (checkpoint.dir, --checkpoint-dir)";
   else if (cfg.train.optimizer == "kfac") what = "K-FAC (train.optimizer)";
+  else if (cfg.train.data.clients > 1) what = "shards (train.clients): its people are the whole training set";
+  else if (cfg.train.model != "fmnist-cnn" || !cfg.train.front.empty() || !cfg.train.front_file.empty())
+    what = "a model (train.model): it builds its own (docs/vertical.md)";
   if (!what.empty()) throw ConfigError("--vertical does not take " + what + " yet: leave it out of this run");
 }
 
@@ -40,6 +46,8 @@ std::vector<std::int64_t> aligned_rows(std::int64_t rows, const VerticalRun& v, 
   }
   const auto common = vertical::align(ptrs);
   psi_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const auto& c : common)
+    if (c.size() != common[0].size()) throw InternalError("run_vertical: parties disagree on the aligned count");
   std::vector<std::int64_t> out;
   for (std::size_t j = 0; j < common[0].size(); ++j) {
     const auto row = held[0].rows[common[0][j]];
@@ -51,7 +59,9 @@ std::vector<std::int64_t> aligned_rows(std::int64_t rows, const VerticalRun& v, 
   return out;
 }
 
+// Test accuracy and loss over `d`; -1 for both when there is no test set.
 std::pair<double, double> evaluate(vertical::VerticalModel& m, const data::Dataset& d) {
+  if (d.size() == 0) return {-1, -1};
   torch::NoGradGuard no_grad;
   m.train(false);
   std::int64_t correct = 0;
@@ -64,8 +74,79 @@ std::pair<double, double> evaluate(vertical::VerticalModel& m, const data::Datas
     correct += train::count_correct(logits, y);
   }
   m.train(true);
-  const auto n = std::max<std::int64_t>(d.size(), 1);
-  return {static_cast<double>(correct) / n, loss / n};
+  return {static_cast<double>(correct) / d.size(), loss / d.size()};
+}
+
+std::int64_t classes_of(const data::Split& d) {
+  auto n = d.train.y.max().item<std::int64_t>();
+  if (d.test.size() > 0) n = std::max(n, d.test.y.max().item<std::int64_t>());
+  return n + 1;
+}
+
+vertical::VerticalModel build_model(const std::vector<std::int64_t>& shape, const VerticalRun& v, std::int64_t classes,
+                                    std::uint64_t seed) {
+  try {
+    return vertical::build_vertical(shape, v.parties, classes, seed);
+  } catch (const ConfigError& e) {
+    throw ConfigError(std::string("--vertical ") + std::to_string(v.parties) + ": " + e.what() +
+                      "; choose fewer parties");
+  }
+}
+
+struct Outcome {
+  std::int64_t steps = 0, samples = 0;
+  double last_loss = 0;
+  double test_acc = -1, test_loss = -1;  // after the last step (every party holds every test person)
+};
+
+// The loop: progress lines and metrics as cutlayer-train's own.
+Outcome train_loop(const ClientTrainConfig& cfg, vertical::VerticalModel& m, torch::optim::Optimizer& opt,
+                   const data::Dataset& train_set, const data::Dataset& test_set) {
+  const auto& o = cfg.train;
+  auto log = log::get("train");
+  train::Batches batches(train_set, o.batch_size, o.epochs, o.max_steps, o.seed);
+  train::Progress progress("vertical", batches.total_steps());
+  train::MetricsFile metrics(o.metrics_file);
+  train::Batch b;
+  Outcome out;
+  std::int64_t correct = 0, seen = 0;
+  double window_loss = 0;
+  while (!stop_flag() && batches.next(b)) {
+    train::set_lr(opt, train::lr_at(o, b.step));
+    const auto logits = m.forward(b.x);
+    auto loss = torch::nn::functional::cross_entropy(logits, b.y);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    out.steps = b.step + 1;
+    out.samples += b.x.size(0);
+    out.last_loss = loss.item<double>();
+    window_loss += out.last_loss * b.x.size(0);
+    seen += b.x.size(0);
+    correct += train::count_correct(logits.detach(), b.y);
+    if (o.metrics_every_step)
+      metrics.write(report::Json().add("step", b.step).add_significant("loss", out.last_loss, 9));
+    if (out.steps % o.log_every == 0 || out.steps == batches.total_steps()) {
+      const double acc = static_cast<double>(correct) / seen;
+      log->info("{}", progress.line(out.steps, window_loss / seen, acc, out.samples, 0, 0));
+      if (!o.metrics_every_step)
+        metrics.write(report::Json().add("step", out.steps).add("loss", window_loss / seen, 6).add("acc", acc, 4)
+                          .add("samples_per_s", out.samples / progress.seconds(), 1));
+      window_loss = 0, correct = 0, seen = 0;
+    }
+    if (o.eval_every > 0 && out.steps % o.eval_every == 0 && test_set.size() > 0) {
+      const auto [acc, tl] = evaluate(m, test_set);
+      log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", out.steps, acc, tl);
+      metrics.write(report::Json().add("step", out.steps).add("test_acc", acc, 4).add("test_loss", tl, 4));
+    }
+  }
+  if (stop_flag() && out.steps < batches.total_steps()) log->info("stopped after {} steps", out.steps);
+  if (!stop_flag() && test_set.size() > 0) {
+    std::tie(out.test_acc, out.test_loss) = evaluate(m, test_set);
+    metrics.write(report::Json().add("step", out.steps).add("test_acc", out.test_acc, 4)
+                      .add("test_loss", out.test_loss, 4).add("final", true));
+  }
+  return out;
 }
 
 }  // namespace
@@ -77,47 +158,23 @@ int run_vertical(const ClientTrainConfig& cfg, const VerticalRun& v) {
   const auto data = data::load_split(o.data, o.eval_samples, o.seed);
   double psi_s = 0;
   const auto rows = aligned_rows(data.train.size(), v, o.seed, psi_s);
-  const auto train_set = data.train.subset(rows);
   log->info("vertical: {} parties, each holding {:.0f}% of {} people; {} held by all (private set intersection "
             "{:.2f} s)",
             v.parties, 100 * v.keep, data.train.size(), rows.size(), psi_s);
-  const auto shape = train_set.x.sizes().slice(1).vec();
-  const auto classes = std::max(data.train.y.max().item<std::int64_t>(), data.test.y.max().item<std::int64_t>()) + 1;
-  auto m = vertical::build_vertical(shape, v.parties, classes, o.seed);
+  if (rows.empty())
+    throw ConfigError(fmt::format("--vertical {} --vertical-keep {}: no person is held by all parties (about "
+                                  "keep^parties x {} expected); keep more people or take fewer parties",
+                                  v.parties, v.keep, data.train.size()));
+  const auto train_set = data.train.subset(rows);
+  auto m = build_model(train_set.x.sizes().slice(1).vec(), v, classes_of(data), o.seed);
   auto opt = train::make_optimizer(m.parameters(), o);
-  train::Batches batches(train_set, o.batch_size, o.epochs, o.max_steps, o.seed);
-  train::Progress progress("vertical", batches.total_steps());
-  train::MetricsFile metrics(o.metrics_file);
-  train::Batch b;
-  std::int64_t samples = 0, correct = 0, seen = 0;
-  double last_loss = 0, window_loss = 0;
-  while (!stop_flag() && batches.next(b)) {
-    train::set_lr(*opt, train::lr_at(o, b.step));
-    const auto logits = m.forward(b.x);
-    auto loss = torch::nn::functional::cross_entropy(logits, b.y);
-    opt->zero_grad();
-    loss.backward();
-    opt->step();
-    last_loss = loss.item<double>();
-    samples += b.x.size(0);
-    window_loss += last_loss * b.x.size(0);
-    seen += b.x.size(0);
-    correct += train::count_correct(logits.detach(), b.y);
-    if ((b.step + 1) % o.log_every == 0 || b.step + 1 == batches.total_steps()) {
-      const double acc = static_cast<double>(correct) / seen;
-      log->info("{}", progress.line(b.step + 1, window_loss / seen, acc, samples, 0, 0));
-      metrics.write(report::Json().add("step", b.step + 1).add("loss", window_loss / seen, 6).add("acc", acc, 4));
-      window_loss = 0, correct = 0, seen = 0;
-    }
-    if (o.eval_every > 0 && (b.step + 1) % o.eval_every == 0) {
-      const auto [acc, tl] = evaluate(m, data.test);
-      log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", b.step + 1, acc, tl);
-      metrics.write(report::Json().add("step", b.step + 1).add("test_acc", acc, 4).add("test_loss", tl, 4));
-    }
-  }
-  const double seconds = progress.seconds();
-  double test_acc = -1, test_loss = -1;
-  if (!stop_flag()) std::tie(test_acc, test_loss) = evaluate(m, data.test);  // every party holds every test person
+  const auto t0 = std::chrono::steady_clock::now();
+  const Outcome out = train_loop(cfg, m, *opt, train_set, data.test);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<const torch::nn::Module*> parts;
+  for (const auto& f : m.fronts) parts.push_back(f.ptr().get());
+  parts.push_back(m.back.ptr().get());
+  const auto hash = state::values_hash(parts);
   report::Json summary;
   summary.add("tool", "cutlayer-train")
       .add("mode", "vertical")
@@ -126,13 +183,14 @@ int run_vertical(const ClientTrainConfig& cfg, const VerticalRun& v) {
       .add("people", data.train.size())
       .add("aligned", static_cast<std::int64_t>(rows.size()))
       .add("psi_s", psi_s, 3)
-      .add("steps", b.step + 1)
-      .add("samples", samples)
+      .add("steps", out.steps)
+      .add("samples", out.samples)
       .add("seconds", seconds, 3)
-      .add("samples_per_s", samples / std::max(seconds, 1e-9), 1)
-      .add("final_loss", last_loss, 6)
-      .add("test_acc", test_acc, 4)
-      .add("test_loss", test_loss, 4);
+      .add("samples_per_s", out.samples / std::max(seconds, 1e-9), 1)
+      .add("final_loss", out.last_loss, 6)
+      .add("test_acc", out.test_acc, 4)
+      .add("test_loss", out.test_loss, 4)
+      .add("model_sha256", crypto::to_hex(hash.data(), hash.size()));
   std::cout << summary.str() << std::endl;
   return 0;
 }

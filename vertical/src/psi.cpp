@@ -84,6 +84,7 @@ void parallel(std::size_t n, int threads, Make&& make, Body&& body) {
     }
   };
   std::vector<std::thread> pool;
+  pool.reserve(workers - 1);  // no reallocation (and no throw) once threads run
   std::size_t started = 1;
   try {
     for (; started < workers; ++started) pool.emplace_back(run, started);

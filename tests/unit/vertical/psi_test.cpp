@@ -206,6 +206,14 @@ TEST(Psi, BadRoundOnePointsAreRefused) {
                          "0900000000000000000000000000000000000000000000000000000000000000"),
                ProtocolError);
   EXPECT_THROW(try_point("09000000"), ProtocolError);
+  // P and P + T (T = (0, 0), of order 2): u = 9 and u = 1/9 differ but blind to one value.
+  try {
+    try_point("0900000000000000000000000000000000000000000000000000000000000000"
+              "12c7711cc7711cc7711cc7711cc7711cc7711cc7711cc7711cc7711cc7711c47");
+    FAIL() << "a point and its shift by a point of order 2 were both accepted";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("repeats a point"), std::string::npos) << e.what();
+  }
   PsiOptions small;
   small.max_ids = 1;
   PsiParty q({"a"}, small);

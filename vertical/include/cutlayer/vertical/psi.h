@@ -1,6 +1,7 @@
 // Private set intersection of the parties' sample IDs (vertical split learning): each
-// party learns which of its own IDs all parties hold, and nothing else about the others'
-// IDs; whoever relays the messages learns the set sizes and the size of the common set
+// party learns which of its own IDs all parties hold and the others' set sizes, the
+// coordinator also each pairwise intersection with it (align()), nothing else about the
+// others' IDs; whoever relays the messages learns the set sizes and the size of the common set
 // (a server trains on that many samples anyway), nothing about any ID. Honest-but-curious
 // parties: a party that deviates can make the result wrong (docs/vertical.md).
 //
