@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "client_train_config.h"
+#include "train_report.h"
 #include "train_vertical.h"
 #include "cutlayer/cli.h"
 #include "cutlayer/crypto/crypto.h"
@@ -181,20 +182,11 @@ void export_model(Monolithic& net, const data::Dataset& test, const std::string&
 // Test accuracy and mean loss over `d`.
 std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::NoPeekOptions& p,
                                    const cut::CutOptions& c) {
-  torch::NoGradGuard no_grad;
   state::RngGuard rng;  // the cut's noise draws: training's numbers stay as they were
   net.train(false);
-  std::int64_t correct = 0;
-  double loss = 0;
-  for (std::int64_t b = 0; b < d.size(); b += 1000) {
-    const auto n = std::min<std::int64_t>(1000, d.size() - b);
-    auto logits = net.forward(d.x.narrow(0, b, n), p, c);
-    auto y = d.y.narrow(0, b, n);
-    loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
-    correct += train::count_correct(logits, y);
-  }
+  const auto r = tools::accuracy_and_loss(d, [&](const torch::Tensor& x) { return net.forward(x, p, c); });
   net.train(true);
-  return {static_cast<double>(correct) / std::max<std::int64_t>(d.size(), 1), loss / std::max<std::int64_t>(d.size(), 1)};
+  return r;
 }
 
 // Checkpoints of the run, when configured: resume at start, write when due and at the end.
@@ -235,19 +227,6 @@ class Checkpoints {
   std::optional<state::CheckpointStore> store_;
 };
 
-// Loss and accuracy over the steps since the last progress line.
-struct Window {
-  std::int64_t correct = 0, seen = 0;
-  double loss = 0;
-  void add(double l, std::int64_t n, std::int64_t c) {
-    loss += l * n;
-    correct += c;
-    seen += n;
-  }
-  double mean_loss() const { return loss / seen; }
-  double acc() const { return static_cast<double>(correct) / seen; }
-};
-
 struct Outcome {
   std::int64_t steps_done = 0, samples = 0;
   double last_loss = 0;
@@ -264,7 +243,7 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
   log->info("monolithic {} ({}), {} training examples, {} steps, threads={}", opts.model,
             opts.u_shaped ? "U-shaped layout" : "vanilla layout", data.train.size(), batches.total_steps(), cfg.threads);
   train::Batch b;
-  Window w;
+  tools::Window w;
   Outcome out{start, 0, 0};
   double eval_seconds = 0;
   while (!stop_flag() && batches.next(b)) {
@@ -287,16 +266,8 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
     ckpt.after_step(b.step + 1, last);
     if (opts.metrics_every_step)
       metrics_file.write(report::Json().add("step", b.step).add_significant("loss", out.last_loss, 9));
-    if ((b.step + 1) % opts.log_every == 0 || last) {
-      log->info("{}", progress.line(b.step + 1, w.mean_loss(), w.acc(), out.samples, 0, 0));
-      if (!opts.metrics_every_step)
-        metrics_file.write(report::Json()
-                               .add("step", b.step + 1)
-                               .add("loss", w.mean_loss(), 6)
-                               .add("acc", w.acc(), 4)
-                               .add("samples_per_s", out.samples / progress.seconds(), 1));
-      w = Window{};
-    }
+    if ((b.step + 1) % opts.log_every == 0 || last)
+      tools::report_window(w, b.step + 1, out.samples, progress, metrics_file, opts.metrics_every_step);
     if (opts.eval_every > 0 && (b.step + 1) % opts.eval_every == 0 && data.test.size() > 0) {
       const double before = progress.seconds();
       const auto [acc, tl] = evaluate(net, data.test, nopeek, cfg.cut);

@@ -1,5 +1,7 @@
 #include "train_vertical.h"
 
+#include "train_report.h"
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -61,20 +63,10 @@ std::vector<std::int64_t> aligned_rows(std::int64_t rows, const VerticalRun& v, 
 
 // Test accuracy and loss over `d`; -1 for both when there is no test set.
 std::pair<double, double> evaluate(vertical::VerticalModel& m, const data::Dataset& d) {
-  if (d.size() == 0) return {-1, -1};
-  torch::NoGradGuard no_grad;
   m.train(false);
-  std::int64_t correct = 0;
-  double loss = 0;
-  for (std::int64_t b = 0; b < d.size(); b += 1000) {
-    const auto n = std::min<std::int64_t>(1000, d.size() - b);
-    const auto logits = m.forward(d.x.narrow(0, b, n));
-    const auto y = d.y.narrow(0, b, n);
-    loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
-    correct += train::count_correct(logits, y);
-  }
+  const auto r = accuracy_and_loss(d, [&](const torch::Tensor& x) { return m.forward(x); });
   m.train(true);
-  return {static_cast<double>(correct) / d.size(), loss / d.size()};
+  return r;
 }
 
 std::int64_t classes_of(const data::Split& d) {
@@ -109,8 +101,7 @@ Outcome train_loop(const ClientTrainConfig& cfg, vertical::VerticalModel& m, tor
   train::MetricsFile metrics(o.metrics_file);
   train::Batch b;
   Outcome out;
-  std::int64_t correct = 0, seen = 0;
-  double window_loss = 0;
+  Window w;
   while (!stop_flag() && batches.next(b)) {
     train::set_lr(opt, train::lr_at(o, b.step));
     const auto logits = m.forward(b.x);
@@ -121,19 +112,11 @@ Outcome train_loop(const ClientTrainConfig& cfg, vertical::VerticalModel& m, tor
     out.steps = b.step + 1;
     out.samples += b.x.size(0);
     out.last_loss = loss.item<double>();
-    window_loss += out.last_loss * b.x.size(0);
-    seen += b.x.size(0);
-    correct += train::count_correct(logits.detach(), b.y);
+    w.add(out.last_loss, b.x.size(0), train::count_correct(logits.detach(), b.y));
     if (o.metrics_every_step)
       metrics.write(report::Json().add("step", b.step).add_significant("loss", out.last_loss, 9));
-    if (out.steps % o.log_every == 0 || out.steps == batches.total_steps()) {
-      const double acc = static_cast<double>(correct) / seen;
-      log->info("{}", progress.line(out.steps, window_loss / seen, acc, out.samples, 0, 0));
-      if (!o.metrics_every_step)
-        metrics.write(report::Json().add("step", out.steps).add("loss", window_loss / seen, 6).add("acc", acc, 4)
-                          .add("samples_per_s", out.samples / progress.seconds(), 1));
-      window_loss = 0, correct = 0, seen = 0;
-    }
+    if (out.steps % o.log_every == 0 || out.steps == batches.total_steps())
+      report_window(w, out.steps, out.samples, progress, metrics, o.metrics_every_step);
     if (o.eval_every > 0 && out.steps % o.eval_every == 0 && test_set.size() > 0) {
       const auto [acc, tl] = evaluate(m, test_set);
       log->info("step {}: test accuracy {:.4f}, test loss {:.4f}", out.steps, acc, tl);

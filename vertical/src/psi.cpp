@@ -121,7 +121,6 @@ class PsiParty::Curve {
   ~Curve() { free(); }
   Curve(const Curve&) = delete;
   Curve& operator=(const Curve&) = delete;
-  Curve(Curve&& o) noexcept : key_(o.key_), peer_(o.peer_), ctx_(o.ctx_) { o.key_ = o.peer_ = nullptr, o.ctx_ = nullptr; }
 
   // False when the point has small order (the product is the identity, u = 0).
   bool mul(const std::uint8_t* u, std::uint8_t* out) {
