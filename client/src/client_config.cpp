@@ -4,6 +4,34 @@
 #include "cutlayer/log.h"
 
 namespace cutlayer::client {
+namespace {
+
+// The "vertical" object, once the rest is read: what a vertical party does not take is
+// refused by name.
+void read_vertical(config::Object& v, ClientConfig& c) {
+  auto& o = c.vertical;
+  if (!c.has_train) v.fail("party", "a vertical party trains: add a \"train\" object (data, batch_size, seed, ...)");
+  v.get_int("parties", o.parties, 2, 7);
+  v.get_int("party", o.party, 0, o.parties - 1);
+  v.get("keep", o.keep, 0.01, 1.0);
+  v.get("id_prefix", o.id_prefix);
+  v.get_choice("join", o.join, {"concat", "sum"});
+  std::int64_t start_ms = o.start_timeout.count();
+  v.get("start_timeout_ms", start_ms, 1000, std::int64_t{24} * 3600 * 1000);
+  o.start_timeout = std::chrono::milliseconds(start_ms);
+  std::string what;
+  if (c.sync.enabled) what = "\"sync\" (each party's front is its own)";
+  else if (c.cut.compressed()) what = "a compressed \"cut\"";
+  else if (c.checkpoint.enabled()) what = "\"checkpoint\"";
+  else if (c.train.u_shaped) what = "train.u_shaped (party 0 sends the labels)";
+  else if (c.train.optimizer == "kfac") what = "train.optimizer \"kfac\"";
+  else if (c.train.data.clients > 1) what = "train.clients (each party's people come from vertical.keep)";
+  if (!what.empty()) v.fail("party", "a vertical party does not take " + what + " yet: remove it");
+  v.finish();
+  c.has_vertical = true;
+}
+
+}  // namespace
 
 ClientConfig load_client_config(const std::string& path) {
   auto doc = config::Document::load(path);
@@ -40,6 +68,10 @@ ClientConfig load_client_config(const std::string& path) {
   c.cut = cut::read_cut_options(cut);
   auto ck = root.child("checkpoint");
   c.checkpoint = state::read_checkpoint_options(ck);
+  if (root.has("vertical")) {
+    auto v = root.child("vertical");
+    read_vertical(v, c);
+  }
   root.finish();
   if (!c.checkpoint.dir.empty()) c.checkpoint.dir = doc->resolve(c.checkpoint.dir);
   c.server_public_key = doc->resolve(c.server_public_key);

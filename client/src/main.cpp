@@ -13,6 +13,7 @@
 #include "cutlayer/cli.h"
 #include "cutlayer/client/client_config.h"
 #include "cutlayer/client/split_client.h"
+#include "cutlayer/client/vertical_party.h"
 #include "cutlayer/kernels/compressor.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
@@ -73,7 +74,7 @@ struct Flags {
   std::string config_path, log_level, server_host, server_pub, client_key, metrics_path, name, shard, save_front,
       compressor, export_path, predict_input, predict_output;
   CLI::App* predict = nullptr;
-  int join_port = -1, probes = 0, threads = 0, epochs = 0;
+  int join_port = -1, probes = 0, threads = 0, epochs = 0, party = -1;
   std::int64_t steps = -1, eval_every = -1, alpha_warmup = -1;
   double probe_mb = 8, alpha = -1, noise = -1, density = 0;
   bool every_step = false, u_shaped = false;
@@ -112,6 +113,8 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--density", f.density, "sync: fraction of the gradient sent per step (overrides sync.density)")
       ->check(CLI::Range(1e-6, 1.0));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  app.add_option("--party", f.party, "vertical split learning: this party's index (overrides vertical.party)")
+      ->check(CLI::Range(0, 6));
   f.checkpoint.add(app, "steps");
   f.cut.add(app);
   app.add_option("--export", f.export_path,
@@ -171,6 +174,14 @@ client::ClientConfig load_config(const Flags& f) {
                       "(see configs/client.json) or run the link self-check with --probes N");
   f.checkpoint.apply(cfg.checkpoint, f.config_path);
   f.cut.apply(cfg.cut);
+  if (f.party >= 0) {
+    if (!cfg.has_vertical)
+      throw ConfigError("--party: " + f.config_path + " has no \"vertical\" object (see configs/client-vertical.json)");
+    if (f.party >= cfg.vertical.parties)
+      throw ConfigError(fmt::format("--party {}: {} has vertical.parties {}; parties are numbered from 0", f.party,
+                                    f.config_path, cfg.vertical.parties));
+    cfg.vertical.party = f.party;
+  }
   return cfg;
 }
 
@@ -187,6 +198,20 @@ transport::ClientTransportOptions transport_options(const client::ClientConfig& 
   return t;
 }
 
+// A party of vertical split learning (the config's "vertical" object).
+int run_vertical(const client::ClientConfig& cfg, const Flags& flags, transport::ClientTransport& link) {
+  if (flags.predict->parsed() || !flags.save_front.empty() || !flags.export_path.empty())
+    throw ConfigError(flags.config_path + ": a vertical party does not take predict, --save-front or --export yet");
+  client::VerticalParty::Options o;
+  o.name = cfg.name;
+  o.train = cfg.train;
+  o.nopeek = cfg.nopeek;
+  o.vertical = cfg.vertical;
+  client::VerticalParty party(link, o);
+  std::cout << party.run(stop_flag()) << std::endl;
+  return stop_flag() ? 130 : 0;
+}
+
 int run(const Flags& flags) {
   const auto cfg = load_config(flags);
   log::set_level(cfg.log_level);
@@ -201,6 +226,7 @@ int run(const Flags& flags) {
     link.leave(stop_flag() ? "interrupted" : "self-check done");
     return ok ? 0 : 1;
   }
+  if (cfg.has_vertical) return run_vertical(cfg, flags, link);
   client::SplitClientOptions so;
   so.name = cfg.name;
   so.train = cfg.train;

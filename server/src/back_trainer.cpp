@@ -29,10 +29,21 @@ BackTrainer::BackTrainer(const train::TrainOptions& options, TrainerLimits limit
   // back starts from the weights they would give it.
   auto m = model::build_split(spec_, options.seed);
   model::require_back(m, "the server");
-  back_ = m.back;
   fingerprints_ = {state::part_fingerprint(*m.front), m.has_head() ? state::part_fingerprint(*m.head) : "",
-                   state::part_fingerprint(*back_)};
-  cut_shape_ = model::output_shape(m.front, spec_.input_shape);
+                   state::part_fingerprint(*m.back)};
+  init_back(m.back, model::output_shape(m.front, spec_.input_shape));
+}
+
+BackTrainer::BackTrainer(const train::TrainOptions& options, torch::nn::Sequential back,
+                         std::vector<std::int64_t> cut_shape, TrainerLimits limits)
+    : options_(options), limits_(limits) {
+  fingerprints_ = {"", "", state::part_fingerprint(*back)};
+  init_back(std::move(back), std::move(cut_shape));
+}
+
+void BackTrainer::init_back(torch::nn::Sequential back, std::vector<std::int64_t> cut_shape) {
+  back_ = std::move(back);
+  cut_shape_ = std::move(cut_shape);
   const auto out = model::output_shape(back_, cut_shape_);
   classes_ = out.empty() ? 0 : out.back();
   opt_ = train::make_optimizer(back_->parameters(), options_);

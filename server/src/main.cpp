@@ -92,7 +92,12 @@ void write_ready_file(const std::string& path, const transport::ServerTransport&
 
 void announce(const server::ServerConfig& cfg, const server::BackTrainer* trainer, const server::Aggregator* agg) {
   auto log = log::get("server");
-  if (trainer)
+  if (cfg.has_vertical)
+    log->info("training the back of vertical split learning: {} parties, their cuts joined by {} ({} features), "
+              "labels from party 0; {} lr {}",
+              cfg.vertical.parties, vertical::join_name(cfg.vertical.join), model::shape_string(trainer->cut_shape()),
+              cfg.train.optimizer, cfg.train.lr);
+  else if (trainer)
     log->info("training the back of {} ({} mode: {}), cut layer {}, {} lr {}", cfg.train.model,
               cfg.train.u_shaped ? "U-shaped" : "vanilla",
               cfg.train.u_shaped ? "labels stay on the clients" : "labels come to the server",
@@ -133,7 +138,15 @@ int run(const Flags& flags) {
   torch::set_num_threads(cfg.threads);
   std::unique_ptr<server::BackTrainer> trainer;
   std::unique_ptr<server::Aggregator> aggregator;
-  if (cfg.has_train) trainer = std::make_unique<server::BackTrainer>(cfg.train, cfg.trainer_limits);
+  std::unique_ptr<server::VerticalJoin> vertical;
+  if (cfg.has_vertical) {
+    const auto vm = server::vertical_model(cfg.vertical, cfg.train.seed);
+    trainer = std::make_unique<server::BackTrainer>(cfg.train, vm.back, std::vector<std::int64_t>{vm.joined_width()},
+                                                    cfg.trainer_limits);
+    vertical = std::make_unique<server::VerticalJoin>(*trainer, cfg.vertical, vm.widths);
+  } else if (cfg.has_train) {
+    trainer = std::make_unique<server::BackTrainer>(cfg.train, cfg.trainer_limits);
+  }
   if (cfg.has_aggregation) aggregator = std::make_unique<server::Aggregator>(cfg.train, cfg.aggregation);
   // The state comes back before the doors open: no client sees a fresh model first.
   std::unique_ptr<server::ServerCheckpoints> checkpoints;
@@ -152,6 +165,7 @@ int run(const Flags& flags) {
   announce(cfg, trainer.get(), aggregator.get());
   server::Service service(transport, trainer.get(), metrics.get(), aggregator.get(), cfg.limits);
   service.set_checkpoints(checkpoints.get());
+  service.set_vertical(vertical.get());
   service.run(stop_flag());
   if (checkpoints) {
     checkpoints->write();  // what is trained since the last one is kept

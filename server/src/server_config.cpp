@@ -4,6 +4,36 @@
 #include "cutlayer/log.h"
 
 namespace cutlayer::server {
+namespace {
+
+void read_vertical(config::Object& root, ServerConfig& c) {
+  auto v = root.child("vertical");
+  auto& o = c.vertical;
+  if (!c.has_train)
+    v.fail("parties", "vertical training needs a \"train\" object (the back's optimizer, schedule and seed)");
+  if (c.has_aggregation)
+    v.fail("parties", "a vertical server has no fronts to aggregate (each party's front is its own): remove "
+                      "\"aggregation\"");
+  if (c.train.u_shaped) v.fail("parties", "vertical training is vanilla (party 0 sends the labels): set train.u_shaped false");
+  v.get_int("parties", o.parties, 2, 7);
+  std::string join = vertical::join_name(o.join);
+  v.get_choice("join", join, {"concat", "sum"});
+  o.join = vertical::join_mode(join, v.file());
+  v.get("input_shape", o.input_shape);
+  if (o.input_shape.size() != 3 && o.input_shape.size() != 1)
+    v.fail("input_shape", "must be [C, H, W] (images) or [F] (a table's features)");
+  for (const auto d : o.input_shape)
+    if (d < 1 || d > (1 << 20)) v.fail("input_shape", "each size must be in [1, 2^20]");
+  v.get("classes", o.classes, 2, 1 << 20);
+  std::int64_t timeout_ms = o.step_timeout.count();
+  v.get("step_timeout_ms", timeout_ms, 100, 24 * 3600 * 1000);
+  o.step_timeout = std::chrono::milliseconds(timeout_ms);
+  v.get_int("max_ids", o.max_ids, 1, 100'000'000);
+  v.finish();
+  c.has_vertical = true;
+}
+
+}  // namespace
 
 ServerConfig load_server_config(const std::string& path) {
   auto doc = config::Document::load(path);
@@ -78,10 +108,13 @@ ServerConfig load_server_config(const std::string& path) {
     a.finish();
     c.has_aggregation = true;
   }
+  if (root.has("vertical")) read_vertical(root, c);
   auto ck = root.child("checkpoint");
   c.checkpoint = state::read_checkpoint_options(ck);
   if (c.checkpoint.enabled() && !c.has_train)
     ck.fail("dir", "a probe-only server (no \"train\" object) has no state to checkpoint: remove \"checkpoint\"");
+  if (c.checkpoint.enabled() && c.has_vertical)
+    ck.fail("dir", "checkpoints of vertical training are not built yet: remove \"checkpoint\"");
   root.finish();
   if (!c.checkpoint.dir.empty()) c.checkpoint.dir = doc->resolve(c.checkpoint.dir);
   if (c.join_port != 0 && c.join_port == c.data_port)

@@ -35,6 +35,7 @@ void Service::run(const std::atomic<bool>& stop) {
         send_all(out);
         report_round();
       }
+      if (vertical_) apply(vertical_->tick());
       if (checkpoints_) checkpoints_->tick();
     } catch (const std::exception& e) {
       log::get("server")->error("event not handled: {}", error_text(e));
@@ -61,6 +62,7 @@ void Service::on_ended(const transport::SessionEnded& ended) {
   log::get("server")->info("client '{}' gone ({})", ended.client_name, ended.reason);
   clients_.erase(ended.session_id);
   inference_only_.erase(ended.session_id);
+  if (vertical_) apply(vertical_->left(ended.session_id, ended.reason));
   if (probe_only_.erase(ended.session_id) == 0 && trainer_) {
     auto replies = trainer_->forget(ended.session_id);
     send_all(replies);
@@ -91,7 +93,7 @@ void Service::on_join(const transport::JoinRequest& req) {
   // A join that names no model is a link self-check (probes only), never a trainer.
   const bool probe_only = req.join.model.empty();
   if (trainer_ && !probe_only) {
-    if (auto why = model_refusal(req.join)) {
+    if (auto why = vertical_ ? vertical_->check_join(req.join) : model_refusal(req.join)) {
       transport_.refuse(req, *why);
       return;
     }
@@ -118,6 +120,14 @@ void Service::on_join(const transport::JoinRequest& req) {
     log::get("server")->info("client '{}' joined for predictions", req.client_name);
     return;
   }
+  if (vertical_) {
+    log::get("server")->info("client '{}' joined as party {} of {} ({} sample IDs)", req.client_name,
+                             req.join.vertical_party, req.join.vertical_parties, req.join.samples);
+    auto out = vertical_->admit(session, req.client_name, req.join);
+    if (!out.empty()) log::get("server")->info("all {} parties joined: private set intersection", out.size());
+    send_all(out);
+    return;
+  }
   if (trainer_) trainer_->name_session(session, req.client_name);
   if (trainer_)
     log::get("server")->info("client '{}' ({} examples, {} mode{}) joined", req.client_name, req.join.samples,
@@ -134,6 +144,9 @@ std::optional<std::string> Service::model_refusal(const wire::Join& j) const {
     return "the client declares " + std::to_string(j.samples) + " training examples; this server accepts at most " +
            std::to_string(limits_.max_join_samples) +
            " (raise limits.max_join_samples in the server config, or split the data)";
+  if (j.vertical_parties > 0)
+    return std::string("this server trains horizontal split learning (each client holds whole samples): remove "
+                       "\"vertical\" from the client config, or give the server a \"vertical\" object");
   if (j.sync && j.samples == 0)
     return std::string("a client whose front joins the aggregation must declare its training examples "
                        "(Join.samples is 0)");
@@ -203,8 +216,32 @@ void Service::evict(std::uint64_t session, const std::string& name, const std::s
   clients_.erase(session);
 }
 
+void Service::apply(VerticalJoin::Result r) {
+  send_all(r.out);
+  for (const auto& e : r.end) {
+    log::get("server")->warn("client '{}': {}", name_of(e.session), e.reason);
+    transport_.send(e.session, error_message(e.reason));
+    transport_.end_session(e.session, e.reason);
+    clients_.erase(e.session);
+  }
+}
+
+// A vertical party's PSI round or cut.
+void Service::on_vertical(transport::Received& rx) {
+  if (rx.message.type == wire::MsgType::kPsi) {
+    auto out = vertical_->psi(rx.session_id, rx.message);
+    send_all(out);
+    return;
+  }
+  apply(vertical_->cut(rx.session_id, rx.message));
+  report();
+}
+
 void Service::on_message(transport::Received& rx) {
   try {
+    if (vertical_ && (rx.message.type == wire::MsgType::kPsi || rx.message.type == wire::MsgType::kActivations) &&
+        vertical_->is_party(rx.session_id))
+      return on_vertical(rx);
     switch (rx.message.type) {
       case wire::MsgType::kProbe: {
         const auto probe = wire::meta_as<wire::Probe>(rx.message);

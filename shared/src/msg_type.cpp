@@ -25,6 +25,7 @@ std::string_view msg_type_name(MsgType t) {
     case MsgType::kHeadGrad: return "HeadGrad";
     case MsgType::kSyncReject: return "SyncReject";
     case MsgType::kSnapshotRequest: return "SnapshotRequest";
+    case MsgType::kPsi: return "Psi";
   }
   return "Unknown";
 }

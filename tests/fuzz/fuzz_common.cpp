@@ -196,6 +196,7 @@ bool exercise_meta(const wire::Message& msg) {
     case MsgType::kHeadGrad: return round_trip<wire::HeadGrad>(msg);
     case MsgType::kSyncReject: return round_trip<wire::SyncReject>(msg);
     case MsgType::kSnapshotRequest: return round_trip<wire::SnapshotRequest>(msg);
+    case MsgType::kPsi: return round_trip<wire::Psi>(msg);
   }
   throw Finding("decoded message of an unknown type " + std::to_string(static_cast<int>(msg.type)));
 }

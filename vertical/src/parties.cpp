@@ -45,7 +45,30 @@ torch::Tensor VerticalModel::forward(const torch::Tensor& x) {
   const int k = static_cast<int>(fronts.size());
   std::vector<torch::Tensor> features;
   for (int i = 0; i < k; ++i) features.push_back(fronts[static_cast<std::size_t>(i)]->forward(strip(x, k, i)));
-  return back->forward(torch::cat(features, 1));
+  return back->forward(join_cuts(features, join));
+}
+
+JoinMode join_mode(const std::string& name, const std::string& where) {
+  if (name == "concat") return JoinMode::kConcat;
+  if (name == "sum") return JoinMode::kSum;
+  throw ConfigError(where + ": the parties' cuts are joined by \"concat\" or \"sum\", not '" + name + "'");
+}
+
+const char* join_name(JoinMode m) { return m == JoinMode::kSum ? "sum" : "concat"; }
+
+torch::Tensor join_cuts(const std::vector<torch::Tensor>& cuts, JoinMode mode) {
+  if (mode == JoinMode::kConcat) return torch::cat(cuts, 1);
+  auto sum = cuts.at(0);
+  for (std::size_t k = 1; k < cuts.size(); ++k) sum = sum + cuts[k];
+  return sum;
+}
+
+torch::Tensor cut_grad_of(const torch::Tensor& joined_grad, const std::vector<std::int64_t>& widths, int k,
+                          JoinMode mode) {
+  if (mode == JoinMode::kSum) return joined_grad;
+  std::int64_t begin = 0;
+  for (int i = 0; i < k; ++i) begin += widths.at(static_cast<std::size_t>(i));
+  return joined_grad.narrow(1, begin, widths.at(static_cast<std::size_t>(k))).contiguous();
 }
 
 std::vector<torch::Tensor> VerticalModel::parameters() const {
@@ -56,19 +79,24 @@ std::vector<torch::Tensor> VerticalModel::parameters() const {
   return out;
 }
 
+std::int64_t VerticalModel::joined_width() const {
+  if (join == JoinMode::kSum) return widths.at(0);
+  return std::accumulate(widths.begin(), widths.end(), std::int64_t{0});
+}
+
 void VerticalModel::train(bool on) {
   for (auto& f : fronts) f->train(on);
   back->train(on);
 }
 
 VerticalModel build_vertical(const std::vector<std::int64_t>& input_shape, int parties, std::int64_t classes,
-                             std::uint64_t seed) {
+                             std::uint64_t seed, JoinMode join) {
   const bool image = input_shape.size() == 3;
   if (!image && input_shape.size() != 1)
     throw ConfigError("vertical: input_shape must be [C, H, W] (images) or [F] (a table's features)");
   torch::manual_seed(seed);
   VerticalModel m;
-  std::int64_t features = 0;
+  m.join = join;
   for (int k = 0; k < parties; ++k) {
     const auto cols = columns_of(input_shape.back(), parties, k);
     auto shape = input_shape;
@@ -84,10 +112,14 @@ VerticalModel build_vertical(const std::vector<std::int64_t>& input_shape, int p
       spec = fmt::format("linear({},64) relu", cols.size());
     }
     m.fronts.push_back(model::build(spec));
-    const auto out = model::output_shape(m.fronts.back(), shape);
-    features += c10::multiply_integers(out);
+    m.widths.push_back(c10::multiply_integers(model::output_shape(m.fronts.back(), shape)));
   }
-  m.back = model::build(fmt::format("linear({},512) relu linear(512,{})", features, classes));
+  for (const auto w : m.widths)
+    if (join == JoinMode::kSum && w != m.widths[0])
+      throw ConfigError(fmt::format("vertical: \"sum\" joins cuts of one width, but party 0's has {} features and "
+                                    "another's {}; join them by \"concat\" or take a number of parties that "
+                                    "divides the columns evenly", m.widths[0], w));
+  m.back = model::build(fmt::format("linear({},512) relu linear(512,{})", m.joined_width(), classes));
   return m;
 }
 

@@ -311,32 +311,42 @@ std::vector<std::size_t> shared_order(const PsiParty& party, std::vector<std::si
   return common;
 }
 
+Coordination coordinate(const PsiParty& coordinator, const std::vector<std::vector<std::uint8_t>>& round1,
+                        const std::vector<std::vector<std::uint8_t>>& round2) {
+  const std::size_t k = round1.size();
+  if (round2.size() != k) throw InternalError("coordinate: one round 1 and one round 2 per party");
+  // Party 0's round 2 for each other party (kept, never sent).
+  std::vector<std::vector<std::uint8_t>> kept(k);
+  Coordination c;
+  c.common.resize(coordinator.ids().size());
+  std::iota(c.common.begin(), c.common.end(), std::size_t{0});
+  for (std::size_t i = 1; i < k; ++i) {
+    kept[i] = coordinator.reblind(round1[i].data(), round1[i].size());
+    const auto pair = coordinator.intersect(round2[i].data(), round2[i].size(), kept[i].data(), kept[i].size());
+    std::vector<std::size_t> both;
+    std::set_intersection(c.common.begin(), c.common.end(), pair.begin(), pair.end(), std::back_inserter(both));
+    c.common.swap(both);
+  }
+  c.positions.resize(k);
+  for (std::size_t i = 1; i < k; ++i)
+    c.positions[i] =
+        coordinator.positions_of(c.common, round2[i].data(), round2[i].size(), kept[i].data(), kept[i].size());
+  return c;
+}
+
 std::vector<std::vector<std::size_t>> align(const std::vector<PsiParty*>& parties) {
   if (parties.empty()) return {};
   PsiParty& coordinator = *parties[0];
   const std::size_t k = parties.size();
-  // Per other party i: its round 2 for party 0 (sent), party 0's for it (kept by party 0).
-  std::vector<std::vector<std::uint8_t>> from_party(k), kept(k);
-  std::vector<std::size_t> common(coordinator.ids().size());
-  std::iota(common.begin(), common.end(), std::size_t{0});
-  const auto& ours = coordinator.blinded();
+  std::vector<std::vector<std::uint8_t>> round1(k), round2(k);
   for (std::size_t i = 1; i < k; ++i) {
-    const auto& theirs = parties[i]->blinded();
-    kept[i] = coordinator.reblind(theirs.data(), theirs.size());
-    from_party[i] = parties[i]->reblind(ours.data(), ours.size());
-    const auto pair =
-        coordinator.intersect(from_party[i].data(), from_party[i].size(), kept[i].data(), kept[i].size());
-    std::vector<std::size_t> both;
-    std::set_intersection(common.begin(), common.end(), pair.begin(), pair.end(), std::back_inserter(both));
-    common.swap(both);
+    round1[i] = parties[i]->blinded();
+    round2[i] = parties[i]->reblind(coordinator.blinded().data(), coordinator.blinded().size());
   }
+  const auto c = coordinate(coordinator, round1, round2);
   std::vector<std::vector<std::size_t>> out(k);
-  out[0] = shared_order(coordinator, common);
-  for (std::size_t i = 1; i < k; ++i) {
-    const auto positions = coordinator.positions_of(common, from_party[i].data(), from_party[i].size(),
-                                                    kept[i].data(), kept[i].size());
-    out[i] = shared_order(*parties[i], parties[i]->indices_at(positions));
-  }
+  out[0] = shared_order(coordinator, c.common);
+  for (std::size_t i = 1; i < k; ++i) out[i] = shared_order(*parties[i], parties[i]->indices_at(c.positions[i]));
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cutlayer/client/vertical_party.h"
 #include "cutlayer/cut/options.h"
 #include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/state/checkpoint.h"
@@ -35,6 +36,9 @@ struct ClientConfig {
   sync::SyncOptions sync;       // the "sync" object: aggregation of the fronts across clients
   cut::CutOptions cut;          // the "cut" object: how activations and gradients cross the wire
   state::CheckpointOptions checkpoint;  // the "checkpoint" object; sealed with client_key
+  // the "vertical" object: this client is one party of vertical split learning
+  bool has_vertical = false;
+  VerticalPartyOptions vertical;
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.

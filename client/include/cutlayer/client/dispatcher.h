@@ -56,6 +56,11 @@ class Dispatcher {
   // names it in the timeout's error.
   template <class Meta>
   Reply<Meta> await_first(const std::string& what);
+  // The next message of type Meta that `match` takes (PSI rounds, by round and party).
+  template <class Meta>
+  Reply<Meta> await_where(const std::function<bool(const Meta&)>& match, const std::function<std::string()>& what) {
+    return await_if<Meta>(match, what);
+  }
   // Returns once done() holds: checked first and after every message handed on.
   // `what` names what was awaited, for the timeout's error.
   void wait_for(const std::function<bool()>& done, const std::function<std::string()>& what);

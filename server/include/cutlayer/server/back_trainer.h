@@ -67,6 +67,10 @@ class BackTrainer {
   using Outbox = std::vector<std::pair<std::uint64_t, wire::Message>>;
 
   explicit BackTrainer(const train::TrainOptions& options, TrainerLimits limits = {});
+  // A back the caller built, taking cuts of `cut_shape` (vertical split learning: the back
+  // over the parties' joined cuts, whose Joins VerticalJoin checks instead of check_join).
+  BackTrainer(const train::TrainOptions& options, torch::nn::Sequential back, std::vector<std::int64_t> cut_shape,
+              TrainerLimits limits = {});
 
   // Why `join` cannot be served (model, mode or cut shape differ), or nullopt.
   std::optional<std::string> check_join(const wire::Join& join) const;
@@ -143,6 +147,7 @@ class BackTrainer {
   void defer(std::uint64_t session, const wire::Activations& a, cut::Received cut);
   void drop_deferred(std::uint64_t session);
   void drain(Outbox& out, Clock::time_point now);
+  void init_back(torch::nn::Sequential back, std::vector<std::int64_t> cut_shape);
 
   train::TrainOptions options_;
   model::SplitSpec spec_;

@@ -7,6 +7,7 @@
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/server/service.h"
+#include "cutlayer/server/vertical_join.h"
 #include "cutlayer/state/checkpoint.h"
 #include "cutlayer/train/train_options.h"
 
@@ -37,6 +38,10 @@ struct ServerConfig {
   // refusals_to_evict, refusal_window_ms, rejoin_after_eviction_ms)
   ServiceLimits limits;
   double max_abs_value = kDefaultMaxAbsValue;
+  // vertical split learning: the "vertical" object (parties hold different features of the
+  // same people; docs/vertical.md); absent: horizontal clients
+  bool has_vertical = false;
+  VerticalOptions vertical;
   // the "checkpoint" object: sealed checkpoints of the back (and replica), under server_key
   state::CheckpointOptions checkpoint;
 };

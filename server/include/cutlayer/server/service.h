@@ -20,6 +20,7 @@
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/server/checkpoints.h"
 #include "cutlayer/server/report.h"
+#include "cutlayer/server/vertical_join.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/transport/server_transport.h"
 
@@ -45,6 +46,9 @@ class Service {
 
   // Checkpoints written as training goes (null: none).
   void set_checkpoints(ServerCheckpoints* c) { checkpoints_ = c; }
+  // Vertical split learning: joins are parties, their PSI rounds and cuts go through it
+  // (null: horizontal clients).
+  void set_vertical(VerticalJoin* v) { vertical_ = v; }
   // Polls and handles events until `stop` is set.
   void run(const std::atomic<bool>& stop);
   // Handles one event (public for tests).
@@ -67,6 +71,9 @@ class Service {
   // past its refusals.
   void refuse(std::uint64_t session, const std::string& text);
   void evict(std::uint64_t session, const std::string& name, const std::string& last);
+  // Sends what `r` holds and ends the sessions it names (each told why; not refusals).
+  void apply(VerticalJoin::Result r);
+  void on_vertical(transport::Received& rx);
   std::string name_of(std::uint64_t session) const;
   void report();
   void report_round();
@@ -76,6 +83,7 @@ class Service {
   train::MetricsFile* metrics_;
   Aggregator* aggregator_;
   ServerCheckpoints* checkpoints_ = nullptr;
+  VerticalJoin* vertical_ = nullptr;
   ServiceLimits limits_;
   struct Client {
     std::string name;

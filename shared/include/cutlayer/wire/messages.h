@@ -17,8 +17,9 @@ constexpr std::size_t kMaxText = 4096;
 constexpr std::size_t kMaxDims = 8;
 constexpr std::size_t kFingerprintHex = 64;  // a SHA-256 in hex
 // 2: JoinAck.steps_held, Join.inference; 3: Join's fingerprints; 4: shared K-FAC factors
-// (SparseGrad.kfac_tensors, Update.kfac, ModelSnapshot.kfac); 5: Join.cut (compressed cut)
-constexpr std::uint32_t kProtocolVersion = 5;
+// (SparseGrad.kfac_tensors, Update.kfac, ModelSnapshot.kfac); 5: Join.cut (compressed cut);
+// 6: vertical split learning (Join.vertical_party/vertical_parties, Psi)
+constexpr std::uint32_t kProtocolVersion = 6;
 constexpr std::uint64_t kStepsUnknown = ~std::uint64_t{0};
 
 // How cut values travel (the client's config "cut"): float32, bfloat16, float16, or int8
@@ -60,6 +61,9 @@ struct Join {
   // not its own, and a back the client knows ("" when it holds none) that is not its own.
   std::string front_fingerprint, head_fingerprint, back_fingerprint;
   CutCoding cut;  // how this client's cut travels (the server refuses what it cannot decode)
+  // Vertical split learning: this party's index among `vertical_parties` (0: none, a
+  // horizontal client); `samples` is then the count of sample IDs it brings to the PSI.
+  std::uint32_t vertical_party = 0, vertical_parties = 0;
   template <class A>
   void serialize(A& ar) {
     ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
@@ -67,7 +71,7 @@ struct Join {
        samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"), flag(inference, "Join.inference"),
        bounded(front_fingerprint, kFingerprintHex, "Join.front_fingerprint"),
        bounded(head_fingerprint, kFingerprintHex, "Join.head_fingerprint"),
-       bounded(back_fingerprint, kFingerprintHex, "Join.back_fingerprint"), cut);
+       bounded(back_fingerprint, kFingerprintHex, "Join.back_fingerprint"), cut, vertical_party, vertical_parties);
   }
 };
 
@@ -285,6 +289,24 @@ struct EvalResult {
   template <class A>
   void serialize(A& ar) {
     ar(id, loss, accuracy, samples);
+  }
+};
+
+// Vertical split learning: one round of the parties' private set intersection
+// (vertical/psi.h), relayed by the server between party 0 and another party. From a party
+// `peer` is the party it is for, from the server the party it came from. Round 0 (no
+// tensor): from a party, "joined and listening"; from the server to every party once all
+// are, "start"; 1: blinded points, uint8
+// [n x 32]; 2: a party's re-blinded tags of party 0's points, uint8 [n x 16] (to party 0
+// only); 3: party 0's answer, the positions of the common IDs in the party's round 1, int64
+// [m]. The server checks each round's size against the counts announced at Join.
+struct Psi {
+  static constexpr MsgType kType = MsgType::kPsi;
+  std::uint8_t round = 0;
+  std::uint32_t peer = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(round, peer);
   }
 };
 

@@ -25,8 +25,9 @@ enum class MsgType : std::uint16_t {
   kHeadGrad = 16,           // U-shaped: dL/d(server output) from the client's head
   kSyncReject = 17,         // aggregation: a contribution the server did not use
   kSnapshotRequest = 18,    // aggregation: a joined client asks for the current front
+  kPsi = 19,                // vertical: a private-set-intersection round, relayed by the server
 };
-constexpr std::uint16_t kMaxMsgType = 18;
+constexpr std::uint16_t kMaxMsgType = 19;
 
 bool is_valid_msg_type(std::uint16_t code);
 std::string_view msg_type_name(MsgType t);

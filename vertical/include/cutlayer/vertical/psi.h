@@ -93,6 +93,17 @@ class PsiParty {
   void blind_own();                              // round 1 (the constructor's work)
 };
 
+// Party 0's side of the star below, over any transport: from each other party i's round 1
+// (`round1[i]`) and its round 2 for party 0's round 1 (`round2[i]`; entries 0 unused),
+// the indices into party 0's ids() that all parties hold (ascending) and, per party, the
+// positions to send it (positions_of). Throws ProtocolError for bad points or sizes.
+struct Coordination {
+  std::vector<std::size_t> common;
+  std::vector<std::vector<std::uint32_t>> positions;  // by party; entry 0 empty
+};
+Coordination coordinate(const PsiParty& coordinator, const std::vector<std::vector<std::uint8_t>>& round1,
+                        const std::vector<std::vector<std::uint8_t>>& round2);
+
 // K parties, star-shaped around party 0 (the coordinator, e.g. the one with the labels):
 // party 0 runs the rounds above with each other party, intersects the results and tells
 // each party the positions of its own round-1 points that all parties hold. Every party

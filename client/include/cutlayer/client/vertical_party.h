@@ -1,0 +1,90 @@
+// One party of vertical split learning (docs/vertical.md): it holds some features (a strip
+// of each image, a group of a table's columns) of some people, named by sample IDs. It
+// joins the server as party `party` of `parties`, finds the people every party holds by the
+// private set intersection relayed by the server (vertical/psi.h; party 0 coordinates),
+// then trains its front on them in the shared order: each step it sends its cut of the
+// batch (party 0, the active party, with the labels), the server joins all parties' cuts
+// and answers each with its share of the gradient. Test evaluation goes the same way over
+// the test split, which every party holds whole (its own strip of each test sample).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cutlayer/client/dispatcher.h"
+#include "cutlayer/data/dataset.h"
+#include "cutlayer/privacy/nopeek.h"
+#include "cutlayer/train/train_options.h"
+#include "cutlayer/transport/client_transport.h"
+#include "cutlayer/vertical/parties.h"
+
+namespace cutlayer::vertical {
+class PsiParty;
+}
+
+namespace cutlayer::client {
+
+// The client config's "vertical" object.
+struct VerticalPartyOptions {
+  int party = 0, parties = 2;
+  // Demo data: this party holds a seeded random `keep` of the training set's rows (its
+  // own draw, from train.seed and its index), with IDs `id_prefix` + the row number.
+  double keep = 0.8;
+  std::string id_prefix = "person-";
+  std::string join = "concat";  // must be the server's vertical.join (the front's cut follows it)
+  std::chrono::milliseconds start_timeout{600000};  // waiting for the other parties to join
+};
+
+class VerticalParty {
+ public:
+  struct Options {
+    std::string name = "party";
+    train::TrainOptions train;
+    privacy::NoPeekOptions nopeek;
+    VerticalPartyOptions vertical;
+    std::chrono::milliseconds reply_timeout{120000};
+  };
+  VerticalParty(transport::ClientTransport& link, Options options);
+  ~VerticalParty();
+
+  // Joins, aligns, trains until done (or `stop`), evaluates, leaves. Returns a JSON summary.
+  std::string run(const std::atomic<bool>& stop);
+
+ private:
+  struct Totals {
+    std::int64_t steps = 0, samples = 0;
+    double last_loss = 0, seconds = 0;
+  };
+  struct StepResult {
+    double loss = 0, dcor = 0;
+    std::int64_t correct = 0;
+  };
+  void join();
+  std::vector<std::int64_t> align();  // the training rows all parties hold, in the shared order
+  std::vector<std::size_t> coordinate(vertical::PsiParty& psi);
+  std::vector<std::size_t> follow(vertical::PsiParty& psi);
+  StepResult step(const torch::Tensor& x, const torch::Tensor& y, std::int64_t step);
+  Totals train_loop(const data::Dataset& set, const std::atomic<bool>& stop);
+  std::pair<double, double> evaluate();  // test accuracy, loss (-1, -1 without a test split)
+  bool active() const { return options_.vertical.party == 0; }
+
+  transport::ClientTransport& link_;
+  Options options_;
+  Dispatcher dispatch_;
+  data::Split data_;        // this party's strip of every sample
+  std::vector<std::int64_t> rows_;  // the training rows it holds, in row order
+  std::vector<std::string> ids_;    // their IDs
+  torch::nn::Sequential front_;
+  std::int64_t width_ = 0;  // the cut's features per sample
+  std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::int64_t aligned_ = 0;
+  double psi_seconds_ = 0;
+  std::uint64_t eval_id_ = 1ull << 62;
+};
+
+}  // namespace cutlayer::client
