@@ -6,8 +6,10 @@
 # By default the clients also keep one shared front: fmnist-deep-front (conv1, conv2 and
 # fc1 on the clients, ~0.58M parameters), each step's front gradient gaussiank-sparsified
 # to 1% with error feedback and aggregated by the server, synchronously.
-# Options: EPOCHS=1 (per client) MODE=vanilla|u-shaped SYNC=1|0 (0: fmnist-cnn, each
-# client's front its own; U-shaped runs use SYNC=0)
+# Options: EPOCHS=1 (per client) MODE=vanilla|u-shaped|vertical SYNC=1|0 (0: fmnist-cnn,
+# each client's front its own; U-shaped runs use SYNC=0)
+# MODE=vertical: vertical split learning, parties holding different features of the same
+# people (scripts/demo-vertical.sh; PARTIES=2, TABLE=1 for a table instead of images)
 # EXAMPLE=resnet|ushaped|tabular: a user's own TorchScript model instead (examples/own-model:
 # make_models.py writes the files with Debian's python3-torch; the example's configs set
 # the rest; EPOCHS then defaults to the example's own)
@@ -15,6 +17,7 @@ set -euo pipefail
 [[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+[ "${MODE:-}" = vertical ] && exec bash scripts/demo-vertical.sh
 bin=build/bin run=run/demo mode=${MODE:-vanilla}
 epochs=(--epochs "${EPOCHS:-1}")
 sync=${SYNC:-1}

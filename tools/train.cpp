@@ -73,6 +73,9 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--vertical-keep", f.vertical.keep, "with --vertical: each party's share of the people")
       ->check(CLI::Range(0.01, 1.0))
       ->needs(vertical);
+  app.add_option("--vertical-join", f.vertical.join, "with --vertical: how the back joins the parties' cuts")
+      ->check(CLI::IsMember({"concat", "sum"}))
+      ->needs(vertical);
 }
 
 // The config file with the flags laid over it.

@@ -78,7 +78,7 @@ std::int64_t classes_of(const data::Split& d) {
 vertical::VerticalModel build_model(const std::vector<std::int64_t>& shape, const VerticalRun& v, std::int64_t classes,
                                     std::uint64_t seed) {
   try {
-    return vertical::build_vertical(shape, v.parties, classes, seed);
+    return vertical::build_vertical(shape, v.parties, classes, seed, vertical::join_mode(v.join, "--vertical-join"));
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("--vertical ") + std::to_string(v.parties) + ": " + e.what() +
                       "; choose fewer parties");
@@ -163,6 +163,7 @@ int run_vertical(const ClientTrainConfig& cfg, const VerticalRun& v) {
       .add("mode", "vertical")
       .add("parties", v.parties)
       .add("keep", v.keep, 3)
+      .add("join", v.join)
       .add("people", data.train.size())
       .add("aligned", static_cast<std::int64_t>(rows.size()))
       .add("psi_s", psi_s, 3)

@@ -14,6 +14,7 @@ namespace cutlayer::tools {
 struct VerticalRun {
   int parties = 0;    // 0: not a vertical run
   double keep = 0.8;  // each party's share of the people
+  std::string join = "concat";  // how the back joins the parties' cuts (vertical/parties.h)
 };
 
 // Trains and prints the JSON summary; returns the exit status.

@@ -235,12 +235,25 @@ std::pair<double, double> VerticalParty::evaluate() {
 
 std::string VerticalParty::run(const std::atomic<bool>& stop) {
   dispatch_.set_stop(&stop);
-  join();
-  const auto local = align();
+  std::vector<std::int64_t> local;
+  try {
+    join();
+    local = align();
+  } catch (const Interrupted&) {
+    link_.leave("interrupted");
+    return ClientSummary::interrupted(options_.name).str();
+  }
   const auto train_set = data_.train.subset(local);
   const auto before = link_.stats().bytes_out + link_.stats().bytes_in;
-  const auto t = train_loop(train_set, stop);
-  const auto train_bytes = link_.stats().bytes_out + link_.stats().bytes_in - before;
+  Totals t;
+  // A SIGINT/SIGTERM during a wait for the server ends the wait (Interrupted); the party
+  // then leaves cleanly as between steps, and the server ends the others' sessions.
+  try {
+    t = train_loop(train_set, stop);
+  } catch (const Interrupted&) {
+    log::get("client")->info("{}: interrupted while waiting for the server", options_.name);
+  }
+  t.train_bytes = link_.stats().bytes_out + link_.stats().bytes_in - before;
   const auto [acc, loss] = stop ? std::pair<double, double>{-1, -1} : evaluate();
   if (acc >= 0) log::get("client")->info("test accuracy {:.4f}, test loss {:.4f}", acc, loss);
   if (acc >= 0 && !options_.train.metrics_file.empty()) {
@@ -248,6 +261,10 @@ std::string VerticalParty::run(const std::atomic<bool>& stop) {
     metrics.write(report::Json().add("step", t.steps).add("test_acc", acc, 4).add("test_loss", loss, 4).add("final", true));
   }
   link_.leave(stop ? "interrupted" : "training done");
+  return summary(t, acc, loss).str();
+}
+
+report::Json VerticalParty::summary(const Totals& t, double acc, double loss) const {
   const auto& ts = link_.stats();
   const auto h = state::values_hash({front_.ptr().get()});
   report::Json j;
@@ -268,9 +285,9 @@ std::string VerticalParty::run(const std::atomic<bool>& stop) {
       .add("test_loss", loss, 4)
       .add("bytes_up", ts.bytes_out)
       .add("bytes_down", ts.bytes_in)
-      .add("bytes_per_step", t.steps > 0 ? static_cast<double>(train_bytes) / t.steps : 0.0, 1)
+      .add("bytes_per_step", t.steps > 0 ? static_cast<double>(t.train_bytes) / t.steps : 0.0, 1)
       .add("model_sha256", crypto::to_hex(h.data(), h.size()));
-  return j.str();
+  return j;
 }
 
 }  // namespace cutlayer::client

@@ -123,9 +123,7 @@ void Service::on_join(const transport::JoinRequest& req) {
   if (vertical_) {
     log::get("server")->info("client '{}' joined as party {} of {} ({} sample IDs)", req.client_name,
                              req.join.vertical_party, req.join.vertical_parties, req.join.samples);
-    auto out = vertical_->admit(session, req.client_name, req.join);
-    if (!out.empty()) log::get("server")->info("all {} parties joined: private set intersection", out.size());
-    send_all(out);
+    vertical_->admit(session, req.client_name, req.join);
     return;
   }
   if (trainer_) trainer_->name_session(session, req.client_name);
@@ -229,8 +227,11 @@ void Service::apply(VerticalJoin::Result r) {
 // A vertical party's PSI round or cut.
 void Service::on_vertical(transport::Received& rx) {
   if (rx.message.type == wire::MsgType::kPsi) {
-    auto out = vertical_->psi(rx.session_id, rx.message);
-    send_all(out);
+    auto r = vertical_->psi(rx.session_id, rx.message);
+    if (!r.out.empty() && r.out[0].second.type == wire::MsgType::kPsi && wire::meta_as<wire::Psi>(r.out[0].second).round == 0)
+      log::get("server")->info("all {} parties ready: their private set intersection starts",
+                               vertical_->options().parties);
+    apply(std::move(r));
     return;
   }
   apply(vertical_->cut(rx.session_id, rx.message));

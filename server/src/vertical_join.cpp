@@ -49,6 +49,8 @@ std::optional<std::string> VerticalJoin::check_join(const wire::Join& j) const {
                        j.vertical_parties);
   if (j.vertical_party >= static_cast<std::uint32_t>(k))
     return fmt::format("vertical.party must be in [0, {}), got {}", k, j.vertical_party);
+  if (gone_)
+    return "a party of the last cohort left (" + gone_->reason + "); join again once the others have gone";
   if (const auto& p = parties_[j.vertical_party])
     return fmt::format("party {} has joined already (as '{}'); each party joins once", j.vertical_party, p->name);
   if (j.model != "vertical")
@@ -67,10 +69,9 @@ std::optional<std::string> VerticalJoin::check_join(const wire::Join& j) const {
   return std::nullopt;
 }
 
-VerticalJoin::Outbox VerticalJoin::admit(std::uint64_t session, const std::string& name, const wire::Join& join) {
+void VerticalJoin::admit(std::uint64_t session, const std::string& name, const wire::Join& join) {
   auto& slot = parties_.at(join.vertical_party);
   slot = Party{session, name, join.samples, std::vector<bool>(parties_.size(), false)};
-  return {};
 }
 
 // Round 0 from a party: it is listening on its sealed channel (what the server sends
@@ -127,11 +128,12 @@ void VerticalJoin::check_psi(int from, int to, std::uint8_t round, const torch::
   }
 }
 
-VerticalJoin::Outbox VerticalJoin::psi(std::uint64_t session, const wire::Message& msg) {
+VerticalJoin::Result VerticalJoin::psi(std::uint64_t session, const wire::Message& msg) {
   const auto from = index_of(session);
   if (!from) throw ProtocolError("Psi from a session that is not a vertical party");
+  if (gone_) return end_all(gone_->reason);
   const auto m = wire::meta_as<wire::Psi>(msg);
-  if (m.round == 0 && msg.tensors.empty()) return ready(*from);
+  if (m.round == 0 && msg.tensors.empty()) return {ready(*from), {}};
   if (!started())
     throw ProtocolError(fmt::format("Psi before all {} parties are ready (wait for round 0)", options_.parties));
   if (msg.tensors.size() != 1) throw ProtocolError("Psi carries exactly one tensor");
@@ -142,10 +144,10 @@ VerticalJoin::Outbox VerticalJoin::psi(std::uint64_t session, const wire::Messag
   if (m.round == 1) f.round1_to[static_cast<std::size_t>(to)] = true;
   if (m.round == 2) p.round2 = true;
   if (m.round == 3) p.round3 = true;
-  Outbox out;
-  out.emplace_back(parties_[static_cast<std::size_t>(to)]->session,
-                   wire::make_message(wire::Psi{m.round, static_cast<std::uint32_t>(*from)}, {msg.tensors[0]}));
-  return out;
+  Result r;
+  r.out.emplace_back(parties_[static_cast<std::size_t>(to)]->session,
+                     wire::make_message(wire::Psi{m.round, static_cast<std::uint32_t>(*from)}, {msg.tensors[0]}));
+  return r;
 }
 
 // Party k's cut of a step as the back takes it (and, from party 0, the labels).
@@ -158,16 +160,27 @@ torch::Tensor VerticalJoin::check_cut(int k, const wire::Activations& a, const w
   if (msg.tensors.size() != (active ? 2u : 1u))
     throw ProtocolError(fmt::format("a party's Activations carry {} tensor(s): its cut{}", active ? 2 : 1,
                                     active ? " and the labels" : ""));
-  const auto received = cut::decode_activations({msg.tensors[0]}, wire::CutCoding{}, {widths_[static_cast<std::size_t>(k)]},
-                                                BackTrainer::kMaxBatch, trainer_.limits().max_abs_value);
-  if (active) labels = msg.tensors[1];
-  return received.z;
+  // Summed, K cuts within max_abs_value / K stay within max_abs_value: no party's cut,
+  // however large, makes the joined cut the back refuses.
+  const double bound = trainer_.limits().max_abs_value / (options_.join == vertical::JoinMode::kSum ? options_.parties : 1);
+  auto z = cut::decode_activations({msg.tensors[0]}, wire::CutCoding{}, {widths_[static_cast<std::size_t>(k)]},
+                                   BackTrainer::kMaxBatch, bound)
+               .z;
+  if (!active) return z;
+  const auto& y = msg.tensors[1];
+  if (y.scalar_type() != torch::kInt64 || y.dim() != 1 || y.size(0) != z.size(0))
+    throw ProtocolError("party 0's labels must be int64 [B] matching its cut");
+  if (y.numel() > 0 && (y.min().item<std::int64_t>() < 0 || y.max().item<std::int64_t>() >= trainer_.classes()))
+    throw ProtocolError("party 0's labels must be class numbers in [0, " + std::to_string(trainer_.classes()) + ")");
+  labels = y;
+  return z;
 }
 
 VerticalJoin::Result VerticalJoin::cut(std::uint64_t session, const wire::Message& msg, Clock::time_point now) {
   const auto k = index_of(session);
   if (!k) throw ProtocolError("Activations from a session that is not a vertical party");
-  if (!started()) throw ProtocolError(fmt::format("a cut before all {} parties have joined", options_.parties));
+  if (gone_) return end_all(gone_->reason);
+  if (!started()) throw ProtocolError(fmt::format("a cut before all {} parties are ready", options_.parties));
   const auto a = wire::meta_as<wire::Activations>(msg);
   torch::Tensor labels;
   auto z = check_cut(*k, a, msg, labels);
@@ -194,6 +207,7 @@ VerticalJoin::Result VerticalJoin::cut(std::uint64_t session, const wire::Messag
 VerticalJoin::Result VerticalJoin::take_step() {
   auto a = std::move(*assembly_);
   assembly_.reset();
+  stepped_ = true;
   auto joined = vertical::join_cuts(a.cuts, options_.join);
   auto msg = wire::make_message(wire::Activations{a.step, true, a.train}, {joined, a.labels});
   Outbox replies;
@@ -216,6 +230,7 @@ VerticalJoin::Result VerticalJoin::take_step() {
 }
 
 VerticalJoin::Result VerticalJoin::tick(Clock::time_point now) {
+  if (gone_ && now >= gone_->deadline) return end_all(gone_->reason);
   if (!assembly_ || now < assembly_->deadline) return {};
   std::string late;
   for (std::size_t k = 0; k < parties_.size(); ++k)
@@ -226,12 +241,23 @@ VerticalJoin::Result VerticalJoin::tick(Clock::time_point now) {
                              options_.step_timeout.count()));
 }
 
-VerticalJoin::Result VerticalJoin::left(std::uint64_t session, const std::string& why) {
+// Between steps, the others may be done too (their Leave is on its way): they get
+// kLeaveGrace to leave on their own, and are ended at their next message or after it.
+// During the PSI or a step they wait on the party that left: ended now.
+VerticalJoin::Result VerticalJoin::left(std::uint64_t session, const std::string& why, Clock::time_point now) {
   const auto k = index_of(session);
   if (!k) return {};
   const auto name = parties_[static_cast<std::size_t>(*k)]->name;
   parties_[static_cast<std::size_t>(*k)].reset();
-  return end_all(fmt::format("party {} ('{}') left ({})", *k, name, why));
+  const auto reason = gone_ ? gone_->reason : fmt::format("party {} ('{}') left ({})", *k, name, why);
+  if (joined() == 0) {
+    gone_.reset();
+    stepped_ = false;
+    return {};
+  }
+  if (assembly_ || !stepped_) return end_all(reason);
+  if (!gone_) gone_ = Gone{reason, now + kLeaveGrace};
+  return {};
 }
 
 VerticalJoin::Result VerticalJoin::end_all(const std::string& reason) {
@@ -243,6 +269,8 @@ VerticalJoin::Result VerticalJoin::end_all(const std::string& reason) {
     if (p) r.end.push_back({p->session, text});
   for (auto& p : parties_) p.reset();
   assembly_.reset();
+  gone_.reset();
+  stepped_ = false;
   return r;
 }
 

@@ -19,6 +19,7 @@
 #include "cutlayer/client/dispatcher.h"
 #include "cutlayer/data/dataset.h"
 #include "cutlayer/privacy/nopeek.h"
+#include "cutlayer/report/json.h"
 #include "cutlayer/train/train_options.h"
 #include "cutlayer/transport/client_transport.h"
 #include "cutlayer/vertical/parties.h"
@@ -59,6 +60,7 @@ class VerticalParty {
   struct Totals {
     std::int64_t steps = 0, samples = 0;
     double last_loss = 0, seconds = 0;
+    std::uint64_t train_bytes = 0;  // both ways, over the training steps
   };
   struct StepResult {
     double loss = 0, dcor = 0;
@@ -71,6 +73,7 @@ class VerticalParty {
   StepResult step(const torch::Tensor& x, const torch::Tensor& y, std::int64_t step);
   Totals train_loop(const data::Dataset& set, const std::atomic<bool>& stop);
   std::pair<double, double> evaluate();  // test accuracy, loss (-1, -1 without a test split)
+  report::Json summary(const Totals& t, double acc, double loss) const;
   bool active() const { return options_.vertical.party == 0; }
 
   transport::ClientTransport& link_;

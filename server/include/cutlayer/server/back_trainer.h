@@ -75,6 +75,7 @@ class BackTrainer {
   // Why `join` cannot be served (model, mode or cut shape differ), or nullopt.
   std::optional<std::string> check_join(const wire::Join& join) const;
   const std::vector<std::int64_t>& cut_shape() const { return cut_shape_; }
+  std::int64_t classes() const { return classes_; }  // the back's output width (vanilla)
 
   // Activations or HeadGrad from `session`. Returns the replies to send now, as
   // (session, message) pairs: U-shaped steps of different clients are serialized, so a

@@ -8,7 +8,9 @@
 // Defined behaviour when a party fails the others (docs/vertical.md): a party that leaves,
 // is late past step_timeout with its cut, or sends a step out of line with the others ends
 // the session of every party, with an Error naming it; training cannot go on with a
-// column missing. The BackTrainer's model stays; a new cohort may join.
+// column missing (a party that leaves between steps: the others have kLeaveGrace to leave
+// on their own, as parties that are done do). The BackTrainer's model stays; a new cohort
+// may join.
 #pragma once
 
 #include <chrono>
@@ -57,17 +59,19 @@ class VerticalJoin {
   // Why `join` cannot be a party here, or nullopt.
   std::optional<std::string> check_join(const wire::Join& join) const;
   // An accepted party.
-  Outbox admit(std::uint64_t session, const std::string& name, const wire::Join& join);
+  void admit(std::uint64_t session, const std::string& name, const wire::Join& join);
   // A PSI round from `session`, checked and relayed: round 0 (no tensor) says the party
   // listens; once all K do, round 0 goes to every party. ProtocolError when a round is out
   // of turn or its size is not the announced one.
-  Outbox psi(std::uint64_t session, const wire::Message& msg);
+  Result psi(std::uint64_t session, const wire::Message& msg);
   // A party's cut of a step (Activations). ProtocolError for a malformed cut.
   Result cut(std::uint64_t session, const wire::Message& msg, Clock::time_point now = Clock::now());
   // Ends the sessions when a step's cuts are overdue.
   Result tick(Clock::time_point now = Clock::now());
-  // A party's session ended: the others' end too.
-  Result left(std::uint64_t session, const std::string& why);
+  // A party's session ended: the others' end too (between steps, after kLeaveGrace or at
+  // their next message, so that parties that are done leave on their own).
+  Result left(std::uint64_t session, const std::string& why, Clock::time_point now = Clock::now());
+  static constexpr std::chrono::milliseconds kLeaveGrace{5000};
 
   bool is_party(std::uint64_t session) const { return index_of(session).has_value(); }
   int joined() const;
@@ -103,6 +107,12 @@ class VerticalJoin {
   std::vector<std::int64_t> widths_;
   std::vector<std::optional<Party>> parties_;
   std::optional<Assembly> assembly_;
+  struct Gone {  // a party left between steps: the others are ended at the deadline
+    std::string reason;
+    Clock::time_point deadline;
+  };
+  std::optional<Gone> gone_;
+  bool stepped_ = false;  // this cohort has taken a step (its PSI is done)
 };
 
 }  // namespace cutlayer::server
