@@ -17,6 +17,8 @@ ClientTrainConfig load_client_train_config(const std::string& path) {
   t.client_key = c.client_key;
   t.cut = c.cut;
   t.checkpoint = c.checkpoint;
+  if (c.has_vertical)
+    t.vertical = {c.vertical.party, c.vertical.parties, c.vertical.keep, c.vertical.join};
   return t;
 }
 

@@ -21,6 +21,13 @@ struct ClientTrainConfig {
   std::string client_key;
   cut::CutOptions cut;  // the cut's compression, simulated (cut::through_cut)
   state::CheckpointOptions checkpoint;
+  // The "vertical" object of a party's config (parties 0: none): cutlayer-train runs the
+  // monolithic reference of its run, cutlayer-leakage measures this party's cut.
+  struct Vertical {
+    int party = 0, parties = 0;
+    double keep = 0.8;
+    std::string join = "concat";
+  } vertical;
 };
 // Reads the file as cutlayer-client does, and requires its "train" object. Throws
 // ConfigError naming the file, the field and the fix.

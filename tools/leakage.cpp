@@ -12,6 +12,8 @@
 //     the client's head, dL/dh comes back) while recording the dL/dh rows the server
 //     receives; then the norm and cosine attacks of Li et al. 2021 score each example
 //     one-vs-rest per class -> ROC AUC (0.5: nothing learnt);
+//  A vertical party's config (its "vertical" object, saved with cutlayer-client
+//  --save-front): its front and its strip of each image, so each party's cut is measured.
 //  d. outputs: report.json, report.md, and x/z/y/recon .npy files (NumPy format) so that
 //     outside tools can check every number; scripts/plot-leakage.py draws the image grid.
 #include <CLI/CLI.hpp>
@@ -36,6 +38,7 @@
 #include "cutlayer/train/loop.h"
 #include "client_train_config.h"
 #include "cutlayer/train/optimizer.h"
+#include "cutlayer/vertical/parties.h"
 
 using namespace cutlayer;
 
@@ -85,6 +88,19 @@ torch::nn::Sequential make_decoder(const std::vector<std::int64_t>& cut, const s
   d->push_back(torch::nn::Linear(512, xn));
   d->push_back(torch::nn::Unflatten(torch::nn::UnflattenOptions(1, in)));
   return d;
+}
+
+// A vertical party's config: the front is its front of the vertical model (as the party
+// builds it), the input its strip of every sample. Returns the strip of `x`.
+torch::Tensor vertical_party(const tools::ClientTrainConfig& cfg, const torch::Tensor& x, model::SplitModel& m,
+                             model::SplitSpec& spec) {
+  const auto& v = cfg.vertical;
+  auto vm = vertical::build_vertical(x.sizes().slice(1).vec(), v.parties, /*classes=*/10, cfg.train.seed,
+                                     vertical::join_mode(v.join, "vertical.join"));
+  m.front = vm.fronts.at(static_cast<std::size_t>(v.party));
+  auto strip = vertical::strip(x, v.parties, v.party).contiguous();
+  spec.input_shape = strip.sizes().slice(1).vec();
+  return strip;
 }
 
 struct LabelLeakage {
@@ -200,8 +216,13 @@ int main(int argc, char** argv) {
     if (data.test.size() < eval_n + aux_n)
       throw ConfigError("the test split has " + std::to_string(data.test.size()) + " examples; --eval + --aux need " +
                         std::to_string(eval_n + aux_n));
-    const auto spec = train::split_spec(opts);
+    auto spec = train::split_spec(opts);
     auto m = model::build_split(spec, opts.seed);
+    auto test_x = data.test.x;
+    if (client_cfg.vertical.parties > 0) {  // a vertical party: its front, its strip
+      if (label_steps > 0) throw ConfigError("--label-steps measures U-shaped training; a vertical party is vanilla");
+      test_x = vertical_party(client_cfg, test_x, m, spec);
+    }
     try {
       torch::load(m.front, front_path);
     } catch (const c10::Error& e) {
@@ -210,9 +231,9 @@ int main(int argc, char** argv) {
     }
     m.front->eval();
     torch::NoGradGuard no_grad;
-    const auto x_eval = data.test.x.narrow(0, 0, eval_n);
+    const auto x_eval = test_x.narrow(0, 0, eval_n);
     const auto y_eval = data.test.y.narrow(0, 0, eval_n);
-    const auto x_aux = data.test.x.narrow(0, eval_n, aux_n);
+    const auto x_aux = test_x.narrow(0, eval_n, aux_n);
     // What the server observes: the activations as sent, noise included, as the cut's
     // coding delivers them.
     auto nopeek = client_cfg.nopeek;
@@ -312,7 +333,8 @@ int main(int argc, char** argv) {
         .add("psnr", r_psnr, 4)
         .add("ssim", r_ssim, 6);
     baseline.add("mse", b_mse, 6).add("psnr", b_psnr, 4).add("ssim", b_ssim, 6);
-    summary.add("model", opts.model)
+    const auto& v = client_cfg.vertical;
+    summary.add("model", v.parties > 0 ? fmt::format("vertical party {} of {}", v.party, v.parties) : opts.model)
         .add("front", front_path)
         .add("noise_std", nopeek.noise_std)
         .add("cut", cut::identity(client_cfg.cut))

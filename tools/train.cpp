@@ -293,10 +293,13 @@ int run(const Flags& flags) {
   log::set_level(cfg.log_level);
   torch::set_num_threads(cfg.threads);
   install_stop_handlers();
-  if (flags.vertical.parties > 0) {
+  auto vertical = flags.vertical;
+  if (vertical.parties == 0 && cfg.vertical.parties > 0)  // a party's config: the reference of its run
+    vertical = {cfg.vertical.parties, cfg.vertical.keep, cfg.vertical.join};
+  if (vertical.parties > 0) {
     if (!flags.save_front.empty() || !flags.export_path.empty())
       throw ConfigError("--vertical does not take --save-front or --export yet: leave them out of this run");
-    return tools::run_vertical(cfg, flags.vertical);
+    return tools::run_vertical(cfg, vertical);
   }
   const auto& opts = cfg.train;
   const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);

@@ -200,13 +200,14 @@ transport::ClientTransportOptions transport_options(const client::ClientConfig& 
 
 // A party of vertical split learning (the config's "vertical" object).
 int run_vertical(const client::ClientConfig& cfg, const Flags& flags, transport::ClientTransport& link) {
-  if (flags.predict->parsed() || !flags.save_front.empty() || !flags.export_path.empty())
-    throw ConfigError(flags.config_path + ": a vertical party does not take predict, --save-front or --export yet");
+  if (flags.predict->parsed() || !flags.export_path.empty())
+    throw ConfigError(flags.config_path + ": a vertical party does not take predict or --export yet");
   client::VerticalParty::Options o;
   o.name = cfg.name;
   o.train = cfg.train;
   o.nopeek = cfg.nopeek;
   o.vertical = cfg.vertical;
+  o.save_front = flags.save_front;
   client::VerticalParty party(link, o);
   std::cout << party.run(stop_flag()) << std::endl;
   return stop_flag() ? 130 : 0;

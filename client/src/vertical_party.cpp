@@ -261,6 +261,11 @@ std::string VerticalParty::run(const std::atomic<bool>& stop) {
     metrics.write(report::Json().add("step", t.steps).add("test_acc", acc, 4).add("test_loss", loss, 4).add("final", true));
   }
   link_.leave(stop ? "interrupted" : "training done");
+  if (!options_.save_front.empty()) {
+    torch::save(front_, options_.save_front);
+    log::get("client")->info("front saved to {} (cutlayer-leakage -c CONFIG --front {})", options_.save_front,
+                             options_.save_front);
+  }
   return summary(t, acc, loss).str();
 }
 

@@ -49,6 +49,7 @@ class VerticalParty {
     privacy::NoPeekOptions nopeek;
     VerticalPartyOptions vertical;
     std::chrono::milliseconds reply_timeout{120000};
+    std::string save_front;  // torch::save the trained front here (cutlayer-leakage reads it)
   };
   VerticalParty(transport::ClientTransport& link, Options options);
   ~VerticalParty();
