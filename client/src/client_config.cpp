@@ -8,9 +8,10 @@ namespace {
 
 // The "vertical" object, once the rest is read: what a vertical party does not take is
 // refused by name.
-void read_vertical(config::Object& v, ClientConfig& c) {
+void read_vertical(config::Object& root, ClientConfig& c) {
+  if (!c.has_train) root.fail("vertical", "a vertical party trains: add a \"train\" object (data, batch_size, seed, ...)");
+  auto v = root.child("vertical");
   auto& o = c.vertical;
-  if (!c.has_train) v.fail("party", "a vertical party trains: add a \"train\" object (data, batch_size, seed, ...)");
   v.get_int("parties", o.parties, 2, 7);
   v.get_int("party", o.party, 0, o.parties - 1);
   v.get("keep", o.keep, 0.01, 1.0);
@@ -26,7 +27,7 @@ void read_vertical(config::Object& v, ClientConfig& c) {
   else if (c.train.u_shaped) what = "train.u_shaped (party 0 sends the labels)";
   else if (c.train.optimizer == "kfac") what = "train.optimizer \"kfac\"";
   else if (c.train.data.clients > 1) what = "train.clients (each party's people come from vertical.keep)";
-  if (!what.empty()) v.fail("party", "a vertical party does not take " + what + " yet: remove it");
+  if (!what.empty()) root.fail("vertical", "a vertical party does not take " + what + " yet: remove it");
   v.finish();
   c.has_vertical = true;
 }
@@ -68,10 +69,7 @@ ClientConfig load_client_config(const std::string& path) {
   c.cut = cut::read_cut_options(cut);
   auto ck = root.child("checkpoint");
   c.checkpoint = state::read_checkpoint_options(ck);
-  if (root.has("vertical")) {
-    auto v = root.child("vertical");
-    read_vertical(v, c);
-  }
+  if (root.has("vertical")) read_vertical(root, c);
   root.finish();
   if (!c.checkpoint.dir.empty()) c.checkpoint.dir = doc->resolve(c.checkpoint.dir);
   c.server_public_key = doc->resolve(c.server_public_key);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <future>
 
 #include "cutlayer/client/report.h"
 #include "cutlayer/crypto/crypto.h"
@@ -69,6 +70,7 @@ VerticalParty::~VerticalParty() = default;
 
 void VerticalParty::join() {
   const auto& v = options_.vertical;
+  const auto& o = options_.train;
   wire::Join j;
   j.client_name = options_.name;
   j.model = "vertical";
@@ -76,21 +78,44 @@ void VerticalParty::join() {
   j.samples = ids_.size();
   j.vertical_party = static_cast<std::uint32_t>(v.party);
   j.vertical_parties = static_cast<std::uint32_t>(v.parties);
+  j.vertical_order = fmt::format("train.seed {}, batch_size {}, epochs {}, max_steps {}", o.seed, o.batch_size,
+                                 o.epochs, o.max_steps);
   link_.join(j);
   log::get("client")->info("joined as party {} of {} ({} sample IDs, cut of {} features{})", v.party, v.parties,
                            ids_.size(), width_, active() ? ", with the labels" : "");
+}
+
+// `work` on a worker thread while this one keeps the session alive (heartbeats, the
+// server's Errors, the stop flag): blinding a large set takes longer than the session
+// timeout. No other message is due meanwhile.
+template <class Work>
+auto VerticalParty::listening(const std::string& what, Work&& work) -> decltype(work()) {
+  auto done = std::async(std::launch::async, std::forward<Work>(work));
+  psi_wait().wait_for([&] { return done.wait_for(std::chrono::seconds(0)) == std::future_status::ready; },
+                      [&] { return what; });
+  return done.get();
+}
+
+// The PSI's waits: the other parties' curve work can take minutes (the start's deadline).
+Dispatcher& VerticalParty::psi_wait() {
+  if (!psi_dispatch_) {
+    psi_dispatch_ = std::make_unique<Dispatcher>(link_, DispatcherOptions{options_.vertical.start_timeout});
+    psi_dispatch_->set_stop(stop_);
+  }
+  return *psi_dispatch_;
 }
 
 // Party 0: round 1 to every party, their rounds 1 and 2 back, the common IDs, each party
 // its positions (round 3).
 std::vector<std::size_t> VerticalParty::coordinate(vertical::PsiParty& psi) {
   const auto k = static_cast<std::size_t>(options_.vertical.parties);
+  const auto mine = tensor_of(psi.blinded());
   for (std::size_t i = 1; i < k; ++i)
-    dispatch_.send(wire::make_message(wire::Psi{1, static_cast<std::uint32_t>(i)}, {tensor_of(psi.blinded())}));
+    dispatch_.send(wire::make_message(wire::Psi{1, static_cast<std::uint32_t>(i)}, {mine}));
   std::vector<std::vector<std::uint8_t>> round1(k), round2(k);
   std::vector<bool> got1(k, false), got2(k, false);
   for (std::size_t left = 2 * (k - 1); left > 0; --left) {
-    const auto r = dispatch_.await_where<wire::Psi>(
+    const auto r = psi_wait().await_where<wire::Psi>(
         [&](const wire::Psi& m) {
           return m.peer >= 1 && m.peer < k && ((m.round == 1 && !got1[m.peer]) || (m.round == 2 && !got2[m.peer]));
         },
@@ -99,7 +124,8 @@ std::vector<std::size_t> VerticalParty::coordinate(vertical::PsiParty& psi) {
     (r.meta.round == 1 ? round1 : round2)[r.meta.peer] = std::move(bytes);
     (r.meta.round == 1 ? got1 : got2)[r.meta.peer] = true;
   }
-  auto c = vertical::coordinate(psi, round1, round2);
+  const auto c = listening("the intersection (party 0's curve work)",
+                           [&] { return vertical::coordinate(psi, round1, round2); });
   for (std::size_t i = 1; i < k; ++i) {
     auto pos = torch::empty({static_cast<std::int64_t>(c.positions[i].size())}, torch::kInt64);
     std::copy(c.positions[i].begin(), c.positions[i].end(), pos.data_ptr<std::int64_t>());
@@ -115,36 +141,35 @@ std::vector<std::size_t> VerticalParty::follow(vertical::PsiParty& psi) {
   auto match = [](std::uint8_t round) {
     return [round](const wire::Psi& m) { return m.round == round && m.peer == 0; };
   };
-  const auto r1 = dispatch_.await_where<wire::Psi>(match(1), [] { return std::string("party 0's PSI round 1"); });
+  const auto r1 = psi_wait().await_where<wire::Psi>(match(1), [] { return std::string("party 0's PSI round 1"); });
   const auto points = psi_tensor(r1, torch::kUInt8);
-  const auto tags = psi.reblind(points.data_ptr<std::uint8_t>(), static_cast<std::size_t>(points.numel()));
+  const auto tags = listening("this party's round 2 (re-blinding party 0's points)", [&] {
+    return psi.reblind(points.data_ptr<std::uint8_t>(), static_cast<std::size_t>(points.numel()));
+  });
   dispatch_.send(wire::make_message(wire::Psi{2, 0}, {tensor_of(tags)}));
-  const auto r3 = dispatch_.await_where<wire::Psi>(match(3), [] { return std::string("party 0's PSI round 3"); });
+  const auto r3 = psi_wait().await_where<wire::Psi>(match(3), [] { return std::string("party 0's PSI round 3"); });
   const auto pos = psi_tensor(r3, torch::kInt64);
+  const auto* p = pos.data_ptr<std::int64_t>();
   std::vector<std::uint32_t> positions;
   positions.reserve(static_cast<std::size_t>(pos.numel()));
   for (std::int64_t i = 0; i < pos.numel(); ++i) {
-    const auto p = pos[i].item<std::int64_t>();
-    if (p < 0 || p >= static_cast<std::int64_t>(ids_.size()))
-      throw ProtocolError(fmt::format("server: PSI round 3 names position {} of {} points", p, ids_.size()));
-    positions.push_back(static_cast<std::uint32_t>(p));
+    if (p[i] < 0 || p[i] >= static_cast<std::int64_t>(ids_.size()))
+      throw ProtocolError(fmt::format("server: PSI round 3 names position {} of {} points", p[i], ids_.size()));
+    positions.push_back(static_cast<std::uint32_t>(p[i]));
   }
   return psi.indices_at(positions);
 }
 
-std::vector<std::int64_t> VerticalParty::align() {
-  const auto t0 = std::chrono::steady_clock::now();
-  vertical::PsiParty psi(ids_);
+// The PSI (its round 1 blinded before the join, so that the session never waits on it).
+std::vector<std::int64_t> VerticalParty::align(vertical::PsiParty& psi) {
   dispatch_.send(wire::make_message(wire::Psi{0, 0}));  // ready: listening on the sealed channel
-  {  // the other parties may join later: this wait has its own, longer deadline
-    Dispatcher start(link_, DispatcherOptions{options_.vertical.start_timeout});
-    start.await_where<wire::Psi>([](const wire::Psi& m) { return m.round == 0; },
-                                 [] { return std::string("the start of the PSI (all parties joined)"); });
-  }
+  psi_wait().await_where<wire::Psi>([](const wire::Psi& m) { return m.round == 0; },
+                                    [] { return std::string("the start of the PSI (all parties joined)"); });
+  const auto t0 = std::chrono::steady_clock::now();
   log::get("client")->info("all {} parties joined: private set intersection of the sample IDs",
                            options_.vertical.parties);
   const auto common = vertical::shared_order(psi, active() ? coordinate(psi) : follow(psi));
-  psi_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  psi_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<std::int64_t> local;  // into this party's rows
   for (const auto i : common) local.push_back(static_cast<std::int64_t>(i));
   aligned_ = static_cast<std::int64_t>(local.size());
@@ -235,14 +260,25 @@ std::pair<double, double> VerticalParty::evaluate() {
 
 std::string VerticalParty::run(const std::atomic<bool>& stop) {
   dispatch_.set_stop(&stop);
-  std::vector<std::int64_t> local;
+  stop_ = &stop;
+  const auto t0 = std::chrono::steady_clock::now();
+  vertical::PsiParty psi(ids_);  // round 1: the slow part, before the session starts
+  psi_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   try {
-    join();
-    local = align();
+    return train_all(psi, stop);
   } catch (const Interrupted&) {
     link_.leave("interrupted");
     return ClientSummary::interrupted(options_.name).str();
+  } catch (const std::exception& e) {  // the others are told at once, not at a timeout
+    link_.leave(std::string("failed: ") + e.what());
+    throw;
   }
+}
+
+// Joined, aligned, trained and evaluated; leaves.
+std::string VerticalParty::train_all(vertical::PsiParty& psi, const std::atomic<bool>& stop) {
+  join();
+  const auto local = align(psi);
   const auto train_set = data_.train.subset(local);
   const auto before = link_.stats().bytes_out + link_.stats().bytes_in;
   Totals t;

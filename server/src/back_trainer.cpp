@@ -48,6 +48,22 @@ void BackTrainer::init_back(torch::nn::Sequential back, std::vector<std::int64_t
   classes_ = out.empty() ? 0 : out.back();
   opt_ = train::make_optimizer(back_->parameters(), options_);
   kfac_ = train::make_kfac({back_}, {"back"}, options_, "server");
+  initial_.clear();
+  for (const auto& p : back_->parameters()) initial_.push_back(p.detach().clone());
+  for (const auto& b : back_->buffers()) initial_.push_back(b.detach().clone());
+}
+
+void BackTrainer::restart() {
+  torch::NoGradGuard no_grad;
+  std::size_t i = 0;
+  for (auto& p : back_->parameters()) p.copy_(initial_.at(i++));
+  for (auto& b : back_->buffers()) b.copy_(initial_.at(i++));
+  opt_ = train::make_optimizer(back_->parameters(), options_);
+  kfac_ = train::make_kfac({back_}, {"back"}, options_, "server");
+  stats_ = TrainerStats{};
+  pending_.reset();
+  deferred_.clear();
+  deferred_bytes_ = 0;
 }
 
 std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const {

@@ -7,14 +7,18 @@ namespace cutlayer::server {
 namespace {
 
 void read_vertical(config::Object& root, ServerConfig& c) {
+  if (!c.has_train)
+    root.fail("vertical", "vertical training needs a \"train\" object (the back's optimizer, schedule and seed): "
+                          "add one");
+  if (c.has_aggregation)
+    root.fail("vertical", "a vertical server has no fronts to aggregate (each party's front is its own): remove "
+                          "\"aggregation\"");
+  if (c.train.u_shaped)
+    root.fail("vertical", "vertical training is vanilla (party 0 sends the labels): set train.u_shaped false");
+  if (c.train.optimizer == "kfac")
+    root.fail("vertical", "vertical training does not take train.optimizer \"kfac\" yet: use \"sgd\" or \"adam\"");
   auto v = root.child("vertical");
   auto& o = c.vertical;
-  if (!c.has_train)
-    v.fail("parties", "vertical training needs a \"train\" object (the back's optimizer, schedule and seed)");
-  if (c.has_aggregation)
-    v.fail("parties", "a vertical server has no fronts to aggregate (each party's front is its own): remove "
-                      "\"aggregation\"");
-  if (c.train.u_shaped) v.fail("parties", "vertical training is vanilla (party 0 sends the labels): set train.u_shaped false");
   v.get_int("parties", o.parties, 2, 7);
   std::string join = vertical::join_name(o.join);
   v.get_choice("join", join, {"concat", "sum"});
@@ -28,7 +32,7 @@ void read_vertical(config::Object& root, ServerConfig& c) {
   std::int64_t timeout_ms = o.step_timeout.count();
   v.get("step_timeout_ms", timeout_ms, 100, 24 * 3600 * 1000);
   o.step_timeout = std::chrono::milliseconds(timeout_ms);
-  v.get_int("max_ids", o.max_ids, 1, 100'000'000);
+  v.get_int("max_ids", o.max_ids, 1, 10'000'000);  // round 1: 32 B per ID, within one 1 GiB tensor
   v.finish();
   c.has_vertical = true;
 }

@@ -228,21 +228,24 @@ void Service::apply(VerticalJoin::Result r) {
 void Service::on_vertical(transport::Received& rx) {
   if (rx.message.type == wire::MsgType::kPsi) {
     auto r = vertical_->psi(rx.session_id, rx.message);
-    if (!r.out.empty() && r.out[0].second.type == wire::MsgType::kPsi && wire::meta_as<wire::Psi>(r.out[0].second).round == 0)
+    if (r.started)
       log::get("server")->info("all {} parties ready: their private set intersection starts",
                                vertical_->options().parties);
     apply(std::move(r));
     return;
   }
+  if (rx.message.type != wire::MsgType::kActivations)
+    throw ProtocolError(std::string(wire::msg_type_name(rx.message.type)) + " is not served to a vertical party");
   apply(vertical_->cut(rx.session_id, rx.message));
   report();
 }
 
 void Service::on_message(transport::Received& rx) {
   try {
-    if (vertical_ && (rx.message.type == wire::MsgType::kPsi || rx.message.type == wire::MsgType::kActivations) &&
-        vertical_->is_party(rx.session_id))
-      return on_vertical(rx);
+    // Vertical: the parties' messages, and any cut or PSI round from a session that is
+    // no longer one (queued before its cohort ended), go to VerticalJoin, never to the
+    // trainer alone.
+    if (vertical_ && rx.message.type != wire::MsgType::kProbe) return on_vertical(rx);
     switch (rx.message.type) {
       case wire::MsgType::kProbe: {
         const auto probe = wire::meta_as<wire::Probe>(rx.message);

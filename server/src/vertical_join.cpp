@@ -53,6 +53,11 @@ std::optional<std::string> VerticalJoin::check_join(const wire::Join& j) const {
     return "a party of the last cohort left (" + gone_->reason + "); join again once the others have gone";
   if (const auto& p = parties_[j.vertical_party])
     return fmt::format("party {} has joined already (as '{}'); each party joins once", j.vertical_party, p->name);
+  if (began_) return std::string("the parties of this session have started; join when it has ended");
+  for (const auto& p : parties_)
+    if (p && p->order != j.vertical_order)
+      return fmt::format("this party's batch order ({}) is not party {}'s ({}): every party needs the same",
+                         j.vertical_order, p->name, p->order);
   if (j.model != "vertical")
     return "this server trains a vertical model; the client asked for '" + j.model + "'";
   if (j.u_shaped || j.sync || j.inference || !(j.cut == wire::CutCoding{}))
@@ -71,19 +76,30 @@ std::optional<std::string> VerticalJoin::check_join(const wire::Join& j) const {
 
 void VerticalJoin::admit(std::uint64_t session, const std::string& name, const wire::Join& join) {
   auto& slot = parties_.at(join.vertical_party);
-  slot = Party{session, name, join.samples, std::vector<bool>(parties_.size(), false)};
+  slot = Party{session, name, join.samples, join.vertical_order, std::vector<bool>(parties_.size(), false)};
 }
 
 // Round 0 from a party: it is listening on its sealed channel (what the server sends
 // before that may be lost). Once all K are, round 0 goes to every party: start.
-VerticalJoin::Outbox VerticalJoin::ready(int k) {
+VerticalJoin::Result VerticalJoin::ready(int k) {
   auto& p = *parties_[static_cast<std::size_t>(k)];
   if (p.ready) throw ProtocolError("Psi round 0 (ready) was sent already");
   p.ready = true;
-  Outbox out;
-  if (!started()) return out;
-  for (const auto& q : parties_) out.emplace_back(q->session, wire::make_message(wire::Psi{0, 0}));
-  return out;
+  Result r;
+  if (!started()) return r;
+  // A new cohort is a new run: the back starts again from the weights the parties'
+  // reference starts from.
+  if (trainer_.stats().steps > 0) trainer_.restart();
+  began_ = r.started = true;
+  for (const auto& q : parties_) r.out.emplace_back(q->session, wire::make_message(wire::Psi{0, 0}));
+  return r;
+}
+
+bool VerticalJoin::aligned() const {
+  if (!started()) return false;
+  for (std::size_t k = 1; k < parties_.size(); ++k)
+    if (!parties_[k]->round3) return false;
+  return true;
 }
 
 // Round 1: party 0 ↔ each other party, its own points, once per peer. Round 2: a party's
@@ -133,7 +149,7 @@ VerticalJoin::Result VerticalJoin::psi(std::uint64_t session, const wire::Messag
   if (!from) throw ProtocolError("Psi from a session that is not a vertical party");
   if (gone_) return end_all(gone_->reason);
   const auto m = wire::meta_as<wire::Psi>(msg);
-  if (m.round == 0 && msg.tensors.empty()) return {ready(*from), {}};
+  if (m.round == 0 && msg.tensors.empty()) return ready(*from);
   if (!started())
     throw ProtocolError(fmt::format("Psi before all {} parties are ready (wait for round 0)", options_.parties));
   if (msg.tensors.size() != 1) throw ProtocolError("Psi carries exactly one tensor");
@@ -180,7 +196,8 @@ VerticalJoin::Result VerticalJoin::cut(std::uint64_t session, const wire::Messag
   const auto k = index_of(session);
   if (!k) throw ProtocolError("Activations from a session that is not a vertical party");
   if (gone_) return end_all(gone_->reason);
-  if (!started()) throw ProtocolError(fmt::format("a cut before all {} parties are ready", options_.parties));
+  if (!aligned())
+    throw ProtocolError(fmt::format("a cut before the {} parties' private set intersection is done", options_.parties));
   const auto a = wire::meta_as<wire::Activations>(msg);
   torch::Tensor labels;
   auto z = check_cut(*k, a, msg, labels);
@@ -252,9 +269,10 @@ VerticalJoin::Result VerticalJoin::left(std::uint64_t session, const std::string
   const auto reason = gone_ ? gone_->reason : fmt::format("party {} ('{}') left ({})", *k, name, why);
   if (joined() == 0) {
     gone_.reset();
-    stepped_ = false;
+    began_ = stepped_ = false;
     return {};
   }
+  if (!began_) return {};  // before the start nothing waits on it: its place is free again
   if (assembly_ || !stepped_) return end_all(reason);
   if (!gone_) gone_ = Gone{reason, now + kLeaveGrace};
   return {};
@@ -270,7 +288,7 @@ VerticalJoin::Result VerticalJoin::end_all(const std::string& reason) {
   for (auto& p : parties_) p.reset();
   assembly_.reset();
   gone_.reset();
-  stepped_ = false;
+  began_ = stepped_ = false;
   return r;
 }
 

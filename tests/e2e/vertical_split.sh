@@ -8,6 +8,7 @@
 #     people aligned, the same per-step losses, the same test accuracy; the bytes per step
 #     are the two cuts and their gradients.
 #  2. Four parties whose cuts the server sums: the reference with --vertical-join sum.
+#     The leakage report measures party 1's cut (its saved front, its strip).
 #  3. What goes wrong is said: a horizontal client, a party index taken twice, a party
 #     that stalls past vertical.step_timeout_ms, a party that leaves (SIGTERM) — the others
 #     stop with the reason. NoPeek on one party trains and reports its dCor.
@@ -25,7 +26,7 @@ split() {
   start_server "server$tag"
   for ((k = 0; k < parties; k++)); do
     spawn "${names[$k]}" "$tag" --party "$k" --steps "$steps" --threads 1 --metrics-every-step \
-      --metrics "$work/${names[$k]}$tag.jsonl" "$@"
+      --metrics "$work/${names[$k]}$tag.jsonl" --save-front "$work/${names[$k]}$tag.pt" "$@"
   done
   await "$tag" "${names[@]:0:$parties}"
   stop_server
@@ -75,6 +76,17 @@ r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
 assert 64 * 1344 * 4 * 2 < r["bytes_per_step"] < 1.02 * 64 * 1344 * 4 * 2 + 2048, r["bytes_per_step"]
 PY
 grep -q "joined as party 1 of 2" "$work/servera.log" || { echo "the server did not log the parties"; exit 1; }
+# The leakage report of party 1's cut: its saved front on its strip of each test image.
+edit_config "$work/party.json" "$work/party1.json" 'vertical.party=1'
+"$bin/cutlayer-leakage" -c "$work/party1.json" --front "$work/boba.pt" --eval 200 --aux 400 --epochs 1 \
+  -o "$work/leakage" >"$work/leakage.json" 2>"$work/leakage.log" || { cat "$work/leakage.log"; exit 1; }
+/usr/bin/python3 - "$work/leakage.json" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+assert r["model"] == "vertical party 1 of 2" and r["n"] == 200, r
+assert r["perm_floor"] < r["dcor"] <= 1 and 0 < r["decoder"]["mse"], r
+print(f"party 1's cut: dCor {r['dcor']:.3f} (floor {r['perm_floor']:.3f}), decoder SSIM {r['decoder']['ssim']:.3f}")
+PY
 
 edit_config "$configs/server-vertical.json" "$server_config" 'vertical.parties=4' 'vertical.join="sum"'
 client_config=$work/party4.json
@@ -105,6 +117,9 @@ spawn alice c --party 0 --steps 100000
 wait_log "$work/c.log" "'alice' joined as party 0"
 spawn dave c --party 0 --steps 5
 fails dave c "party 0 has joined already (as 'alice')"
+edit_config "$work/party.json" "$work/seed2.json" 'train.seed=2'
+client_config=$work/seed2.json spawn carol c --party 1 --steps 5
+fails carol c "is not party alice's (train.seed 1, batch_size 64"
 spawn bob c --party 1 --steps 100000 --alpha 0.5
 wait_log "$work/alicec.log" "step 100/"
 kill -STOP "$pid_bob" "$(pgrep -P "$pid_bob")"  # bob stalls: no cut within 3 s

@@ -1,9 +1,12 @@
 // The server config's limits: the shipped configs load with the built-in defaults, each
-// field is read, and a value out of range is refused naming the field.
+// field is read, and a value out of range is refused naming the field. The "vertical"
+// object: its fields, their ranges, and the combinations a vertical server refuses.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
+#include <string>
+#include <vector>
 #include <unistd.h>
 
 #include "cutlayer/error.h"
@@ -108,6 +111,175 @@ TEST(ServerConfig, SharedKfacFactorsAreRead) {
   EXPECT_EQ(c.aggregation.kfac_decompositions, "members");
   const auto d = load_text(R"({"train": {"optimizer": "kfac"}, "aggregation": {}})");
   EXPECT_EQ(d.aggregation.kfac_factors, "local");
+}
+
+// Vertical split learning: the "vertical" object (docs/vertical.md).
+
+struct Refusal {
+  std::string path;     // the temp file the config was written to
+  std::string message;  // ConfigError::what(), or "" when the config was accepted
+};
+
+// Loads `text` expecting a ConfigError; the message comes back for the caller to check.
+Refusal refusal_of(const std::string& text) {
+  Refusal r{write_temp(text), ""};
+  try {
+    (void)load_server_config(r.path);
+    ADD_FAILURE() << text << " was accepted";
+  } catch (const ConfigError& e) {
+    r.message = e.what();
+  }
+  std::remove(r.path.c_str());
+  return r;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// The refusal names the file first, then the field (as "field `<path>`" or
+// "unknown field `<path>`"), then the reason.
+void expect_refused(const std::string& text, const std::string& field, const std::string& reason) {
+  SCOPED_TRACE(text);
+  const auto r = refusal_of(text);
+  if (r.message.empty()) return;  // refusal_of reported the acceptance
+  EXPECT_EQ(r.message.rfind(r.path + ": ", 0), 0u) << "should start with the file: " << r.message;
+  EXPECT_TRUE(contains(r.message, "field `" + field + "`")) << "should name `" << field << "`: " << r.message;
+  EXPECT_TRUE(contains(r.message, reason)) << "should say \"" << reason << "\": " << r.message;
+}
+
+TEST(ServerConfigVertical, ShippedConfigLoads) {
+  const auto c = load_server_config(std::string(CUTLAYER_CONFIGS_DIR) + "/server-vertical.json");
+  EXPECT_TRUE(c.has_vertical);
+  EXPECT_TRUE(c.has_train);
+  EXPECT_FALSE(c.has_aggregation);
+  EXPECT_FALSE(c.train.u_shaped);
+  EXPECT_FALSE(c.checkpoint.enabled());
+  EXPECT_EQ(c.vertical.parties, 2);
+  EXPECT_EQ(c.vertical.join, vertical::JoinMode::kConcat);
+  EXPECT_EQ(c.vertical.input_shape, (std::vector<std::int64_t>{1, 28, 28}));
+  EXPECT_EQ(c.vertical.classes, 10);
+  EXPECT_EQ(c.vertical.step_timeout, 60000ms);
+  EXPECT_EQ(c.vertical.max_ids, 10'000'000u);
+}
+
+TEST(ServerConfigVertical, HorizontalShippedConfigsAreNotVertical) {
+  for (const char* name : {"server.json", "server-aggregation.json"}) {
+    const auto c = load_server_config(std::string(CUTLAYER_CONFIGS_DIR) + "/" + name);
+    EXPECT_FALSE(c.has_vertical) << name;
+  }
+}
+
+TEST(ServerConfigVertical, AnEmptyObjectTakesTheDefaults) {
+  const auto c = load_text(R"({"train": {}, "vertical": {}})");
+  const VerticalOptions d;
+  EXPECT_TRUE(c.has_vertical);
+  EXPECT_EQ(c.vertical.parties, d.parties);
+  EXPECT_EQ(c.vertical.join, d.join);
+  EXPECT_EQ(c.vertical.input_shape, d.input_shape);
+  EXPECT_EQ(c.vertical.classes, d.classes);
+  EXPECT_EQ(c.vertical.step_timeout, d.step_timeout);
+  EXPECT_EQ(c.vertical.max_ids, d.max_ids);
+}
+
+TEST(ServerConfigVertical, FieldsAreReadAtTheirBounds) {
+  const auto lo = load_text(R"({"train": {}, "vertical": {"parties": 2, "join": "sum", "input_shape": [1],
+      "classes": 2, "step_timeout_ms": 100, "max_ids": 1}})");
+  EXPECT_TRUE(lo.has_vertical);
+  EXPECT_EQ(lo.vertical.parties, 2);
+  EXPECT_EQ(lo.vertical.join, vertical::JoinMode::kSum);
+  EXPECT_EQ(lo.vertical.input_shape, (std::vector<std::int64_t>{1}));
+  EXPECT_EQ(lo.vertical.classes, 2);
+  EXPECT_EQ(lo.vertical.step_timeout, 100ms);
+  EXPECT_EQ(lo.vertical.max_ids, 1u);
+
+  const auto hi = load_text(R"({"train": {}, "vertical": {"parties": 7, "join": "concat",
+      "input_shape": [1048576, 1, 1048576], "classes": 1048576, "step_timeout_ms": 86400000,
+      "max_ids": 10000000}})");
+  EXPECT_EQ(hi.vertical.parties, 7);
+  EXPECT_EQ(hi.vertical.join, vertical::JoinMode::kConcat);
+  EXPECT_EQ(hi.vertical.input_shape, (std::vector<std::int64_t>{1 << 20, 1, 1 << 20}));
+  EXPECT_EQ(hi.vertical.classes, 1 << 20);
+  EXPECT_EQ(hi.vertical.step_timeout, std::chrono::milliseconds(24 * 3600 * 1000));
+  EXPECT_EQ(hi.vertical.max_ids, 10'000'000u);
+
+  // A table: [F] features.
+  const auto table = load_text(R"({"train": {}, "vertical": {"parties": 3, "input_shape": [54], "classes": 7}})");
+  EXPECT_EQ(table.vertical.parties, 3);
+  EXPECT_EQ(table.vertical.input_shape, (std::vector<std::int64_t>{54}));
+  EXPECT_EQ(table.vertical.classes, 7);
+}
+
+TEST(ServerConfigVertical, OutOfRangeFieldsAreRefusedNamingTheFieldAndTheRange) {
+  struct Case {
+    const char* vertical;
+    const char* field;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {R"({"parties": 1})", "vertical.parties", "must be in [2, 7], got 1"},
+      {R"({"parties": 8})", "vertical.parties", "must be in [2, 7], got 8"},
+      {R"({"parties": 2.5})", "vertical.parties", "must be an integer"},
+      {R"({"join": "mean"})", "vertical.join", "must be one of"},
+      {R"({"join": "mean"})", "vertical.join", "got \"mean\""},
+      {R"({"input_shape": []})", "vertical.input_shape", "must be [C, H, W] (images) or [F]"},
+      {R"({"input_shape": [28, 28]})", "vertical.input_shape", "must be [C, H, W] (images) or [F]"},
+      {R"({"input_shape": [1, 1, 28, 28]})", "vertical.input_shape", "must be [C, H, W] (images) or [F]"},
+      {R"({"input_shape": [1, 0, 28]})", "vertical.input_shape", "each size must be in [1, 2^20]"},
+      {R"({"input_shape": [-3]})", "vertical.input_shape", "each size must be in [1, 2^20]"},
+      {R"({"input_shape": [1048577]})", "vertical.input_shape", "each size must be in [1, 2^20]"},
+      {R"({"input_shape": "1x28x28"})", "vertical.input_shape", "must be an array of integers"},
+      {R"({"input_shape": [1, 28.5, 28]})", "vertical.input_shape", "must be an array of integers"},
+      {R"({"classes": 1})", "vertical.classes", "must be in [2, 1048576], got 1"},
+      {R"({"classes": 1048577})", "vertical.classes", "must be in [2, 1048576]"},
+      {R"({"step_timeout_ms": 99})", "vertical.step_timeout_ms", "must be in [100, 86400000], got 99"},
+      {R"({"step_timeout_ms": 86400001})", "vertical.step_timeout_ms", "must be in [100, 86400000]"},
+      {R"({"max_ids": 0})", "vertical.max_ids", "must be in [1, 10000000], got 0"},
+      {R"({"max_ids": 10000001})", "vertical.max_ids", "must be in [1, 10000000]"},
+  };
+  for (const auto& c : cases)
+    expect_refused(std::string(R"({"train": {}, "vertical": )") + c.vertical + "}", c.field, c.reason);
+}
+
+TEST(ServerConfigVertical, UnknownFieldIsRefusedNamingItAndTheKnownOnes) {
+  // "party" belongs to the client's "vertical" object, not the server's.
+  const auto r = refusal_of(R"({"train": {}, "vertical": {"parties": 2, "party": 0}})");
+  EXPECT_EQ(r.message.rfind(r.path + ": ", 0), 0u) << r.message;
+  EXPECT_TRUE(contains(r.message, "unknown field `vertical.party`")) << r.message;
+  for (const char* known : {"parties", "join", "input_shape", "classes", "step_timeout_ms", "max_ids"})
+    EXPECT_TRUE(contains(r.message, known)) << "known fields should list " << known << ": " << r.message;
+  expect_refused(R"({"train": {}, "vertical": {"clases": 10}})", "vertical.clases", "known here");
+}
+
+TEST(ServerConfigVertical, VerticalIsAnObject) {
+  expect_refused(R"({"train": {}, "vertical": true})", "vertical", "must be an object");
+}
+
+TEST(ServerConfigVertical, CombinationsAreRefusedNamingTheFix) {
+  // Without "train": the back has no optimizer, schedule or seed.
+  expect_refused(R"({"vertical": {"parties": 2}})", "vertical", "needs a \"train\" object");
+  // With "aggregation": no fronts to aggregate.
+  expect_refused(R"({"train": {}, "aggregation": {}, "vertical": {}})", "vertical",
+                 "remove \"aggregation\"");
+  // U-shaped: party 0 sends the labels, so the head is the server's.
+  expect_refused(R"({"train": {"u_shaped": true}, "vertical": {}})", "vertical",
+                 "set train.u_shaped false");
+  expect_refused(R"({"train": {"optimizer": "kfac"}, "vertical": {}})", "vertical",
+                 "does not take train.optimizer \"kfac\" yet");
+  // A checkpoint directory: vertical checkpoints are not built.
+  expect_refused(R"({"train": {}, "vertical": {}, "checkpoint": {"dir": "ck"}})", "checkpoint.dir",
+                 "checkpoints of vertical training are not built yet");
+  expect_refused(R"({"train": {}, "vertical": {}, "checkpoint": {"dir": "ck"}})", "checkpoint.dir",
+                 "remove \"checkpoint\"");
+}
+
+TEST(ServerConfigVertical, CombinationsThatStayAllowed) {
+  // u_shaped written as false, and a "checkpoint" object without a dir (checkpoints off).
+  const auto c = load_text(R"({"train": {"u_shaped": false, "optimizer": "adam"}, "vertical": {},
+      "checkpoint": {"keep": 2}})");
+  EXPECT_TRUE(c.has_vertical);
+  EXPECT_FALSE(c.checkpoint.enabled());
+  EXPECT_EQ(c.train.optimizer, "adam");
 }
 
 }  // namespace

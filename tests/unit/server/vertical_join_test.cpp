@@ -138,6 +138,20 @@ void start(Server& s, std::vector<std::uint64_t> samples = {}) {
   for (int k = 0; k < s.options.parties; ++k) relay(s, session_of(k), psi(0, 0));
 }
 
+torch::Tensor bytes(std::uint64_t n);
+
+// Started and the PSI's rounds relayed for every party (round 3 empty): cuts are taken.
+void start_aligned(Server& s) {
+  start(s);
+  const std::uint64_t n0 = 10;
+  for (int k = 1; k < s.options.parties; ++k) {
+    relay(s, session_of(0), psi(1, static_cast<std::uint32_t>(k), {bytes(n0 * vertical::kPointBytes)}));
+    relay(s, session_of(k), psi(1, 0, {bytes(10 * vertical::kPointBytes)}));
+    relay(s, session_of(k), psi(2, 0, {bytes(n0 * vertical::kTagBytes)}));
+    relay(s, session_of(0), psi(3, static_cast<std::uint32_t>(k), {torch::zeros({0}, torch::kInt64)}));
+  }
+}
+
 torch::Tensor bytes(std::uint64_t n) {
   return torch::randint(0, 256, {static_cast<std::int64_t>(n)}, torch::kUInt8);
 }
@@ -261,7 +275,7 @@ TEST(VerticalJoin, RoundZeroFromEveryPartyStartsThem) {
   EXPECT_REFUSED("Psi before all 3 parties are ready",
                  relay(s, session_of(0), psi(1, 1, {bytes(10 * vertical::kPointBytes)})));
   // A cut too.
-  EXPECT_REFUSED("a cut before all 3 parties",
+  EXPECT_REFUSED("a cut before the 3 parties' private set intersection is done",
                  s.join.cut(session_of(1), cut_msg(0, torch::randn({kBatch, s.width(1)}))));
 
   EXPECT_TRUE(relay(s, session_of(0), psi(0, 0)).empty());
@@ -467,7 +481,7 @@ void expect_step_matches_reference(const VerticalOptions& o) {
   SCOPED_TRACE(std::string(vertical::join_name(o.join)) + ", " + std::to_string(o.parties) +
                " parties");
   Server s(o);
-  start(s);
+  start_aligned(s);
   const auto K = o.parties;
   torch::manual_seed(1234);
   std::vector<torch::Tensor> z;
@@ -554,7 +568,7 @@ TEST(VerticalJoin, SumStepGivesEachPartyTheWholeGradient) {
 
 TEST(VerticalJoin, MalformedCutsAreRefusedAndLeaveTheStepAsItWas) {
   Server s(table(2));
-  start(s);
+  start_aligned(s);
   const auto p0 = session_of(0), p1 = session_of(1);
   const auto t0 = Clock::time_point{} + 1h;
   const auto y = torch::randint(0, 2, {kBatch}, torch::kInt64);
@@ -609,7 +623,7 @@ TEST(VerticalJoin, MalformedCutsAreRefusedAndLeaveTheStepAsItWas) {
 
 TEST(VerticalJoin, BadLabelsAreRefusedToPartyZeroOnArrival) {
   Server s(table(2));
-  start(s);
+  start_aligned(s);
   EXPECT_TRUE(
       s.join.cut(session_of(1), cut_msg(0, torch::randn({kBatch, s.width(1)}))).out.empty());
   const auto z0 = torch::randn({kBatch, s.width(0)});
@@ -628,7 +642,7 @@ TEST(VerticalJoin, BadLabelsAreRefusedToPartyZeroOnArrival) {
 
 TEST(VerticalJoin, SummedCutsStayWithinTheBoundTheBackChecks) {
   Server s(table(2, vertical::JoinMode::kSum));
-  start(s);
+  start_aligned(s);
   const double bound = s.trainer.limits().max_abs_value;
   // Each within the bound, their sum not: refused to the party, per party bound / K.
   EXPECT_REFUSED("", s.join.cut(session_of(1), cut_msg(0, torch::full({kBatch, s.width(1)}, 0.6 * bound))));
@@ -641,7 +655,7 @@ TEST(VerticalJoin, SummedCutsStayWithinTheBoundTheBackChecks) {
 
 TEST(VerticalJoin, APartyThatLeavesBetweenStepsGivesTheOthersTimeToLeave) {
   Server s(table(3));
-  start(s);
+  start_aligned(s);
   auto step = [&](std::uint64_t n) {
     for (int k = 2; k >= 1; --k) s.join.cut(session_of(k), cut_msg(n, torch::randn({kBatch, s.width(k)})));
     return s.join.cut(session_of(0), labelled(n, torch::randn({kBatch, s.width(0)}),
@@ -661,7 +675,7 @@ TEST(VerticalJoin, APartyThatLeavesBetweenStepsGivesTheOthersTimeToLeave) {
   EXPECT_TRUE(contains(r.end[0].reason, "party 2 ('p2') left (left: training done)")) << r.end[0].reason;
 
   // Or at the grace's end; then all leave and a new cohort may join.
-  start(s);
+  start_aligned(s);
   ASSERT_EQ(step(0).out.size(), 3u);
   EXPECT_TRUE(s.join.left(session_of(0), "left: interrupted", t0).end.empty());
   EXPECT_EQ(ended(s.join.tick(t0 + VerticalJoin::kLeaveGrace)), (std::vector<std::uint64_t>{session_of(1), session_of(2)}));
@@ -679,7 +693,7 @@ TEST(VerticalJoin, PartiesOutOfStepEndEveryParty) {
     SCOPED_TRACE(std::to_string(c.step1) + " " + std::to_string(c.batch1) + " " +
                  std::to_string(c.train1));
     Server s(table(2));
-    start(s);
+    start_aligned(s);
     const auto y = torch::randint(0, 2, {kBatch}, torch::kInt64);
     EXPECT_TRUE(
         s.join.cut(session_of(0), labelled(0, torch::randn({kBatch, s.width(0)}), y)).out.empty());
@@ -704,7 +718,7 @@ TEST(VerticalJoin, PartiesOutOfStepEndEveryParty) {
 
 TEST(VerticalJoin, AStepOverdueEndsEveryPartyNamingTheLateOne) {
   Server s(table(3));
-  start(s);
+  start_aligned(s);
   const auto t0 = Clock::time_point{} + 1h;
   const auto timeout = s.options.step_timeout;
   EXPECT_TRUE(s.join.tick(t0 + 24h).end.empty());  // nothing being gathered
@@ -736,7 +750,7 @@ TEST(VerticalJoin, AStepOverdueEndsEveryPartyNamingTheLateOne) {
 
 TEST(VerticalJoin, AnOverdueEvaluationNamesEveryLateParty) {
   Server s(table(3));
-  start(s);
+  start_aligned(s);
   const auto t0 = Clock::time_point{} + 1h;
   EXPECT_TRUE(s.join.cut(session_of(1), cut_msg(9, torch::randn({kBatch, s.width(1)}), false), t0)
                   .out.empty());
@@ -748,7 +762,7 @@ TEST(VerticalJoin, AnOverdueEvaluationNamesEveryLateParty) {
 
 TEST(VerticalJoin, APartyThatLeavesEndsTheOthers) {
   Server s(table(3));
-  start(s);
+  start_aligned(s);
   EXPECT_TRUE(s.join.left(999, "gone").end.empty());  // not a party
   EXPECT_EQ(s.join.joined(), 3);
   EXPECT_TRUE(s.join
@@ -766,16 +780,61 @@ TEST(VerticalJoin, APartyThatLeavesEndsTheOthers) {
   EXPECT_TRUE(s.join.left(session_of(0), "again").end.empty());
   EXPECT_TRUE(s.join.tick(Clock::now() + 24h).end.empty());  // the step being gathered is gone
 
-  // Before the start too; and a new cohort takes the places.
+  // Before the start nothing waits on a party: its place is free again, the others stay.
   admit_all(s);
   const auto r2 = s.join.left(session_of(0), "bye");
-  EXPECT_EQ(ended(r2), (std::vector<std::uint64_t>{session_of(1), session_of(2)}));
-  EXPECT_EQ(s.join.joined(), 0);
+  EXPECT_TRUE(r2.end.empty());
+  EXPECT_EQ(s.join.joined(), 2);
+  EXPECT_FALSE(s.join.check_join(join_of(s, 0)).has_value());
+}
+
+TEST(VerticalJoin, CutsWaitForTheIntersectionAndJoinsForTheStart) {
+  Server s(table(2));
+  start(s);
+  EXPECT_REFUSED("private set intersection is done",
+                 s.join.cut(session_of(1), cut_msg(0, torch::randn({kBatch, s.width(1)}))));
+  relay(s, session_of(0), psi(1, 1, {bytes(10 * vertical::kPointBytes)}));
+  relay(s, session_of(1), psi(1, 0, {bytes(10 * vertical::kPointBytes)}));
+  relay(s, session_of(1), psi(2, 0, {bytes(10 * vertical::kTagBytes)}));
+  EXPECT_REFUSED("private set intersection is done",  // round 3 not yet relayed
+                 s.join.cut(session_of(1), cut_msg(0, torch::randn({kBatch, s.width(1)}))));
+  relay(s, session_of(0), psi(3, 1, {torch::arange(2, torch::kInt64)}));
+  EXPECT_TRUE(s.join.cut(session_of(1), cut_msg(0, torch::randn({kBatch, s.width(1)}))).out.empty());
+}
+
+TEST(VerticalJoin, PartiesWithAnotherBatchOrderAreRefused) {
+  Server s(table(2));
+  auto j0 = join_of(s, 0);
+  j0.vertical_order = "train.seed 1, batch_size 64, epochs 1, max_steps 0";
+  s.join.admit(session_of(0), "alice", j0);
+  auto j1 = join_of(s, 1);
+  j1.vertical_order = "train.seed 2, batch_size 64, epochs 1, max_steps 0";
+  EXPECT_TRUE(contains(s.join.check_join(j1).value_or(""), "is not party alice's (train.seed 1"));
+  j1.vertical_order = j0.vertical_order;
+  EXPECT_FALSE(s.join.check_join(j1).has_value());
+}
+
+TEST(VerticalJoin, ANewCohortStartsFromTheInitialBack) {
+  Server s(table(2));
+  const auto initial = params_of(s.trainer);
+  start_aligned(s);
+  s.join.cut(session_of(1), cut_msg(0, torch::randn({kBatch, s.width(1)})));
+  s.join.cut(session_of(0), labelled(0, torch::randn({kBatch, s.width(0)}), torch::zeros({kBatch}, torch::kInt64)));
+  ASSERT_EQ(s.trainer.stats().steps, 1);
+  ASSERT_FALSE(same(params_of(s.trainer), initial));
+  // Joins wait while this cohort runs; then it ends and a new one starts again.
+  EXPECT_TRUE(contains(s.join.check_join(join_of(s, 1)).value_or(""), "party 1 has joined already"));
+  s.join.left(session_of(0), "left: training done", Clock::time_point{});
+  s.join.left(session_of(1), "left: training done", Clock::time_point{});
+  ASSERT_EQ(s.join.joined(), 0);
+  start_aligned(s);
+  EXPECT_EQ(s.trainer.stats().steps, 0);
+  EXPECT_TRUE(same(params_of(s.trainer), initial));
 }
 
 TEST(VerticalJoin, AnEvaluationGivesEveryPartyTheResult) {
   Server s(table(2));
-  start(s);
+  start_aligned(s);
   const auto before = params_of(s.trainer);
   const auto y = torch::randint(0, 2, {kBatch}, torch::kInt64);
   EXPECT_TRUE(

@@ -193,6 +193,23 @@ TEST(Codec, MetaStructsRoundTrip) {
   EXPECT_EQ(back.cut_shape, (std::vector<std::int64_t>{32, 12, 12}));
   EXPECT_EQ(back.samples, 20000u);
   EXPECT_TRUE(back.u_shaped);
+  j.vertical_party = 3;
+  j.vertical_parties = 4;
+  const Join party = meta_as<Join>(make_message(j));
+  EXPECT_EQ(party.vertical_party, 3u);
+  EXPECT_EQ(party.vertical_parties, 4u);
+
+  // A PSI round and its points through the whole codec; its meta cut short is refused.
+  const auto points = torch::randint(0, 256, {64}, torch::kUInt8);
+  auto frames = encode_plain(make_message(Psi{2, 5}, {points}));
+  const auto psi = decode(frames, Limits{});
+  EXPECT_EQ(psi.type, MsgType::kPsi);
+  EXPECT_EQ(meta_as<Psi>(psi).round, 2);
+  EXPECT_EQ(meta_as<Psi>(psi).peer, 5u);
+  EXPECT_TRUE(torch::equal(psi.tensors.at(0), points));
+  auto cut_short = make_message(Psi{1, 1});
+  cut_short.meta.resize(2);
+  EXPECT_THROW(meta_as<Psi>(cut_short), ProtocolError);
 
   ModelSnapshot s;
   s.round = 3;

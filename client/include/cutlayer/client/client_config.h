@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cutlayer/client/vertical_party.h"
+#include "cutlayer/client/vertical_options.h"
 #include "cutlayer/cut/options.h"
 #include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/state/checkpoint.h"

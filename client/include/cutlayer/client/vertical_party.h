@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cutlayer/client/dispatcher.h"
+#include "cutlayer/client/vertical_options.h"
 #include "cutlayer/data/dataset.h"
 #include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/report/json.h"
@@ -29,17 +30,6 @@ class PsiParty;
 }
 
 namespace cutlayer::client {
-
-// The client config's "vertical" object.
-struct VerticalPartyOptions {
-  int party = 0, parties = 2;
-  // Demo data: this party holds a seeded random `keep` of the training set's rows (its
-  // own draw, from train.seed and its index), with IDs `id_prefix` + the row number.
-  double keep = 0.8;
-  std::string id_prefix = "person-";
-  std::string join = "concat";  // must be the server's vertical.join (the front's cut follows it)
-  std::chrono::milliseconds start_timeout{600000};  // waiting for the other parties to join
-};
 
 class VerticalParty {
  public:
@@ -67,8 +57,13 @@ class VerticalParty {
     double loss = 0, dcor = 0;
     std::int64_t correct = 0;
   };
+  std::string train_all(vertical::PsiParty& psi, const std::atomic<bool>& stop);
   void join();
-  std::vector<std::int64_t> align();  // the training rows all parties hold, in the shared order
+  // The training rows all parties hold (indices into data_.train), in the shared order.
+  std::vector<std::int64_t> align(vertical::PsiParty& psi);
+  template <class Work>
+  auto listening(const std::string& what, Work&& work) -> decltype(work());
+  Dispatcher& psi_wait();
   std::vector<std::size_t> coordinate(vertical::PsiParty& psi);
   std::vector<std::size_t> follow(vertical::PsiParty& psi);
   StepResult step(const torch::Tensor& x, const torch::Tensor& y, std::int64_t step);
@@ -80,6 +75,8 @@ class VerticalParty {
   transport::ClientTransport& link_;
   Options options_;
   Dispatcher dispatch_;
+  std::unique_ptr<Dispatcher> psi_dispatch_;  // the PSI's longer waits (vertical.start_timeout_ms)
+  const std::atomic<bool>* stop_ = nullptr;
   data::Split data_;        // this party's strip of every sample
   std::vector<std::int64_t> rows_;  // the training rows it holds, in row order
   std::vector<std::string> ids_;    // their IDs

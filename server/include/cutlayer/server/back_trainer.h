@@ -110,6 +110,9 @@ class BackTrainer {
   // flight and the deferred batches.
   void load(state::InputArchive& a);
   const torch::nn::Sequential& back_model() const { return back_; }
+  // The back, its optimizer and counters as at construction (a new vertical cohort is a
+  // new run: the back starts from the weights every party's reference starts from).
+  void restart();
 
   const TrainerStats& stats() const { return stats_; }
   TrainerStats& stats() { return stats_; }
@@ -149,6 +152,7 @@ class BackTrainer {
   void drop_deferred(std::uint64_t session);
   void drain(Outbox& out, Clock::time_point now);
   void init_back(torch::nn::Sequential back, std::vector<std::int64_t> cut_shape);
+  std::vector<torch::Tensor> initial_;  // the back's parameters and buffers at construction
 
   train::TrainOptions options_;
   model::SplitSpec spec_;

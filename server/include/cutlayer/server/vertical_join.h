@@ -51,6 +51,7 @@ class VerticalJoin {
   struct Result {
     Outbox out;
     std::vector<Ending> end;
+    bool started = false;  // this message made the last party ready: the PSI starts
   };
 
   // `trainer`'s back takes the joined cut; widths[k]: party k's cut features per sample.
@@ -82,6 +83,7 @@ class VerticalJoin {
     std::uint64_t session = 0;
     std::string name;
     std::uint64_t ids = 0;                // announced at Join
+    std::string order;                    // Join.vertical_order
     std::vector<bool> round1_to;          // round 1 relayed to each party
     bool round2 = false, round3 = false;  // (party 0 to it: round 3)
     bool ready = false;                   // its round 0 came
@@ -96,7 +98,8 @@ class VerticalJoin {
   };
   std::optional<int> index_of(std::uint64_t session) const;
   bool started() const;  // every party joined and ready
-  Outbox ready(int k);
+  bool aligned() const;  // ... and party 0's round 3 relayed to every other party
+  Result ready(int k);
   void check_psi(int from, int to, std::uint8_t round, const torch::Tensor& t) const;
   torch::Tensor check_cut(int k, const wire::Activations& a, const wire::Message& msg, torch::Tensor& labels) const;
   Result end_all(const std::string& reason);
@@ -112,6 +115,7 @@ class VerticalJoin {
     Clock::time_point deadline;
   };
   std::optional<Gone> gone_;
+  bool began_ = false;    // this cohort's round 0 went out (its PSI started)
   bool stepped_ = false;  // this cohort has taken a step (its PSI is done)
 };
 

@@ -62,8 +62,10 @@ struct Join {
   std::string front_fingerprint, head_fingerprint, back_fingerprint;
   CutCoding cut;  // how this client's cut travels (the server refuses what it cannot decode)
   // Vertical split learning: this party's index among `vertical_parties` (0: none, a
-  // horizontal client); `samples` is then the count of sample IDs it brings to the PSI.
+  // horizontal client); `samples` is then the count of sample IDs it brings to the PSI;
+  // `vertical_order` what decides its batch order (every party's must be the same).
   std::uint32_t vertical_party = 0, vertical_parties = 0;
+  std::string vertical_order;
   template <class A>
   void serialize(A& ar) {
     ar(protocol, bounded(client_name, kMaxName, "Join.client_name"),
@@ -71,7 +73,8 @@ struct Join {
        samples, flag(u_shaped, "Join.u_shaped"), flag(sync, "Join.sync"), flag(inference, "Join.inference"),
        bounded(front_fingerprint, kFingerprintHex, "Join.front_fingerprint"),
        bounded(head_fingerprint, kFingerprintHex, "Join.head_fingerprint"),
-       bounded(back_fingerprint, kFingerprintHex, "Join.back_fingerprint"), cut, vertical_party, vertical_parties);
+       bounded(back_fingerprint, kFingerprintHex, "Join.back_fingerprint"), cut, vertical_party, vertical_parties,
+       bounded(vertical_order, kMaxName, "Join.vertical_order"));
   }
 };
 
@@ -296,10 +299,10 @@ struct EvalResult {
 // (vertical/psi.h), relayed by the server between party 0 and another party. From a party
 // `peer` is the party it is for, from the server the party it came from. Round 0 (no
 // tensor): from a party, "joined and listening"; from the server to every party once all
-// are, "start"; 1: blinded points, uint8
-// [n x 32]; 2: a party's re-blinded tags of party 0's points, uint8 [n x 16] (to party 0
-// only); 3: party 0's answer, the positions of the common IDs in the party's round 1, int64
-// [m]. The server checks each round's size against the counts announced at Join.
+// are, "start". 1: blinded points, uint8 [n · 32] (1-D: n points of 32 bytes). 2: a
+// party's re-blinded tags of party 0's points, uint8 [n · 16] (to party 0 only). 3: party
+// 0's answer, the positions of the common IDs in the party's round 1, int64 [m]. The
+// server checks each round's size against the counts announced at Join.
 struct Psi {
   static constexpr MsgType kType = MsgType::kPsi;
   std::uint8_t round = 0;
