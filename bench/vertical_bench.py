@@ -98,7 +98,7 @@ def main():
                     "fmnist_cnn_acc": cnn["test_acc"], "psi_ids": a.psi_ids, "psi_s": psi["psi_s"],
                     "reference_samples_per_s": r["samples_per_s"], "reference_psi_s": r["psi_s"]}
             if not a.no_split:
-                s = split(a, work, k, -(-r["aligned"] // batch))
+                s = split(a, work, k, -(-aligned // batch))  # the reference's schedule
                 assert s["aligned"] == r["aligned"], (s, r)
                 line.update(test_acc=s["test_acc"], bytes_per_step=s["bytes_per_step"],
                             samples_per_s=s["samples_per_s"], split_psi_s=s["psi_s"])
