@@ -24,7 +24,7 @@ set -euo pipefail
 [[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 
-TARGETS=(wire_decode sealed_open sparse_wire sync_messages config keys allow_list)
+TARGETS=(wire_decode sealed_open sparse_wire cut_decode sync_messages config keys allow_list psi_rounds vertical_join)
 seconds=600
 build=1
 only=""

@@ -177,8 +177,10 @@ torch::Tensor VerticalJoin::check_cut(int k, const wire::Activations& a, const w
     throw ProtocolError(fmt::format("a party's Activations carry {} tensor(s): its cut{}", active ? 2 : 1,
                                     active ? " and the labels" : ""));
   // Summed, K cuts within max_abs_value / K stay within max_abs_value: no party's cut,
-  // however large, makes the joined cut the back refuses.
-  const double bound = trainer_.limits().max_abs_value / (options_.join == vertical::JoinMode::kSum ? options_.parties : 1);
+  // however large, makes the joined cut the back refuses. The margin covers float32's
+  // rounding of the bound and of the K - 1 additions (K * 2^-23 relative).
+  const int k_sum = options_.join == vertical::JoinMode::kSum ? options_.parties : 1;
+  const double bound = trainer_.limits().max_abs_value / k_sum * (k_sum > 1 ? 1.0 - k_sum * 0x1p-23 : 1.0);
   auto z = cut::decode_activations({msg.tensors[0]}, wire::CutCoding{}, {widths_[static_cast<std::size_t>(k)]},
                                    BackTrainer::kMaxBatch, bound)
                .z;

@@ -368,6 +368,212 @@ Seeds psi_seeds() {
   return s;
 }
 
+// vertical_join: event sequences as its header describes. Party k's session is k + 1 when
+// the parties join in order, picked by who = k.
+class VerticalOps {
+ public:
+  VerticalOps(int parties, bool sum, std::vector<std::uint8_t> ids) {
+    put<std::uint8_t>(out, static_cast<std::uint8_t>((parties == 3 ? 1 : 0) | (sum ? 2 : 0)));
+    for (auto n : ids) put<std::uint8_t>(out, static_cast<std::uint8_t>(n - 1));  // 1 + ids % 64
+  }
+  VerticalOps& join(int k, int flaw = 0) { return op(0, {k, flaw}); }
+  VerticalOps& ready(int who) { return op(1, {who}); }
+  VerticalOps& psi(int who, int round, std::uint32_t peer, const std::string& tensor) {
+    op(2, {who, round});
+    if (peer < 0xff) {
+      put<std::uint8_t>(out, static_cast<std::uint8_t>(peer));
+    } else {
+      put<std::uint8_t>(out, 0xff);
+      put<std::uint32_t>(out, peer);
+    }
+    out += tensor;
+    return *this;
+  }
+  // flags: bit 0 labels, bit 1 evaluation; the tensor count is added.
+  VerticalOps& cut(int who, int flags, std::uint8_t step, const std::vector<std::string>& tensors) {
+    op(3, {who, flags | static_cast<int>(tensors.size() << 2), step});
+    for (const auto& t : tensors) out += t;
+    return *this;
+  }
+  VerticalOps& tick(std::uint16_t ms) {
+    op(4, {});
+    put<std::uint16_t>(out, ms);
+    return *this;
+  }
+  VerticalOps& left(int who) { return op(5, {who}); }
+  VerticalOps& raw(int who, bool to_cut, wire::MsgType type, const std::string& meta,
+                   const std::vector<std::string>& tensors) {
+    op(6, {who, to_cut ? 1 : 0, static_cast<int>(type), static_cast<int>(meta.size())});
+    out += meta;
+    put<std::uint8_t>(out, static_cast<std::uint8_t>(tensors.size()));
+    for (const auto& t : tensors) out += t;
+    return *this;
+  }
+  // Every party in and ready (sessions first_who + 1 on).
+  VerticalOps& start(int parties, int first_who = 0) {
+    for (int k = 0; k < parties; ++k) join(k);
+    for (int k = 0; k < parties; ++k) ready(first_who + k);
+    return *this;
+  }
+  std::string out;
+
+ private:
+  VerticalOps& op(int code, std::initializer_list<int> bytes) {
+    put<std::uint8_t>(out, static_cast<std::uint8_t>(code));
+    for (int b : bytes) put<std::uint8_t>(out, static_cast<std::uint8_t>(b));
+    return *this;
+  }
+};
+
+// The tensor encodings of vertical_join's input: its own bytes (fill 3), one byte repeated
+// (fill 0), special values (fill 2: 5 NaN, 6 +Inf, 8 1e6, 12 just past 1e6, 14 3.4e38).
+std::string vj_head(wire::DType type, const std::vector<std::uint16_t>& dims, std::uint8_t fill) {
+  std::string out;
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(type));
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(dims.size()));
+  for (auto d : dims) put<std::uint16_t>(out, d);
+  put<std::uint8_t>(out, fill);
+  return out;
+}
+std::string vj_tensor(const torch::Tensor& t) {
+  std::vector<std::uint16_t> dims;
+  for (auto d : t.sizes()) dims.push_back(static_cast<std::uint16_t>(d));
+  auto out = vj_head(wire::from_torch(t.scalar_type()), dims, 3);
+  const auto c = t.contiguous();
+  out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  return out;
+}
+std::string vj_bytes(std::uint16_t n, std::uint8_t byte) {
+  auto out = vj_head(wire::DType::kUInt8, {n}, 0);
+  put<std::uint8_t>(out, byte);
+  return out;
+}
+std::string vj_specials(const std::vector<std::uint16_t>& dims, const std::vector<std::uint8_t>& picks) {
+  auto out = vj_head(wire::DType::kFloat32, dims, 2);
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(picks.size()));
+  for (auto p : picks) put<std::uint8_t>(out, p);
+  return out;
+}
+std::string vj_cut(std::int64_t batch, std::uint64_t seed) {
+  torch::manual_seed(seed);
+  return vj_tensor(torch::randn({batch, 64}));
+}
+std::string vj_labels(std::int64_t batch) { return vj_tensor(torch::arange(batch, torch::kInt64).remainder(2)); }
+
+// Every party's round 1, round 2 and party 0's round 3 with each other party.
+void vj_psi(VerticalOps& s, const std::vector<std::uint8_t>& ids) {
+  for (std::size_t k = 1; k < ids.size(); ++k) {
+    const int p = static_cast<int>(k);
+    s.psi(0, 1, k, vj_bytes(static_cast<std::uint16_t>(ids[0] * vertical::kPointBytes), 0x11 * p));
+    s.psi(p, 1, 0, vj_bytes(static_cast<std::uint16_t>(ids[k] * vertical::kPointBytes), 0x22 * p));
+    s.psi(p, 2, 0, vj_bytes(static_cast<std::uint16_t>(ids[0] * vertical::kTagBytes), 0x33 * p));
+    s.psi(0, 3, k, vj_tensor(torch::arange(std::min(ids[0], ids[k]) - 1, torch::kInt64)));
+  }
+}
+
+// A step of every party (party 0 last, with the labels).
+void vj_step(VerticalOps& s, int parties, std::uint8_t step, std::int64_t batch, bool eval = false) {
+  const int flags = eval ? 2 : 0;
+  for (int k = parties - 1; k > 0; --k) s.cut(k, flags, step, {vj_cut(batch, 100 * step + k)});
+  s.cut(0, flags | 1, step, {vj_cut(batch, 100 * step), vj_labels(batch)});
+}
+
+Seeds vertical_join_seeds() {
+  Seeds seeds;
+  {  // two parties: the PSI, two steps and an evaluation, both leave
+    const std::vector<std::uint8_t> ids{3, 4};
+    VerticalOps s(2, false, ids);
+    s.start(2);
+    vj_psi(s, ids);
+    vj_step(s, 2, 0, 4);
+    vj_step(s, 2, 1, 4);
+    vj_step(s, 2, 2, 3, true);
+    s.left(0).left(1);
+    s.start(2, 2);  // a new cohort: the back starts again
+    seeds.emplace_back("honest_psi_two_steps", s.out);
+  }
+  {  // three parties, summed: the PSI, a step, an evaluation; one leaves, the others are ended after the grace
+    const std::vector<std::uint8_t> ids{5, 2, 3};
+    VerticalOps s(3, true, ids);
+    s.start(3);
+    vj_psi(s, ids);
+    vj_step(s, 3, 0, 8);
+    vj_step(s, 3, 1, 2, true);
+    s.left(2).tick(4000).tick(999).tick(1);  // kLeaveGrace to the millisecond
+    seeds.emplace_back("three_parties_sum_leave", s.out);
+  }
+  {  // out of step: party 1 at step 1, party 0 at step 2
+    VerticalOps s(2, false, {2, 2});
+    s.start(2);
+    vj_psi(s, {2, 2});
+    vj_step(s, 2, 0, 2);
+    s.cut(1, 0, 1, {vj_cut(2, 7)});
+    s.cut(0, 1, 2, {vj_cut(2, 8), vj_labels(2)});
+    seeds.emplace_back("out_of_step", s.out);
+  }
+  {  // late: party 1's cut never comes; a new cohort joins after
+    VerticalOps s(2, true, {1, 1});
+    s.start(2);
+    vj_psi(s, {1, 1});
+    s.cut(0, 1, 0, {vj_cut(2, 9), vj_labels(2)});
+    s.tick(500).tick(499).tick(1);  // step_timeout to the millisecond
+    s.join(0).join(1).ready(2).ready(3);
+    seeds.emplace_back("late_tick", s.out);
+  }
+  {  // what is refused: flawed Joins, rounds out of turn or of the wrong size, bad cuts
+    const std::vector<std::uint8_t> ids{2, 3, 4};
+    VerticalOps s(3, false, ids);
+    for (int flaw = 1; flaw < 12; ++flaw) s.join(0, flaw);
+    s.join(3).join(0).join(0).join(1, 12).join(1);  // out of range, taken, another batch order
+    s.cut(0, 1, 0, {vj_cut(1, 1), vj_labels(1)});   // before all are ready
+    s.join(2).ready(0).ready(0).ready(1).ready(2);
+    s.psi(1, 2, 0, vj_bytes(2 * vertical::kTagBytes, 1));               // round 2 before round 1
+    s.psi(0, 3, 1, vj_tensor(torch::zeros({1}, torch::kInt64)));        // round 3 before rounds 1 and 2
+    s.psi(0, 1, 1, vj_bytes(2 * vertical::kPointBytes - 1, 1));         // short
+    s.psi(1, 1, 2, vj_bytes(3 * vertical::kPointBytes, 1));             // party 1 to party 2
+    s.psi(0, 1, 0xffffffffu, vj_bytes(2 * vertical::kPointBytes, 1));   // to no party
+    s.psi(0, 4, 1, vj_bytes(1, 1));                                     // no such round
+    s.psi(3, 1, 0, vj_bytes(3 * vertical::kPointBytes, 1));             // session 4 was never admitted
+    s.psi(0, 1, 1, vj_bytes(2 * vertical::kPointBytes, 1));
+    s.psi(0, 1, 1, vj_bytes(2 * vertical::kPointBytes, 1));             // twice
+    s.cut(1, 0, 0, {vj_cut(2, 1)});                                     // before the PSI is done
+    s.psi(1, 1, 0, vj_bytes(3 * vertical::kPointBytes, 2));
+    s.psi(1, 2, 0, vj_bytes(2 * vertical::kTagBytes, 3));
+    s.psi(0, 3, 1, vj_tensor(torch::zeros({3}, torch::kInt64)));       // more positions than IDs
+    s.psi(0, 3, 1, vj_tensor(torch::zeros({1}, torch::kInt32)));       // not int64
+    s.psi(0, 3, 1, vj_tensor(torch::zeros({1}, torch::kInt64)));
+    s.psi(0, 1, 2, vj_bytes(2 * vertical::kPointBytes, 4));
+    s.psi(2, 1, 0, vj_bytes(4 * vertical::kPointBytes, 5));
+    s.psi(2, 2, 0, vj_bytes(2 * vertical::kTagBytes, 6));
+    s.psi(0, 3, 2, vj_tensor(torch::ones({2}, torch::kInt64)));
+    s.cut(1, 0, 0, {vj_specials({2, 64}, {0, 5})});                     // NaN
+    s.cut(1, 0, 0, {vj_specials({2, 64}, {6, 1})});                     // Inf
+    s.cut(1, 0, 0, {vj_specials({2, 64}, {12})});                       // just past the bound
+    s.cut(1, 0, 0, {vj_specials({2, 63}, {1})});                        // narrow
+    s.cut(1, 1, 0, {vj_cut(2, 2), vj_labels(2)});                       // labels from party 1
+    s.cut(0, 1, 0, {vj_cut(2, 3), vj_tensor(torch::tensor({0, 2}, torch::kInt64))});  // class 2
+    s.cut(0, 1, 0, {vj_cut(2, 3), vj_labels(3)});                       // 3 labels for 2 rows
+    s.raw(0, true, wire::MsgType::kActivations, "\x01\x05", {vj_cut(2, 4)});
+    s.raw(0, false, wire::MsgType::kActivations, "", {});
+    s.cut(1, 0, 0, {vj_specials({2, 64}, {8, 9})});                     // at the bound: taken
+    s.cut(1, 0, 0, {vj_cut(2, 5)});                                     // twice
+    s.cut(2, 0, 0, {vj_cut(2, 6)});
+    s.cut(0, 1, 0, {vj_specials({2, 64}, {14}), vj_labels(2)});         // past the bound
+    s.cut(0, 1, 0, {vj_cut(2, 7), vj_labels(2)});
+    s.tick(2000);
+    seeds.emplace_back("refusals", s.out);
+  }
+  {  // a party leaves before the start (its place is free again), another during the PSI: every party ends
+    const std::vector<std::uint8_t> ids{4, 4, 4};
+    VerticalOps s(3, false, ids);
+    s.join(0).join(1).join(2).ready(0).left(2).join(2).ready(1).ready(3);
+    s.psi(0, 1, 1, vj_bytes(4 * vertical::kPointBytes, 9));
+    s.left(1).left(0).join(1);
+    seeds.emplace_back("leave_during_psi", s.out);
+  }
+  return seeds;
+}
+
 }  // namespace
 
 std::map<std::string, Seeds> generate_corpus(const std::string& configs_dir) {
@@ -381,6 +587,7 @@ std::map<std::string, Seeds> generate_corpus(const std::string& configs_dir) {
   c["keys"] = keys_seeds();
   c["allow_list"] = allow_list_seeds();
   c["psi_rounds"] = psi_seeds();
+  c["vertical_join"] = vertical_join_seeds();
   return c;
 }
 

@@ -15,7 +15,8 @@
   X(config)                          \
   X(keys)                            \
   X(allow_list)                      \
-  X(psi_rounds)
+  X(psi_rounds)                      \
+  X(vertical_join)
 
 namespace cutlayer::fuzz {
 

@@ -124,9 +124,9 @@ TEST(FixedFindings, MetaFlagByteOtherThan0Or1IsRefused) {
   join.u_shaped = true;
   auto msg = wire::make_message(join);
   // u_shaped, sync and inference, then three empty fingerprint strings (8-byte lengths),
-  // the cut's coding (two enum bytes, a uint32) and the vertical party and parties (two
-  // uint32).
-  const auto at = msg.meta.size() - 3 - 3 * 8 - 6 - 8;
+  // the cut's coding (two enum bytes, a uint32), the vertical party and parties (two
+  // uint32) and the empty vertical order (an 8-byte length).
+  const auto at = msg.meta.size() - 3 - 3 * 8 - 6 - 8 - 8;
   for (const std::uint8_t byte : {0, 1}) {
     msg.meta[at] = byte;
     EXPECT_EQ(wire::meta_as<wire::Join>(msg).u_shaped, byte == 1);
