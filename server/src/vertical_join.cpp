@@ -53,7 +53,6 @@ std::optional<std::string> VerticalJoin::check_join(const wire::Join& j) const {
     return "a party of the last cohort left (" + gone_->reason + "); join again once the others have gone";
   if (const auto& p = parties_[j.vertical_party])
     return fmt::format("party {} has joined already (as '{}'); each party joins once", j.vertical_party, p->name);
-  if (began_) return std::string("the parties of this session have started; join when it has ended");
   for (const auto& p : parties_)
     if (p && p->order != j.vertical_order)
       return fmt::format("this party's batch order ({}) is not party {}'s ({}): every party needs the same",

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cutlayer/client/client_config.h"
+#include "../config_text.h"
 #include "cutlayer/error.h"
 
 namespace cutlayer::client {
@@ -28,58 +29,15 @@ std::string configs_dir() {
 #endif
 }
 
-std::string write_temp(const std::string& text) {
-  char path[] = "/tmp/cutlayer-client-config-XXXXXX";
-  const int fd = ::mkstemp(path);
-  EXPECT_GE(fd, 0);
-  ::close(fd);
-  std::ofstream(path) << text;
-  return path;
-}
+ClientConfig load_text(const std::string& text) { return testing_config::load_text(text, &load_client_config); }
 
-ClientConfig load_text(const std::string& text) {
-  const auto path = write_temp(text);
-  try {
-    auto c = load_client_config(path);
-    std::remove(path.c_str());
-    return c;
-  } catch (...) {
-    std::remove(path.c_str());
-    throw;
-  }
-}
+using testing_config::contains;
+using testing_config::Refusal;
 
-struct Refusal {
-  std::string path;     // the temp file the config was written to
-  std::string message;  // ConfigError::what(), or "" when the config was accepted
-};
+Refusal refusal_of(const std::string& text) { return testing_config::refusal_of(text, &load_client_config); }
 
-// Loads `text` expecting a ConfigError; the message comes back for the caller to check.
-Refusal refusal_of(const std::string& text) {
-  Refusal r{write_temp(text), ""};
-  try {
-    (void)load_client_config(r.path);
-    ADD_FAILURE() << text << " was accepted";
-  } catch (const ConfigError& e) {
-    r.message = e.what();
-  }
-  std::remove(r.path.c_str());
-  return r;
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// The refusal names the file first, then the field (as "field `<path>`" or
-// "unknown field `<path>`"), then the reason.
 void expect_refused(const std::string& text, const std::string& field, const std::string& reason) {
-  SCOPED_TRACE(text);
-  const auto r = refusal_of(text);
-  if (r.message.empty()) return;  // refusal_of reported the acceptance
-  EXPECT_EQ(r.message.rfind(r.path + ": ", 0), 0u) << "should start with the file: " << r.message;
-  EXPECT_TRUE(contains(r.message, "field `" + field + "`")) << "should name `" << field << "`: " << r.message;
-  EXPECT_TRUE(contains(r.message, reason)) << "should say \"" << reason << "\": " << r.message;
+  testing_config::expect_refused(text, field, reason, &load_client_config);
 }
 
 TEST(ClientConfigVertical, ShippedConfigLoads) {

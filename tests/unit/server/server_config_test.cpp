@@ -9,6 +9,7 @@
 #include <vector>
 #include <unistd.h>
 
+#include "../config_text.h"
 #include "cutlayer/error.h"
 #include "cutlayer/server/server_config.h"
 
@@ -17,26 +18,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string write_temp(const std::string& text) {
-  char path[] = "/tmp/cutlayer-server-config-XXXXXX";
-  const int fd = ::mkstemp(path);
-  EXPECT_GE(fd, 0);
-  ::close(fd);
-  std::ofstream(path) << text;
-  return path;
-}
-
-ServerConfig load_text(const std::string& text) {
-  const auto path = write_temp(text);
-  try {
-    auto c = load_server_config(path);
-    std::remove(path.c_str());
-    return c;
-  } catch (...) {
-    std::remove(path.c_str());
-    throw;
-  }
-}
+ServerConfig load_text(const std::string& text) { return testing_config::load_text(text, &load_server_config); }
 
 TEST(ServerConfig, ShippedConfigsCarryTheDefaults) {
   for (const char* name : {"server.json", "server-aggregation.json"}) {
@@ -115,37 +97,13 @@ TEST(ServerConfig, SharedKfacFactorsAreRead) {
 
 // Vertical split learning: the "vertical" object (docs/vertical.md).
 
-struct Refusal {
-  std::string path;     // the temp file the config was written to
-  std::string message;  // ConfigError::what(), or "" when the config was accepted
-};
+using testing_config::contains;
+using testing_config::Refusal;
 
-// Loads `text` expecting a ConfigError; the message comes back for the caller to check.
-Refusal refusal_of(const std::string& text) {
-  Refusal r{write_temp(text), ""};
-  try {
-    (void)load_server_config(r.path);
-    ADD_FAILURE() << text << " was accepted";
-  } catch (const ConfigError& e) {
-    r.message = e.what();
-  }
-  std::remove(r.path.c_str());
-  return r;
-}
+Refusal refusal_of(const std::string& text) { return testing_config::refusal_of(text, &load_server_config); }
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// The refusal names the file first, then the field (as "field `<path>`" or
-// "unknown field `<path>`"), then the reason.
 void expect_refused(const std::string& text, const std::string& field, const std::string& reason) {
-  SCOPED_TRACE(text);
-  const auto r = refusal_of(text);
-  if (r.message.empty()) return;  // refusal_of reported the acceptance
-  EXPECT_EQ(r.message.rfind(r.path + ": ", 0), 0u) << "should start with the file: " << r.message;
-  EXPECT_TRUE(contains(r.message, "field `" + field + "`")) << "should name `" << field << "`: " << r.message;
-  EXPECT_TRUE(contains(r.message, reason)) << "should say \"" << reason << "\": " << r.message;
+  testing_config::expect_refused(text, field, reason, &load_server_config);
 }
 
 TEST(ServerConfigVertical, ShippedConfigLoads) {
