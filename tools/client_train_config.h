@@ -17,7 +17,7 @@ struct ClientTrainConfig {
   std::string log_level = "info";
   int threads = 1;
   train::TrainOptions train;
-  privacy::NoPeekOptions nopeek;
+  privacy::PrivacyOptions nopeek;
   std::string client_key;
   cut::CutOptions cut;  // the cut's compression, simulated (cut::through_cut)
   state::CheckpointOptions checkpoint;

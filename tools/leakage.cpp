@@ -28,11 +28,16 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
+#include "cutlayer/privacy/adversary.h"
 #include "cutlayer/privacy/dcor.h"
+#include "cutlayer/privacy/label_attacks.h"
+#include "cutlayer/privacy/label_defense.h"
+#include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/privacy/metrics.h"
 #include "cutlayer/report/json.h"
 #include "cutlayer/train/loop.h"
@@ -66,30 +71,6 @@ void write_npy(const std::string& path, const torch::Tensor& t_in) {
   out.write(static_cast<const char*>(data.data_ptr()), static_cast<std::streamsize>(data.nbytes()));
 }
 
-// z (C x H x W) -> x (Cin x Hin x Win): one stride-2 transposed convolution doubling H, W,
-// then one that lands on the input size; a linear decoder when the shapes do not allow it.
-torch::nn::Sequential make_decoder(const std::vector<std::int64_t>& cut, const std::vector<std::int64_t>& in) {
-  torch::nn::Sequential d;
-  if (cut.size() == 3 && in.size() == 3 && in[1] - 2 * cut[1] + 1 >= 1 && in[2] - 2 * cut[2] + 1 >= 1 &&
-      in[1] - 2 * cut[1] == in[2] - 2 * cut[2]) {
-    d->push_back(torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(cut[0], 32, 4).stride(2).padding(1)));
-    d->push_back(torch::nn::ReLU());
-    d->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 32, 3).padding(1)));
-    d->push_back(torch::nn::ReLU());
-    d->push_back(torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(32, in[0], in[1] - 2 * cut[1] + 1)));
-    return d;
-  }
-  std::int64_t zn = 1, xn = 1;
-  for (auto v : cut) zn *= v;
-  for (auto v : in) xn *= v;
-  d->push_back(torch::nn::Flatten());
-  d->push_back(torch::nn::Linear(zn, 512));
-  d->push_back(torch::nn::ReLU());
-  d->push_back(torch::nn::Linear(512, xn));
-  d->push_back(torch::nn::Unflatten(torch::nn::UnflattenOptions(1, in)));
-  return d;
-}
-
 // A vertical party's config: the front is its front of the vertical model (as the party
 // builds it), the input its strip of every sample. Returns the strip of `x`.
 torch::Tensor vertical_party(const tools::ClientTrainConfig& cfg, const torch::Tensor& x, model::SplitModel& m,
@@ -105,37 +86,45 @@ torch::Tensor vertical_party(const tools::ClientTrainConfig& cfg, const torch::T
 
 struct LabelLeakage {
   std::int64_t steps = 0, examples = 0;
-  double norm_auc_mean = 0, norm_auc_max = 0, cosine_auc_mean = 0, cosine_auc_min = 1;
+  double test_acc = -1;
+  std::vector<privacy::AttackAuc> attacks;
 };
 
-// Trains the U-shaped form of `opts`' model for `steps` steps and records the gradients
-// the server sees (dL/dh, one row per example) over the last `record` steps. Attacks:
-//  norm:   score = ||g_i|| (Li et al.'s norm attack), AUC per class one-vs-rest;
-//  cosine: the server knows one example of class c (the first recorded) and scores
-//          cos(g_i, g_ref) for the others, AUC per class one-vs-rest.
-LabelLeakage label_leakage(train::TrainOptions opts, const data::Dataset& train_set, double alpha,
-                           std::int64_t steps, std::int64_t record, const std::string& out_dir) {
+// Trains the U-shaped form of `opts`' model for `steps` steps (the same math as the split
+// run: the server's output h goes to the client's head; dL/dh, or what the label defence
+// makes of it, comes back; NoPeek and the decoder adversary act on the front as configured),
+// records the gradients the server receives (one row per example) over the last `record`
+// steps and attacks them (privacy/label_attacks.h). The trained front is left in `m`.
+LabelLeakage label_leakage(train::TrainOptions opts, const data::Split& data, const privacy::PrivacyOptions& p,
+                           std::int64_t steps, std::int64_t record, std::uint64_t seed, model::SplitModel& m,
+                           const std::string& out_dir) {
   opts.u_shaped = true;
+  opts.lr_total_steps = steps;  // a cosine schedule spans this run
   const auto spec = train::split_spec(opts);
-  auto m = model::build_split(spec, opts.seed);
+  m = model::build_split(spec, opts.seed);
   model::require_back(m, "cutlayer-leakage");
   std::vector<torch::Tensor> params = m.front->parameters();
-  for (auto& p : m.back->parameters()) params.push_back(p);
-  for (auto& p : m.head->parameters()) params.push_back(p);
+  for (auto& q : m.back->parameters()) params.push_back(q);
+  for (auto& q : m.head->parameters()) params.push_back(q);
   auto opt = train::make_optimizer(params, opts);
-  train::Batches batches(train_set, opts.batch_size, 1000, steps, opts.seed);
+  std::optional<privacy::DecoderAdversary> adversary;
+  if (p.adversary.active()) adversary.emplace(p.adversary, opts.seed);
+  train::Batches batches(data.train, opts.batch_size, 1000, steps, opts.seed);
   train::Batch b;
   std::vector<torch::Tensor> grads, labels;
   while (batches.next(b)) {
     train::set_lr(*opt, train::lr_at(opts, b.step));
     opt->zero_grad();
     auto z = m.front->forward(b.x);
-    auto h = m.back->forward(z);
+    auto h = m.back->forward(privacy::cut_to_send(z, p));
     auto h_client = h.detach().requires_grad_(true);  // what crosses to the client's head
-    auto loss = torch::nn::functional::cross_entropy(m.head->forward(h_client), b.y);
-    loss.backward();
-    const auto g = h_client.grad();  // dL/dh: what the server receives
-    if (alpha > 0) torch::autograd::backward({h, alpha * privacy::dcor(b.x, z)}, {g, torch::Tensor()});
+    auto logits = m.head->forward(h_client);
+    auto loss = torch::nn::functional::cross_entropy(logits, b.y);
+    const auto g = privacy::head_backward(h_client, logits, loss, p.label_defense);  // what the server receives
+    torch::Tensor local;
+    if (const double alpha = privacy::alpha_at(p, b.step); alpha > 0) local = alpha * privacy::dcor(b.x, z);
+    if (adversary) local = local.defined() ? local + adversary->penalty(b.x, z) : adversary->penalty(b.x, z);
+    if (local.defined()) torch::autograd::backward({h, local}, {g, torch::Tensor()});
     else h.backward(g);
     opt->step();
     if (b.step >= steps - record) {
@@ -145,229 +134,266 @@ LabelLeakage label_leakage(train::TrainOptions opts, const data::Dataset& train_
   }
   LabelLeakage r;
   r.steps = steps;
-  const auto g = torch::cat(grads).to(torch::kFloat64);
+  const auto g = torch::cat(grads);
   const auto y = torch::cat(labels);
   r.examples = g.size(0);
-  const auto norms = g.norm(2, 1);
-  const auto unit = g / norms.clamp_min(1e-30).unsqueeze(1);
-  int classes = 0;
-  for (std::int64_t c = 0; c <= y.max().item<std::int64_t>(); ++c) {
-    const auto pos = (y == c).to(torch::kInt64);
-    const auto npos = pos.sum().item<std::int64_t>();
-    if (npos < 2 || npos == r.examples) continue;
-    const double a_norm = privacy::roc_auc(norms, pos);
-    const auto ref = torch::nonzero(pos).flatten()[0].item<std::int64_t>();
-    auto rest = torch::ones({r.examples}, torch::kBool);
-    rest[ref] = false;
-    const auto cos = unit.matmul(unit[ref]);
-    const double a_cos = privacy::roc_auc(cos.masked_select(rest), pos.masked_select(rest));
-    r.norm_auc_mean += a_norm;
-    r.norm_auc_max = std::max(r.norm_auc_max, a_norm);
-    r.cosine_auc_mean += a_cos;
-    r.cosine_auc_min = std::min(r.cosine_auc_min, a_cos);
-    ++classes;
+  {
+    torch::NoGradGuard no_grad;
+    m.front->eval();
+    m.back->eval();
+    m.head->eval();
+    double correct = 0;
+    for (std::int64_t i = 0; i < data.test.size(); i += 1000) {
+      const auto n = std::min<std::int64_t>(1000, data.test.size() - i);
+      const auto logits = m.head->forward(m.back->forward(privacy::cut_to_send(m.front->forward(data.test.x.narrow(0, i, n)), p)));
+      correct += train::count_correct(logits, data.test.y.narrow(0, i, n));
+    }
+    if (data.test.size() > 0) r.test_acc = correct / data.test.size();
   }
-  if (classes == 0) throw Error("label leakage: fewer than 2 examples of every class were recorded");
-  r.norm_auc_mean /= classes;
-  r.cosine_auc_mean /= classes;
   ::mkdir(out_dir.c_str(), 0755);
   write_npy(out_dir + "/server_grads.npy", g.to(torch::kFloat32));
   write_npy(out_dir + "/server_grads_y.npy", y);
+  r.attacks = privacy::attack_labels(g, y, seed);
   return r;
+}
+
+// The label section of the report: JSON and Markdown.
+std::pair<report::Json, std::string> label_report(const LabelLeakage& L, const privacy::LabelDefenseOptions& d) {
+  report::Json j;
+  j.add("steps", L.steps).add("examples", L.examples).add("test_acc", L.test_acc, 4);
+  j.add("defense", d.kind);
+  if (d.active()) j.add("sigma", d.sigma).add("clip", d.clip);
+  std::string rows;
+  for (const auto& a : L.attacks) {
+    j.add(a.attack + "_auc_mean", a.mean, 6).add(a.attack + "_auc_max", a.max, 6).add(a.attack + "_auc_min", a.min, 6);
+    rows += fmt::format("| {} | {:.4f} | {:.4f} | {:.4f} |\n", a.attack, a.mean, a.max, a.min);
+  }
+  auto md = fmt::format(
+      "## Label leakage in U-shaped mode\n\n"
+      "The server never receives labels, but it receives dL/dh, the gradient of the client's loss with respect to "
+      "the server's output. Over the last {} examples of a {}-step U-shaped run (label defence: {}{}; test accuracy "
+      "{:.4f}), one-vs-rest per class (AUC 0.5: nothing learnt, 1: labels read off). Attacks: norm = ‖g‖; cosine = "
+      "cos(g, g of one known example of the class); lda = a linear discriminant on the top principal components, "
+      "fitted on the first half with their labels, scored on the other half; cluster = k-means on the same "
+      "projection, the best-matching cluster per class.\n\n"
+      "| attack | AUC mean over classes | max | min |\n|---|---|---|---|\n{}\n"
+      "Files: `server_grads.npy` (the recorded gradients), `server_grads_y.npy` (their labels).\n\n",
+      L.examples, L.steps, d.kind, d.active() ? fmt::format(", sigma {}, clip {}", d.sigma, d.clip) : "", L.test_acc,
+      rows);
+  return {j, md};
+}
+
+struct Flags {
+  std::string config_path, front_path, out_dir = "run/leakage";
+  std::int64_t eval_n = 2000, aux_n = 5000, label_steps = 0, label_record = 50;
+  int epochs = 8, threads = 2;
+  std::uint64_t seed = 7;
+  double noise = -1;
+  cut::CutFlags cut;
+};
+
+void add_flags(CLI::App& app, Flags& f) {
+  app.add_option("-c,--config", f.config_path, "the client's config (model, data, normalization, privacy)")->required();
+  app.add_option("--front", f.front_path,
+                 "the saved front model (cutlayer-client --save-front); with --label-steps and no --front, the "
+                 "front that run trains is measured");
+  app.add_option("-o,--out", f.out_dir, "output directory");
+  app.add_option("--eval", f.eval_n, "held-out evaluation examples (test split, first N)");
+  app.add_option("--aux", f.aux_n, "attacker's auxiliary examples (the test split after the evaluation set)");
+  app.add_option("--epochs", f.epochs, "decoder training epochs");
+  app.add_option("--threads", f.threads, "LibTorch threads");
+  app.add_option("--seed", f.seed, "seed for the decoder, the permutation floor and the clustering attack");
+  app.add_option("--noise", f.noise, "std of the Gaussian noise the client adds to what it sends (overrides privacy.noise_std)")
+      ->check(CLI::Range(0.0, 1e3));
+  f.cut.add(app);
+  app.add_option("--label-steps", f.label_steps,
+                 "also measure label leakage: train the U-shaped form for this many steps (privacy.label_defense "
+                 "applied), recording what the server receives")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
+  app.add_option("--label-record", f.label_record, "label leakage: steps at the end whose gradients are attacked")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
+}
+
+void load_front(model::SplitModel& m, const std::string& path, const std::string& model) {
+  try {
+    torch::load(m.front, path);
+  } catch (const c10::Error& e) {
+    throw IoError("cannot load the front model '" + path + "' (saved by cutlayer-client --save-front for " + model +
+                  "?): " + e.what_without_backtrace());
+  }
+}
+
+struct CutLeakage {
+  double dcor = 0, dcor2_u = 0, floor = 0;
+  double r_mse = 0, r_psnr = 0, r_ssim = -1, b_mse = 0, b_psnr = 0, b_ssim = -1;
+  torch::Tensor x_pix, z_eval, rec_pix;
+};
+
+// a. dCor on the evaluation set and b. the decoder attack trained on the auxiliary set, on
+// what the server observes: the activations as sent, noise included, as the cut's coding
+// delivers them.
+CutLeakage measure_cut(const Flags& f, const tools::ClientTrainConfig& cfg, const privacy::PrivacyOptions& p,
+                       torch::nn::Sequential& front, const std::vector<std::int64_t>& input_shape,
+                       const torch::Tensor& test_x) {
+  auto log = log::get("leakage");
+  torch::NoGradGuard no_grad;
+  front->eval();
+  const auto x_eval = test_x.narrow(0, 0, f.eval_n);
+  const auto x_aux = test_x.narrow(0, f.eval_n, f.aux_n);
+  torch::manual_seed(f.seed + 1);
+  const auto as_sent = [&](const torch::Tensor& z) {
+    const auto noisy = privacy::cut_to_send(z, p);
+    const auto& c = cfg.cut;
+    if (!c.compressed()) return noisy;
+    return cut::encode_activations(noisy, cut::coding_for(c, z.numel() / z.size(0)), c.random).as_received;
+  };
+  CutLeakage r;
+  r.z_eval = as_sent(front->forward(x_eval));
+  const auto z_aux = as_sent(front->forward(x_aux));
+  r.dcor = privacy::dcor(x_eval, r.z_eval).item<double>();
+  r.dcor2_u = privacy::dcor2_unbiased(x_eval, r.z_eval).item<double>();
+  r.floor = privacy::permutation_floor(x_eval, r.z_eval, f.seed).item<double>();
+  log->info("dCor(X, Z) on {} held-out examples: {:.4f} (permutation floor {:.4f}); bias-corrected dCor^2 {:.4f}",
+            f.eval_n, r.dcor, r.floor, r.dcor2_u);
+  torch::manual_seed(f.seed);
+  auto dec = privacy::make_decoder(r.z_eval.sizes().slice(1).vec(), input_shape);
+  torch::optim::Adam adam(dec->parameters(), torch::optim::AdamOptions(1e-3));
+  const std::int64_t batch = 64;
+  for (int e = 0; e < f.epochs; ++e) {
+    torch::AutoGradMode grad(true);
+    const auto perm = torch::randperm(f.aux_n, torch::kInt64);
+    double total = 0;
+    for (std::int64_t b = 0; b < f.aux_n; b += batch) {
+      const auto idx = perm.narrow(0, b, std::min(batch, f.aux_n - b));
+      auto loss = torch::mse_loss(dec->forward(z_aux.index_select(0, idx)), x_aux.index_select(0, idx));
+      adam.zero_grad();
+      loss.backward();
+      adam.step();
+      total += loss.item<double>() * idx.size(0);
+    }
+    log->info("decoder epoch {}/{}: train MSE (normalized) {:.4f}", e + 1, f.epochs, total / f.aux_n);
+  }
+  dec->eval();
+  const auto& nrm = cfg.train.data.normalization;
+  auto to_pixels = [&](const torch::Tensor& t) { return ((t * nrm.std + nrm.mean) / (nrm.scale * 255.0)).clamp(0, 1); };
+  r.x_pix = to_pixels(x_eval);
+  r.rec_pix = to_pixels(dec->forward(r.z_eval));
+  const auto mean_pix = to_pixels(x_aux.mean(0, true)).expand_as(r.x_pix).contiguous();
+  const bool images = r.x_pix.dim() == 4 && r.x_pix.size(2) >= 11 && r.x_pix.size(3) >= 11;
+  r.r_mse = privacy::mse(r.rec_pix, r.x_pix);
+  r.r_psnr = privacy::psnr(r.rec_pix, r.x_pix, 1.0);
+  r.r_ssim = images ? privacy::ssim(r.rec_pix, r.x_pix, 1.0) : -1;
+  r.b_mse = privacy::mse(mean_pix, r.x_pix);
+  r.b_psnr = privacy::psnr(mean_pix, r.x_pix, 1.0);
+  r.b_ssim = images ? privacy::ssim(mean_pix, r.x_pix, 1.0) : -1;
+  log->info("reconstruction on {} unseen examples: MSE {:.4f}, PSNR {:.2f} dB, SSIM {:.4f} (mean-image baseline: "
+            "MSE {:.4f}, PSNR {:.2f} dB, SSIM {:.4f})", f.eval_n, r.r_mse, r.r_psnr, r.r_ssim, r.b_mse, r.b_psnr, r.b_ssim);
+  return r;
+}
+
+void write_reports(const Flags& f, const tools::ClientTrainConfig& cfg, const privacy::PrivacyOptions& p,
+                   const CutLeakage& c, const torch::Tensor& y_eval, const std::optional<LabelLeakage>& L) {
+  ::mkdir(f.out_dir.c_str(), 0755);
+  write_npy(f.out_dir + "/x.npy", c.x_pix);
+  write_npy(f.out_dir + "/z.npy", c.z_eval);
+  write_npy(f.out_dir + "/y.npy", y_eval);
+  write_npy(f.out_dir + "/recon.npy", c.rec_pix);
+  report::Json decoder, baseline, summary;
+  decoder.add("aux", f.aux_n).add("epochs", f.epochs).add("mse", c.r_mse, 6).add("psnr", c.r_psnr, 4).add("ssim", c.r_ssim, 6);
+  baseline.add("mse", c.b_mse, 6).add("psnr", c.b_psnr, 4).add("ssim", c.b_ssim, 6);
+  const auto& v = cfg.vertical;
+  const auto& model = cfg.train.model;
+  summary.add("model", v.parties > 0 ? fmt::format("vertical party {} of {}", v.party, v.parties) : model)
+      .add("front", f.front_path.empty() ? "trained by --label-steps" : f.front_path)
+      .add("noise_std", p.noise_std)
+      .add("cut_norm", p.cut_norm)
+      .add("adversary_weight", p.adversary.weight)
+      .add("cut", cut::identity(cfg.cut))
+      .add("n", f.eval_n)
+      .add("dcor", c.dcor, 6)
+      .add("dcor2_u", c.dcor2_u, 6)
+      .add("perm_floor", c.floor, 6)
+      .add("decoder", decoder)
+      .add("mean_image_baseline", baseline);
+  std::string label_md;
+  if (L) {
+    auto [j, md] = label_report(*L, p.label_defense);
+    summary.add("label_leakage", j);
+    label_md = md;
+  }
+  const auto json = summary.str();
+  std::ofstream(f.out_dir + "/report.json") << json << "\n";
+  std::ofstream md(f.out_dir + "/report.md");
+  md << "# Leakage report: " << model << "\n\n"
+     << "Front model `" << (f.front_path.empty() ? "trained by --label-steps" : f.front_path)
+     << "`; evaluation set: the first " << f.eval_n << " test examples; attacker's auxiliary set: the next " << f.aux_n
+     << ".\n\n"
+     << "## Distance correlation between inputs and cut-layer activations\n\n"
+     << "| measure | value |\n|---|---|\n"
+     << fmt::format("| dCor (biased, NoPeek's) | {:.4f} |\n| permutation floor (independent activations, same n) | {:.4f} |\n"
+                    "| bias-corrected dCor² (≈ 0 when independent) | {:.4f} |\n\n", c.dcor, c.floor, c.dcor2_u)
+     << "The biased dCor never reaches 0 at finite n: compare it with the floor, not with 0.\n\n"
+     << "## Reconstruction attack (decoder z → x, trained on the auxiliary set)\n\n"
+     << "| | MSE | PSNR (dB) | SSIM |\n|---|---|---|---|\n"
+     << fmt::format("| decoder | {:.4f} | {:.2f} | {:.4f} |\n| mean image (no information) | {:.4f} | {:.2f} | {:.4f} |\n\n",
+                    c.r_mse, c.r_psnr, c.r_ssim, c.b_mse, c.b_psnr, c.b_ssim)
+     << "Pixels in [0, 1]; SSIM with an 11×11 Gaussian window. Image grid: `scripts/plot-leakage.py " << f.out_dir
+     << "` writes `" << f.out_dir << "/reconstructions.png`.\n\n"
+     << "Files: `x.npy` (inputs, pixels), `z.npy` (activations), `y.npy` (labels), `recon.npy` (reconstructions).\n\n"
+     << label_md;
+  std::cout << json << std::endl;
+}
+
+int run(const Flags& f) {
+  auto cfg = tools::load_client_train_config(f.config_path);
+  f.cut.apply(cfg.cut);
+  auto opts = cfg.train;
+  opts.eval_samples = std::max(opts.eval_samples, f.eval_n + f.aux_n);
+  torch::set_num_threads(f.threads);
+  auto log = log::get("leakage");
+  if (f.front_path.empty() && f.label_steps == 0)
+    throw ConfigError("--front: which front to measure? (or --label-steps N: measure the front that run trains)");
+  const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
+  if (data.test.size() < f.eval_n + f.aux_n)
+    throw ConfigError("the test split has " + std::to_string(data.test.size()) + " examples; --eval + --aux need " +
+                      std::to_string(f.eval_n + f.aux_n));
+  auto p = cfg.nopeek;
+  if (f.noise >= 0) p.noise_std = f.noise;
+  auto spec = train::split_spec(opts);
+  auto m = model::build_split(spec, opts.seed);
+  auto test_x = data.test.x;
+  std::optional<LabelLeakage> L;
+  if (cfg.vertical.parties > 0) {  // a vertical party: its front, its strip
+    if (f.label_steps > 0) throw ConfigError("--label-steps measures U-shaped training; a vertical party is vanilla");
+    test_x = vertical_party(cfg, test_x, m, spec);
+  }
+  if (f.label_steps > 0) {  // c. label leakage from the gradients the server sees in U-shaped mode
+    L = label_leakage(opts, data, p, f.label_steps, std::min(f.label_record, f.label_steps), f.seed, m, f.out_dir);
+    for (const auto& a : L->attacks)
+      log->info("label leakage ({} gradients the server saw after {} steps; test accuracy {:.4f}): {} attack AUC "
+                "{:.4f} (max over classes {:.4f})", L->examples, L->steps, L->test_acc, a.attack, a.mean, a.max);
+  }
+  if (!f.front_path.empty()) load_front(m, f.front_path, opts.model);
+  const auto c = measure_cut(f, cfg, p, m.front, spec.input_shape, test_x);
+  write_reports(f, cfg, p, c, data.test.y.narrow(0, 0, f.eval_n), L);
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   cutlayer::tune_threads();
-  CLI::App app{"cutlayer-leakage: dCor and a reconstruction attack on a trained client's cut layer"};
-  std::string config_path, front_path, out_dir = "run/leakage";
-  std::int64_t eval_n = 2000, aux_n = 5000;
-  int epochs = 8, threads = 2;
-  std::uint64_t seed = 7;
-  app.add_option("-c,--config", config_path, "the client's config (model, data, normalization)")->required();
-  app.add_option("--front", front_path, "the saved front model (cutlayer-client --save-front)")->required();
-  app.add_option("-o,--out", out_dir, "output directory");
-  app.add_option("--eval", eval_n, "held-out evaluation examples (test split, first N)");
-  app.add_option("--aux", aux_n, "attacker's auxiliary examples (the test split after the evaluation set)");
-  app.add_option("--epochs", epochs, "decoder training epochs");
-  app.add_option("--threads", threads, "LibTorch threads");
-  app.add_option("--seed", seed, "seed for the decoder and the permutation floor");
-  double noise = -1;
-  app.add_option("--noise", noise, "std of the Gaussian noise the client adds to what it sends (overrides privacy.noise_std)")
-      ->check(CLI::Range(0.0, 1e3));
-  cut::CutFlags cut_flags;
-  cut_flags.add(app);
-  std::int64_t label_steps = 0, label_record = 50;
-  app.add_option("--label-steps", label_steps,
-                 "also measure label leakage: train the U-shaped form for this many steps, recording dL/dh")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
-  app.add_option("--label-record", label_record, "label leakage: steps at the end whose gradients are attacked")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
+  CLI::App app{"cutlayer-leakage: dCor, a reconstruction attack and (U-shaped) label attacks on a client's cut"};
+  Flags f;
+  add_flags(app, f);
   CLI11_PARSE(app, argc, argv);
   try {
-    auto client_cfg = tools::load_client_train_config(config_path);
-    cut_flags.apply(client_cfg.cut);
-    auto opts = client_cfg.train;
-    opts.eval_samples = eval_n + aux_n;
-    torch::set_num_threads(threads);
-    auto log = log::get("leakage");
-    const auto data = data::load_split(opts.data, opts.eval_samples, opts.seed);
-    if (data.test.size() < eval_n + aux_n)
-      throw ConfigError("the test split has " + std::to_string(data.test.size()) + " examples; --eval + --aux need " +
-                        std::to_string(eval_n + aux_n));
-    auto spec = train::split_spec(opts);
-    auto m = model::build_split(spec, opts.seed);
-    auto test_x = data.test.x;
-    if (client_cfg.vertical.parties > 0) {  // a vertical party: its front, its strip
-      if (label_steps > 0) throw ConfigError("--label-steps measures U-shaped training; a vertical party is vanilla");
-      test_x = vertical_party(client_cfg, test_x, m, spec);
-    }
-    try {
-      torch::load(m.front, front_path);
-    } catch (const c10::Error& e) {
-      throw IoError("cannot load the front model '" + front_path + "' (saved by cutlayer-client --save-front for " +
-                    opts.model + "?): " + e.what_without_backtrace());
-    }
-    m.front->eval();
-    torch::NoGradGuard no_grad;
-    const auto x_eval = test_x.narrow(0, 0, eval_n);
-    const auto y_eval = data.test.y.narrow(0, 0, eval_n);
-    const auto x_aux = test_x.narrow(0, eval_n, aux_n);
-    // What the server observes: the activations as sent, noise included, as the cut's
-    // coding delivers them.
-    auto nopeek = client_cfg.nopeek;
-    if (noise >= 0) nopeek.noise_std = noise;
-    torch::manual_seed(seed + 1);
-    const auto as_sent = [&](const torch::Tensor& z) {
-      const auto noisy = privacy::cut_to_send(z, nopeek);
-      const auto& c = client_cfg.cut;
-      if (!c.compressed()) return noisy;
-      return cut::encode_activations(noisy, cut::coding_for(c, z.numel() / z.size(0)), c.random).as_received;
-    };
-    const auto z_eval = as_sent(m.front->forward(x_eval));
-    const auto z_aux = as_sent(m.front->forward(x_aux));
-
-    // a. distance correlation on the evaluation set
-    const double dc = privacy::dcor(x_eval, z_eval).item<double>();
-    const double dc2u = privacy::dcor2_unbiased(x_eval, z_eval).item<double>();
-    const double floor = privacy::permutation_floor(x_eval, z_eval, seed).item<double>();
-    log->info("dCor(X, Z) on {} held-out examples: {:.4f} (permutation floor {:.4f}); bias-corrected dCor^2 {:.4f}",
-              eval_n, dc, floor, dc2u);
-
-    // b. the decoder attack
-    torch::manual_seed(seed);
-    const auto cut = model::output_shape(m.front, spec.input_shape);
-    auto dec = make_decoder(cut, spec.input_shape);
-    torch::optim::Adam adam(dec->parameters(), torch::optim::AdamOptions(1e-3));
-    const std::int64_t batch = 64;
-    for (int e = 0; e < epochs; ++e) {
-      torch::AutoGradMode grad(true);
-      const auto perm = torch::randperm(aux_n, torch::kInt64);
-      double total = 0;
-      for (std::int64_t b = 0; b < aux_n; b += batch) {
-        const auto idx = perm.narrow(0, b, std::min(batch, aux_n - b));
-        auto loss = torch::mse_loss(dec->forward(z_aux.index_select(0, idx)), x_aux.index_select(0, idx));
-        adam.zero_grad();
-        loss.backward();
-        adam.step();
-        total += loss.item<double>() * idx.size(0);
-      }
-      log->info("decoder epoch {}/{}: train MSE (normalized) {:.4f}", e + 1, epochs, total / aux_n);
-    }
-    dec->eval();
-    const auto& nrm = opts.data.normalization;
-    auto to_pixels = [&](const torch::Tensor& t) {
-      return ((t * nrm.std + nrm.mean) / (nrm.scale * 255.0)).clamp(0, 1);
-    };
-    const auto x_pix = to_pixels(x_eval);
-    const auto rec_pix = to_pixels(dec->forward(z_eval));
-    const auto mean_pix = to_pixels(x_aux.mean(0, true)).expand_as(x_pix).contiguous();
-    const bool images = x_pix.dim() == 4 && x_pix.size(2) >= 11 && x_pix.size(3) >= 11;
-    const double r_mse = privacy::mse(rec_pix, x_pix), r_psnr = privacy::psnr(rec_pix, x_pix, 1.0);
-    const double r_ssim = images ? privacy::ssim(rec_pix, x_pix, 1.0) : -1;
-    const double b_mse = privacy::mse(mean_pix, x_pix), b_psnr = privacy::psnr(mean_pix, x_pix, 1.0);
-    const double b_ssim = images ? privacy::ssim(mean_pix, x_pix, 1.0) : -1;
-    log->info("reconstruction on {} unseen examples: MSE {:.4f}, PSNR {:.2f} dB, SSIM {:.4f} (mean-image baseline: "
-              "MSE {:.4f}, PSNR {:.2f} dB, SSIM {:.4f})", eval_n, r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim);
-
-    // c. label leakage from the gradients the server sees in U-shaped mode
-    report::Json label_json;
-    std::string label_md;
-    if (label_steps > 0) {
-      torch::AutoGradMode grad(true);
-      auto lopts = client_cfg.train;
-      const auto L = label_leakage(lopts, data.train, client_cfg.nopeek.alpha, label_steps, std::min(label_record, label_steps),
-                                   out_dir);
-      log->info("label leakage (U-shaped, {} gradients the server saw after {} steps): norm attack AUC {:.4f} "
-                "(max over classes {:.4f}); cosine attack AUC {:.4f} (min over classes {:.4f})",
-                L.examples, L.steps, L.norm_auc_mean, L.norm_auc_max, L.cosine_auc_mean, L.cosine_auc_min);
-      label_json.add("steps", L.steps)
-          .add("examples", L.examples)
-          .add("norm_auc_mean", L.norm_auc_mean, 6)
-          .add("norm_auc_max", L.norm_auc_max, 6)
-          .add("cosine_auc_mean", L.cosine_auc_mean, 6)
-          .add("cosine_auc_min", L.cosine_auc_min, 6);
-      label_md = fmt::format(
-          "## Label leakage in U-shaped mode (Li et al. 2021)\n\n"
-          "The server never receives labels, but it receives dL/dh, the gradient of the client's loss with "
-          "respect to the server's output. Over the last {} examples of a {}-step U-shaped run, one-vs-rest per "
-          "class (AUC 0.5: nothing learnt, 1: labels read off):\n\n"
-          "| attack | AUC (mean over classes) | |\n|---|---|---|\n"
-          "| norm: score = ‖g‖ | {:.4f} | max {:.4f} |\n"
-          "| cosine: score = cos(g, g of one known example of the class) | {:.4f} | min {:.4f} |\n\n"
-          "Files: `server_grads.npy` (the recorded dL/dh), `server_grads_y.npy` (their labels).\n\n",
-          L.examples, L.steps, L.norm_auc_mean, L.norm_auc_max, L.cosine_auc_mean, L.cosine_auc_min);
-    }
-
-    // d. outputs
-    ::mkdir(out_dir.c_str(), 0755);
-    write_npy(out_dir + "/x.npy", x_pix);
-    write_npy(out_dir + "/z.npy", z_eval);
-    write_npy(out_dir + "/y.npy", y_eval);
-    write_npy(out_dir + "/recon.npy", rec_pix);
-    report::Json decoder, baseline, summary;
-    decoder.add("aux", aux_n)
-        .add("epochs", epochs)
-        .add("mse", r_mse, 6)
-        .add("psnr", r_psnr, 4)
-        .add("ssim", r_ssim, 6);
-    baseline.add("mse", b_mse, 6).add("psnr", b_psnr, 4).add("ssim", b_ssim, 6);
-    const auto& v = client_cfg.vertical;
-    summary.add("model", v.parties > 0 ? fmt::format("vertical party {} of {}", v.party, v.parties) : opts.model)
-        .add("front", front_path)
-        .add("noise_std", nopeek.noise_std)
-        .add("cut", cut::identity(client_cfg.cut))
-        .add("n", eval_n)
-        .add("dcor", dc, 6)
-        .add("dcor2_u", dc2u, 6)
-        .add("perm_floor", floor, 6)
-        .add("decoder", decoder)
-        .add("mean_image_baseline", baseline);
-    if (!label_json.empty()) summary.add("label_leakage", label_json);
-    const auto json = summary.str();
-    std::ofstream(out_dir + "/report.json") << json << "\n";
-    std::ofstream md(out_dir + "/report.md");
-    md << "# Leakage report: " << opts.model << "\n\n"
-       << "Front model `" << front_path << "`; evaluation set: the first " << eval_n
-       << " test examples; attacker's auxiliary set: the next " << aux_n << ".\n\n"
-       << "## Distance correlation between inputs and cut-layer activations\n\n"
-       << "| measure | value |\n|---|---|\n"
-       << fmt::format("| dCor (biased, NoPeek's) | {:.4f} |\n| permutation floor (independent activations, same n) | {:.4f} |\n"
-                      "| bias-corrected dCor² (≈ 0 when independent) | {:.4f} |\n\n", dc, floor, dc2u)
-       << "The biased dCor never reaches 0 at finite n: compare it with the floor, not with 0.\n\n"
-       << "## Reconstruction attack (decoder z → x, trained on the auxiliary set)\n\n"
-       << "| | MSE | PSNR (dB) | SSIM |\n|---|---|---|---|\n"
-       << fmt::format("| decoder | {:.4f} | {:.2f} | {:.4f} |\n| mean image (no information) | {:.4f} | {:.2f} | {:.4f} |\n\n",
-                      r_mse, r_psnr, r_ssim, b_mse, b_psnr, b_ssim)
-       << "Pixels in [0, 1]; SSIM with an 11×11 Gaussian window. Image grid: `scripts/plot-leakage.py "
-       << out_dir << "` writes `" << out_dir << "/reconstructions.png`.\n\n"
-       << "Files: `x.npy` (inputs, pixels), `z.npy` (activations), `y.npy` (labels), `recon.npy` (reconstructions).\n\n"
-       << label_md;
-    std::cout << json << std::endl;
+    return run(f);
   } catch (const Error& e) {
     std::cerr << "cutlayer-leakage: " << e.what() << "\n";
     return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "cutlayer-leakage: " << e.what_without_backtrace() << "\n";
+    return 2;
   }
-  return 0;
 }

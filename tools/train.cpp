@@ -19,7 +19,9 @@
 #include "cutlayer/log.h"
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/model/script_export.h"
+#include "cutlayer/privacy/adversary.h"
 #include "cutlayer/privacy/dcor.h"
+#include "cutlayer/privacy/label_defense.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/report/json.h"
 #include "cutlayer/state/archive.h"
@@ -119,13 +121,13 @@ struct Monolithic {
     if (m.has_head()) p.push_back(m.head.ptr().get());
     return p;
   }
-  torch::Tensor forward(const torch::Tensor& x, const privacy::NoPeekOptions& p, const cut::CutOptions& c = {}) {
+  torch::Tensor forward(const torch::Tensor& x, const privacy::PrivacyOptions& p, const cut::CutOptions& c = {}) {
     auto h = m.back->forward(across_cut(m.front->forward(x), p, c).back);
     return m.has_head() ? m.head->forward(h) : h;
   }
   // What the back gets of z in a split run: z with the cut's noise, as the cut's coding
   // sends it (and its gradient as the coding returns it); and what NoPeek measures.
-  static cut::ThroughCut across_cut(const torch::Tensor& z, const privacy::NoPeekOptions& p,
+  static cut::ThroughCut across_cut(const torch::Tensor& z, const privacy::PrivacyOptions& p,
                                     const cut::CutOptions& c) {
     const auto noisy = privacy::cut_to_send(z, p);
     if (!c.compressed()) return {noisy, z};
@@ -137,10 +139,7 @@ struct Monolithic {
     if (m.has_head()) m.head->train(on);
   }
   state::Identity identity(const tools::ClientTrainConfig& cfg) const {
-    const auto& p = cfg.nopeek;
-    const std::string run = train::run_identity(cfg.train) +
-                            fmt::format("alpha={:.17g} noise_std={:.17g} alpha_warmup_steps={}", p.alpha, p.noise_std,
-                                        p.alpha_warmup_steps) +
+    const std::string run = train::run_identity(cfg.train) + privacy::identity(cfg.nopeek) +
                             (cfg.cut.compressed() ? " cut " + cut::identity(cfg.cut) : "");
     return {"train", state::fingerprint(spec.front + "|" + spec.back + "|" + spec.head, parts()),
             crypto::sha256(run.data(), run.size())};
@@ -177,13 +176,13 @@ void export_model(Monolithic& net, const data::Dataset& test, const std::string&
   torch::NoGradGuard no_grad;
   net.train(false);
   const auto x = test.x.narrow(0, 0, std::min<std::int64_t>(100, test.size()));
-  model::save_reference(path + ".check", {{"x", x}, {"out", net.forward(x, privacy::NoPeekOptions{})}});
+  model::save_reference(path + ".check", {{"x", x}, {"out", net.forward(x, privacy::PrivacyOptions{})}});
   net.train(true);
   log::get("train")->info("model exported to {} (TorchScript; parity reference {}.check)", path, path);
 }
 
 // Test accuracy and mean loss over `d`.
-std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::NoPeekOptions& p,
+std::pair<double, double> evaluate(Monolithic& net, const data::Dataset& d, const privacy::PrivacyOptions& p,
                                    const cut::CutOptions& c) {
   state::RngGuard rng;  // the cut's noise draws: training's numbers stay as they were
   net.train(false);
@@ -230,6 +229,20 @@ class Checkpoints {
   std::optional<state::CheckpointStore> store_;
 };
 
+// The client's own terms of its loss, as the client computes them: NoPeek's alpha * dCor on
+// z (or what is sent when the cut is compressed) and the decoder adversary's penalty.
+torch::Tensor client_terms(const train::Batch& b, const torch::Tensor& z, const privacy::PrivacyOptions& p,
+                           std::optional<privacy::DecoderAdversary>& adversary) {
+  torch::Tensor t;
+  const double alpha = privacy::alpha_at(p, b.step);
+  if (alpha > 0) t = alpha * privacy::dcor(b.x, z);
+  if (adversary) {
+    auto pen = adversary->penalty(b.x, z);
+    t = t.defined() ? t + pen : pen;
+  }
+  return t;
+}
+
 struct Outcome {
   std::int64_t steps_done = 0, samples = 0;
   double last_loss = 0;
@@ -245,6 +258,8 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
   train::Progress progress("monolithic", batches.total_steps(), start);
   log->info("monolithic {} ({}), {} training examples, {} steps, threads={}", opts.model,
             opts.u_shaped ? "U-shaped layout" : "vanilla layout", data.train.size(), batches.total_steps(), cfg.threads);
+  std::optional<privacy::DecoderAdversary> adversary;
+  if (nopeek.adversary.active()) adversary.emplace(nopeek.adversary, opts.seed);
   train::Batch b;
   tools::Window w;
   Outcome out{start, 0, 0};
@@ -254,13 +269,22 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
     auto z = net.kfac->forward(net.m.front, b.x);
     const auto sent = Monolithic::across_cut(z, nopeek, cfg.cut);
     auto h = net.kfac->forward(net.m.back, sent.back);
-    auto logits = net.m.has_head() ? net.kfac->forward(net.m.head, h) : h;
-    auto loss = torch::nn::functional::cross_entropy(logits, b.y);  // the task loss (logged)
     net.opt->zero_grad();
-    const double alpha_now = privacy::alpha_at(nopeek, b.step);
-    // As the client: NoPeek measures z, or what is sent when the cut is compressed.
-    if (alpha_now > 0) (loss + alpha_now * privacy::dcor(b.x, sent.nopeek)).backward();
-    else loss.backward();
+    const auto local = client_terms(b, sent.nopeek, nopeek, adversary);
+    torch::Tensor logits, loss;  // the task loss (logged)
+    if (net.m.has_head() && nopeek.label_defense.active()) {
+      // U-shaped with a label defence: the back learns from what the client sends back.
+      auto h_client = h.detach().requires_grad_(true);
+      logits = net.kfac->forward(net.m.head, h_client);
+      loss = torch::nn::functional::cross_entropy(logits, b.y);
+      const auto dh = privacy::head_backward(h_client, logits, loss, nopeek.label_defense);
+      if (local.defined()) torch::autograd::backward({h, local}, {dh, torch::Tensor()});
+      else h.backward(dh);
+    } else {
+      logits = net.m.has_head() ? net.kfac->forward(net.m.head, h) : h;
+      loss = torch::nn::functional::cross_entropy(logits, b.y);
+      (local.defined() ? loss + local : loss).backward();
+    }
     net.kfac->step(train::lr_at(opts, b.step));
     net.opt->step();
     out = {b.step + 1, out.samples + b.x.size(0), loss.item<double>()};

@@ -52,11 +52,18 @@ ClientConfig load_client_config(const std::string& path) {
   t.get("max_message_mb", c.max_message_mb, 1, 4096);
   t.finish();
   auto privacy = root.child("privacy");
-  c.nopeek = read_nopeek_options(privacy);
+  c.nopeek = read_privacy_options(privacy);
   if (root.has("train")) {
     auto tr = root.child("train");
     c.train = train::read_train_options(tr);
+    c.train.cut_norm = c.nopeek.cut_norm;
     c.has_train = true;
+    if (c.train.cut_norm && !c.train.front_file.empty())
+      privacy.fail("cut_norm", "appends a layer to a front from a layer spec, but train.model is a TorchScript "
+                               "front: end that front with a layer norm without affine weights, or remove cut_norm");
+    if (c.nopeek.label_defense.active() && !c.train.u_shaped)
+      privacy.fail("label_defense", "protects the labels of U-shaped training, but train.u_shaped is false (the "
+                                    "labels go to the server): set train.u_shaped to true or remove label_defense");
   }
   if (root.has("sync")) {
     auto sy = root.child("sync");
@@ -77,11 +84,23 @@ ClientConfig load_client_config(const std::string& path) {
   return c;
 }
 
-privacy::NoPeekOptions read_nopeek_options(config::Object& p) {
-  privacy::NoPeekOptions o;
+privacy::PrivacyOptions read_privacy_options(config::Object& p) {
+  privacy::PrivacyOptions o;
   p.get("alpha", o.alpha, 0.0, 1e6);
   p.get("noise_std", o.noise_std, 0.0, 1e3);
   p.get("alpha_warmup_steps", o.alpha_warmup_steps, 0, std::int64_t{1} << 40);
+  p.get("cut_norm", o.cut_norm);
+  auto a = p.child("adversary");  // absent: the defaults (off)
+  a.get("weight", o.adversary.weight, 0.0, 1e6);
+  a.get("lr", o.adversary.lr, 1e-9, 10.0);
+  a.finish();
+  auto l = p.child("label_defense");
+  auto& d = o.label_defense;
+  l.get_choice("kind", d.kind, privacy::label_defense_kinds());
+  l.get("sigma", d.sigma, 0.0, 1e3);
+  l.get("clip", d.clip);
+  if (d.kind == "none" && d.sigma > 0) l.fail("sigma", "is set but kind is \"none\": set kind to \"noise\"");
+  l.finish();
   p.finish();
   return o;
 }

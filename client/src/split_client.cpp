@@ -10,6 +10,7 @@
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
 #include "cutlayer/privacy/dcor.h"
+#include "cutlayer/privacy/label_defense.h"
 #include "cutlayer/state/archive.h"
 #include "cutlayer/train/optimizer.h"
 
@@ -27,6 +28,7 @@ SplitClient::SplitClient(transport::ClientTransport& link, SplitClientOptions op
   opt_ = train::make_optimizer(params, o);
   kfac_ = train::make_kfac({model_.front, model_.head}, {"front", "head"}, o, options_.name);
   cut_shape_ = model::output_shape(model_.front, spec_.input_shape);
+  if (options_.nopeek.adversary.active()) adversary_.emplace(options_.nopeek.adversary, o.seed);
   cut_coding_ = cut::coding_for(options_.cut, c10::multiply_integers(cut_shape_));
   if (options_.sync.enabled) {
     sync_ = std::make_unique<FrontSync>(options_.sync, sync::flat_params(model_.front, &model_.head), *opt_,
@@ -191,15 +193,22 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   const auto sent = send_cut(z.detach());
   // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
   // beside the server's dL/dz. With a compressed cut it is measured on what is sent.
+  // The decoder adversary's penalty joins it the same way.
   const double alpha = privacy::alpha_at(options_.nopeek, b.step);
-  torch::Tensor dcor_term;
+  const auto measured = options_.cut.compressed() ? cut::straight_through(z, sent) : z;
+  torch::Tensor local_terms;
   if (alpha > 0) {
-    dcor_term = privacy::dcor(b.x, options_.cut.compressed() ? cut::straight_through(z, sent) : z);
+    auto dcor_term = privacy::dcor(b.x, measured);
     r.dcor = dcor_term.item<double>();
+    local_terms = alpha * dcor_term;
+  }
+  if (adversary_) {
+    auto p = adversary_->penalty(b.x, measured);
+    local_terms = local_terms.defined() ? local_terms + p : p;
   }
   auto backprop_front = [&](const wire::Message& reply) {
     const auto dz = cut::decode_gradient(reply.tensors, cut_coding_, sent.cols, z.sizes(), kMaxCutGrad);
-    if (alpha > 0) torch::autograd::backward({z, alpha * dcor_term}, {dz, torch::Tensor()});
+    if (local_terms.defined()) torch::autograd::backward({z, local_terms}, {dz, torch::Tensor()});
     else z.backward(dz);
   };
   auto with_labels = sent.tensors;
@@ -228,10 +237,11 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
       auto h = fwd.tensors[0].clone().requires_grad_(true);
       auto logits = kfac_->forward(model_.head, h);
       auto loss = torch::nn::functional::cross_entropy(logits, b.y);
-      loss.backward();
+      // dL/dh, or what the label defence makes of it; the head learns from the true one.
+      const auto dh = privacy::head_backward(h, logits, loss, options_.nopeek.label_defense);
       r.loss = loss.item<double>();
       r.correct = train::count_correct(logits.detach(), b.y);
-      dispatch_.send(wire::make_message(wire::HeadGrad{s}, {h.grad()}));
+      dispatch_.send(wire::make_message(wire::HeadGrad{s}, {dh}));
       return await_timed([&] { return dispatch_.await<wire::CutGrad>(s).msg; });
     });
     backprop_front(bwd);

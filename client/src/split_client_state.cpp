@@ -11,11 +11,8 @@ namespace cutlayer::client {
 state::Identity SplitClient::identity() const {
   std::vector<const torch::nn::Module*> parts{model_.front.ptr().get()};
   if (model_.has_head()) parts.push_back(model_.head.ptr().get());
-  const auto& p = options_.nopeek;
   const auto& s = options_.sync;
-  std::string run = train::run_identity(options_.train) +
-                    fmt::format("alpha={:.17g} noise_std={:.17g} alpha_warmup_steps={}\n", p.alpha, p.noise_std,
-                                p.alpha_warmup_steps);
+  std::string run = train::run_identity(options_.train) + privacy::identity(options_.nopeek) + "\n";
   if (s.enabled)
     run += fmt::format("sync compressor={} density={:.17g} schedule={} error_feedback={}", s.compressor, s.density,
                        s.density_schedule, s.error_feedback);

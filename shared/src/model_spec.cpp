@@ -98,10 +98,13 @@ torch::nn::Sequential build(const std::string& spec) {
       seq->push_back(torch::nn::BatchNorm1d(int_arg(l, 0)));
     } else if (n == "batchnorm2d") {
       seq->push_back(torch::nn::BatchNorm2d(int_arg(l, 0)));
+    } else if (n == "cutnorm") {
+      if (!l.args.empty()) throw ConfigError("model spec: cutnorm takes no arguments");
+      seq->push_back(CutNorm());
     } else {
       throw ConfigError("model spec: unknown layer '" + n +
                         "' (known: conv2d linear relu tanh sigmoid maxpool avgpool flatten dropout "
-                        "batchnorm1d batchnorm2d)");
+                        "batchnorm1d batchnorm2d cutnorm)");
     }
   }
   return seq;

@@ -7,6 +7,7 @@
 
 #include "cutlayer/error.h"
 #include "cutlayer/io/files.h"
+#include "cutlayer/model/model_spec.h"
 #include "cutlayer/model/script_model.h"
 
 namespace cutlayer::model {
@@ -54,6 +55,8 @@ std::string layer_line(torch::jit::Module& out, std::size_t i, const std::shared
   if (auto f = std::dynamic_pointer_cast<torch::nn::FlattenImpl>(m))
     return fmt::format("x = torch.flatten(x, {}, {})", f->options.start_dim(), f->options.end_dim());
   if (std::dynamic_pointer_cast<torch::nn::DropoutImpl>(m)) return "";  // the identity in eval mode
+  if (std::dynamic_pointer_cast<CutNormImpl>(m))
+    return fmt::format("x = torch.layer_norm(x, x.size()[1:], None, None, {:.17g})", CutNormImpl::kEps);
   if (auto script = std::dynamic_pointer_cast<ScriptedPartImpl>(m)) {  // a user's own module, as trained
     auto copy = script->script().deepcopy();
     copy.eval();

@@ -155,9 +155,7 @@ model::SplitSpec script_spec(const TrainOptions& o) {
   return s;
 }
 
-}  // namespace
-
-model::SplitSpec split_spec(const TrainOptions& o) {
+model::SplitSpec layered_spec(const TrainOptions& o) {
   if (!o.front_file.empty()) return script_spec(o);
   if (o.front.empty()) return model::preset(o.model, o.u_shaped);
   if (o.u_shaped && o.head.empty())
@@ -169,6 +167,17 @@ model::SplitSpec split_spec(const TrainOptions& o) {
   s.head = o.u_shaped ? o.head : "";
   if (!o.u_shaped && !o.head.empty()) s.back += " " + o.head;  // vanilla: the head is the server's
   s.input_shape = o.input_shape;
+  return s;
+}
+
+}  // namespace
+
+model::SplitSpec split_spec(const TrainOptions& o) {
+  if (o.cut_norm && !o.front_file.empty())
+    throw ConfigError("privacy.cut_norm appends a layer to a front from a layer spec; a TorchScript front ends "
+                      "its own way: end it with a layer norm without affine weights, or leave cut_norm out");
+  auto s = layered_spec(o);
+  if (o.cut_norm) s.front += " cutnorm";
   return s;
 }
 

@@ -1,7 +1,7 @@
 // config: the JSON config reader on arbitrary text: config::Document::parse, then the
 // readers built on config::Object (get, get_int, get_choice, child, finish): the "train"
 // object (read_train_options, which also parses the model layer specs), "sync"
-// (read_sync_options, with the density schedule), "privacy" (read_nopeek_options), and
+// (read_sync_options, with the density schedule), "privacy" (read_privacy_options), and
 // the whole client and server files (load_client_config, load_server_config, from a temp
 // file). Refusal is ConfigError (IoError for a file). A custom model is built while its
 // config is read; inputs whose layers would allocate more than a few MiB skip the
@@ -99,7 +99,7 @@ int fuzz_one(const std::uint8_t* data, std::size_t size) {
   });
   expect_config_error([&] {
     auto p = doc->root().child("privacy");
-    (void)client::read_nopeek_options(p);
+    (void)client::read_privacy_options(p);
   });
   expect_config_error([&] { (void)doc->resolve(text.substr(0, 64)); });
   if (cheap) {

@@ -32,7 +32,7 @@ struct ClientConfig {
   // training; absent: only the link self-check (--probes) can run
   bool has_train = false;
   train::TrainOptions train;
-  privacy::NoPeekOptions nopeek;  // the "privacy" object
+  privacy::PrivacyOptions nopeek;  // the "privacy" object
   sync::SyncOptions sync;       // the "sync" object: aggregation of the fronts across clients
   cut::CutOptions cut;          // the "cut" object: how activations and gradients cross the wire
   state::CheckpointOptions checkpoint;  // the "checkpoint" object; sealed with client_key
@@ -45,6 +45,6 @@ struct ClientConfig {
 ClientConfig load_client_config(const std::string& path);
 
 // The "privacy" object: NoPeek's weight, its warm-up and the cut's noise.
-privacy::NoPeekOptions read_nopeek_options(config::Object& privacy);
+privacy::PrivacyOptions read_privacy_options(config::Object& privacy);
 
 }  // namespace cutlayer::client

@@ -16,6 +16,7 @@
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/cut/codec.h"
 #include "cutlayer/cut/options.h"
+#include "cutlayer/privacy/adversary.h"
 #include "cutlayer/privacy/nopeek.h"
 #include "cutlayer/state/checkpoint.h"
 #include "cutlayer/train/loop.h"
@@ -27,7 +28,7 @@ namespace cutlayer::client {
 struct SplitClientOptions {
   std::string name = "client";
   train::TrainOptions train;
-  privacy::NoPeekOptions nopeek;
+  privacy::PrivacyOptions nopeek;
   cut::CutOptions cut;                               // how the cut crosses the wire
   std::chrono::milliseconds reply_timeout{120000};  // one step's answer
   int rejoins = 5;                                   // after the server went away
@@ -109,6 +110,7 @@ class SplitClient {
   model::SplitModel model_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
   std::unique_ptr<train::Kfac> kfac_;  // inactive unless the optimizer is "kfac"
+  std::optional<privacy::DecoderAdversary> adversary_;  // privacy.adversary
   double eval_seconds_ = 0;            // spent in periodic evaluations (metrics' train_seconds)
   std::vector<std::int64_t> cut_shape_;
   // dL/dz from the server: finite and within this bound, else a ProtocolError.

@@ -36,7 +36,7 @@ class VerticalParty {
   struct Options {
     std::string name = "party";
     train::TrainOptions train;
-    privacy::NoPeekOptions nopeek;
+    privacy::PrivacyOptions nopeek;
     VerticalPartyOptions vertical;
     std::chrono::milliseconds reply_timeout{120000};
     std::string save_front;  // torch::save the trained front here (cutlayer-leakage reads it)

@@ -3,7 +3,7 @@
 //   "conv2d(1,32,5) relu maxpool(2) flatten linear(1024,512) dropout(0.5)"
 // Layers: conv2d(in,out,k[,stride[,padding]]) linear(in,out) relu tanh sigmoid
 //         maxpool(k[,stride]) avgpool(k[,stride]) flatten dropout(p) batchnorm1d(n)
-//         batchnorm2d(n)
+//         batchnorm2d(n) cutnorm
 #pragma once
 
 #include <torch/torch.h>
@@ -15,6 +15,15 @@
 namespace cutlayer::model {
 
 torch::nn::Sequential build(const std::string& spec);
+
+// The "cutnorm" layer: each sample's values normalised together (zero mean, unit variance),
+// no affine scale. As a front's last layer (privacy.cut_norm) the front cannot out-scale
+// the noise added to what it sends.
+struct CutNormImpl : torch::nn::Module {
+  torch::Tensor forward(const torch::Tensor& x) { return torch::layer_norm(x, x.sizes().slice(1), {}, {}, kEps); }
+  static constexpr double kEps = 1e-5;
+};
+TORCH_MODULE(CutNorm);
 
 struct SplitSpec {
   std::string name;

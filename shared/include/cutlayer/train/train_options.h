@@ -30,6 +30,8 @@ struct TrainOptions {
   // "input_shape": [1, 28, 28], "name": "..."}, TorchScript files made absolute against the
   // config's directory (model/script_model.h). A client needs no back file.
   std::string front_file, back_file, head_file;
+  // The front ends in a "cutnorm" layer (set from the client config's privacy.cut_norm).
+  bool cut_norm = false;
   // data (the same keys in the "train" object; see data/source.h)
   data::DataOptions data;
   // optimization
