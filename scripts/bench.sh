@@ -20,7 +20,8 @@ case "$name" in
   e2e) exec bash bench/e2e_bench.sh build/bin configs "$@" ;;
   dcor) exec build/bin/cutlayer-bench-dcor "$@" ;;
   # A short version of scripts/aggregation-experiments.py (3 clients, 150 steps each).
-  # A short NoPeek sweep (300 steps; alpha 0, 1, 3), one line per alpha.
+  # A short sweep of the privacy defences (300 steps): NoPeek alpha 0, 1, 3, the cut normalised
+  # with noise 1, and U-shaped rows with the label defence off and at sigma 0.5 (label_auc_*).
   leakage) exec /usr/bin/python3 scripts/leakage-sweep.py --short --out run/bench-leakage "$@" ;;
   aggregation) exec /usr/bin/python3 scripts/aggregation-experiments.py --short --out run/bench-aggregation "$@" ;;
   # Crash-resume: cutlayer-train bit identity, a server killed under 3 clients, checkpoint cost.

@@ -137,9 +137,10 @@ def main():
     # A cosine learning rate over the run's steps, so every setting ends settled and
     # accuracies compare to within noise.
     cfg = json.load(open(a.config))
-    a.steps = a.steps or a.epochs * -(-60000 // cfg["train"].get("batch_size", 64))
+    per_epoch = -(-60000 // cfg["train"].get("batch_size", 64))
+    a.steps = a.steps or a.epochs * per_epoch
     cfg.pop("vertical", None)
-    cfg["train"].update(lr_schedule="cosine", lr_total_steps=a.steps)
+    cfg["train"].update(lr_schedule="cosine", lr_total_steps=a.steps, epochs=-(-a.steps // per_epoch), max_steps=0)
     a.config = f"{a.out}/client.json"
     json.dump(cfg, open(a.config, "w"), indent=1)
     results = []

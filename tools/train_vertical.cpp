@@ -25,7 +25,8 @@ namespace {
 void refuse_unsupported(const ClientTrainConfig& cfg) {
   std::string what;
   if (cfg.train.u_shaped) what = "U-shaped training (--u-shaped, train.u_shaped)";
-  else if (cfg.nopeek.alpha > 0 || cfg.nopeek.noise_std > 0) what = "NoPeek or noise (privacy.alpha, privacy.noise_std)";
+  else if (cfg.nopeek.alpha > 0 || cfg.nopeek.noise_std > 0 || cfg.nopeek.cut_norm || cfg.nopeek.adversary.active())
+    what = "NoPeek, noise or the cut's defences (privacy.alpha, noise_std, cut_norm, adversary)";
   else if (cfg.cut.compressed()) what = "a compressed cut (cut, --cut-*)";
   else if (cfg.checkpoint.enabled()) what = "checkpoints (checkpoint.dir, --checkpoint-dir)";
   else if (cfg.train.optimizer == "kfac") what = "K-FAC (train.optimizer)";

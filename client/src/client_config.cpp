@@ -27,6 +27,8 @@ void read_vertical(config::Object& root, ClientConfig& c) {
   else if (c.train.u_shaped) what = "train.u_shaped (party 0 sends the labels)";
   else if (c.train.optimizer == "kfac") what = "train.optimizer \"kfac\"";
   else if (c.train.data.clients > 1) what = "train.clients (each party's people come from vertical.keep)";
+  else if (c.nopeek.cut_norm || c.nopeek.adversary.active())
+    what = "privacy.cut_norm or privacy.adversary (its front is built by the vertical model)";
   if (!what.empty()) root.fail("vertical", "a vertical party does not take " + what + " yet: remove it");
   v.finish();
   c.has_vertical = true;

@@ -324,7 +324,8 @@ Seeds config_seeds(const std::string& configs_dir) {
             "normalization": {"scale": 1, "mean": 0.5, "std": 0.25}, "shard": "dirichlet",
             "dirichlet_alpha": 0.5, "optimizer": "adam", "lr_schedule": "cosine", "lr_total_steps": 100},
   "sync": {"compressor": "randomk", "density_schedule": "0.25,0.0625", "values": "fp16", "indices": "raw", "seed": 3},
-  "privacy": {"alpha": 0.5, "noise_std": 0.1, "alpha_warmup_steps": 10}
+  "privacy": {"alpha": 0.5, "noise_std": 0.1, "alpha_warmup_steps": 10, "cut_norm": true,
+              "adversary": {"weight": 0.1, "lr": 0.001}, "label_defense": {"kind": "noise", "sigma": 0.3, "clip": true}}
 })json");
   return s;
 }
