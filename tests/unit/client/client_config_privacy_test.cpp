@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "../config_text.h"
+#include "client_config_text.h"
 #include "cutlayer/client/client_config.h"
 #include "cutlayer/config/reader.h"
 #include "cutlayer/error.h"
@@ -14,16 +14,11 @@
 namespace cutlayer::client {
 namespace {
 
-ClientConfig load_text(const std::string& text) { return testing_config::load_text(text, &load_client_config); }
-
+using testing_client::expect_refused;
+using testing_client::load_text;
+using testing_client::refusal_of;
 using testing_config::contains;
 using testing_config::Refusal;
-
-Refusal refusal_of(const std::string& text) { return testing_config::refusal_of(text, &load_client_config); }
-
-void expect_refused(const std::string& text, const std::string& field, const std::string& reason) {
-  testing_config::expect_refused(text, field, reason, &load_client_config);
-}
 
 TEST(ClientConfigPrivacy, AbsentFieldsTakeTheDefaults) {
   const auto c = load_text(R"({"train": {"u_shaped": true}, "privacy": {"alpha": 0.1}})");

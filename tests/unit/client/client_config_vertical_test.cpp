@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "cutlayer/client/client_config.h"
-#include "../config_text.h"
+#include "client_config_text.h"
 #include "cutlayer/error.h"
 
 namespace cutlayer::client {
@@ -29,16 +29,11 @@ std::string configs_dir() {
 #endif
 }
 
-ClientConfig load_text(const std::string& text) { return testing_config::load_text(text, &load_client_config); }
-
+using testing_client::expect_refused;
+using testing_client::load_text;
+using testing_client::refusal_of;
 using testing_config::contains;
 using testing_config::Refusal;
-
-Refusal refusal_of(const std::string& text) { return testing_config::refusal_of(text, &load_client_config); }
-
-void expect_refused(const std::string& text, const std::string& field, const std::string& reason) {
-  testing_config::expect_refused(text, field, reason, &load_client_config);
-}
 
 TEST(ClientConfigVertical, ShippedConfigLoads) {
   const auto c = load_client_config(configs_dir() + "/client-vertical.json");
