@@ -97,6 +97,7 @@ tools::ClientTrainConfig load_config(const Flags& f) {
   if (f.alpha_warmup >= 0) p.alpha_warmup_steps = f.alpha_warmup;
   if (!f.client_key.empty()) cfg.client_key = f.client_key;
   f.checkpoint.apply(cfg.checkpoint, f.config_path);
+  privacy::refuse_unsaved_state(cfg.nopeek, cfg.checkpoint.enabled(), f.config_path);
   f.cut.apply(cfg.cut);
   return cfg;
 }

@@ -102,6 +102,8 @@ privacy::PrivacyOptions read_privacy_options(config::Object& p) {
   l.get("sigma", d.sigma, 0.0, 1e3);
   l.get("clip", d.clip);
   if (d.kind == "none" && d.sigma > 0) l.fail("sigma", "is set but kind is \"none\": set kind to \"noise\"");
+  if (d.kind == "noise" && d.sigma == 0 && !d.clip)
+    l.fail("sigma", "is 0 and clip is false, so kind \"noise\" would change nothing: set sigma (e.g. 0.2)");
   l.finish();
   p.finish();
   return o;

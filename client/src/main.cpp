@@ -173,6 +173,7 @@ client::ClientConfig load_config(const Flags& f) {
     throw ConfigError(f.config_path + ": no `train` object, so there is nothing to train; add one "
                       "(see configs/client.json) or run the link self-check with --probes N");
   f.checkpoint.apply(cfg.checkpoint, f.config_path);
+  privacy::refuse_unsaved_state(cfg.nopeek, cfg.checkpoint.enabled(), f.config_path);
   f.cut.apply(cfg.cut);
   if (f.party >= 0) {
     if (!cfg.has_vertical)

@@ -50,7 +50,9 @@ torch::Tensor DecoderAdversary::penalty(const torch::Tensor& x, const torch::Ten
     opt_->step();
   }
   // The decoder's parameters collect this term's gradient too; the next step zeroes them.
-  return -options_.weight * torch::mse_loss(decoder_->forward(z), x) / var;
+  // Capped at 1 (the decoder no better than the mean image): past that the front would
+  // only be paid for making noise, which it can do without bound.
+  return -options_.weight * (torch::mse_loss(decoder_->forward(z), x) / var).clamp_max(1.0);
 }
 
 }  // namespace cutlayer::privacy

@@ -1,5 +1,7 @@
 #include "cutlayer/privacy/nopeek.h"
 
+#include "cutlayer/error.h"
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -13,6 +15,12 @@ std::string identity(const PrivacyOptions& o) {
   const auto& d = o.label_defense;
   if (d.active()) s += fmt::format(" label_defense kind={} sigma={:.17g} clip={}", d.kind, d.sigma, d.clip);
   return s;
+}
+
+void refuse_unsaved_state(const PrivacyOptions& o, bool checkpoints, const std::string& where) {
+  if (checkpoints && o.adversary.active())
+    throw ConfigError(where + ": privacy.adversary's decoder is not saved in checkpoints yet, so a resumed run "
+                              "would not match the one it resumes: remove privacy.adversary or the checkpoint options");
 }
 
 double alpha_at(const PrivacyOptions& o, std::int64_t step) {

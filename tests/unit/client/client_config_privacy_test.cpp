@@ -65,12 +65,17 @@ TEST(ClientConfigPrivacy, FieldsAreReadAtTheirBounds) {
   EXPECT_FALSE(hi.nopeek.label_defense.clip);
 
   const auto lo = load_text(R"({"train": {"u_shaped": true}, "privacy": {
-      "adversary": {"weight": 0, "lr": 1e-9}, "label_defense": {"kind": "noise", "sigma": 0}}})");
+      "adversary": {"weight": 0, "lr": 1e-9}, "label_defense": {"kind": "noise", "sigma": 0, "clip": true}}})");
   EXPECT_DOUBLE_EQ(lo.nopeek.adversary.weight, 0.0);
   EXPECT_FALSE(lo.nopeek.adversary.active());
   EXPECT_DOUBLE_EQ(lo.nopeek.adversary.lr, 1e-9);
   EXPECT_EQ(lo.nopeek.label_defense.kind, "noise");
   EXPECT_DOUBLE_EQ(lo.nopeek.label_defense.sigma, 0.0);
+}
+
+TEST(ClientConfigPrivacy, ANoiseDefenceThatChangesNothingIsRefused) {
+  expect_refused(R"({"train": {"u_shaped": true}, "privacy": {"label_defense": {"kind": "noise", "sigma": 0}}})",
+                 "privacy.label_defense.sigma", "would change nothing");
 }
 
 TEST(ClientConfigPrivacy, CutNormIsCopiedIntoTrainForEveryRun) {
@@ -159,9 +164,9 @@ TEST(ClientConfigPrivacy, UnknownFieldsAreRefusedNamingThemAndTheKnownOnes) {
   {
     const auto r = refusal_of(R"({"train": {}, "privacy": {"cutnorm": true}})");
     EXPECT_TRUE(contains(r.message, "unknown field `privacy.cutnorm`")) << r.message;
-    // (The nested objects are listed only when present: read_privacy_options asks has()
-    // before child(), as the other optional objects do.)
-    for (const char* known : {"cut_norm", "alpha", "noise_std", "alpha_warmup_steps"})
+    // read_privacy_options reads the nested objects whether present or not, so they are
+    // listed too.
+    for (const char* known : {"cut_norm", "alpha", "noise_std", "alpha_warmup_steps", "adversary", "label_defense"})
       EXPECT_TRUE(contains(r.message, known)) << "known fields should list " << known << ": " << r.message;
   }
 }

@@ -74,6 +74,8 @@ AdversaryOptions weight(double w, double lr = 1e-3) {
 TEST(Adversary, PenaltyIsMinusTheErrorAndReachesTheFront) {
   Batch b(3);
   DecoderAdversary adv(weight(2.0), 4);
+  for (int i = 0; i < 60 && (i == 0 || adv.last_nmse() > 0.8); ++i) (void)adv.penalty(b.x, b.z.detach());
+  ASSERT_LT(adv.last_nmse(), 0.8) << "the decoder should learn this batch";  // below the cap of 1
   const auto p = adv.penalty(b.x, b.z);
   ASSERT_EQ(p.dim(), 0);
   EXPECT_LT(p.item<double>(), 0.0);
@@ -83,6 +85,23 @@ TEST(Adversary, PenaltyIsMinusTheErrorAndReachesTheFront) {
   p.backward();
   ASSERT_TRUE(b.z.grad().defined());
   EXPECT_GT(b.z.grad().abs().max().item<double>(), 0.0);
+}
+
+// A decoder no better than the mean image (normalised error >= 1) gives the front nothing
+// more to gain: the penalty stops at -weight and passes no gradient.
+TEST(Adversary, PenaltyIsCappedAtTheWeight) {
+  Batch b(7);
+  DecoderAdversary adv(weight(3.0), 8);
+  const auto noise_z = torch::randn_like(b.z).requires_grad_(true);  // carries nothing of x
+  const auto p = adv.penalty(b.x, noise_z * 1e3);
+  if (adv.last_nmse() >= 1.0) {
+    EXPECT_DOUBLE_EQ(p.item<double>(), -3.0);
+    p.backward();
+    EXPECT_EQ(noise_z.grad().abs().max().item<double>(), 0.0);
+  } else {
+    EXPECT_NEAR(p.item<double>(), -3.0 * adv.last_nmse(), 0.5);
+  }
+  EXPECT_GE(p.item<double>(), -3.0);
 }
 
 TEST(Adversary, PenaltyScalesWithTheWeight) {
@@ -137,6 +156,9 @@ TEST(Adversary, ConvolutionalCutWorksEndToEnd) {
   const auto x = torch::rand({4, 1, 28, 28});
   const auto z = torch::randn({4, 32, 12, 12}).requires_grad_(true);
   DecoderAdversary adv(weight(0.5), 16);
+  // Random z says nothing of x: let the decoder first learn these 4 pairs below the cap.
+  for (int i = 0; i < 100 && (i == 0 || adv.last_nmse() > 0.9); ++i) (void)adv.penalty(x, z.detach());
+  ASSERT_LT(adv.last_nmse(), 0.9);
   const auto p = adv.penalty(x, z);
   EXPECT_LT(p.item<double>(), 0.0);
   p.backward();

@@ -25,7 +25,7 @@ class DecoderAdversary {
   DecoderAdversary(const AdversaryOptions& o, std::uint64_t seed) : options_(o), seed_(seed) {}
 
   // One step on a batch: the decoder takes an Adam step towards rebuilding x from
-  // z.detach(); returns the front's penalty -weight * MSE(decoder(z), x) / Var(x), whose
+  // z.detach(); returns the front's penalty -weight * min(1, MSE(decoder(z), x) / Var(x)), whose
   // graph reaches the front through z. The decoder is built on the first call.
   torch::Tensor penalty(const torch::Tensor& x, const torch::Tensor& z);
   // The decoder's normalised MSE (MSE / Var(x)) on the last batch, before its step.

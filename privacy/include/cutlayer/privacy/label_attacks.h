@@ -1,6 +1,8 @@
 // Attacks on the gradients a U-shaped server receives (dL/dh, one row per example): how
 // well each one tells one class from the rest, as ROC AUC per class (0.5: nothing learnt).
-//  norm:    score = ||g|| (Li et al. 2021's norm attack);
+//  norm:    score = ||g|| (Li et al. 2021's norm attack), or -||g|| for a class whose norms
+//           run low on the labelled first half (below); AUC on the second half. Unoriented,
+//           the mean over balanced classes would be 0.5 whatever leaks;
 //  cosine:  the server knows one example of the class: score = cos(g, g_ref) (Li et al.);
 //  lda:     the server knows the labels of the first half of the gradients: it projects all
 //           of them onto their top principal components (as many as classes) and fits a

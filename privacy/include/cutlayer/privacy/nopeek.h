@@ -17,7 +17,7 @@ namespace cutlayer::privacy {
 // A decoder-aware term: the client trains a local decoder to rebuild x from z, and the
 // front is penalised for the decoder's success.
 struct AdversaryOptions {
-  double weight = 0.0;  // 0: off; the front's loss gains -weight * MSE(decoder(z), x) / Var(x)
+  double weight = 0.0;  // 0: off; the front's loss gains -weight * min(1, MSE(decoder(z), x) / Var(x))
   double lr = 1e-3;     // the local decoder's Adam learning rate
   bool active() const { return weight > 0; }
 };
@@ -41,6 +41,10 @@ struct PrivacyOptions {
 
 // The options as a checkpoint's run identity states them (a resume must use the same).
 std::string identity(const PrivacyOptions& o);
+
+// Throws ConfigError when `checkpoints` are on with options whose state a checkpoint does
+// not keep (the decoder adversary's decoder): a resumed run would not match.
+void refuse_unsaved_state(const PrivacyOptions& o, bool checkpoints, const std::string& where);
 
 // The NoPeek weight at `step` (0-based).
 double alpha_at(const PrivacyOptions& o, std::int64_t step);
