@@ -19,6 +19,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   # LibTorch and a fast BLAS (the reference BLAS is ~55x slower for matmul)
   libtorch-dev libopenblas0-pthread
+  # c10d's ProcessGroupGloo header (the server tier across processes: docs/scale-out.md)
+  libgloo-dev
   # transport, crypto, serialization, logging, CLI
   libzmq3-dev cppzmq-dev libssl-dev libcereal-dev rapidjson-dev libspdlog-dev libfmt-dev libcli11-dev zlib1g-dev
   # tests and benchmarks

@@ -63,7 +63,9 @@ void BackTrainer::restart() {
   stats_ = TrainerStats{};
   pending_.reset();
   deferred_.clear();
+  held_.clear();
   deferred_bytes_ = 0;
+  if (rounds_) clear_round();
 }
 
 std::optional<std::string> BackTrainer::check_join(const wire::Join& join) const {
@@ -118,7 +120,10 @@ void BackTrainer::load(state::InputArchive& a) {
   deferred_bytes_ = 0;
 }
 
-void BackTrainer::name_session(std::uint64_t session, const std::string& name) { session_names_[session] = name; }
+void BackTrainer::name_session(std::uint64_t session, const std::string& name) {
+  session_names_[session] = name;
+  if (++joined_ == (rounds_ ? rounds_->start_clients : 0)) quorum_at_ = Clock::now();
+}
 
 void BackTrainer::set_cut(std::uint64_t session, const wire::CutCoding& coding) {
   if (coding == wire::CutCoding{}) codings_.erase(session);
@@ -203,10 +208,7 @@ wire::Message BackTrainer::vanilla(std::uint64_t session, const wire::Message& m
     throw ProtocolError("this batch's loss is not finite: the step was not taken");
   opt_->zero_grad();
   loss.backward();
-  check_grads();
-  kfac_->step(train::lr_at(options_, stats_.steps));
-  opt_->step();
-  ++stats_.steps;
+  apply_batch(session, n);
   stats_.samples += n;
   const auto correct = train::count_correct(logits.detach(), y);
   stats_.loss_sum += l * n;
@@ -270,10 +272,7 @@ wire::Message BackTrainer::u_backward(std::uint64_t session, const wire::Message
   train::set_lr(*opt_, train::lr_at(options_, stats_.steps));
   opt_->zero_grad();
   pending_->h.backward(msg.tensors[0]);
-  check_grads();
-  kfac_->step(train::lr_at(options_, stats_.steps));
-  opt_->step();
-  ++stats_.steps;
+  apply_batch(session, pending_->z.size(0));
   stats_.samples += pending_->z.size(0);
   auto dz = cut::encode_gradient(pending_->z.grad(), pending_->cols, coding(session));
   const auto step = pending_->step;
@@ -288,6 +287,10 @@ BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg
   if (!options_.u_shaped) {
     if (msg.type != wire::MsgType::kActivations)
       throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in vanilla mode");
+    if (must_hold(session) && wire::meta_as<wire::Activations>(msg).train) {
+      hold(session, std::move(msg));
+      return out;
+    }
     out.emplace_back(session, vanilla(session, msg));
     return out;
   }
@@ -317,6 +320,10 @@ BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg
   }
   // Between one client's forward and backward the back's weights must not change, so a
   // second client's training batch waits for the first to finish its step.
+  if (a.train && must_hold(session)) {
+    hold(session, std::move(msg));
+    return out;
+  }
   if (pending_ && a.train) {
     defer(session, a, std::move(received));
     return out;
@@ -353,8 +360,12 @@ void BackTrainer::drop_deferred(std::uint64_t session) {
 
 void BackTrainer::drain(Outbox& out, Clock::time_point now) {
   while (!pending_ && !deferred_.empty()) {
-    auto d = std::move(deferred_.front());
-    deferred_.pop_front();
+    // Rounds: the first batch whose session is not in the round yet, while there is room.
+    auto it = deferred_.begin();
+    while (it != deferred_.end() && must_hold(it->session)) ++it;
+    if (it == deferred_.end()) return;
+    auto d = std::move(*it);
+    deferred_.erase(it);
     deferred_bytes_ -= d.bytes;
     try {
       out.emplace_back(d.session, u_forward(d.session, d.meta, std::move(d.cut), now));
@@ -382,6 +393,7 @@ BackTrainer::Outbox BackTrainer::forget(std::uint64_t session, Clock::time_point
   Outbox out;
   if (pending_ && pending_->session == session) pending_.reset();
   drop_deferred(session);
+  drop_held(session);
   session_names_.erase(session);
   codings_.erase(session);
   drain(out, now);

@@ -63,15 +63,19 @@ void ServerCheckpoints::before_step() {
   if (store_.due_by_steps(trainer_.stats().steps)) write();
 }
 
-void ServerCheckpoints::tick() {
+void ServerCheckpoints::tick(bool write_when_due) {
   const auto steps = trainer_.stats().steps;
   try {
     store_.note_progress(steps);
   } catch (const Error&) {
     // The progress note only sizes the redo after a crash; a failed write shows in write().
   }
-  if (retry_at_ && std::chrono::steady_clock::now() < *retry_at_) return;
-  if (store_.due_by_time(steps)) write();
+  if (write_when_due && due_by_time()) write();
+}
+
+bool ServerCheckpoints::due_by_time() const {
+  if (retry_at_ && std::chrono::steady_clock::now() < *retry_at_) return false;
+  return store_.due_by_time(trainer_.stats().steps);
 }
 
 bool ServerCheckpoints::write() {

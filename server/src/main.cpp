@@ -14,6 +14,8 @@
 #include "cutlayer/model/script_export.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/server/checkpoints.h"
+#include "cutlayer/server/scale_out.h"
+#include "cutlayer/state/archive.h"
 #include "cutlayer/server/server_config.h"
 #include "cutlayer/server/service.h"
 #include "cutlayer/stop_signal.h"
@@ -25,7 +27,8 @@ namespace {
 
 struct Flags {
   std::string config_path, log_level, bind_host, server_key, allow_list, ready_file, metrics_path, export_path;
-  int join_port = -1, data_port = -1, threads = 0, staleness = -1;
+  int join_port = -1, data_port = -1, threads = 0, staleness = -1, rank = 0, world = 0;
+  std::string store;
   bool u_shaped = false;
   cli::CheckpointFlags checkpoint;
 };
@@ -44,6 +47,12 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--staleness", f.staleness, "aggregation: the staleness bound s, 0 = synchronous (overrides aggregation.staleness)")
       ->check(CLI::Range(0, 1000));
   app.add_flag("--u-shaped", f.u_shaped, "U-shaped split learning: labels never leave the client (overrides train.u_shaped)");
+  app.add_option("--rank", f.rank, "this server's rank in a server tier of several (docs/scale-out.md); 0 hosts "
+                                  "the store")->check(CLI::Range(0, 1023));
+  app.add_option("--world", f.world, "how many server ranks train the back together (overrides scale_out.world)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--store", f.store, "where the ranks meet: HOST:PORT (rank 0 hosts a TCPStore) or file:PATH "
+                                     "(overrides scale_out.store)");
   f.checkpoint.add(app, "back steps");
   app.add_option("--export", f.export_path,
                  "at shutdown, write the back as TorchScript here (Python: torch.jit.load; cutlayer-export joins it "
@@ -63,6 +72,13 @@ server::ServerConfig load_config(const Flags& f) {
   if (f.u_shaped) cfg.train.u_shaped = true;
   if (f.staleness >= 0) cfg.aggregation.staleness = static_cast<std::uint32_t>(f.staleness);
   f.checkpoint.apply(cfg.checkpoint, f.config_path);
+  if (f.world > 0) cfg.scale_out.world = f.world;
+  if (!f.store.empty()) cfg.scale_out.store = f.store;
+  cfg.scale_out.rank = f.rank;
+  server::check_server_tier(cfg, f.config_path);
+  // Each rank keeps its own checkpoints (the same state, written at the same step).
+  if (cfg.scale_out.world > 1 && cfg.checkpoint.enabled())
+    cfg.checkpoint.dir += "/rank-" + std::to_string(cfg.scale_out.rank);
   if (cfg.checkpoint.enabled() && !cfg.has_train)
     throw ConfigError(f.config_path + ": checkpoints need a \"train\" object (a probe-only server has no state)");
   return cfg;
@@ -132,6 +148,24 @@ void log_transport_summary(const transport::ServerTransport& transport, const se
       s.dropped(), s.protocol_errors, s.bad_tag, s.replayed, s.unknown_session, transport.zap_rejected());
 }
 
+// Meets the other ranks and checks that every rank starts from the same back (the same
+// checkpoint step, or none).
+std::unique_ptr<server::RankGroup> join_ranks(const server::ServerConfig& cfg, const server::BackTrainer& trainer) {
+  const auto& so = cfg.scale_out;
+  auto log = log::get("server");
+  log->info("rank {} of {}: meeting the others through {} (up to {} ms)", so.rank, so.world, so.store,
+            so.timeout.count());
+  auto group = std::make_unique<server::RankGroup>(so);
+  if (!group->same_everywhere(state::values_hash({trainer.back_model().ptr().get()})))
+    throw server::ScaleOutError(
+        "rank " + std::to_string(so.rank) + ": the ranks start from different back models (this rank at step " +
+        std::to_string(trainer.stats().steps) +
+        "): start every rank fresh, or from its checkpoint of the same step (--resume on all of them)");
+  log->info("rank {} of {}: all ranks met; the back steps once per round of up to {} batch(es) per rank", so.rank,
+            so.world, cfg.rounds.accumulate);
+  return group;
+}
+
 int run(const Flags& flags) {
   auto cfg = load_config(flags);
   log::set_level(cfg.log_level);
@@ -155,6 +189,13 @@ int run(const Flags& flags) {
     checkpoints = std::make_unique<server::ServerCheckpoints>(cfg.checkpoint, cfg.server_key, *trainer, aggregator.get());
     if (cfg.checkpoint.resume) resumed = checkpoints->resume();
   }
+  std::unique_ptr<server::RankGroup> group;
+  std::unique_ptr<server::ServerRounds> rounds;
+  if (cfg.in_rounds()) {
+    trainer->enable_rounds(cfg.rounds);
+    if (cfg.scale_out.world > 1) group = join_ranks(cfg, *trainer);
+    rounds = std::make_unique<server::ServerRounds>(*trainer, group.get());
+  }
   std::unique_ptr<train::MetricsFile> metrics;
   if (trainer) metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file, /*append=*/resumed);
 
@@ -166,6 +207,7 @@ int run(const Flags& flags) {
   server::Service service(transport, trainer.get(), metrics.get(), aggregator.get(), cfg.limits);
   service.set_checkpoints(checkpoints.get());
   service.set_vertical(vertical.get());
+  service.set_rounds(rounds.get());
   service.run(stop_flag());
   if (checkpoints) {
     checkpoints->write();  // what is trained since the last one is kept

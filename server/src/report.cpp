@@ -189,6 +189,19 @@ report::Json ServerSummary::json() const {
       .add("dropped", dropped);
   if (!back_sha256.empty()) j.add("back_sha256", back_sha256);
   if (aggregation) j.add("aggregation", aggregation->json());
+  if (rounds) {
+    const auto& r = rounds->stats;
+    const double per_step = r.steps > 0 ? 1e3 / static_cast<double>(r.steps) : 0.0;
+    report::Json k;
+    k.add("rank", rounds->rank)
+        .add("world", rounds->world)
+        .add("rounds", r.rounds)
+        .add("steps", r.steps)
+        .add("allreduce_ms_per_step", r.allreduce_seconds * per_step, 3)
+        .add("gradient_allreduce_ms_per_step", r.gradient_seconds * per_step, 3)
+        .add("hash_checks", r.hash_checks);
+    j.add("rounds", k);
+  }
   return j;
 }
 

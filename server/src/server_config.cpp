@@ -37,6 +37,21 @@ void read_vertical(config::Object& root, ServerConfig& c) {
   c.has_vertical = true;
 }
 
+void read_scale_out(config::Object& root, ServerConfig& c) {
+  auto so = root.child("scale_out");
+  auto& o = c.scale_out;
+  so.get_int("world", o.world, 1, 1024);
+  so.get("store", o.store);
+  so.get("host", o.host);
+  std::int64_t timeout_ms = o.timeout.count(), idle_ms = o.idle.count();
+  so.get("timeout_ms", timeout_ms, 100, 3600 * 1000);
+  so.get("idle_ms", idle_ms, 1, 60 * 1000);
+  o.timeout = std::chrono::milliseconds(timeout_ms);
+  o.idle = std::chrono::milliseconds(idle_ms);
+  so.get_int("check_every", o.check_every, 0, 1 << 30);
+  so.finish();
+}
+
 }  // namespace
 
 ServerConfig load_server_config(const std::string& path) {
@@ -80,7 +95,15 @@ ServerConfig load_server_config(const std::string& path) {
     std::int64_t deferred_mb = static_cast<std::int64_t>(c.trainer_limits.max_deferred_bytes >> 20);
     tr.get("max_deferred_mb", deferred_mb, 1, 1 << 20);
     c.trainer_limits.max_deferred_bytes = static_cast<std::size_t>(deferred_mb) << 20;
+    tr.get("accumulate", c.rounds.accumulate, 1, 4096);
+    std::int64_t wait_ms = c.rounds.wait.count();
+    tr.get("round_wait_ms", wait_ms, 1, 3600 * 1000);
+    c.rounds.wait = std::chrono::milliseconds(wait_ms);
+    tr.get("round_start_clients", c.rounds.start_clients, 0, 100000);
     c.train = train::read_train_options(tr);
+    if (c.rounds.accumulate > 1 && c.train.optimizer == "kfac")
+      tr.fail("accumulate", "train.optimizer \"kfac\" steps with each batch's own factors: set accumulate 1 or "
+                            "use \"sgd\" or \"adam\"");
     c.has_train = true;
   }
   if (root.has("aggregation")) {
@@ -113,6 +136,9 @@ ServerConfig load_server_config(const std::string& path) {
     c.has_aggregation = true;
   }
   if (root.has("vertical")) read_vertical(root, c);
+  if (c.has_vertical && c.rounds.accumulate > 1)
+    root.fail("train", "vertical training steps with each batch: remove train.accumulate");
+  read_scale_out(root, c);  // checked by check_server_tier, once the command line's rank is known
   auto ck = root.child("checkpoint");
   c.checkpoint = state::read_checkpoint_options(ck);
   if (c.checkpoint.enabled() && !c.has_train)
@@ -126,6 +152,28 @@ ServerConfig load_server_config(const std::string& path) {
   c.server_key = doc->resolve(c.server_key);
   c.allow_list = doc->resolve(c.allow_list);
   return c;
+}
+
+
+void check_server_tier(const ServerConfig& c, const std::string& path) {
+  check_scale_out(c.scale_out, path);
+  const auto& o = c.scale_out;
+  const auto fail = [&](const std::string& field, const std::string& problem) {
+    throw ConfigError(path + ": " + field + ": " + problem);
+  };
+  if (o.world == 1) return;
+  if (!c.has_train) fail("scale_out.world", "a probe-only server (no \"train\" object) has no back to share: set 1");
+  if (c.has_aggregation)
+    fail("scale_out.world", "the aggregation of the clients' fronts runs on one server for now: remove \"aggregation\" "
+                     "or set world 1 (docs/scale-out.md)");
+  if (c.has_vertical) fail("scale_out.world", "vertical training runs on one server: set world 1");
+  if (c.train.optimizer == "kfac")
+    fail("scale_out.world", "train.optimizer \"kfac\" does not take rounds across ranks yet: use \"sgd\" or \"adam\", "
+                     "or set world 1");
+  if (o.timeout <= c.rounds.wait + o.idle)
+    fail("scale_out.timeout_ms", "must exceed train.round_wait_ms + idle_ms (" +
+                              std::to_string((c.rounds.wait + o.idle).count()) +
+                              " ms): a rank waits that long for the others' rounds");
 }
 
 }  // namespace cutlayer::server

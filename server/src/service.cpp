@@ -19,8 +19,9 @@ Service::Service(transport::ServerTransport& transport, BackTrainer* trainer, tr
       last_report_(start_) {}
 
 void Service::run(const std::atomic<bool>& stop) {
-  while (!stop) {
-    auto ev = transport_.poll(std::chrono::milliseconds(100));
+  while (rounds_ || !stop) {
+    // Rounds across ranks: an idle rank joins the next round after scale_out.idle_ms.
+    auto ev = transport_.poll(std::chrono::milliseconds(rounds_ ? 5 : 100));
     // Every message is handled under its own catch (on_message); this one keeps the loop
     // alive whatever else throws while handling an event or a timer.
     try {
@@ -36,11 +37,27 @@ void Service::run(const std::atomic<bool>& stop) {
         report_round();
       }
       if (vertical_) apply(vertical_->tick());
-      if (checkpoints_) checkpoints_->tick();
+      if (checkpoints_) checkpoints_->tick(/*write_when_due=*/rounds_ == nullptr);
     } catch (const std::exception& e) {
       log::get("server")->error("event not handled: {}", error_text(e));
     }
+    // Outside the catch: a failed collective (ScaleOutError) ends this rank.
+    if (rounds_ && !step_rounds(stop)) return;
   }
+}
+
+bool Service::step_rounds(bool stop_requested) {
+  const bool checkpoint_due = checkpoints_ && checkpoints_->due_by_time();
+  auto r = rounds_->poll(ServerRounds::Clock::now(), stop_requested, checkpoint_due);
+  send_all(r.out);
+  if (checkpoints_) {
+    // Every rank writes at the same step: by step count after a step, or by time when any
+    // rank asked (the header's flag).
+    if (r.checkpoint) checkpoints_->write();
+    else if (r.stepped) checkpoints_->before_step();
+  }
+  if (r.stepped) report();
+  return !r.stop;
 }
 
 void Service::handle(transport::ServerEvent& event) {
@@ -283,7 +300,7 @@ void Service::on_message(transport::Received& rx) {
           // A checkpoint due by step count is written before a training batch is taken: it
           // then holds whole steps and, with aggregation, the contributions they led to (in
           // a 1-client run, exactly the client's state at its checkpoint of the same step).
-          if (checkpoints_ && rx.message.type == wire::MsgType::kActivations &&
+          if (checkpoints_ && !rounds_ && rx.message.type == wire::MsgType::kActivations &&
               wire::meta_as<wire::Activations>(rx.message).train)
             checkpoints_->before_step();
           auto replies = trainer_->handle(rx.session_id, std::move(rx.message), BackTrainer::Clock::now());
@@ -358,6 +375,7 @@ ServerSummary Service::summary() const {
   s.bytes_out = ts.bytes_out;
   s.dropped = ts.dropped();
   if (aggregator_) s.aggregation = AggregationSummary::of(*aggregator_);
+  if (rounds_) s.rounds = ServerSummary::Rounds{rounds_->rank(), rounds_->world(), rounds_->stats()};
   return s;
 }
 

@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,21 @@ struct TrainerLimits {
   double max_abs_value = kDefaultMaxAbsValue;
 };
 
+// Steps in rounds (train.accumulate, train.round_wait_ms; the server tier across ranks:
+// docs/scale-out.md). A round takes at most `accumulate` training batches, at most one per
+// session; it is due when it is full, when every training session has a batch in it, or
+// `wait` after its first batch. Its gradient is the example-weighted mean of its batches'
+// gradients (summed across ranks by the caller), and the optimizer steps once per round.
+//
+// No round closes until `start_clients` training sessions have joined since the server
+// started (across ranks: until every rank has its own), so that the first rounds hold the
+// same company as the later ones.
+struct RoundOptions {
+  std::int64_t accumulate = 1;
+  std::chrono::milliseconds wait{1000};
+  std::int64_t start_clients = 0;
+};
+
 class BackTrainer {
  public:
   static constexpr std::int64_t kMaxBatch = 4096;
@@ -90,6 +106,34 @@ class BackTrainer {
   Outbox tick(Clock::time_point now = Clock::now());
   // A session ended: drop its pending step and deferred batches.
   Outbox forget(std::uint64_t session, Clock::time_point now = Clock::now());
+
+  // Rounds (RoundOptions): from now on the optimizer steps in finish_round only. A training
+  // batch of a session already in the round, or one that finds the round full, is held
+  // (bounded like deferred batches) and taken in the next round. Not with K-FAC.
+  void enable_rounds(RoundOptions o);
+  bool in_rounds() const { return rounds_.has_value(); }
+  // The round can close: no U-shaped step between its forward and backward, and it is full,
+  // holds every training session, or has waited long enough.
+  bool round_due(Clock::time_point now) const;
+  // start_clients training sessions have joined.
+  bool round_quorum() const { return !rounds_ || joined_ >= rounds_->start_clients; }
+  std::int64_t round_batches() const { return round_batches_; }
+  std::size_t training_sessions() const { return session_names_.size(); }
+  const RoundOptions& round_options() const { return *rounds_; }
+  std::int64_t round_samples() const { return round_samples_; }
+  // The round's gradient: one flat float32 tensor, the sum over its batches of examples x
+  // the batch's mean-loss gradient. The caller may sum it across ranks in place.
+  torch::Tensor& round_gradient() { return round_grad_; }
+  // Steps with round_gradient() / total_samples (no step when total_samples is 0) and
+  // starts the next round with the batches that were held. A gradient that is not finite
+  // is not applied (every rank sees the same sum and skips it too); returns its Errors.
+  Outbox finish_round(std::int64_t total_samples, Clock::time_point now = Clock::now());
+  std::size_t held() const { return held_.size(); }
+  // A collective round is in flight with what the round holds now: every training batch
+  // is held until finish_round or reopen_round.
+  void close_round() { round_closed_ = true; }
+  // The round goes on without a step (the ranks were not all ready): held batches are taken.
+  Outbox reopen_round(Clock::time_point now = Clock::now());
 
   // How a session's cut travels (its Join's; check_join has accepted it). A session
   // without one sends a float32 cut.
@@ -151,6 +195,13 @@ class BackTrainer {
   void defer(std::uint64_t session, const wire::Activations& a, cut::Received cut);
   void drop_deferred(std::uint64_t session);
   void drain(Outbox& out, Clock::time_point now);
+  // The optimizer step after a batch's backward, or (rounds) its gradient added to the round.
+  void apply_batch(std::uint64_t session, std::int64_t examples);
+  // Rounds: whether `session`'s training batch must wait for the next round.
+  bool must_hold(std::uint64_t session) const;
+  void hold(std::uint64_t session, wire::Message msg);
+  void drop_held(std::uint64_t session);
+  void clear_round();
   void init_back(torch::nn::Sequential back, std::vector<std::int64_t> cut_shape);
   std::vector<torch::Tensor> initial_;  // the back's parameters and buffers at construction
 
@@ -173,6 +224,22 @@ class BackTrainer {
   std::map<std::uint64_t, std::string> session_names_;
   std::map<std::uint64_t, wire::CutCoding> codings_;  // sessions whose cut is not plain float32
   std::map<std::string, std::uint64_t> steps_held_;
+  // Rounds.
+  struct Held {
+    std::uint64_t session = 0;
+    wire::Message msg;
+    std::size_t bytes = 0;
+  };
+  std::optional<RoundOptions> rounds_;
+  torch::Tensor round_grad_;
+  std::vector<torch::Tensor> round_views_;  // round_grad_ viewed as each parameter
+  std::int64_t round_batches_ = 0, round_samples_ = 0;
+  std::set<std::uint64_t> round_sessions_;
+  Clock::time_point round_started_{};  // its first batch
+  std::deque<Held> held_;
+  bool round_closed_ = false;
+  std::int64_t joined_ = 0;  // training sessions named since construction
+  Clock::time_point quorum_at_{};  // when joined_ reached start_clients
 };
 
 }  // namespace cutlayer::server

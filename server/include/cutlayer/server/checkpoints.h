@@ -28,9 +28,11 @@ class ServerCheckpoints {
   // Before a training batch is taken: writes a checkpoint when one is due by step count.
   // Never throws.
   void before_step();
-  // From the service loop: notes the progress and writes a checkpoint when one is due by
-  // time. Never throws.
-  void tick();
+  // From the service loop: notes the progress and, unless `write_when_due` is false (the
+  // ranks of a server tier agree on it first: due_by_time), writes a checkpoint when one is
+  // due by time. Never throws.
+  void tick(bool write_when_due = true);
+  bool due_by_time() const;
   // Writes one now (shutdown); a failure is logged. Returns whether it was written.
   bool write();
 

@@ -11,6 +11,7 @@
 
 #include "cutlayer/report/json.h"
 #include "cutlayer/server/aggregator.h"
+#include "cutlayer/server/scale_out.h"
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/transport/stats.h"
 
@@ -88,6 +89,12 @@ struct ServerSummary {
   std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0, dropped = 0;
   std::optional<AggregationSummary> aggregation;
   std::string back_sha256;  // over the back model's parameters and buffers ("" without a trainer)
+  // Rounds (train.accumulate > 1, or a server tier): this rank and what its rounds did.
+  struct Rounds {
+    int rank = 0, world = 1;
+    RoundStats stats;
+  };
+  std::optional<Rounds> rounds;
 
   report::Json json() const;
 };

@@ -6,6 +6,7 @@
 
 #include "cutlayer/server/aggregator.h"
 #include "cutlayer/server/back_trainer.h"
+#include "cutlayer/server/scale_out.h"
 #include "cutlayer/server/service.h"
 #include "cutlayer/server/vertical_join.h"
 #include "cutlayer/state/checkpoint.h"
@@ -44,10 +45,20 @@ struct ServerConfig {
   VerticalOptions vertical;
   // the "checkpoint" object: sealed checkpoints of the back (and replica), under server_key
   state::CheckpointOptions checkpoint;
+  // train.accumulate, train.round_wait_ms: the back steps once per round of batches
+  RoundOptions rounds;
+  // the "scale_out" object (world, store, host, timeout_ms, idle_ms, check_every; the rank
+  // comes from --rank): a server tier of several ranks (docs/scale-out.md)
+  ScaleOutOptions scale_out;
+  // Whether the back steps in rounds (accumulate > 1, or several ranks).
+  bool in_rounds() const { return has_train && (rounds.accumulate > 1 || scale_out.world > 1); }
 };
 
 // Reads and validates `path`; relative key paths resolve against the file's directory.
 // Throws ConfigError naming file, field and fix; IoError when the file is missing.
 ServerConfig load_server_config(const std::string& path);
+// Throws ConfigError (naming `path` and the field) when the server tier (scale_out, with
+// the command line's rank and world applied) cannot run this config.
+void check_server_tier(const ServerConfig& c, const std::string& path);
 
 }  // namespace cutlayer::server

@@ -20,6 +20,7 @@
 #include "cutlayer/server/back_trainer.h"
 #include "cutlayer/server/checkpoints.h"
 #include "cutlayer/server/report.h"
+#include "cutlayer/server/scale_out.h"
 #include "cutlayer/server/vertical_join.h"
 #include "cutlayer/train/loop.h"
 #include "cutlayer/transport/server_transport.h"
@@ -49,7 +50,12 @@ class Service {
   // Vertical split learning: joins are parties, their PSI rounds and cuts go through it
   // (null: horizontal clients).
   void set_vertical(VerticalJoin* v) { vertical_ = v; }
-  // Polls and handles events until `stop` is set.
+  // The back steps in rounds (train.accumulate, or a server tier of several ranks; null:
+  // with each batch).
+  void set_rounds(ServerRounds* r) { rounds_ = r; }
+  // Polls and handles events until `stop` is set (with rounds across ranks: until the ranks
+  // agree to stop, after the round that follows `stop`). Throws ScaleOutError when a
+  // collective fails: this rank stops.
   void run(const std::atomic<bool>& stop);
   // Handles one event (public for tests).
   void handle(transport::ServerEvent& event);
@@ -77,6 +83,8 @@ class Service {
   std::string name_of(std::uint64_t session) const;
   void report();
   void report_round();
+  // Rounds: closes one when due; false once the ranks agreed to stop.
+  bool step_rounds(bool stop_requested);
 
   transport::ServerTransport& transport_;
   BackTrainer* trainer_;
@@ -84,6 +92,7 @@ class Service {
   Aggregator* aggregator_;
   ServerCheckpoints* checkpoints_ = nullptr;
   VerticalJoin* vertical_ = nullptr;
+  ServerRounds* rounds_ = nullptr;
   ServiceLimits limits_;
   struct Client {
     std::string name;
