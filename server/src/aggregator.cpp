@@ -109,6 +109,7 @@ Aggregator::Outbox Aggregator::add_member(std::uint64_t session, const std::stri
   out.emplace_back(session, sync::make_snapshot(version_, options_.staleness, flat_, *opt_, shared));
   log::get("aggregator")->info("'{}' joined the aggregation at round {} ({} members)", name, version_,
                                members_.size());
+  ++joined_;
   if (!quorum_ && members_.size() >= options_.start_members) {
     quorum_ = true;
     round_deadline_ = Clock::now() + options_.deadline;  // the open round's clock starts now
@@ -228,7 +229,7 @@ void Aggregator::admit(Contribution c, Clock::time_point now, Outbox& out) {
 }
 
 void Aggregator::maybe_close(Clock::time_point now, Outbox& out) {
-  if (!quorum_) return;
+  if (!quorum_ || collective_) return;
   while (!round_.empty()) {
     bool all = true;
     for (auto& [s, m] : members_) all = all && m.in_round;
@@ -240,13 +241,17 @@ void Aggregator::maybe_close(Clock::time_point now, Outbox& out) {
     else if (enough) ++stats_.closed_samples;
     else close_late(now);
     close(out);
-    // The next round starts with what members queued for it.
-    for (auto& [s, m] : members_) {
-      if (m.queue.empty()) continue;
-      auto c = std::move(m.queue.front());
-      m.queue.pop_front();
-      admit(std::move(c), now, out);
-    }
+    admit_queued(now, out);
+  }
+}
+
+// The next round starts with what members queued for it.
+void Aggregator::admit_queued(Clock::time_point now, Outbox& out) {
+  for (auto& [s, m] : members_) {
+    if (m.queue.empty()) continue;
+    auto c = std::move(m.queue.front());
+    m.queue.pop_front();
+    admit(std::move(c), now, out);
   }
 }
 
@@ -258,30 +263,38 @@ void Aggregator::close_late(Clock::time_point now) {
   if (overrun > kOverdue) ++stats_.overdue;
 }
 
+// A contribution's weight: its share of the round's `samples` examples, times the
+// staleness factor (1/(1 + tau) by default); counted in the staleness histogram.
+double Aggregator::weigh(const Contribution& c, double samples) {
+  const auto tau = version_ - c.base;
+  if (stats_.staleness.size() <= tau) stats_.staleness.resize(tau + 1, 0);
+  ++stats_.staleness[tau];
+  stats_.max_staleness = std::max<std::uint64_t>(stats_.max_staleness, tau);
+  double w = static_cast<double>(c.samples) / samples;
+  if (tau > 0 && options_.stale_weight == StaleWeight::kInvSqrt) w /= std::sqrt(1.0 + static_cast<double>(tau));
+  if (tau > 0 && options_.stale_weight == StaleWeight::kInv) w /= 1.0 + static_cast<double>(tau);
+  return w;
+}
+
 void Aggregator::close(Outbox& out) {
   // The shared K-FAC part first: it cannot throw, and nothing of the round is applied yet.
   std::vector<torch::Tensor> shipped;
   const auto kfac = fold_factors(shipped);
-  // Weights: the contribution's share of the round's examples, times the staleness
-  // factor (1/(1 + tau) by default).
-  for (const auto& c : round_) {
-    const auto tau = version_ - c.base;
-    if (stats_.staleness.size() <= tau) stats_.staleness.resize(tau + 1, 0);
-    ++stats_.staleness[tau];
-    stats_.max_staleness = std::max<std::uint64_t>(stats_.max_staleness, tau);
-    double w = static_cast<double>(c.samples) / static_cast<double>(round_samples_);
-    if (tau > 0 && options_.stale_weight == StaleWeight::kInvSqrt) w /= std::sqrt(1.0 + static_cast<double>(tau));
-    if (tau > 0 && options_.stale_weight == StaleWeight::kInv) w /= 1.0 + static_cast<double>(tau);
-    acc_.add(c.grad, static_cast<float>(w));
-  }
-  auto update = acc_.take();
+  for (const auto& c : round_) acc_.add(c.grad, static_cast<float>(weigh(c, static_cast<double>(round_samples_))));
+  apply_update(acc_.take(), static_cast<std::uint32_t>(round_.size()), round_samples_, round_.size(), kfac,
+               std::move(shipped), out);
+}
+
+void Aggregator::apply_update(kernels::SparseTensor update, std::uint32_t contributors, std::uint64_t samples,
+                              std::size_t batches, wire::KfacContent kfac, std::vector<torch::Tensor> shipped,
+                              Outbox& out) {
   // A union denser than about 4/5 is cheaper sent whole (values only).
   if (!update.dense() && update.nnz() * 5 > update.numel * 4)
     update = kernels::SparseTensor{torch::Tensor(), update.to_dense(), update.numel};
   ++version_;
   const auto position = schedule_steps_ < 0
                             ? static_cast<std::int64_t>(version_ - 1)
-                            : std::max<std::int64_t>(0, schedule_steps_ - static_cast<std::int64_t>(round_.size()));
+                            : std::max<std::int64_t>(0, schedule_steps_ - static_cast<std::int64_t>(batches));
   const double lr = train::lr_at(train_, position);
   train::set_lr(*opt_, lr);
   flat_.set_grads(update);
@@ -289,8 +302,8 @@ void Aggregator::close(Outbox& out) {
 
   wire::Update u;
   u.round = version_;
-  u.contributors = static_cast<std::uint32_t>(round_.size());
-  u.samples = round_samples_;
+  u.contributors = contributors;
+  u.samples = samples;
   u.lr = lr;
   auto tensors = sync::to_tensors(update, false, true, u.layout);
   u.kfac = kfac;
@@ -311,6 +324,44 @@ void Aggregator::close(Outbox& out) {
   ++stats_.rounds;
   round_.clear();
   round_samples_ = 0;
+}
+
+std::array<double, Aggregator::kOfferSize> Aggregator::offer(Clock::time_point now) const {
+  double in = 0;
+  for (const auto& [s, m] : members_) in += m.in_round;
+  return {static_cast<double>(round_.size()), static_cast<double>(round_samples_),
+          static_cast<double>(members_.size()), in, !round_.empty() && now >= round_deadline_ ? 1.0 : 0.0,
+          static_cast<double>(joined_)};
+}
+
+bool Aggregator::closes(const std::array<double, kOfferSize>& summed) const {
+  if (summed[0] <= 0 || summed[5] < static_cast<double>(options_.start_members)) return false;
+  const bool all = summed[3] >= summed[2];
+  const bool enough = options_.target_samples > 0 && summed[1] >= static_cast<double>(options_.target_samples);
+  return all || enough || summed[4] > 0;
+}
+
+torch::Tensor Aggregator::begin_collective(const std::array<double, kOfferSize>& summed) {
+  auto dense = torch::zeros({flat_.numel()}, torch::kFloat32);
+  for (const auto& c : round_) {
+    const double w = weigh(c, summed[1]);
+    if (c.grad.dense()) dense.add_(c.grad.values, w);
+    else dense.index_add_(0, c.grad.indices.to(torch::kInt64), c.grad.values * static_cast<float>(w));
+  }
+  return dense;
+}
+
+Aggregator::Outbox Aggregator::finish_collective(const std::array<double, kOfferSize>& summed,
+                                                 const torch::Tensor& sum, Clock::time_point now) {
+  ++(summed[3] >= summed[2] ? stats_.closed_all : summed[4] > 0 ? stats_.closed_deadline : stats_.closed_samples);
+  const auto idx = sum.nonzero().flatten();
+  kernels::SparseTensor update{idx.to(kernels::index_dtype_for(flat_.numel())), sum.index_select(0, idx),
+                               flat_.numel()};
+  Outbox out;
+  apply_update(std::move(update), static_cast<std::uint32_t>(summed[0]), static_cast<std::uint64_t>(summed[1]),
+               static_cast<std::size_t>(summed[0]), wire::KfacContent::kNone, {}, out);
+  admit_queued(now, out);
+  return out;
 }
 
 // The round's batch factors, averaged by examples, join the running ones; every

@@ -148,22 +148,25 @@ void log_transport_summary(const transport::ServerTransport& transport, const se
       s.dropped(), s.protocol_errors, s.bad_tag, s.replayed, s.unknown_session, transport.zap_rejected());
 }
 
-// Meets the other ranks and checks that every rank starts from the same back (the same
-// checkpoint step, or none).
-std::unique_ptr<server::RankGroup> join_ranks(const server::ServerConfig& cfg, const server::BackTrainer& trainer) {
+// Meets the other ranks (blocks until all are in, or the timeout).
+std::unique_ptr<server::RankGroup> join_ranks(const server::ServerConfig& cfg) {
   const auto& so = cfg.scale_out;
   auto log = log::get("server");
   log->info("rank {} of {}: meeting the others through {} (up to {} ms)", so.rank, so.world, so.store,
             so.timeout.count());
   auto group = std::make_unique<server::RankGroup>(so);
-  if (!group->same_everywhere(state::values_hash({trainer.back_model().ptr().get()})))
-    throw server::ScaleOutError(
-        "rank " + std::to_string(so.rank) + ": the ranks start from different back models (this rank at step " +
-        std::to_string(trainer.stats().steps) +
-        "): start every rank fresh, or from its checkpoint of the same step (--resume on all of them)");
   log->info("rank {} of {}: all ranks met; the back steps once per round of up to {} batch(es) per rank", so.rank,
             so.world, cfg.rounds.accumulate);
   return group;
+}
+
+void check_same_start(server::ServerRounds& rounds, const server::BackTrainer& trainer) {
+  if (rounds.world() == 1 || rounds.replicas_identical()) return;
+  throw server::ScaleOutError("rank " + std::to_string(rounds.rank()) +
+                              ": the ranks start from different models (this rank at back step " +
+                              std::to_string(trainer.stats().steps) +
+                              "): start every rank fresh, or from its checkpoint of the same step (--resume on all "
+                              "of them)");
 }
 
 int run(const Flags& flags) {
@@ -193,8 +196,9 @@ int run(const Flags& flags) {
   std::unique_ptr<server::ServerRounds> rounds;
   if (cfg.in_rounds()) {
     trainer->enable_rounds(cfg.rounds);
-    if (cfg.scale_out.world > 1) group = join_ranks(cfg, *trainer);
-    rounds = std::make_unique<server::ServerRounds>(*trainer, group.get());
+    if (cfg.scale_out.world > 1) group = join_ranks(cfg);
+    rounds = std::make_unique<server::ServerRounds>(*trainer, group.get(), aggregator.get());
+    check_same_start(*rounds, *trainer);
   }
   std::unique_ptr<train::MetricsFile> metrics;
   if (trainer) metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file, /*append=*/resumed);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "cutlayer/crypto/crypto.h"
 #include "cutlayer/log.h"
 #include "cutlayer/state/archive.h"
 
@@ -147,17 +148,29 @@ bool RankGroup::same_everywhere(const std::array<std::uint8_t, 32>& bytes) {
   return torch::equal(lo, hi);
 }
 
-ServerRounds::ServerRounds(BackTrainer& trainer, RankGroup* group)
-    : trainer_(trainer), group_(group), last_round_(Clock::now()) {}
+ServerRounds::ServerRounds(BackTrainer& trainer, RankGroup* group, Aggregator* aggregator)
+    : trainer_(trainer), group_(group), aggregator_(group ? aggregator : nullptr), last_round_(Clock::now()) {
+  if (aggregator_) aggregator_->set_collective();
+}
 
+// The back's values and, with aggregation, the front replica's, on every rank.
 bool ServerRounds::replicas_identical() {
   if (!group_) return true;
-  const auto h = state::values_hash({trainer_.back_model().ptr().get()});
+  const auto back = state::values_hash({trainer_.back_model().ptr().get()});
+  std::string both(back.begin(), back.end());
+  if (aggregator_) both += aggregator_->hash();
   const auto start = Clock::now();
-  const bool same = group_->same_everywhere(h);
+  const bool same = group_->same_everywhere(crypto::sha256(both.data(), both.size()));
   stats_.allreduce_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   ++stats_.hash_checks;
   return same;
+}
+
+void ServerRounds::check_replicas() {
+  if (!replicas_identical())
+    throw ScaleOutError("the replicas (back" + std::string(aggregator_ ? " and front" : "") +
+                        ") differ across the ranks after step " + std::to_string(trainer_.stats().steps) +
+                        ": stopping every rank (restart them from checkpoints of the same step)");
 }
 
 ServerRounds::Result ServerRounds::poll(Clock::time_point now, bool stop_requested, bool checkpoint_due) {
@@ -191,6 +204,10 @@ bool ServerRounds::should_start(Clock::time_point now, bool stop_requested, bool
   // Between a U-shaped step's forward and backward the back must not change.
   if (trainer_.pending_session()) return false;
   if (trainer_.round_due(now) || stop_requested || checkpoint_due) return true;
+  if (aggregator_) {  // this rank's members are all in the aggregation's round, or it is late
+    const auto o = aggregator_->offer(now);
+    if (o[0] > 0 && (o[3] >= o[2] || o[4] > 0)) return true;
+  }
   const auto since = now - last_round_;
   const bool idle = since >= group_->options().idle;
   if (!trainer_.round_quorum()) return idle;
@@ -200,46 +217,63 @@ bool ServerRounds::should_start(Clock::time_point now, bool stop_requested, bool
 
 void ServerRounds::start(bool stop_requested, bool checkpoint_due) {
   trainer_.close_round();  // what it holds now is what it offers
-  header_ = torch::tensor({static_cast<double>(trainer_.round_samples()), trainer_.round_quorum() ? 1.0 : 0.0,
-                           stop_requested ? 1.0 : 0.0, checkpoint_due ? 1.0 : 0.0},
-                          torch::kFloat64);
+  std::vector<double> h{static_cast<double>(trainer_.round_samples()), trainer_.round_quorum() ? 1.0 : 0.0,
+                        stop_requested ? 1.0 : 0.0, checkpoint_due ? 1.0 : 0.0};
+  if (aggregator_)
+    for (const double v : aggregator_->offer(Clock::now())) h.push_back(v);
+  header_ = torch::tensor(h, torch::kFloat64);
   started_ = Clock::now();
   pending_ = group_->start(header_);
   phase_ = Phase::kHeader;
 }
 
+// Advances the round in flight by one finished collective: the header, then the back's
+// gradient (when any rank has examples and all are ready, or they stop), then the front's
+// update (when the summed offers close the aggregation's round).
 ServerRounds::Result ServerRounds::advance(Clock::time_point now) {
   if (!pending_->done()) return {};
-  const auto total = static_cast<std::int64_t>(header_[0].item<double>());
-  const bool ready = header_[1].item<double>() >= group_->world();
-  const bool stop = header_[2].item<double>() > 0;
-  if (phase_ == Phase::kHeader && (ready || stop) && total > 0) {
-    pending_ = group_->start(trainer_.round_gradient());
-    phase_ = Phase::kGradient;
-    return {};
+  Result r;
+  if (phase_ == Phase::kHeader) {
+    if (aggregator_)
+      for (int i = 0; i < Aggregator::kOfferSize; ++i) offers_[i] = header_[4 + i].item<double>();
+    const bool ready = header_[1].item<double>() >= group_->world() || header_[2].item<double>() > 0;
+    if (ready && header_[0].item<double>() > 0) {
+      pending_ = group_->start(trainer_.round_gradient());
+      phase_ = Phase::kGradient;
+      return r;
+    }
+    r.out = trainer_.reopen_round(now);  // no step: the batches stay in the round
+  } else if (phase_ == Phase::kGradient) {
+    stats_.gradient_seconds += std::chrono::duration<double>(Clock::now() - started_).count();
+    r.out = trainer_.finish_round(static_cast<std::int64_t>(header_[0].item<double>()), now);
+    stepped_ = true;
+    ++stats_.steps;
+  } else {
+    r.out = aggregator_->finish_collective(offers_, front_, now);
+    ++stats_.front_rounds;
+    return conclude(std::move(r));
   }
-  const bool step = phase_ == Phase::kGradient;
+  if (aggregator_ && aggregator_->closes(offers_)) {
+    front_ = aggregator_->begin_collective(offers_);
+    pending_ = group_->start(front_);
+    phase_ = Phase::kFront;
+    return r;  // the back's replies go now; the Updates when the front's sum is in
+  }
+  return conclude(std::move(r));
+}
+
+ServerRounds::Result ServerRounds::conclude(Result r) {
   pending_.reset();
   phase_ = Phase::kNone;
   stats_.allreduce_seconds += std::chrono::duration<double>(Clock::now() - started_).count();
   ++stats_.rounds;
-  Result r = step ? finish(now, total) : Result{trainer_.reopen_round(now)};
-  r.stop = stop;
+  r.stepped = stepped_;
+  r.stop = header_[2].item<double>() > 0;
   r.checkpoint = header_[3].item<double>() > 0;
+  stepped_ = false;
   last_round_ = Clock::now();
-  return r;
-}
-
-ServerRounds::Result ServerRounds::finish(Clock::time_point now, std::int64_t total) {
-  Result r;
-  r.out = trainer_.finish_round(total, now);
-  r.stepped = true;
-  ++stats_.steps;
   const int every = group_->options().check_every;
-  if (every > 0 && stats_.steps % static_cast<std::uint64_t>(every) == 0 && !replicas_identical())
-    throw ScaleOutError("the back's replicas differ across the ranks after step " +
-                        std::to_string(trainer_.stats().steps) + ": stopping every rank (restart them from "
-                        "checkpoints of the same step)");
+  if (r.stepped && every > 0 && stats_.steps % static_cast<std::uint64_t>(every) == 0) check_replicas();
   return r;
 }
 

@@ -163,9 +163,9 @@ void check_server_tier(const ServerConfig& c, const std::string& path) {
   };
   if (o.world == 1) return;
   if (!c.has_train) fail("scale_out.world", "a probe-only server (no \"train\" object) has no back to share: set 1");
-  if (c.has_aggregation)
-    fail("scale_out.world", "the aggregation of the clients' fronts runs on one server for now: remove \"aggregation\" "
-                     "or set world 1 (docs/scale-out.md)");
+  if (c.has_aggregation && c.aggregation.kfac_factors == "average")
+    fail("aggregation.kfac_factors", "shared K-FAC factors are averaged on one server: use \"local\" with "
+                                     "several ranks, or set scale_out.world 1");
   if (c.has_vertical) fail("scale_out.world", "vertical training runs on one server: set world 1");
   if (c.train.optimizer == "kfac")
     fail("scale_out.world", "train.optimizer \"kfac\" does not take rounds across ranks yet: use \"sgd\" or \"adam\", "

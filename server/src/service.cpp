@@ -57,6 +57,7 @@ bool Service::step_rounds(bool stop_requested) {
     else if (r.stepped) checkpoints_->before_step();
   }
   if (r.stepped) report();
+  if (aggregator_) report_round();
   return !r.stop;
 }
 

@@ -8,6 +8,7 @@
 # 3. a rank killed with SIGKILL ends the other with a clear error within its collective
 #    timeout; restarting both with --resume continues from their checkpoints of the same
 #    step, and the clients re-join and finish.
+# (3. is aggregation across the ranks: the fronts stay identical.)
 source "$(dirname "$0")/lib.sh"
 py=/usr/bin/python3
 steps=${SCALE_OUT_STEPS:-40}
@@ -79,7 +80,8 @@ for r in s:
 assert s[0]["back_sha256"] == s[1]["back_sha256"], "the replicas differ"
 assert s[0]["steps"] == s[1]["steps"] and s[0]["steps"] >= 2 * steps, [r["steps"] for r in s]
 for r in s:
-    assert r["rounds"]["hash_checks"] == r["rounds"]["steps"] == r["steps"], r["rounds"]
+    # One at the start (both begin from the same back), then one after every step.
+    assert r["rounds"]["hash_checks"] == r["rounds"]["steps"] + 1 and r["rounds"]["steps"] == r["steps"], r["rounds"]
 assert s[0]["samples"] + s[1]["samples"] == 4 * 64 * steps, [r["samples"] for r in s]
 PY
 for name in alice bob carol dave; do
@@ -118,7 +120,45 @@ print(f"2 ranks x 1 client vs 1 server accumulating 2 batches: {2 * steps} losse
 assert worst <= 1e-5, worst
 PY
 
-# 3. A rank dies; the other stops; both restart from their checkpoints.
+# 3. Aggregation across the ranks: four clients (two per rank) sync their fronts through
+#    rounds that close on both ranks together; every front reported at a round is the same.
+forget_ports
+edit_config "$configs/server-aggregation.json" "$work/server-agg.json" threads=1 transport.session_timeout_ms=3000 \
+  transport.heartbeat_ms=300 train.log_every=10 train.round_wait_ms=4000 scale_out.timeout_ms=10000 \
+  scale_out.idle_ms=10 scale_out.check_every=1 aggregation.start_members=4
+server_config=$work/server-agg.json start_ranks agg 2
+i=0
+for name in alice bob carol dave; do
+  client_config=$configs/client-aggregation.json on_rank $((i / 2)) "$name" -agg --shard "$i/4" --steps "$steps" \
+    --metrics "$work/$name-agg.jsonl" --metrics-every-step
+  i=$((i + 1))
+done
+await -agg alice bob carol dave
+kill -TERM "$rank_pid_1"
+wait_rank 1
+wait_rank 0
+$py - "$work" "$steps" <<'PY'
+import json, sys
+w, steps = sys.argv[1], int(sys.argv[2])
+by_round = {}
+for name in ["alice", "bob", "carol", "dave"]:
+    for r in map(json.loads, open(f"{w}/{name}-agg.jsonl")):
+        if "front_hash" in r:
+            by_round.setdefault(r["round"], {}).setdefault(r["front_hash"], []).append(name)
+split = {k: v for k, v in by_round.items() if len(v) > 1}
+assert not split, f"fronts differ: {split}"
+both = [k for k, v in by_round.items() if {"alice", "bob"} & set(sum(v.values(), [])) and
+        {"carol", "dave"} & set(sum(v.values(), []))]
+s = [json.loads(open(f"{w}/agg-{r}.out").read().strip().splitlines()[-1]) for r in (0, 1)]
+assert s[0]["back_sha256"] == s[1]["back_sha256"], "the back replicas differ"
+a = [r["aggregation"] for r in s]
+print(f"aggregation across 2 ranks: {len(by_round)} rounds seen, {len(both)} by clients of both ranks, fronts "
+      f"identical; rounds closed {a[0]['rounds']} / {a[1]['rounds']}, hash checks {s[0]['rounds']['hash_checks']}")
+assert a[0]["rounds"] == a[1]["rounds"] >= steps, a
+assert len(both) >= steps // 2, len(both)
+PY
+
+# 4. A rank dies; the other stops; both restart from their checkpoints.
 forget_ports
 ckpt=(--checkpoint-dir "$work/ckpt" --checkpoint-every 10)
 start_ranks crash 2 "${ckpt[@]}"

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -122,6 +123,23 @@ class Aggregator {
   // Unset, round r uses position r-1.
   void set_schedule_steps(std::int64_t back_steps) { schedule_steps_ = back_steps; }
 
+  // Across the ranks of a server tier (docs/scale-out.md): rounds close only through
+  // close_collective, which every rank calls after the same header (the ranks' offers summed).
+  void set_collective() { collective_ = true; }
+  // What this rank's open round offers: [contributions, examples, members, members in the
+  // round, its deadline passed (0/1), members that joined since the start].
+  static constexpr int kOfferSize = 6;
+  std::array<double, kOfferSize> offer(Clock::time_point now) const;
+  // Whether the summed offers close the round (all members in, target examples, a deadline).
+  bool closes(const std::array<double, kOfferSize>& summed) const;
+  // Closing the round on every rank, in two halves around the allreduce: this rank's
+  // contributions weighted by the round's examples on all ranks (`summed`), as a dense
+  // vector to sum over the ranks; then that sum applied to the replica (the same update on
+  // every rank: its non-zero entries) and the Update sent to this rank's members.
+  torch::Tensor begin_collective(const std::array<double, kOfferSize>& summed);
+  Outbox finish_collective(const std::array<double, kOfferSize>& summed, const torch::Tensor& sum,
+                           Clock::time_point now);
+
   // The durable part: the replica (front and head), its optimizer and the round. Members
   // and an open round are not: after a restart the clients re-join and re-sync to the round
   // through the snapshot, and the open round's contributions are lost (at most one each).
@@ -163,6 +181,11 @@ class Aggregator {
   void maybe_close(Clock::time_point now, Outbox& out);
   void close_late(Clock::time_point now);  // counts a deadline close and its overrun
   void close(Outbox& out);
+  // The round's update applied to the replica and sent to every member.
+  void apply_update(kernels::SparseTensor update, std::uint32_t contributors, std::uint64_t samples,
+                    std::size_t batches, wire::KfacContent kfac, std::vector<torch::Tensor> shipped, Outbox& out);
+  void admit_queued(Clock::time_point now, Outbox& out);
+  double weigh(const Contribution& c, double samples);
   void clip(Contribution& c);
   void load_kfac(state::InputArchive& a);
   std::vector<torch::Tensor> read_factors(const Member& m, const wire::Message& msg, std::uint32_t n);
@@ -184,6 +207,8 @@ class Aggregator {
   std::uint64_t version_ = 0;  // rounds applied
   std::int64_t schedule_steps_ = -1;
   bool quorum_ = false;  // start_members have joined
+  bool collective_ = false;
+  std::uint64_t joined_ = 0;  // members that joined since the start
   std::unique_ptr<train::Kfac> kfac_;  // kfac_factors "average": the shared factors
   std::vector<torch::Tensor> kfac_shipped_;  // what the last shipping round sent (joiners get it)
   AggregatorStats stats_;

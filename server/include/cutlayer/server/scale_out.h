@@ -22,6 +22,7 @@
 #include <torch/torch.h>
 
 #include "cutlayer/error.h"
+#include "cutlayer/server/aggregator.h"
 #include "cutlayer/server/back_trainer.h"
 
 namespace cutlayer::server {
@@ -91,6 +92,7 @@ struct RoundStats {
   std::uint64_t hash_checks = 0;    // all passed (a failed one throws)
   double allreduce_seconds = 0;     // in the collectives (header, gradient, hash)
   double gradient_seconds = 0;      // ... of which the gradient's allreduce
+  std::uint64_t front_rounds = 0;   // aggregation rounds closed together
 };
 
 // Drives the back's rounds (BackTrainer::enable_rounds): locally when `group` is null
@@ -101,7 +103,8 @@ struct RoundStats {
 class ServerRounds {
  public:
   using Clock = BackTrainer::Clock;
-  ServerRounds(BackTrainer& trainer, RankGroup* group);
+  // `aggregator` (may be null): across ranks, its rounds close in the same collectives.
+  ServerRounds(BackTrainer& trainer, RankGroup* group, Aggregator* aggregator = nullptr);
 
   struct Result {
     BackTrainer::Outbox out;  // replies released by the round (held batches)
@@ -124,13 +127,19 @@ class ServerRounds {
   bool should_start(Clock::time_point now, bool stop_requested, bool checkpoint_due) const;
   void start(bool stop_requested, bool checkpoint_due);
   Result advance(Clock::time_point now);
-  Result finish(Clock::time_point now, std::int64_t total);
+  Result conclude(Result r);
+  void check_replicas();
   BackTrainer& trainer_;
   RankGroup* group_;
+  Aggregator* aggregator_;
   Clock::time_point last_round_;
-  // The round in flight: its header (examples, ready, stop, checkpoint), then its gradient.
-  enum class Phase { kNone, kHeader, kGradient } phase_ = Phase::kNone;
+  // The round in flight: its header (examples, ready, stop, checkpoint, the aggregator's
+  // offer), then the back's gradient, then the front's update.
+  enum class Phase { kNone, kHeader, kGradient, kFront } phase_ = Phase::kNone;
   torch::Tensor header_;
+  torch::Tensor front_;  // the front's update being summed
+  std::array<double, Aggregator::kOfferSize> offers_{};
+  bool stepped_ = false;  // the back stepped in the round in flight
   std::optional<RankGroup::Pending> pending_;
   Clock::time_point started_{};
   RoundStats stats_;
