@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh NAME [ARGS...]: builds what NAME needs and runs it; prints one JSON
-# object per result line. Names: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi, vertical
+# object per result line. Names: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi, vertical,
+# scaleout (the server tier: bench/scaleout_bench.py --help)
 # (load: 8 then 32 clients and a churn run, see bench/load_bench.py --help; --seconds 600
 # for the 10-minute churn run; kfac: SGD and K-FAC side by side, bench/kfac_bench.py --help;
 # cut: accuracy against bytes per step for compressed cuts, bench/cut_bench.py --help;
@@ -10,7 +11,7 @@ set -euo pipefail
 [[ "${1:-}" =~ ^(-h|--help)$ ]] && { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0; }
 cd "$(dirname "$0")/.."
 name=${1:-}
-[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|cut|dcor|aggregation|leakage|resume|load|kfac|psi|vertical; --help: more)" >&2; exit 2; }
+[ -n "$name" ] || { echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: transport|compress|e2e|cut|dcor|aggregation|leakage|resume|load|kfac|psi|vertical|scaleout; --help: more)" >&2; exit 2; }
 shift
 bash scripts/build.sh >&2
 case "$name" in
@@ -31,5 +32,8 @@ case "$name" in
   cut) exec /usr/bin/python3 bench/cut_bench.py --bin build/bin --configs configs "$@" ;;
   psi) exec build/bin/cutlayer-bench-psi "$@" ;;
   vertical) exec /usr/bin/python3 bench/vertical_bench.py --bin build/bin --configs configs "$@" ;;
-  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi, vertical)" >&2; exit 2 ;;
+  # The server tier: R = 1, 2 (4 with 8+ cores) ranks, 8 clients; allreduce by size, the
+  # back's compute and the projection to 64 ranks (bench/scaleout_bench.py --help).
+  scaleout) exec /usr/bin/python3 bench/scaleout_bench.py --bin build/bin --configs configs --micro "$@" ;;
+  *) echo "unknown benchmark '$name' (known: transport, compress, e2e, cut, dcor, aggregation, leakage, resume, load, kfac, psi, vertical, scaleout)" >&2; exit 2 ;;
 esac

@@ -238,13 +238,14 @@ ServerRounds::Result ServerRounds::advance(Clock::time_point now) {
       for (int i = 0; i < Aggregator::kOfferSize; ++i) offers_[i] = header_[4 + i].item<double>();
     const bool ready = header_[1].item<double>() >= group_->world() || header_[2].item<double>() > 0;
     if (ready && header_[0].item<double>() > 0) {
+      gradient_started_ = Clock::now();
       pending_ = group_->start(trainer_.round_gradient());
       phase_ = Phase::kGradient;
       return r;
     }
     r.out = trainer_.reopen_round(now);  // no step: the batches stay in the round
   } else if (phase_ == Phase::kGradient) {
-    stats_.gradient_seconds += std::chrono::duration<double>(Clock::now() - started_).count();
+    stats_.gradient_seconds += std::chrono::duration<double>(Clock::now() - gradient_started_).count();
     r.out = trainer_.finish_round(static_cast<std::int64_t>(header_[0].item<double>()), now);
     stepped_ = true;
     ++stats_.steps;

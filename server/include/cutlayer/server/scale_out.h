@@ -141,7 +141,7 @@ class ServerRounds {
   std::array<double, Aggregator::kOfferSize> offers_{};
   bool stepped_ = false;  // the back stepped in the round in flight
   std::optional<RankGroup::Pending> pending_;
-  Clock::time_point started_{};
+  Clock::time_point started_{}, gradient_started_{};
   RoundStats stats_;
 };
 
