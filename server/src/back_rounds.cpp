@@ -16,7 +16,6 @@ void BackTrainer::enable_rounds(RoundOptions o) {
     throw ConfigError("train.optimizer \"kfac\" steps with each batch's own factors: it does not take rounds "
                       "(train.accumulate > 1 or a server tier of several ranks) yet; use \"sgd\" or \"adam\"");
   if (o.accumulate < 1) throw ConfigError("train.accumulate must be at least 1");
-  rounds_ = o;
   std::int64_t numel = 0;
   for (const auto& p : back_->parameters()) numel += p.numel();
   round_grad_ = torch::zeros({numel}, torch::kFloat32);
@@ -29,6 +28,8 @@ void BackTrainer::enable_rounds(RoundOptions o) {
     round_views_.push_back(round_grad_.narrow(0, offset, p.numel()).view(p.sizes()));
     offset += p.numel();
   }
+  rounds_ = o;
+  if (static_cast<std::int64_t>(joined_.size()) >= o.start_clients) quorum_at_ = Clock::now();
   clear_round();
 }
 

@@ -117,12 +117,17 @@ void BackTrainer::load(state::InputArchive& a) {
   steps_held_ = state::load_counts(a, "client_steps", kMaxNamedClients, /*optional=*/true);  // older: none
   pending_.reset();
   deferred_.clear();
+  held_.clear();
   deferred_bytes_ = 0;
+  if (rounds_) clear_round();
 }
 
 void BackTrainer::name_session(std::uint64_t session, const std::string& name) {
   session_names_[session] = name;
-  if (++joined_ == (rounds_ ? rounds_->start_clients : 0)) quorum_at_ = Clock::now();
+  // The quorum counts clients (names), not sessions: a client that re-joins counts once.
+  if (joined_.size() < kMaxNamedClients && joined_.insert(name).second &&
+      static_cast<std::int64_t>(joined_.size()) == (rounds_ ? rounds_->start_clients : 0))
+    quorum_at_ = Clock::now();
 }
 
 void BackTrainer::set_cut(std::uint64_t session, const wire::CutCoding& coding) {
@@ -288,6 +293,7 @@ BackTrainer::Outbox BackTrainer::handle(std::uint64_t session, wire::Message msg
     if (msg.type != wire::MsgType::kActivations)
       throw ProtocolError(std::string(wire::msg_type_name(msg.type)) + " is not served in vanilla mode");
     if (must_hold(session) && wire::meta_as<wire::Activations>(msg).train) {
+      check_cut(session, msg);  // validated before it is queued
       hold(session, std::move(msg));
       return out;
     }

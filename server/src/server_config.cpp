@@ -159,7 +159,7 @@ void check_server_tier(const ServerConfig& c, const std::string& path) {
   check_scale_out(c.scale_out, path);
   const auto& o = c.scale_out;
   const auto fail = [&](const std::string& field, const std::string& problem) {
-    throw ConfigError(path + ": " + field + ": " + problem);
+    throw ConfigError(path + ": field `" + field + "` " + problem);
   };
   if (o.world == 1) return;
   if (!c.has_train) fail("scale_out.world", "a probe-only server (no \"train\" object) has no back to share: set 1");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The server tier on c10d (docs/scale-out.md), real processes on loopback:
-# 1. two ranks, four clients (two on each rank's door): the back's replicas are identical
+# 1. two ranks, four U-shaped clients (two on each rank's door): the back's replicas are identical
 #    at every round (hash-checked after every step, and the final hashes agree); SIGTERM
 #    to one rank stops both cleanly after the same round.
 # 2. two ranks with one client each train exactly as one server taking the same two
@@ -60,12 +60,14 @@ wait_rank() {
 }
 forget_ports() { unset rank_port_0 rank_data_0 rank_port_1 rank_data_1; }
 
-# 1. Two ranks, four clients.
-start_ranks four 2
-on_rank 0 alice -four --shard 0/4 --steps "$steps"
-on_rank 0 bob -four --shard 1/4 --steps "$steps"
-on_rank 1 carol -four --shard 2/4 --steps "$steps"
-on_rank 1 dave -four --shard 3/4 --steps "$steps"
+# 1. Two ranks, four clients, U-shaped (labels stay with the clients; a rank joins a round
+#    only between a batch's HeadGrad and the next forward).
+edit_config "$work/server.json" "$work/server-u.json" train.u_shaped=true
+server_config=$work/server-u.json start_ranks four 2
+on_rank 0 alice -four --shard 0/4 --steps "$steps" --u-shaped
+on_rank 0 bob -four --shard 1/4 --steps "$steps" --u-shaped
+on_rank 1 carol -four --shard 2/4 --steps "$steps" --u-shaped
+on_rank 1 dave -four --shard 3/4 --steps "$steps" --u-shaped
 await -four alice bob carol dave
 kill -TERM "$rank_pid_1"  # one rank told to stop: both stop after the same round
 wait_rank 1
@@ -83,6 +85,7 @@ for r in s:
     # One at the start (both begin from the same back), then one after every step.
     assert r["rounds"]["hash_checks"] == r["rounds"]["steps"] + 1 and r["rounds"]["steps"] == r["steps"], r["rounds"]
 assert s[0]["samples"] + s[1]["samples"] == 4 * 64 * steps, [r["samples"] for r in s]
+assert s[0]["labels_received"] == s[1]["labels_received"] == 0
 PY
 for name in alice bob carol dave; do
   $py -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); assert r["steps"]==int(sys.argv[2]), r' \

@@ -4,11 +4,14 @@
 // the config checks of the server tier (check_server_tier, the "scale_out" object).
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -290,6 +293,30 @@ TEST(BackRounds, NoRoundIsDueBeforeStartClientsHaveJoined) {
 }
 
 // Every named training session in the round: due, though not full.
+TEST(BackRounds, TheQuorumCountsClientsNotSessions) {
+  BackTrainer t(tiny(false));
+  t.enable_rounds(rounds(2, 1h, 2));
+  t.name_session(1, "a");
+  t.forget(1);
+  t.name_session(2, "a");  // the same client again
+  EXPECT_FALSE(t.round_quorum());
+  t.name_session(3, "b");
+  EXPECT_TRUE(t.round_quorum());
+}
+
+TEST(BackRounds, ABatchIsValidatedBeforeItIsHeld) {
+  BackTrainer t(tiny(false));
+  t.enable_rounds(rounds(2));
+  t.name_session(1, "a");
+  t.handle(1, random_batch(0, 4));
+  auto z = torch::randn({4, 8});
+  z[0][0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(t.handle(1, batch(1, z, torch::randint(0, 3, {4}, torch::kInt64))), ProtocolError);
+  EXPECT_THROW(t.handle(1, batch(2, torch::randn({4, 9}), torch::randint(0, 3, {4}, torch::kInt64))), ProtocolError);
+  EXPECT_EQ(t.held(), 0u);
+  EXPECT_EQ(t.deferred_bytes(), 0u);
+}
+
 TEST(BackRounds, ARoundHoldingEverySessionIsDueBeforeItIsFull) {
   BackTrainer t(tiny(false));
   t.enable_rounds(rounds(4));
@@ -596,8 +623,8 @@ const char* const kTwoRanks = R"({"train": {}, "scale_out": {"world": 2, "store"
 
 TEST(ServerTierConfig, ScaleOutAndRoundFieldsAreRead) {
   const auto d = load_text(R"({"train": {}})");
-  const ScaleOutOptions so;
-  const RoundOptions ro;
+  const ScaleOutOptions so{};
+  const RoundOptions ro{};
   EXPECT_EQ(d.scale_out.world, 1);
   EXPECT_EQ(d.scale_out.rank, 0);
   EXPECT_EQ(d.scale_out.timeout, so.timeout);

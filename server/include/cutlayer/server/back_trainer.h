@@ -116,7 +116,9 @@ class BackTrainer {
   // holds every training session, or has waited long enough.
   bool round_due(Clock::time_point now) const;
   // start_clients training sessions have joined.
-  bool round_quorum() const { return !rounds_ || joined_ >= rounds_->start_clients; }
+  bool round_quorum() const {
+    return !rounds_ || static_cast<std::int64_t>(joined_.size()) >= rounds_->start_clients;
+  }
   std::int64_t round_batches() const { return round_batches_; }
   std::size_t training_sessions() const { return session_names_.size(); }
   const RoundOptions& round_options() const { return *rounds_; }
@@ -238,7 +240,7 @@ class BackTrainer {
   Clock::time_point round_started_{};  // its first batch
   std::deque<Held> held_;
   bool round_closed_ = false;
-  std::int64_t joined_ = 0;  // training sessions named since construction
+  std::set<std::string> joined_;  // the clients (names) whose sessions joined since construction
   Clock::time_point quorum_at_{};  // when joined_ reached start_clients
 };
 
