@@ -32,13 +32,7 @@ ServerCheckpoints::ServerCheckpoints(const state::CheckpointOptions& o, const st
 bool ServerCheckpoints::resume() {
   auto log = log::get("server");
   const std::int64_t reached = store_.noted_progress();
-  auto found = store_.load_newest([&](const state::Opened& o) {
-    state::InputArchive a;
-    state::from_bytes(a, o.state);
-    trainer_.load(a);
-    if (aggregator_) aggregator_->load(a);
-    state::load_rng(a);
-  });
+  auto found = store_.load_newest([&](const state::Opened& o) { restore(o); });
   if (!found) {
     log->info("no checkpoint in {} yet: starting from a fresh back model", store_.options().dir);
     return false;
@@ -48,6 +42,20 @@ bool ServerCheckpoints::resume() {
             aggregator_ ? fmt::format(", round {}", aggregator_->version()) : std::string(),
             reached > steps ? reached - steps : 0);
   return true;
+}
+
+void ServerCheckpoints::restore(const state::Opened& o) {
+  state::InputArchive a;
+  state::from_bytes(a, o.state);
+  trainer_.load(a);
+  if (aggregator_) aggregator_->load(a);
+  state::load_rng(a);
+}
+
+bool ServerCheckpoints::resume_at(std::int64_t steps) {
+  auto found = store_.load_step(steps, [&](const state::Opened& o) { restore(o); });
+  if (found) log::get("server")->info("resumed from {} instead: {} back steps", found->file, steps);
+  return found.has_value();
 }
 
 std::string ServerCheckpoints::snapshot() const {

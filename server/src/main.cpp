@@ -160,6 +160,28 @@ std::unique_ptr<server::RankGroup> join_ranks(const server::ServerConfig& cfg) {
   return group;
 }
 
+// The ranks agree on where they start: after --resume, the newest back step all of them
+// hold (one may have been killed while writing its newest checkpoint), which each loads.
+void agree_on_resume(server::RankGroup& group, server::ServerCheckpoints* checkpoints, bool resumed,
+                     const server::BackTrainer& trainer) {
+  const auto mine = static_cast<double>(resumed ? trainer.stats().steps : -1);
+  auto lo = torch::tensor({mine}, torch::kFloat64), hi = lo.clone();
+  group.allreduce(lo, server::RankGroup::Op::kMin);
+  group.allreduce(hi, server::RankGroup::Op::kMax);
+  const auto low = static_cast<std::int64_t>(lo.item<double>()), high = static_cast<std::int64_t>(hi.item<double>());
+  if (low == high) return;
+  const auto rank = std::to_string(group.rank());
+  if (low < 0)
+    throw server::ScaleOutError("rank " + rank + ": some ranks resumed from checkpoints (up to step " +
+                                std::to_string(high) + ") and some found none: give every rank its own " +
+                                "checkpoint directory back, or start them all fresh (without --resume)");
+  if (resumed && trainer.stats().steps != low && !checkpoints->resume_at(low))
+    throw server::ScaleOutError("rank " + rank + ": the ranks' newest checkpoints differ (steps " +
+                                std::to_string(low) + " to " + std::to_string(high) + ") and this rank holds no "
+                                "usable one of step " + std::to_string(low) +
+                                ": restore the ranks' checkpoints of one step, or start them all fresh");
+}
+
 void check_same_start(server::ServerRounds& rounds, const server::BackTrainer& trainer) {
   if (rounds.world() == 1 || rounds.replicas_identical()) return;
   throw server::ScaleOutError("rank " + std::to_string(rounds.rank()) +
@@ -196,7 +218,10 @@ int run(const Flags& flags) {
   std::unique_ptr<server::ServerRounds> rounds;
   if (cfg.in_rounds()) {
     trainer->enable_rounds(cfg.rounds);
-    if (cfg.scale_out.world > 1) group = join_ranks(cfg);
+    if (cfg.scale_out.world > 1) {
+      group = join_ranks(cfg);
+      agree_on_resume(*group, checkpoints.get(), resumed, *trainer);  // every rank: collectives
+    }
     rounds = std::make_unique<server::ServerRounds>(*trainer, group.get(), aggregator.get());
     check_same_start(*rounds, *trainer);
   }

@@ -168,8 +168,7 @@ start_ranks crash 2 "${ckpt[@]}"
 long=$((steps * 3))
 on_rank 0 alice -crash --shard 0/2 --steps "$long"
 on_rank 1 bob -crash --shard 1/2 --steps "$long"
-for _ in $(seq 600); do grep -q "rank-1/ckpt-" <(ls -R "$work/ckpt" 2>/dev/null | sed "s#^#rank-1/#") && \
-  [ "$(ls "$work/ckpt/rank-1" 2>/dev/null | grep -c '^ckpt-')" -ge 2 ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ "$(ls "$work/ckpt/rank-1" 2>/dev/null | grep -c '^ckpt-')" -ge 2 ] && break; sleep 0.1; done
 kill -9 "$rank_pid_1"
 start=$(date +%s.%N)
 for _ in $(seq 200); do kill -0 "$rank_pid_0" 2>/dev/null || break; sleep 0.1; done
@@ -177,7 +176,12 @@ kill -0 "$rank_pid_0" 2>/dev/null && { echo "rank 0 hangs after rank 1 died"; ex
 if wait "$rank_pid_0"; then echo "rank 0 exited 0 after rank 1 died"; exit 1; fi
 grep -q "a collective with the other ranks failed" "$work/crash-0.log" || { tail "$work/crash-0.log"; exit 1; }
 $py -c "import sys; print(f'rank 0 stopped {float(sys.argv[2]) - float(sys.argv[1]):.1f} s after rank 1 died')" "$start" "$(date +%s.%N)"
+# As if rank 1 died writing its newest checkpoint: the ranks agree on the newest step both
+# hold, and rank 0 loads that one instead of its own newest.
+newest=$(ls "$work/ckpt/rank-1" | grep '^ckpt-' | sort | tail -n 1)
+rm "$work/ckpt/rank-1/$newest"
 start_ranks resumed 2 "${ckpt[@]}" --resume
+grep -q "resumed from .* instead" "$work/resumed-0.log" || { echo "rank 0 kept its newer checkpoint"; cat "$work/resumed-0.log"; exit 1; }
 await -crash alice bob
 kill -TERM "$rank_pid_0"
 wait_rank 0

@@ -25,6 +25,10 @@ class ServerCheckpoints {
   // Loads the newest good checkpoint into the trainer (and aggregator); false when the
   // directory holds none yet. Throws ConfigError when it holds some and none can be used.
   bool resume();
+  // Loads the checkpoint of exactly `steps` back steps (the ranks of a server tier agree on
+  // the newest step all of them hold); false when there is none of that step or it cannot
+  // be used.
+  bool resume_at(std::int64_t steps);
   // Before a training batch is taken: writes a checkpoint when one is due by step count.
   // Never throws.
   void before_step();
@@ -44,6 +48,7 @@ class ServerCheckpoints {
 
  private:
   std::string snapshot() const;
+  void restore(const state::Opened& o);
   BackTrainer& trainer_;
   Aggregator* aggregator_;
   state::CheckpointStore store_;
