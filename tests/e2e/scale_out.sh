@@ -8,7 +8,8 @@
 # 3. a rank killed with SIGKILL ends the other with a clear error within its collective
 #    timeout; restarting both with --resume continues from their checkpoints of the same
 #    step, and the clients re-join and finish.
-# (3. is aggregation across the ranks: the fronts stay identical.)
+# (3. is aggregation across the ranks: the fronts stay identical; 5. a rank that stalls
+# ends the other after scale_out.timeout_ms.)
 source "$(dirname "$0")/lib.sh"
 py=/usr/bin/python3
 steps=${SCALE_OUT_STEPS:-40}
@@ -194,4 +195,16 @@ s = [json.loads(open(f"{w}/resumed-{r}.out").read().strip().splitlines()[-1]) fo
 assert s[0]["back_sha256"] == s[1]["back_sha256"], "the replicas differ after the restart"
 print(f"restarted from checkpoints: both ranks at {s[0]['steps']} steps, replicas identical")
 PY
+# 5. A rank that stalls (SIGSTOP: alive, silent) ends the other within its timeout (3 s).
+forget_ports
+edit_config "$work/server.json" "$work/server-stall.json" train.round_wait_ms=1000 scale_out.timeout_ms=3000
+server_config=$work/server-stall.json start_ranks stall 2
+kill -STOP "$rank_pid_1"
+start=$(date +%s.%N)
+for _ in $(seq 300); do kill -0 "$rank_pid_0" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$rank_pid_0" 2>/dev/null && { echo "rank 0 hangs behind a stalled rank 1"; exit 1; }
+if wait "$rank_pid_0"; then echo "rank 0 exited 0 behind a stalled rank"; exit 1; fi
+grep -q "stalled past 3000 ms" "$work/stall-0.log" || { tail "$work/stall-0.log"; exit 1; }
+$py -c "import sys; print(f'rank 0 stopped {float(sys.argv[2]) - float(sys.argv[1]):.1f} s after rank 1 stalled')" "$start" "$(date +%s.%N)"
+kill -9 "$rank_pid_1"
 echo "scale-out passed"
