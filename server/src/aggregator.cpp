@@ -142,7 +142,10 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
     throw ProtocolError("SparseGrad computed on version " + std::to_string(g.base) + ", but only " +
                         std::to_string(version_) + " rounds exist");
   if (g.samples == 0 || g.samples > kMaxSamples) throw ProtocolError("SparseGrad with an impossible sample count");
-  if (m.in_round && m.queue.size() >= options_.staleness)
+  // While a collective close is in flight (frozen), a member not in the round queues its
+  // contribution for the next round, where it would have been admitted.
+  const std::size_t ahead = m.in_round ? options_.staleness : options_.staleness + 1;
+  if ((m.in_round || frozen_) && m.queue.size() >= ahead)
     throw ProtocolError("more than " + std::to_string(options_.staleness) +
                         " contributions ahead of the open round (the staleness bound)");
   Contribution c;
@@ -167,7 +170,7 @@ Aggregator::Outbox Aggregator::contribute(std::uint64_t session, const wire::Mes
   stats_.bytes_up += sync::payload_bytes(msg.tensors) - kfac_bytes;
   stats_.nnz_up += static_cast<std::uint64_t>(c.grad.nnz());
   Outbox out;
-  if (m.in_round) {
+  if (m.in_round || frozen_) {
     m.queue.push_back(std::move(c));
   } else {
     admit(std::move(c), now, out);
@@ -351,15 +354,28 @@ torch::Tensor Aggregator::begin_collective(const std::array<double, kOfferSize>&
   return dense;
 }
 
+Aggregator::Outbox Aggregator::thaw(Clock::time_point now) {
+  frozen_ = false;
+  Outbox out;
+  admit_queued(now, out);
+  return out;
+}
+
 Aggregator::Outbox Aggregator::finish_collective(const std::array<double, kOfferSize>& summed,
-                                                 const torch::Tensor& sum, Clock::time_point now) {
+                                                 const torch::Tensor& sum, std::int64_t back_steps,
+                                                 std::int64_t world, Clock::time_point now) {
+  frozen_ = false;
+  // The schedule's position: the back's steps before the round's batches (on R ranks the
+  // back steps once per R batches).
+  schedule_steps_ = back_steps;
   ++(summed[3] >= summed[2] ? stats_.closed_all : summed[4] > 0 ? stats_.closed_deadline : stats_.closed_samples);
   const auto idx = sum.nonzero().flatten();
   kernels::SparseTensor update{idx.to(kernels::index_dtype_for(flat_.numel())), sum.index_select(0, idx),
                                flat_.numel()};
   Outbox out;
   apply_update(std::move(update), static_cast<std::uint32_t>(summed[0]), static_cast<std::uint64_t>(summed[1]),
-               static_cast<std::size_t>(summed[0]), wire::KfacContent::kNone, {}, out);
+               static_cast<std::size_t>(summed[0]) / static_cast<std::size_t>(std::max<std::int64_t>(world, 1)),
+               wire::KfacContent::kNone, {}, out);
   admit_queued(now, out);
   return out;
 }

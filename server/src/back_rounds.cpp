@@ -35,6 +35,7 @@ void BackTrainer::enable_rounds(RoundOptions o) {
 
 void BackTrainer::clear_round() {
   round_closed_ = false;
+  round_steps_.clear();
   round_grad_.zero_();
   round_batches_ = 0;
   round_samples_ = 0;
@@ -91,8 +92,15 @@ void BackTrainer::drop_held(std::uint64_t session) {
   held_.swap(keep);
 }
 
-bool BackTrainer::round_due(Clock::time_point now) const {
-  if (!rounds_ || pending_ || round_batches_ == 0 || !round_quorum()) return false;
+std::size_t BackTrainer::active_sessions() const {
+  std::size_t n = 0;
+  for (const auto& [session, name] : session_names_)
+    n += last_round_sessions_.count(session) + fresh_sessions_.count(session) > 0;
+  return n;
+}
+
+bool BackTrainer::round_ready(Clock::time_point now) const {
+  if (!rounds_ || round_batches_ == 0 || !round_quorum()) return false;
   // The wait runs from the round's first batch, or from the quorum when that came later.
   if (round_batches_ >= rounds_->accumulate || now >= std::max(round_started_, quorum_at_) + rounds_->wait)
     return true;
@@ -101,7 +109,7 @@ bool BackTrainer::round_due(Clock::time_point now) const {
   return true;
 }
 
-BackTrainer::Outbox BackTrainer::finish_round(std::int64_t total_samples, Clock::time_point now) {
+BackTrainer::Outbox BackTrainer::finish_round(std::int64_t total_samples, Clock::time_point now, bool replay) {
   if (!rounds_) throw std::logic_error("finish_round without rounds");
   if (pending_) throw std::logic_error("finish_round between a U-shaped step's forward and backward");
   if (total_samples > 0) {
@@ -118,12 +126,20 @@ BackTrainer::Outbox BackTrainer::finish_round(std::int64_t total_samples, Clock:
       train::set_lr(*opt_, train::lr_at(options_, stats_.steps));
       opt_->step();
       ++stats_.steps;
+      for (const auto& [name, step] : round_steps_) hold_step(name, step);
+      last_round_sessions_ = round_sessions_;
+      fresh_sessions_.clear();
     } catch (const ProtocolError& e) {
       log::get("server")->error("round of {} examples not applied: {}", total_samples, e.what());
     }
     stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }
   clear_round();
+  if (!replay) {
+    held_.clear();
+    deferred_.clear();
+    deferred_bytes_ = 0;
+  }
   return reopen_round(now);
 }
 

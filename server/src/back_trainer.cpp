@@ -124,6 +124,7 @@ void BackTrainer::load(state::InputArchive& a) {
 
 void BackTrainer::name_session(std::uint64_t session, const std::string& name) {
   session_names_[session] = name;
+  if (rounds_) fresh_sessions_.insert(session);
   // The quorum counts clients (names), not sessions: a client that re-joins counts once.
   if (joined_.size() < kMaxNamedClients && joined_.insert(name).second &&
       static_cast<std::int64_t>(joined_.size()) == (rounds_ ? rounds_->start_clients : 0))
@@ -149,8 +150,16 @@ std::uint64_t BackTrainer::steps_held(const std::string& name) const {
 void BackTrainer::count_step(std::uint64_t session, std::uint64_t step) {
   auto it = session_names_.find(session);
   if (it == session_names_.end() || step >= wire::kStepsUnknown - 1) return;
-  if (!steps_held_.count(it->second) && steps_held_.size() >= kMaxNamedClients) return;
-  steps_held_[it->second] = step + 1;
+  if (rounds_) {  // held only once the round's step is applied (finish_round)
+    round_steps_.emplace_back(it->second, step);
+    return;
+  }
+  hold_step(it->second, step);
+}
+
+void BackTrainer::hold_step(const std::string& name, std::uint64_t step) {
+  if (!steps_held_.count(name) && steps_held_.size() >= kMaxNamedClients) return;
+  steps_held_[name] = step + 1;
 }
 
 std::optional<std::uint64_t> BackTrainer::pending_session() const {
@@ -400,6 +409,8 @@ BackTrainer::Outbox BackTrainer::forget(std::uint64_t session, Clock::time_point
   if (pending_ && pending_->session == session) pending_.reset();
   drop_deferred(session);
   drop_held(session);
+  fresh_sessions_.erase(session);
+  last_round_sessions_.erase(session);
   session_names_.erase(session);
   codings_.erase(session);
   drain(out, now);

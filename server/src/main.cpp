@@ -15,6 +15,7 @@
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/server/checkpoints.h"
 #include "cutlayer/server/scale_out.h"
+#include "cutlayer/crypto/crypto.h"
 #include "cutlayer/state/archive.h"
 #include "cutlayer/server/server_config.h"
 #include "cutlayer/server/service.h"
@@ -27,7 +28,7 @@ namespace {
 
 struct Flags {
   std::string config_path, log_level, bind_host, server_key, allow_list, ready_file, metrics_path, export_path;
-  int join_port = -1, data_port = -1, threads = 0, staleness = -1, rank = 0, world = 0;
+  int join_port = -1, data_port = -1, threads = 0, staleness = -1, rank = -1, world = 0;
   std::string store;
   bool u_shaped = false;
   cli::CheckpointFlags checkpoint;
@@ -74,7 +75,10 @@ server::ServerConfig load_config(const Flags& f) {
   f.checkpoint.apply(cfg.checkpoint, f.config_path);
   if (f.world > 0) cfg.scale_out.world = f.world;
   if (!f.store.empty()) cfg.scale_out.store = f.store;
-  cfg.scale_out.rank = f.rank;
+  if (f.rank < 0 && cfg.scale_out.world > 1)
+    throw ConfigError(f.config_path + ": a server tier of " + std::to_string(cfg.scale_out.world) +
+                      " ranks: give this one its --rank (0 hosts the store)");
+  cfg.scale_out.rank = std::max(f.rank, 0);
   server::check_server_tier(cfg, f.config_path);
   // Each rank keeps its own checkpoints (the same state, written at the same step).
   if (cfg.scale_out.world > 1 && cfg.checkpoint.enabled())
@@ -175,15 +179,27 @@ void agree_on_resume(server::RankGroup& group, server::ServerCheckpoints* checkp
     throw server::ScaleOutError("rank " + rank + ": some ranks resumed from checkpoints (up to step " +
                                 std::to_string(high) + ") and some found none: give every rank its own " +
                                 "checkpoint directory back, or start them all fresh (without --resume)");
-  if (resumed && trainer.stats().steps != low && !checkpoints->resume_at(low))
+  const bool ok = !resumed || trainer.stats().steps == low || checkpoints->resume_at(low);
+  // Every rank learns whether every rank could: the others' error then names the cause too.
+  auto all_ok = torch::tensor({ok ? 1.0 : 0.0}, torch::kFloat64);
+  group.allreduce(all_ok, server::RankGroup::Op::kMin);
+  if (all_ok.item<double>() == 0)
     throw server::ScaleOutError("rank " + rank + ": the ranks' newest checkpoints differ (steps " +
-                                std::to_string(low) + " to " + std::to_string(high) + ") and this rank holds no "
-                                "usable one of step " + std::to_string(low) +
+                                std::to_string(low) + " to " + std::to_string(high) + ") and " +
+                                (ok ? "another rank" : "this rank") + " holds no usable one of step " +
+                                std::to_string(low) +
                                 ": restore the ranks' checkpoints of one step, or start them all fresh");
 }
 
-void check_same_start(server::ServerRounds& rounds, const server::BackTrainer& trainer) {
-  if (rounds.world() == 1 || rounds.replicas_identical()) return;
+void check_same_start(server::RankGroup& group, server::ServerRounds& rounds, const server::ServerConfig& cfg,
+                      const server::BackTrainer& trainer) {
+  const auto id = server::tier_identity(cfg);
+  if (!group.same_everywhere(crypto::sha256(id.data(), id.size())))
+    throw server::ScaleOutError("rank " + std::to_string(group.rank()) +
+                                ": the ranks' configs differ (\"train\", \"aggregation\", \"scale_out\" "
+                                "check_every or world, checkpoint.every_steps): give every rank the same server "
+                                "config (and the same --world, --u-shaped, --staleness)");
+  if (rounds.replicas_identical()) return;
   throw server::ScaleOutError("rank " + std::to_string(rounds.rank()) +
                               ": the ranks start from different models (this rank at back step " +
                               std::to_string(trainer.stats().steps) +
@@ -223,7 +239,7 @@ int run(const Flags& flags) {
       agree_on_resume(*group, checkpoints.get(), resumed, *trainer);  // every rank: collectives
     }
     rounds = std::make_unique<server::ServerRounds>(*trainer, group.get(), aggregator.get());
-    check_same_start(*rounds, *trainer);
+    if (group) check_same_start(*group, *rounds, cfg, *trainer);
   }
   std::unique_ptr<train::MetricsFile> metrics;
   if (trainer) metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file, /*append=*/resumed);

@@ -28,7 +28,7 @@ std::pair<std::string, std::uint16_t> host_port(const std::string& store, const 
     }
   }
   if (port < 1 || port > 65535)
-    throw ConfigError(where + ": scale_out.store \"" + store +
+    throw ConfigError(where + ": field `scale_out.store`: \"" + store +
                       "\" is neither HOST:PORT (rank 0 hosts a TCPStore on PORT) nor file:PATH (a FileStore)");
   return {store.substr(0, colon), static_cast<std::uint16_t>(port)};
 }
@@ -47,16 +47,16 @@ c10d::ReduceOp reduce_op(RankGroup::Op op) {
 
 void check_scale_out(const ScaleOutOptions& o, const std::string& where) {
   if (o.world < 1 || o.world > 1024)
-    throw ConfigError(where + ": scale_out.world must be in [1, 1024], not " + std::to_string(o.world));
+    throw ConfigError(where + ": field `scale_out.world` must be in [1, 1024] (--world), not " + std::to_string(o.world));
   if (o.rank < 0 || o.rank >= o.world)
     throw ConfigError(where + ": the rank (--rank) must be in [0, " + std::to_string(o.world) + "), not " +
                       std::to_string(o.rank));
   if (o.world == 1) return;
   if (o.store.empty())
-    throw ConfigError(where + ": scale_out.store is needed with " + std::to_string(o.world) +
+    throw ConfigError(where + ": field `scale_out.store` is needed with " + std::to_string(o.world) +
                       " ranks (e.g. \"10.0.0.1:29510\", where rank 0 runs; or --store)");
   if (is_file_store(o.store)) {
-    if (o.store.size() == 5) throw ConfigError(where + ": scale_out.store \"file:\" names no file");
+    if (o.store.size() == 5) throw ConfigError(where + ": field `scale_out.store`: \"file:\" names no file (file:PATH)");
   } else {
     host_port(o.store, where);
   }
@@ -176,6 +176,10 @@ void ServerRounds::check_replicas() {
 ServerRounds::Result ServerRounds::poll(Clock::time_point now, bool stop_requested, bool checkpoint_due) {
   if (!group_) return local(now, stop_requested, checkpoint_due);
   if (phase_ == Phase::kNone) {
+    // A round waiting only for a U-shaped step's HeadGrad starts no new forward meanwhile:
+    // one client's step delays the ranks at most head_grad_timeout_ms.
+    if (trainer_.pending_session() && (trainer_.round_ready(now) || stop_requested || checkpoint_due))
+      trainer_.close_round();
     if (!should_start(now, stop_requested, checkpoint_due)) return {};
     start(stop_requested, checkpoint_due);
   }
@@ -187,7 +191,7 @@ ServerRounds::Result ServerRounds::local(Clock::time_point now, bool stop_reques
   Result r;
   const bool idle = trainer_.round_batches() == 0 || trainer_.pending_session();
   if (trainer_.round_due(now) || (stop_requested && !idle)) {
-    r.out = trainer_.finish_round(trainer_.round_samples(), now);
+    r.out = trainer_.finish_round(trainer_.round_samples(), now, /*replay=*/!stop_requested);
     r.stepped = true;
     ++stats_.rounds;
     ++stats_.steps;
@@ -203,24 +207,30 @@ ServerRounds::Result ServerRounds::local(Clock::time_point now, bool stop_reques
 bool ServerRounds::should_start(Clock::time_point now, bool stop_requested, bool checkpoint_due) const {
   // Between a U-shaped step's forward and backward the back must not change.
   if (trainer_.pending_session()) return false;
-  if (trainer_.round_due(now) || stop_requested || checkpoint_due) return true;
+  const auto since = now - last_round_;
+  const bool idle = since >= group_->options().idle;
+  if (stop_requested || checkpoint_due) return true;
+  // Until every rank is ready nobody steps: ask again every idle_ms, not every turn.
+  if (trainer_.round_due(now)) return ready_ || idle;
   if (aggregator_) {  // this rank's members are all in the aggregation's round, or it is late
     const auto o = aggregator_->offer(now);
     if (o[0] > 0 && (o[3] >= o[2] || o[4] > 0)) return true;
   }
-  const auto since = now - last_round_;
-  const bool idle = since >= group_->options().idle;
   if (!trainer_.round_quorum()) return idle;
+  // No batch to offer: a round is worth waiting for only while clients that had a batch in
+  // the last round are still here (not one that is idle, evaluating or gone).
   return trainer_.round_batches() == 0 &&
-         (trainer_.training_sessions() == 0 ? idle : since >= trainer_.round_options().wait);
+         (trainer_.active_sessions() == 0 ? idle : since >= trainer_.round_options().wait);
 }
 
 void ServerRounds::start(bool stop_requested, bool checkpoint_due) {
   trainer_.close_round();  // what it holds now is what it offers
   std::vector<double> h{static_cast<double>(trainer_.round_samples()), trainer_.round_quorum() ? 1.0 : 0.0,
                         stop_requested ? 1.0 : 0.0, checkpoint_due ? 1.0 : 0.0};
-  if (aggregator_)
+  if (aggregator_) {
     for (const double v : aggregator_->offer(Clock::now())) h.push_back(v);
+    aggregator_->freeze();  // the round holds what it offers until the collective ends
+  }
   header_ = torch::tensor(h, torch::kFloat64);
   started_ = Clock::now();
   pending_ = group_->start(header_);
@@ -237,6 +247,7 @@ ServerRounds::Result ServerRounds::advance(Clock::time_point now) {
     if (aggregator_)
       for (int i = 0; i < Aggregator::kOfferSize; ++i) offers_[i] = header_[4 + i].item<double>();
     const bool ready = header_[1].item<double>() >= group_->world() || header_[2].item<double>() > 0;
+    ready_ = ready;
     if (ready && header_[0].item<double>() > 0) {
       gradient_started_ = Clock::now();
       pending_ = group_->start(trainer_.round_gradient());
@@ -246,11 +257,12 @@ ServerRounds::Result ServerRounds::advance(Clock::time_point now) {
     r.out = trainer_.reopen_round(now);  // no step: the batches stay in the round
   } else if (phase_ == Phase::kGradient) {
     stats_.gradient_seconds += std::chrono::duration<double>(Clock::now() - gradient_started_).count();
-    r.out = trainer_.finish_round(static_cast<std::int64_t>(header_[0].item<double>()), now);
+    r.out = trainer_.finish_round(static_cast<std::int64_t>(header_[0].item<double>()), now,
+                                  /*replay=*/header_[2].item<double>() == 0);
     stepped_ = true;
     ++stats_.steps;
   } else {
-    r.out = aggregator_->finish_collective(offers_, front_, now);
+    r.out = aggregator_->finish_collective(offers_, front_, trainer_.stats().steps, group_->world(), now);
     ++stats_.front_rounds;
     return conclude(std::move(r));
   }
@@ -264,6 +276,8 @@ ServerRounds::Result ServerRounds::advance(Clock::time_point now) {
 }
 
 ServerRounds::Result ServerRounds::conclude(Result r) {
+  if (aggregator_ && phase_ != Phase::kFront)  // the round did not close: what queued joins it
+    for (auto& o : aggregator_->thaw(Clock::now())) r.out.push_back(std::move(o));
   pending_.reset();
   phase_ = Phase::kNone;
   stats_.allreduce_seconds += std::chrono::duration<double>(Clock::now() - started_).count();

@@ -1,5 +1,7 @@
 #include "cutlayer/server/server_config.h"
 
+#include <fmt/format.h>
+
 #include "cutlayer/config/reader.h"
 #include "cutlayer/log.h"
 
@@ -155,6 +157,20 @@ ServerConfig load_server_config(const std::string& path) {
 }
 
 
+std::string tier_identity(const ServerConfig& c) {
+  const auto& a = c.aggregation;
+  std::string id = train::run_identity(c.train) + fmt::format(
+      " accumulate={} round_wait_ms={} round_start_clients={} world={} check_every={} every_steps={}",
+      c.rounds.accumulate, c.rounds.wait.count(), c.rounds.start_clients, c.scale_out.world,
+      c.scale_out.check_every, c.checkpoint.every_steps);
+  if (c.has_aggregation)
+    id += fmt::format(" aggregation staleness={} deadline_ms={} target_samples={} stale_weight={} clip={} "
+                      "clip_window={} start_members={} kfac_factors={}",
+                      a.staleness, a.deadline.count(), a.target_samples, static_cast<int>(a.stale_weight), a.clip,
+                      a.clip_window, a.start_members, a.kfac_factors);
+  return id;
+}
+
 void check_server_tier(const ServerConfig& c, const std::string& path) {
   check_scale_out(c.scale_out, path);
   const auto& o = c.scale_out;
@@ -170,6 +186,11 @@ void check_server_tier(const ServerConfig& c, const std::string& path) {
   if (c.train.optimizer == "kfac")
     fail("scale_out.world", "train.optimizer \"kfac\" does not take rounds across ranks yet: use \"sgd\" or \"adam\", "
                      "or set world 1");
+  if (c.train.u_shaped && o.timeout <= c.trainer_limits.head_grad_timeout + c.rounds.wait + o.idle)
+    fail("scale_out.timeout_ms", "must exceed train.head_grad_timeout_ms + round_wait_ms + idle_ms (" +
+                                     std::to_string((c.trainer_limits.head_grad_timeout + c.rounds.wait + o.idle)
+                                                        .count()) +
+                                     " ms): U-shaped, a rank's round waits for a client's HeadGrad that long");
   if (o.timeout <= c.rounds.wait + o.idle)
     fail("scale_out.timeout_ms", "must exceed train.round_wait_ms + idle_ms (" +
                               std::to_string((c.rounds.wait + o.idle).count()) +

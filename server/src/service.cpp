@@ -21,7 +21,8 @@ Service::Service(transport::ServerTransport& transport, BackTrainer* trainer, tr
 void Service::run(const std::atomic<bool>& stop) {
   while (rounds_ || !stop) {
     // Rounds across ranks: an idle rank joins the next round after scale_out.idle_ms.
-    auto ev = transport_.poll(std::chrono::milliseconds(rounds_ ? 5 : 100));
+    // A collective in flight is polled every millisecond.
+    auto ev = transport_.poll(std::chrono::milliseconds(!rounds_ ? 100 : rounds_->in_flight() ? 1 : 5));
     // Every message is handled under its own catch (on_message); this one keeps the loop
     // alive whatever else throws while handling an event or a timer.
     try {

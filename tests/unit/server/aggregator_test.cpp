@@ -2,6 +2,8 @@
 // message by message with an explicit clock.
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include <cfloat>
 #include <cmath>
 
@@ -406,6 +408,47 @@ TEST(Aggregator, NormClipIsOffByDefault) {
 }
 
 // Shared K-FAC on the tiny model: factors every step, decompositions every 2nd factor round.
+// Two ranks' aggregators, one member each, closing collectively (their offers and dense
+// parts summed as the allreduce would) update their replicas exactly as one aggregator with
+// both members; a contribution that arrives while the close is in flight waits for the
+// next round instead of joining this one's weights.
+TEST(Aggregator, ACollectiveCloseOverTwoRanksEqualsOneAggregatorOverAllMembers) {
+  AggregatorOptions o;
+  o.staleness = 1;  // a member may send its next contribution while the round closes
+  Aggregator one(tiny(), o), r0(tiny(), o), r1(tiny(), o);
+  r0.set_collective();
+  r1.set_collective();
+  const auto t = Clock::now();
+  one.add_member(1, "a");
+  one.add_member(2, "b");
+  r0.add_member(1, "a");
+  r1.add_member(2, "b");
+  const auto ga = random_sparse(11), gb = random_sparse(12);
+  one.contribute(1, contribution(1, 0, 3, ga), t);
+  ASSERT_EQ(of_type(one.contribute(2, contribution(1, 0, 5, gb), t), wire::MsgType::kUpdate).size(), 2u);
+  EXPECT_TRUE(r0.contribute(1, contribution(1, 0, 3, ga), t).empty());  // no close of its own
+  EXPECT_TRUE(r1.contribute(2, contribution(1, 0, 5, gb), t).empty());
+  EXPECT_EQ(r0.version(), 0u);
+
+  auto o0 = r0.offer(t), o1 = r1.offer(t);
+  std::array<double, Aggregator::kOfferSize> summed{};
+  for (int i = 0; i < Aggregator::kOfferSize; ++i) summed[i] = o0[i] + o1[i];
+  ASSERT_TRUE(r0.closes(summed));
+  r0.freeze();
+  r1.freeze();
+  EXPECT_TRUE(r0.contribute(1, contribution(2, 0, 7, random_sparse(13)), t).empty());  // queued, not weighed
+  const auto sum = r0.begin_collective(summed) + r1.begin_collective(summed);
+  const auto out0 = r0.finish_collective(summed, sum, 1, 2, t);
+  r1.finish_collective(summed, sum, 1, 2, t);
+  ASSERT_EQ(of_type(out0, wire::MsgType::kUpdate).size(), 1u);
+  EXPECT_EQ(wire::meta_as<wire::Update>(of_type(out0, wire::MsgType::kUpdate)[0]).samples, 8u);
+  EXPECT_EQ(r0.version(), 1u);
+  EXPECT_EQ(r0.hash(), r1.hash());
+  for (std::size_t i = 0; i < one.params().size(); ++i)
+    EXPECT_TRUE(torch::allclose(one.params()[i], r0.params()[i], 1e-6, 1e-7)) << i;
+  EXPECT_EQ(r0.offer(t)[0], 1.0);  // the queued contribution opened the next round
+}
+
 train::TrainOptions tiny_kfac() {
   auto o = tiny();
   o.optimizer = "kfac";

@@ -293,6 +293,40 @@ TEST(BackRounds, NoRoundIsDueBeforeStartClientsHaveJoined) {
 }
 
 // Every named training session in the round: due, though not full.
+// A client's step counts as held by the back (what a restarted client resumes from) only
+// once the round that holds it has stepped.
+TEST(BackRounds, ClientStepsAreHeldOnlyOnceTheirRoundSteps) {
+  BackTrainer t(tiny(false));
+  t.enable_rounds(rounds(2));
+  t.name_session(1, "a");
+  t.name_session(2, "b");
+  t.handle(1, random_batch(5, 4));
+  EXPECT_EQ(t.steps_held("a"), wire::kStepsUnknown);
+  t.handle(2, random_batch(7, 4));
+  t.finish_round(t.round_samples());
+  EXPECT_EQ(t.steps_held("a"), 6u);
+  EXPECT_EQ(t.steps_held("b"), 8u);
+  t.handle(1, random_batch(6, 4));
+  t.close_round();
+  t.reopen_round();  // no step: still 6
+  EXPECT_EQ(t.steps_held("a"), 6u);
+}
+
+// The last round before a stop: held batches are dropped, not answered with cut gradients
+// of a round that will never step.
+TEST(BackRounds, TheStopRoundDropsHeldBatches) {
+  BackTrainer t(tiny(false));
+  t.enable_rounds(rounds(2));
+  t.name_session(1, "a");
+  t.handle(1, random_batch(0, 4));
+  t.handle(1, random_batch(1, 4));
+  ASSERT_EQ(t.held(), 1u);
+  EXPECT_TRUE(t.finish_round(t.round_samples(), Clock::now(), /*replay=*/false).empty());
+  EXPECT_EQ(t.held(), 0u);
+  EXPECT_EQ(t.deferred_bytes(), 0u);
+  EXPECT_EQ(t.round_batches(), 0);
+}
+
 TEST(BackRounds, TheQuorumCountsClientsNotSessions) {
   BackTrainer t(tiny(false));
   t.enable_rounds(rounds(2, 1h, 2));

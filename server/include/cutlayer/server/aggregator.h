@@ -137,8 +137,14 @@ class Aggregator {
   // vector to sum over the ranks; then that sum applied to the replica (the same update on
   // every rank: its non-zero entries) and the Update sent to this rank's members.
   torch::Tensor begin_collective(const std::array<double, kOfferSize>& summed);
+  // `back_steps`: the back's steps so far (the learning-rate schedule's clock), `world`: the
+  // ranks.
   Outbox finish_collective(const std::array<double, kOfferSize>& summed, const torch::Tensor& sum,
-                           Clock::time_point now);
+                           std::int64_t back_steps, std::int64_t world, Clock::time_point now);
+  // From offer() to the end of its collective: contributions wait in their members' queues,
+  // so the round holds exactly what it offered. thaw(): the round did not close.
+  void freeze() { frozen_ = true; }
+  Outbox thaw(Clock::time_point now);
 
   // The durable part: the replica (front and head), its optimizer and the round. Members
   // and an open round are not: after a restart the clients re-join and re-sync to the round
@@ -208,6 +214,7 @@ class Aggregator {
   std::int64_t schedule_steps_ = -1;
   bool quorum_ = false;  // start_members have joined
   bool collective_ = false;
+  bool frozen_ = false;
   std::uint64_t joined_ = 0;  // members that joined since the start
   std::unique_ptr<train::Kfac> kfac_;  // kfac_factors "average": the shared factors
   std::vector<torch::Tensor> kfac_shipped_;  // what the last shipping round sent (joiners get it)

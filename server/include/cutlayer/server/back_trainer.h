@@ -114,7 +114,13 @@ class BackTrainer {
   bool in_rounds() const { return rounds_.has_value(); }
   // The round can close: no U-shaped step between its forward and backward, and it is full,
   // holds every training session, or has waited long enough.
-  bool round_due(Clock::time_point now) const;
+  bool round_due(Clock::time_point now) const { return !pending_ && round_ready(now); }
+  // ... but for a U-shaped step between its forward and backward (which the round waits for).
+  bool round_ready(Clock::time_point now) const;
+  // Training sessions still here that had a batch in the last round that stepped, or joined
+  // since: the ones a round is worth waiting for (a client that let a round pass, idle or
+  // evaluating, is not until its next batch).
+  std::size_t active_sessions() const;
   // start_clients training sessions have joined.
   bool round_quorum() const {
     return !rounds_ || static_cast<std::int64_t>(joined_.size()) >= rounds_->start_clients;
@@ -129,7 +135,8 @@ class BackTrainer {
   // Steps with round_gradient() / total_samples (no step when total_samples is 0) and
   // starts the next round with the batches that were held. A gradient that is not finite
   // is not applied (every rank sees the same sum and skips it too); returns its Errors.
-  Outbox finish_round(std::int64_t total_samples, Clock::time_point now = Clock::now());
+  // `replay` false (the last round before a stop): held batches are dropped, not answered.
+  Outbox finish_round(std::int64_t total_samples, Clock::time_point now = Clock::now(), bool replay = true);
   std::size_t held() const { return held_.size(); }
   // A collective round is in flight with what the round holds now: every training batch
   // is held until finish_round or reopen_round.
@@ -191,6 +198,7 @@ class BackTrainer {
   wire::Message vanilla(std::uint64_t session, const wire::Message& msg);
   wire::Message predict(const wire::Activations& a, const torch::Tensor& z);
   void count_step(std::uint64_t session, std::uint64_t step);
+  void hold_step(const std::string& name, std::uint64_t step);
   wire::Message u_forward(std::uint64_t session, const wire::Activations& a, cut::Received cut,
                           Clock::time_point now);
   wire::Message u_backward(std::uint64_t session, const wire::Message& msg);
@@ -236,7 +244,8 @@ class BackTrainer {
   torch::Tensor round_grad_;
   std::vector<torch::Tensor> round_views_;  // round_grad_ viewed as each parameter
   std::int64_t round_batches_ = 0, round_samples_ = 0;
-  std::set<std::uint64_t> round_sessions_;
+  std::set<std::uint64_t> round_sessions_, last_round_sessions_, fresh_sessions_;
+  std::vector<std::pair<std::string, std::uint64_t>> round_steps_;  // (client, step) in the round
   Clock::time_point round_started_{};  // its first batch
   std::deque<Held> held_;
   bool round_closed_ = false;

@@ -119,6 +119,8 @@ class ServerRounds {
   // Whether the back is the same on every rank (no group: true). Blocks.
   bool replicas_identical();
   const RoundStats& stats() const { return stats_; }
+  // A collective round is in flight (the service loop polls it more often).
+  bool in_flight() const { return phase_ != Phase::kNone; }
   int rank() const { return group_ ? group_->rank() : 0; }
   int world() const { return group_ ? group_->world() : 1; }
 
@@ -140,6 +142,7 @@ class ServerRounds {
   torch::Tensor front_;  // the front's update being summed
   std::array<double, Aggregator::kOfferSize> offers_{};
   bool stepped_ = false;  // the back stepped in the round in flight
+  bool ready_ = true;     // the last header found every rank ready
   std::optional<RankGroup::Pending> pending_;
   Clock::time_point started_{}, gradient_started_{};
   RoundStats stats_;

@@ -60,5 +60,8 @@ ServerConfig load_server_config(const std::string& path);
 // Throws ConfigError (naming `path` and the field) when the server tier (scale_out, with
 // the command line's rank and world applied) cannot run this config.
 void check_server_tier(const ServerConfig& c, const std::string& path);
+// The settings every rank of a server tier must share (the training, the rounds, the
+// aggregation, the checkpoint cadence): the ranks compare its hash before they start.
+std::string tier_identity(const ServerConfig& c);
 
 }  // namespace cutlayer::server
