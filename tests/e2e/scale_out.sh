@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The server tier on c10d (docs/scale-out.md), real processes on loopback:
-# 1. two ranks, four U-shaped clients (two on each rank's door): the back's replicas are identical
-#    at every round (hash-checked after every step, and the final hashes agree); SIGTERM
-#    to one rank stops both cleanly after the same round.
+# 1. two ranks, four U-shaped clients (two on each rank's door): the back's replicas are
+#    identical at every round (hash-checked after every step, and the final hashes agree);
+#    SIGTERM to one rank stops both cleanly after the same round.
 # 2. two ranks with one client each train exactly as one server taking the same two
 #    batches per step (train.accumulate 2): every step's loss within 1e-5.
-# 3. a rank killed with SIGKILL ends the other with a clear error within its collective
-#    timeout; restarting both with --resume continues from their checkpoints of the same
-#    step, and the clients re-join and finish.
-# (3. is aggregation across the ranks: the fronts stay identical; 5. a rank that stalls
-# ends the other after scale_out.timeout_ms.)
+# 3. aggregation across the ranks: four clients' fronts identical at every round.
+# 4. a rank killed with SIGKILL ends the other with a clear error; restarting both with
+#    --resume continues from the newest checkpoint step both hold (rank 1's newest is
+#    removed first), and the clients re-join and finish.
+# 5. a rank that stalls (SIGSTOP) ends the other after scale_out.timeout_ms.
 source "$(dirname "$0")/lib.sh"
 py=/usr/bin/python3
 steps=${SCALE_OUT_STEPS:-40}
