@@ -14,11 +14,9 @@
 #include "cutlayer/model/script_export.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/server/checkpoints.h"
-#include "cutlayer/server/scale_out.h"
-#include "cutlayer/crypto/crypto.h"
-#include "cutlayer/state/archive.h"
 #include "cutlayer/server/server_config.h"
 #include "cutlayer/server/service.h"
+#include "cutlayer/server/tier.h"
 #include "cutlayer/stop_signal.h"
 #include "cutlayer/transport/server_transport.h"
 
@@ -152,61 +150,6 @@ void log_transport_summary(const transport::ServerTransport& transport, const se
       s.dropped(), s.protocol_errors, s.bad_tag, s.replayed, s.unknown_session, transport.zap_rejected());
 }
 
-// Meets the other ranks (blocks until all are in, or the timeout).
-std::unique_ptr<server::RankGroup> join_ranks(const server::ServerConfig& cfg) {
-  const auto& so = cfg.scale_out;
-  auto log = log::get("server");
-  log->info("rank {} of {}: meeting the others through {} (up to {} ms)", so.rank, so.world, so.store,
-            so.timeout.count());
-  auto group = std::make_unique<server::RankGroup>(so);
-  log->info("rank {} of {}: all ranks met; the back steps once per round of up to {} batch(es) per rank", so.rank,
-            so.world, cfg.rounds.accumulate);
-  return group;
-}
-
-// The ranks agree on where they start: after --resume, the newest back step all of them
-// hold (one may have been killed while writing its newest checkpoint), which each loads.
-void agree_on_resume(server::RankGroup& group, server::ServerCheckpoints* checkpoints, bool resumed,
-                     const server::BackTrainer& trainer) {
-  const auto mine = static_cast<double>(resumed ? trainer.stats().steps : -1);
-  auto lo = torch::tensor({mine}, torch::kFloat64), hi = lo.clone();
-  group.allreduce(lo, server::RankGroup::Op::kMin);
-  group.allreduce(hi, server::RankGroup::Op::kMax);
-  const auto low = static_cast<std::int64_t>(lo.item<double>()), high = static_cast<std::int64_t>(hi.item<double>());
-  if (low == high) return;
-  const auto rank = std::to_string(group.rank());
-  if (low < 0)
-    throw server::ScaleOutError("rank " + rank + ": some ranks resumed from checkpoints (up to step " +
-                                std::to_string(high) + ") and some found none: give every rank its own " +
-                                "checkpoint directory back, or start them all fresh (without --resume)");
-  const bool ok = !resumed || trainer.stats().steps == low || checkpoints->resume_at(low);
-  // Every rank learns whether every rank could: the others' error then names the cause too.
-  auto all_ok = torch::tensor({ok ? 1.0 : 0.0}, torch::kFloat64);
-  group.allreduce(all_ok, server::RankGroup::Op::kMin);
-  if (all_ok.item<double>() == 0)
-    throw server::ScaleOutError("rank " + rank + ": the ranks' newest checkpoints differ (steps " +
-                                std::to_string(low) + " to " + std::to_string(high) + ") and " +
-                                (ok ? "another rank" : "this rank") + " holds no usable one of step " +
-                                std::to_string(low) +
-                                ": restore the ranks' checkpoints of one step, or start them all fresh");
-}
-
-void check_same_start(server::RankGroup& group, server::ServerRounds& rounds, const server::ServerConfig& cfg,
-                      const server::BackTrainer& trainer) {
-  const auto id = server::tier_identity(cfg);
-  if (!group.same_everywhere(crypto::sha256(id.data(), id.size())))
-    throw server::ScaleOutError("rank " + std::to_string(group.rank()) +
-                                ": the ranks' configs differ (\"train\", \"aggregation\", \"scale_out\" "
-                                "check_every or world, checkpoint.every_steps): give every rank the same server "
-                                "config (and the same --world, --u-shaped, --staleness)");
-  if (rounds.replicas_identical()) return;
-  throw server::ScaleOutError("rank " + std::to_string(rounds.rank()) +
-                              ": the ranks start from different models (this rank at back step " +
-                              std::to_string(trainer.stats().steps) +
-                              "): start every rank fresh, or from its checkpoint of the same step (--resume on all "
-                              "of them)");
-}
-
 int run(const Flags& flags) {
   auto cfg = load_config(flags);
   log::set_level(cfg.log_level);
@@ -230,17 +173,7 @@ int run(const Flags& flags) {
     checkpoints = std::make_unique<server::ServerCheckpoints>(cfg.checkpoint, cfg.server_key, *trainer, aggregator.get());
     if (cfg.checkpoint.resume) resumed = checkpoints->resume();
   }
-  std::unique_ptr<server::RankGroup> group;
-  std::unique_ptr<server::ServerRounds> rounds;
-  if (cfg.in_rounds()) {
-    trainer->enable_rounds(cfg.rounds);
-    if (cfg.scale_out.world > 1) {
-      group = join_ranks(cfg);
-      agree_on_resume(*group, checkpoints.get(), resumed, *trainer);  // every rank: collectives
-    }
-    rounds = std::make_unique<server::ServerRounds>(*trainer, group.get(), aggregator.get());
-    if (group) check_same_start(*group, *rounds, cfg, *trainer);
-  }
+  auto tier = server::start_rounds(cfg, trainer.get(), aggregator.get(), checkpoints.get(), resumed);
   std::unique_ptr<train::MetricsFile> metrics;
   if (trainer) metrics = std::make_unique<train::MetricsFile>(cfg.train.metrics_file, /*append=*/resumed);
 
@@ -252,7 +185,7 @@ int run(const Flags& flags) {
   server::Service service(transport, trainer.get(), metrics.get(), aggregator.get(), cfg.limits);
   service.set_checkpoints(checkpoints.get());
   service.set_vertical(vertical.get());
-  service.set_rounds(rounds.get());
+  service.set_rounds(tier.rounds.get());
   service.run(stop_flag());
   if (checkpoints) {
     checkpoints->write();  // what is trained since the last one is kept
