@@ -5,7 +5,6 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <cstring>
-#include <thread>
 
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/log.h"
@@ -134,9 +133,14 @@ bool RankGroup::Pending::done() {
   }
 }
 
-void RankGroup::allreduce(torch::Tensor& t, Op op) {
-  auto p = start(t, op);
-  while (!p.done()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+void RankGroup::allreduce(torch::Tensor& t, Op op) { start(t, op).wait(); }
+
+void RankGroup::Pending::wait() {
+  try {
+    work_->work->wait();  // bounded by the group's timeout; rethrows the collective's failure
+  } catch (const std::exception& e) {
+    throw ScaleOutError(work_->who + e.what());
+  }
 }
 
 bool RankGroup::same_everywhere(const std::array<std::uint8_t, 32>& bytes) {

@@ -60,6 +60,18 @@ wait_rank() {
   wait "$p" || { echo "rank $1 exited non-zero:"; tail -5 "$work/"*"-$1.log"; exit 1; }
 }
 forget_ports() { unset rank_port_0 rank_data_0 rank_port_1 rank_data_1; }
+# rank0_fails TAG TEXT WHAT SECONDS: after rank 1 WHAT (died, stalled), rank 0 must exit
+# non-zero within SECONDS with TEXT in its log; prints how long it took.
+rank0_fails() {
+  local start
+  start=$(date +%s.%N)
+  for _ in $(seq $(($4 * 10))); do kill -0 "$rank_pid_0" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$rank_pid_0" 2>/dev/null && { echo "rank 0 hangs after rank 1 $3"; exit 1; }
+  if wait "$rank_pid_0"; then echo "rank 0 exited 0 after rank 1 $3"; exit 1; fi
+  grep -q "$2" "$work/$1-0.log" || { tail "$work/$1-0.log"; exit 1; }
+  $py -c "import sys; print(f'rank 0 stopped {float(sys.argv[2]) - float(sys.argv[1]):.1f} s after rank 1 $3')" \
+    "$start" "$(date +%s.%N)"
+}
 
 # 1. Two ranks, four clients, U-shaped (labels stay with the clients; a rank joins a round
 #    only between a batch's HeadGrad and the next forward).
@@ -171,12 +183,7 @@ on_rank 0 alice -crash --shard 0/2 --steps "$long"
 on_rank 1 bob -crash --shard 1/2 --steps "$long"
 for _ in $(seq 600); do [ "$(ls "$work/ckpt/rank-1" 2>/dev/null | grep -c '^ckpt-')" -ge 2 ] && break; sleep 0.1; done
 kill -9 "$rank_pid_1"
-start=$(date +%s.%N)
-for _ in $(seq 200); do kill -0 "$rank_pid_0" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$rank_pid_0" 2>/dev/null && { echo "rank 0 hangs after rank 1 died"; exit 1; }
-if wait "$rank_pid_0"; then echo "rank 0 exited 0 after rank 1 died"; exit 1; fi
-grep -q "a collective with the other ranks failed" "$work/crash-0.log" || { tail "$work/crash-0.log"; exit 1; }
-$py -c "import sys; print(f'rank 0 stopped {float(sys.argv[2]) - float(sys.argv[1]):.1f} s after rank 1 died')" "$start" "$(date +%s.%N)"
+rank0_fails crash "a collective with the other ranks failed" died 20
 # As if rank 1 died writing its newest checkpoint: the ranks agree on the newest step both
 # hold, and rank 0 loads that one instead of its own newest.
 newest=$(ls "$work/ckpt/rank-1" | grep '^ckpt-' | sort | tail -n 1)
@@ -200,11 +207,6 @@ forget_ports
 edit_config "$work/server.json" "$work/server-stall.json" train.round_wait_ms=1000 scale_out.timeout_ms=3000
 server_config=$work/server-stall.json start_ranks stall 2
 kill -STOP "$rank_pid_1"
-start=$(date +%s.%N)
-for _ in $(seq 300); do kill -0 "$rank_pid_0" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$rank_pid_0" 2>/dev/null && { echo "rank 0 hangs behind a stalled rank 1"; exit 1; }
-if wait "$rank_pid_0"; then echo "rank 0 exited 0 behind a stalled rank"; exit 1; fi
-grep -q "stalled past 3000 ms" "$work/stall-0.log" || { tail "$work/stall-0.log"; exit 1; }
-$py -c "import sys; print(f'rank 0 stopped {float(sys.argv[2]) - float(sys.argv[1]):.1f} s after rank 1 stalled')" "$start" "$(date +%s.%N)"
+rank0_fails stall "stalled past 3000 ms" stalled 30
 kill -9 "$rank_pid_1"
 echo "scale-out passed"

@@ -67,6 +67,8 @@ class RankGroup {
     // True once finished; throws ScaleOutError when it failed (a rank gone, or past the
     // timeout).
     bool done();
+    // Blocks until finished; throws as done() does.
+    void wait();
 
    private:
     friend class RankGroup;
