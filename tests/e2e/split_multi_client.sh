@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A server and 3 clients as real processes on loopback reach >= 80% test accuracy on
-# Fashion-MNIST; a 4th client killed with SIGKILL mid-run does not stop the others; a
-# client whose mode does not match is refused at Join with a clear error.
+# Fashion-MNIST in 300 steps each (at 150 steps the clients reached 0.84 typically, but one
+# once ended at 0.78 on a loaded 2-core runner); a 4th client killed with SIGKILL mid-run
+# does not stop the others; a client whose mode does not match is refused at Join with a
+# clear error.
 source "$(dirname "$0")/lib.sh"
 start_server multi
 # Wrong mode: refused at join, with the reason.
@@ -13,7 +15,7 @@ grep -q "server refused the join: this server runs vanilla" "$work/dave.err" || 
 i=0
 for name in alice bob carol; do
   client --client-key "$work/keys/$name.key" --name "$name" --shard "$i/3" \
-    --steps 150 >"$work/$name.json" 2>"$work/$name.log" &
+    --steps 300 >"$work/$name.json" 2>"$work/$name.log" &
   i=$((i + 1))
   pids+=($!)
   eval "pid_$name=$!"
@@ -35,7 +37,7 @@ accs = []
 for name in ["alice", "bob", "carol"]:
     r = json.loads(open(f"{sys.argv[1]}/{name}.json").read().strip().splitlines()[-1])
     print(name, "test accuracy", r["test_acc"], "steps", r["steps"])
-    assert r["steps"] == 150, r
+    assert r["steps"] == 300, r
     accs.append(r["test_acc"])
 assert min(accs) >= 0.80, accs
 PY
