@@ -27,6 +27,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
+
 SLACK_MS = 1000
 
 
@@ -72,16 +75,7 @@ class Bench:
             "train.model": "fmnist-cnn", "log_level": a.log_level, "threads": 1, "train.eval_samples": 64})
 
     def edit(self, src, name, edits):
-        c = json.load(open(src))
-        for path, value in edits.items():
-            *parents, leaf = path.split(".")
-            node = c
-            for k in parents:
-                node = node.setdefault(k, {})
-            node[leaf] = value
-        dst = f"{self.work}/{name}"
-        json.dump(c, open(dst, "w"), indent=1)
-        return dst
+        return loopback.edit_config(src, f"{self.work}/{name}", edits)
 
     # --- processes ------------------------------------------------------------------
     def start_server(self, tag):

@@ -3,6 +3,7 @@
     import loopback                      # bench/ on sys.path
     server, port = loopback.start_server(bin_dir, keys_dir, config, run_dir, extra_args)
     outs = loopback.finish_clients(procs, server, run_dir, tag)
+    loopback.edit_config(src, dst, {"train.lr": 0.1, ...})
 """
 import json
 import os
@@ -14,6 +15,20 @@ import time
 def last_json(text):
     """The last line of a binary's stdout: its JSON summary."""
     return json.loads(text.strip().splitlines()[-1])
+
+
+def edit_config(src, dst, edits):
+    """Writes the JSON config src to dst with edits {"dotted.path": value} applied (objects on
+    the path are created). Returns dst."""
+    c = json.load(open(src))
+    for path, value in edits.items():
+        *parents, leaf = path.split(".")
+        node = c
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    json.dump(c, open(dst, "w"), indent=1)
+    return dst
 
 
 def start_server(bin_dir, keys, config, d, args=(), log_level="info"):

@@ -27,6 +27,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,18 +51,6 @@ def free_port():
     return port
 
 
-def edit(src, dst, edits):
-    c = json.load(open(src))
-    for path, value in edits.items():
-        *parents, leaf = path.split(".")
-        node = c
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    json.dump(c, open(dst, "w"), indent=1)
-    return dst
-
-
 def wait_ready(path, proc, seconds=60):
     end = time.time() + seconds
     while time.time() < end:
@@ -79,10 +70,10 @@ def steady_rate(metrics):
 
 
 def run(a, work, ranks):
-    server_cfg = edit(f"{a.configs}/server.json", f"{work}/server-{ranks}.json", {
+    server_cfg = loopback.edit_config(f"{a.configs}/server.json", f"{work}/server-{ranks}.json", {
         "threads": 1, "log_level": "warn", "train.log_every": 10, "transport.session_timeout_ms": 10000,
         "scale_out.timeout_ms": 30000, "scale_out.check_every": 50})
-    client_cfg = edit(f"{a.configs}/client.json", f"{work}/client.json", {
+    client_cfg = loopback.edit_config(f"{a.configs}/client.json", f"{work}/client.json", {
         "threads": 1, "log_level": "warn", "train.eval_samples": 64})
     store = f"127.0.0.1:{free_port()}"
     procs, outs = [], []
