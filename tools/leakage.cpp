@@ -121,9 +121,7 @@ LabelLeakage label_leakage(train::TrainOptions opts, const data::Split& data, co
     auto logits = m.head->forward(h_client);
     auto loss = torch::nn::functional::cross_entropy(logits, b.y);
     const auto g = privacy::head_backward(h_client, logits, loss, p.label_defense);  // what the server receives
-    torch::Tensor local;
-    if (const double alpha = privacy::alpha_at(p, b.step); alpha > 0) local = alpha * privacy::dcor(b.x, z);
-    if (adversary) local = local.defined() ? local + adversary->penalty(b.x, z) : adversary->penalty(b.x, z);
+    const auto local = privacy::client_terms(p, b.step, b.x, z, adversary ? &*adversary : nullptr);
     if (local.defined()) torch::autograd::backward({h, local}, {g, torch::Tensor()});
     else h.backward(g);
     opt->step();

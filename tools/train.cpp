@@ -20,7 +20,6 @@
 #include "cutlayer/model/model_spec.h"
 #include "cutlayer/model/script_export.h"
 #include "cutlayer/privacy/adversary.h"
-#include "cutlayer/privacy/dcor.h"
 #include "cutlayer/privacy/label_defense.h"
 #include "cutlayer/process_tuning.h"
 #include "cutlayer/report/json.h"
@@ -230,20 +229,6 @@ class Checkpoints {
   std::optional<state::CheckpointStore> store_;
 };
 
-// The client's own terms of its loss, as the client computes them: NoPeek's alpha * dCor on
-// z (or what is sent when the cut is compressed) and the decoder adversary's penalty.
-torch::Tensor client_terms(const train::Batch& b, const torch::Tensor& z, const privacy::PrivacyOptions& p,
-                           std::optional<privacy::DecoderAdversary>& adversary) {
-  torch::Tensor t;
-  const double alpha = privacy::alpha_at(p, b.step);
-  if (alpha > 0) t = alpha * privacy::dcor(b.x, z);
-  if (adversary) {
-    auto pen = adversary->penalty(b.x, z);
-    t = t.defined() ? t + pen : pen;
-  }
-  return t;
-}
-
 struct Outcome {
   std::int64_t steps_done = 0, samples = 0;
   double last_loss = 0;
@@ -271,7 +256,7 @@ Outcome train_loop(const tools::ClientTrainConfig& cfg, Monolithic& net, const d
     const auto sent = Monolithic::across_cut(z, nopeek, cfg.cut);
     auto h = net.kfac->forward(net.m.back, sent.back);
     net.opt->zero_grad();
-    const auto local = client_terms(b, sent.nopeek, nopeek, adversary);
+    const auto local = privacy::client_terms(nopeek, b.step, b.x, sent.nopeek, adversary ? &*adversary : nullptr);
     torch::Tensor logits, loss;  // the task loss (logged)
     if (net.m.has_head() && nopeek.label_defense.active()) {
       // U-shaped with a label defence: the back learns from what the client sends back.

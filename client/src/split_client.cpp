@@ -194,18 +194,9 @@ SplitClient::StepResult SplitClient::step(const train::Batch& b) {
   // NoPeek: alpha * dCor(x, z) joins the front's loss; its gradient flows into the front
   // beside the server's dL/dz. With a compressed cut it is measured on what is sent.
   // The decoder adversary's penalty joins it the same way.
-  const double alpha = privacy::alpha_at(options_.nopeek, b.step);
   const auto measured = options_.cut.compressed() ? cut::straight_through(z, sent) : z;
-  torch::Tensor local_terms;
-  if (alpha > 0) {
-    auto dcor_term = privacy::dcor(b.x, measured);
-    r.dcor = dcor_term.item<double>();
-    local_terms = alpha * dcor_term;
-  }
-  if (adversary_) {
-    auto p = adversary_->penalty(b.x, measured);
-    local_terms = local_terms.defined() ? local_terms + p : p;
-  }
+  const auto local_terms = privacy::client_terms(options_.nopeek, b.step, b.x, measured,
+                                                   adversary_ ? &*adversary_ : nullptr, &r.dcor);
   auto backprop_front = [&](const wire::Message& reply) {
     const auto dz = cut::decode_gradient(reply.tensors, cut_coding_, sent.cols, z.sizes(), kMaxCutGrad);
     if (local_terms.defined()) torch::autograd::backward({z, local_terms}, {dz, torch::Tensor()});

@@ -9,7 +9,7 @@
 #include "cutlayer/crypto/crypto.h"
 #include "cutlayer/error.h"
 #include "cutlayer/log.h"
-#include "cutlayer/privacy/dcor.h"
+#include "cutlayer/privacy/adversary.h"
 #include "cutlayer/report/json.h"
 #include "cutlayer/state/archive.h"
 #include "cutlayer/train/loop.h"
@@ -190,18 +190,13 @@ VerticalParty::StepResult VerticalParty::step(const torch::Tensor& x, const torc
   if (active()) tensors.push_back(y);
   dispatch_.send(wire::make_message(wire::Activations{s, active(), true}, tensors));
   StepResult r;
-  const double alpha = privacy::alpha_at(options_.nopeek, step);
-  torch::Tensor dcor_term;
-  if (alpha > 0) {
-    dcor_term = privacy::dcor(x, z);
-    r.dcor = dcor_term.item<double>();
-  }
+  const auto local_terms = privacy::client_terms(options_.nopeek, step, x, z, nullptr, &r.dcor);
   const auto reply = dispatch_.await<wire::CutGrad>(s);
   const auto& g = reply.msg.tensors;
   if (g.size() != 1 || g[0].scalar_type() != torch::kFloat32 || g[0].sizes() != z.sizes() ||
       !torch::isfinite(g[0]).all().item<bool>() || g[0].abs().max().item<double>() > kMaxCutGrad)
     throw ProtocolError("server: CutGrad for step " + std::to_string(step) + " is not a finite gradient of the cut's shape");
-  if (alpha > 0) torch::autograd::backward({z, alpha * dcor_term}, {g[0], torch::Tensor()});
+  if (local_terms.defined()) torch::autograd::backward({z, local_terms}, {g[0], torch::Tensor()});
   else z.backward(g[0]);
   opt_->step();
   r.loss = reply.meta.loss;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "cutlayer/error.h"
+#include "cutlayer/privacy/dcor.h"
 
 namespace cutlayer::privacy {
 
@@ -53,6 +54,21 @@ torch::Tensor DecoderAdversary::penalty(const torch::Tensor& x, const torch::Ten
   // Capped at 1 (the decoder no better than the mean image): past that the front would
   // only be paid for making noise, which it can do without bound.
   return -options_.weight * (torch::mse_loss(decoder_->forward(z), x) / var).clamp_max(1.0);
+}
+
+torch::Tensor client_terms(const PrivacyOptions& p, std::int64_t step, const torch::Tensor& x, const torch::Tensor& z,
+                           DecoderAdversary* adversary, double* dcor_value) {
+  torch::Tensor t;
+  if (const double alpha = alpha_at(p, step); alpha > 0) {
+    auto d = dcor(x, z);
+    if (dcor_value) *dcor_value = d.item<double>();
+    t = alpha * d;
+  }
+  if (adversary) {
+    auto pen = adversary->penalty(x, z);
+    t = t.defined() ? t + pen : pen;
+  }
+  return t;
 }
 
 }  // namespace cutlayer::privacy

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cutlayer/error.h"
+#include "cutlayer/privacy/dcor.h"
 
 namespace cutlayer::privacy {
 namespace {
@@ -169,6 +170,33 @@ TEST(Adversary, BatchesThatCannotBeUsedAreRefused) {
   DecoderAdversary adv(weight(1.0), 17);
   EXPECT_THROW(adv.penalty(torch::randn({1, 4}), torch::randn({1, 3})), Error);
   EXPECT_THROW(adv.penalty(torch::randn({4, 4}), torch::randn({3, 3})), Error);
+}
+
+// The client's terms, as every trainer composes them: nothing when both are off; alpha(step)
+// * dCor (warm-up included) with its value reported; plus the adversary's penalty, which
+// takes the adversary's step like a direct call would.
+TEST(Adversary, ClientTermsComposeNoPeekAndThePenalty) {
+  Batch b(12);
+  PrivacyOptions p;
+  double measured = -1;
+  EXPECT_FALSE(client_terms(p, 0, b.x, b.z, nullptr, &measured).defined());
+  EXPECT_EQ(measured, -1) << "no dCor is measured when alpha is 0";
+
+  p.alpha = 0.5;
+  p.alpha_warmup_steps = 10;
+  const auto expected_dcor = dcor(b.x, b.z).item<double>();
+  const auto at5 = client_terms(p, 5, b.x, b.z, nullptr, &measured).item<double>();
+  EXPECT_DOUBLE_EQ(measured, expected_dcor);
+  EXPECT_NEAR(at5, alpha_at(p, 5) * expected_dcor, 1e-6);
+  EXPECT_NEAR(alpha_at(p, 5), 0.25, 1e-12);
+
+  DecoderAdversary inside(weight(1.0), 13), beside(weight(1.0), 13);
+  const auto both = client_terms(p, 20, b.x, b.z, &inside).item<double>();
+  const auto penalty = beside.penalty(b.x, b.z).item<double>();
+  EXPECT_DOUBLE_EQ(inside.last_nmse(), beside.last_nmse()) << "the adversary took the same step";
+  EXPECT_NEAR(both, 0.5 * expected_dcor + penalty, 1e-6);
+  p.alpha = 0;  // the penalty alone
+  EXPECT_DOUBLE_EQ(client_terms(p, 21, b.x, b.z, &inside).item<double>(), beside.penalty(b.x, b.z).item<double>());
 }
 
 }  // namespace

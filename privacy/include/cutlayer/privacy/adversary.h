@@ -39,4 +39,11 @@ class DecoderAdversary {
   double last_nmse_ = 0;
 };
 
+// The client's own terms of its loss on the cut z, as every trainer composes them:
+// alpha(step) * dCor(x, z) (NoPeek) plus the decoder adversary's penalty when there is one
+// (the adversary takes its step; nullptr: none). Undefined when neither is on. dcor_value,
+// when given and alpha > 0, receives dCor(x, z).
+torch::Tensor client_terms(const PrivacyOptions& p, std::int64_t step, const torch::Tensor& x, const torch::Tensor& z,
+                           DecoderAdversary* adversary, double* dcor_value = nullptr);
+
 }  // namespace cutlayer::privacy
